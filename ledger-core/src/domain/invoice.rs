@@ -1,0 +1,402 @@
+//! Invoices: the state machine of the overview's diagram, and who may move it.
+//!
+//! ```text
+//! DRAFT → SUBMITTED | CANCELLED                       (seller)
+//! SUBMITTED → APPROVED | APPROVED_WITH_ADJUSTMENT     (buyer, reserves funds)
+//!           | DISPUTED | INFO_REQUESTED               (buyer)
+//!           | CANCELLED                               (seller)
+//! INFO_REQUESTED → SUBMITTED                          (seller responds)
+//! DISPUTED → SUBMITTED (seller) | CANCELLED (either)
+//! APPROVED* → SETTLED (payment) | CANCELLATION_REQUESTED (either)
+//! CANCELLATION_REQUESTED → CANCELLED | the approved state it came from
+//!                                                     (counterparty of requester)
+//! SETTLED | CANCELLED → ARCHIVED (either) → back again (restore)
+//! ```
+
+use super::DomainError;
+use crate::events::{Event, LineItem, Party};
+use crate::ids::{ConnectionId, FileId, InvoiceId, LineItemId, OrganizationId, PaymentId};
+use crate::money::{Amount, Currency};
+use crate::time::Timestamp;
+use chrono::NaiveDate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InvoiceStatus {
+    Draft,
+    Submitted,
+    InfoRequested,
+    Approved,
+    ApprovedWithAdjustment,
+    Disputed,
+    CancellationRequested,
+    Cancelled,
+    Settled,
+    Archived,
+}
+
+impl InvoiceStatus {
+    pub const ALL: [InvoiceStatus; 10] = [
+        InvoiceStatus::Draft,
+        InvoiceStatus::Submitted,
+        InvoiceStatus::InfoRequested,
+        InvoiceStatus::Approved,
+        InvoiceStatus::ApprovedWithAdjustment,
+        InvoiceStatus::Disputed,
+        InvoiceStatus::CancellationRequested,
+        InvoiceStatus::Cancelled,
+        InvoiceStatus::Settled,
+        InvoiceStatus::Archived,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Draft => "DRAFT",
+            InvoiceStatus::Submitted => "SUBMITTED",
+            InvoiceStatus::InfoRequested => "INFO_REQUESTED",
+            InvoiceStatus::Approved => "APPROVED",
+            InvoiceStatus::ApprovedWithAdjustment => "APPROVED_WITH_ADJUSTMENT",
+            InvoiceStatus::Disputed => "DISPUTED",
+            InvoiceStatus::CancellationRequested => "CANCELLATION_REQUESTED",
+            InvoiceStatus::Cancelled => "CANCELLED",
+            InvoiceStatus::Settled => "SETTLED",
+            InvoiceStatus::Archived => "ARCHIVED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<InvoiceStatus> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_approved(self) -> bool {
+        matches!(self, InvoiceStatus::Approved | InvoiceStatus::ApprovedWithAdjustment)
+    }
+
+    /// The edges of the overview's state diagram, nothing more.
+    pub fn can_become(self, next: InvoiceStatus) -> bool {
+        use InvoiceStatus::*;
+        matches!(
+            (self, next),
+            (Draft, Submitted)
+                | (Draft, Cancelled)
+                | (Submitted, Approved)
+                | (Submitted, ApprovedWithAdjustment)
+                | (Submitted, Disputed)
+                | (Submitted, Cancelled)
+                | (Submitted, InfoRequested)
+                | (InfoRequested, Submitted)
+                | (Disputed, Submitted)
+                | (Disputed, Cancelled)
+                | (Approved, Settled)
+                | (ApprovedWithAdjustment, Settled)
+                | (Approved, CancellationRequested)
+                | (ApprovedWithAdjustment, CancellationRequested)
+                | (CancellationRequested, Cancelled)
+                | (CancellationRequested, Approved)
+                | (CancellationRequested, ApprovedWithAdjustment)
+                | (Settled, Archived)
+                | (Cancelled, Archived)
+                | (Archived, Settled)
+                | (Archived, Cancelled)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancellationRequest {
+    pub by: Party,
+    pub reason: String,
+    /// The approved state a rejection returns to.
+    pub return_to: InvoiceStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    pub id: InvoiceId,
+    pub connection_id: ConnectionId,
+    pub seller_organization_id: OrganizationId,
+    pub buyer_organization_id: OrganizationId,
+    pub number: String,
+    pub currency: Currency,
+    pub issue_date: NaiveDate,
+    pub due_date: NaiveDate,
+    pub memo: Option<String>,
+    pub line_items: Vec<LineItem>,
+    pub attachments: Vec<FileId>,
+    pub status: InvoiceStatus,
+    pub approved_amount: Option<Amount>,
+    pub adjustment_reason: Option<String>,
+    pub dispute_reason: Option<String>,
+    pub info_request: Option<String>,
+    pub info_response: Option<String>,
+    pub cancellation: Option<CancellationRequest>,
+    pub cancellation_reason: Option<String>,
+    pub archived_from: Option<InvoiceStatus>,
+    pub payment_id: Option<PaymentId>,
+    /// Set once submitted: a buyer never sees an invoice that was only ever a draft.
+    pub visible_to_buyer: bool,
+    pub payment_due_notified: bool,
+    pub version: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// The limits on an invoice's free text and size (every input is bounded).
+pub const MAX_LINE_ITEMS: usize = 500;
+pub const MAX_TEXT_CHARS: usize = 2000;
+pub const MAX_NUMBER_CHARS: usize = 64;
+pub const MAX_ATTACHMENTS: usize = 50;
+
+pub fn bounded_text(field: &str, value: &str, max: usize) -> Result<String, DomainError> {
+    if value.chars().count() > max {
+        return Err(DomainError::Validation(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+pub fn required_text(field: &str, value: &str, max: usize) -> Result<String, DomainError> {
+    if value.trim().is_empty() {
+        return Err(DomainError::Validation(format!("{field} is required")));
+    }
+    bounded_text(field, value, max)
+}
+
+/// Totals are sums of the per-line figures, each already rounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub subtotal: Amount,
+    pub tax_total: Amount,
+    pub total: Amount,
+}
+
+pub fn totals(items: &[LineItem]) -> Totals {
+    let mut subtotal = Amount::ZERO;
+    let mut tax_total = Amount::ZERO;
+    for item in items {
+        // Bounded by MAX_LINE_ITEMS × Amount::MAX, far from overflow; saturate defensively.
+        subtotal = subtotal.checked_add(item.amount).unwrap_or(subtotal);
+        tax_total = tax_total.checked_add(item.tax_amount).unwrap_or(tax_total);
+    }
+    let total = subtotal.checked_add(tax_total).unwrap_or(subtotal);
+    Totals {
+        subtotal,
+        tax_total,
+        total,
+    }
+}
+
+impl Invoice {
+    pub fn totals(&self) -> Totals {
+        totals(&self.line_items)
+    }
+
+    pub fn party_of(&self, org: OrganizationId) -> Option<Party> {
+        if org == self.seller_organization_id {
+            Some(Party::Seller)
+        } else if org == self.buyer_organization_id && self.visible_to_buyer {
+            Some(Party::Buyer)
+        } else {
+            None
+        }
+    }
+
+    pub fn organization_of(&self, party: Party) -> OrganizationId {
+        match party {
+            Party::Seller => self.seller_organization_id,
+            Party::Buyer => self.buyer_organization_id,
+        }
+    }
+
+    fn refuse(&self, action: &'static str) -> DomainError {
+        DomainError::InvalidTransition {
+            entity: "invoice",
+            action,
+            current: self.status.as_str(),
+        }
+    }
+
+    /// Checks an action's actor and state. `who` lists the parties that may take
+    /// the action at all (else 403); `from` the states it may start in (else 400).
+    pub fn check(
+        &self,
+        action: &'static str,
+        party: Party,
+        who: &[Party],
+        from: &[InvoiceStatus],
+    ) -> Result<(), DomainError> {
+        if !who.contains(&party) {
+            return Err(DomainError::Forbidden(format!(
+                "the {} may not {action} this invoice",
+                party_name(party)
+            )));
+        }
+        if !from.contains(&self.status) {
+            return Err(self.refuse(action));
+        }
+        Ok(())
+    }
+
+    pub fn check_submit(&self, party: Party) -> Result<(), DomainError> {
+        self.check("submit", party, &[Party::Seller], &[InvoiceStatus::Draft, InvoiceStatus::Disputed])?;
+        if self.line_items.is_empty() || self.totals().total.is_zero() {
+            return Err(DomainError::Validation(
+                "an invoice needs at least one line item and a total above zero to be submitted".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn check_cancel(&self, party: Party) -> Result<(), DomainError> {
+        let from: &[InvoiceStatus] = match party {
+            Party::Seller => &[InvoiceStatus::Draft, InvoiceStatus::Submitted, InvoiceStatus::Disputed],
+            Party::Buyer => &[InvoiceStatus::Disputed],
+        };
+        self.check("cancel", party, &[Party::Seller, Party::Buyer], from)
+    }
+
+    /// Accepting or rejecting a cancellation: only the requester's counterparty.
+    pub fn check_answer_cancellation(&self, action: &'static str, party: Party) -> Result<(), DomainError> {
+        match &self.cancellation {
+            Some(req) if self.status == InvoiceStatus::CancellationRequested => {
+                if req.by == party {
+                    Err(DomainError::Forbidden(format!(
+                        "only the counterparty of the requester may {action}"
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err(self.refuse(action)),
+        }
+    }
+
+    pub fn check_editable(&self, party: Party) -> Result<(), DomainError> {
+        self.check(
+            "update",
+            party,
+            &[Party::Seller],
+            &[InvoiceStatus::Draft, InvoiceStatus::Disputed, InvoiceStatus::InfoRequested],
+        )
+    }
+
+    pub fn check_line_items_editable(&self, party: Party) -> Result<(), DomainError> {
+        self.check("edit line items of", party, &[Party::Seller], &[InvoiceStatus::Draft])
+    }
+
+    pub fn line_item(&self, id: LineItemId) -> Result<&LineItem, DomainError> {
+        self.line_items
+            .iter()
+            .find(|l| l.id == id)
+            .ok_or(DomainError::NotFound("line item"))
+    }
+
+    /// Applies one of this invoice's events. Panics never; an event that does not
+    /// fit is a log corruption the engine's invariant checks report.
+    pub fn evolve(&mut self, event: &Event, at: Timestamp) {
+        use Event::*;
+        match event {
+            InvoiceUpdated {
+                number,
+                due_date,
+                memo,
+                line_items,
+                attachments,
+                ..
+            } => {
+                if let Some(n) = number {
+                    self.number = n.clone();
+                }
+                if let Some(d) = due_date {
+                    self.due_date = *d;
+                }
+                if let Some(m) = memo {
+                    self.memo = m.clone();
+                }
+                if let Some(items) = line_items {
+                    self.line_items = items.clone();
+                }
+                if let Some(files) = attachments {
+                    self.attachments = files.clone();
+                }
+            }
+            LineItemAdded { item, .. } => self.line_items.push(item.clone()),
+            LineItemUpdated { item, .. } => {
+                if let Some(slot) = self.line_items.iter_mut().find(|l| l.id == item.id) {
+                    *slot = item.clone();
+                }
+            }
+            LineItemRemoved { line_item_id, .. } => self.line_items.retain(|l| l.id != *line_item_id),
+            InvoiceSubmitted { .. } => {
+                self.status = InvoiceStatus::Submitted;
+                self.visible_to_buyer = true;
+            }
+            InvoiceInfoRequested { question, .. } => {
+                self.status = InvoiceStatus::InfoRequested;
+                self.info_request = Some(question.clone());
+            }
+            InvoiceInfoProvided { message, .. } => {
+                self.status = InvoiceStatus::Submitted;
+                self.info_response = Some(message.clone());
+            }
+            InvoiceApproved {
+                approved_amount,
+                adjustment_reason,
+                ..
+            } => {
+                self.status = if adjustment_reason.is_some() {
+                    InvoiceStatus::ApprovedWithAdjustment
+                } else {
+                    InvoiceStatus::Approved
+                };
+                self.approved_amount = Some(*approved_amount);
+                self.adjustment_reason = adjustment_reason.clone();
+            }
+            InvoiceDisputed { reason, .. } => {
+                self.status = InvoiceStatus::Disputed;
+                self.dispute_reason = Some(reason.clone());
+            }
+            InvoiceCancelled { reason, .. } => {
+                self.status = InvoiceStatus::Cancelled;
+                self.cancellation_reason = reason.clone();
+            }
+            InvoiceCancellationRequested { by, reason, .. } => {
+                self.cancellation = Some(CancellationRequest {
+                    by: *by,
+                    reason: reason.clone(),
+                    return_to: self.status,
+                });
+                self.status = InvoiceStatus::CancellationRequested;
+            }
+            InvoiceCancellationRejected { .. } => {
+                if let Some(req) = self.cancellation.take() {
+                    self.status = req.return_to;
+                }
+            }
+            InvoiceSettled { payment_id, .. } => {
+                self.status = InvoiceStatus::Settled;
+                self.payment_id = Some(*payment_id);
+            }
+            InvoiceArchived { .. } => {
+                self.archived_from = Some(self.status);
+                self.status = InvoiceStatus::Archived;
+            }
+            InvoiceRestored { .. } => {
+                if let Some(from) = self.archived_from.take() {
+                    self.status = from;
+                }
+            }
+            InvoicePaymentDue { .. } => self.payment_due_notified = true,
+            _ => {}
+        }
+        self.version += 1;
+        self.updated_at = at;
+    }
+}
+
+pub fn party_name(party: Party) -> &'static str {
+    match party {
+        Party::Seller => "seller",
+        Party::Buyer => "buyer",
+    }
+}

@@ -1,0 +1,82 @@
+//! The money model: pure rules, no I/O.
+//!
+//! Each aggregate module holds its state, `evolve` (apply one event) and the
+//! pure checks its commands need. [`ledger::Ledger`] is the write model: all
+//! aggregates together, with `decide(actor, command) -> events | error` that
+//! orchestrates commands touching several aggregates (a settlement touches the
+//! invoice, the payment and two balances) and `apply(event)`.
+
+pub mod api_key;
+pub mod balance;
+pub mod command;
+pub mod connection;
+mod evolve;
+pub mod file;
+pub mod invoice;
+pub mod ledger;
+pub mod organization;
+pub mod payment;
+pub mod refund;
+pub mod webhook_endpoint;
+pub mod withdrawal;
+
+pub use command::{Command, Outcome};
+pub use ledger::Ledger;
+
+use crate::money::{Amount, Currency, MoneyError};
+use crate::time::Timestamp;
+use uuid::Uuid;
+
+/// Why a command was refused. Each maps to one documented API error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0}")]
+    Validation(String),
+    #[error("cannot {action} a {entity} in state {current}")]
+    InvalidTransition {
+        entity: &'static str,
+        action: &'static str,
+        current: &'static str,
+    },
+    #[error("insufficient available balance in {currency}: needed {needed}, available {available}")]
+    InsufficientBalance {
+        currency: Currency,
+        needed: String,
+        available: String,
+    },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("version conflict: expected {expected}, current {current}")]
+    VersionConflict { expected: u64, current: u64 },
+}
+
+impl From<MoneyError> for DomainError {
+    fn from(e: MoneyError) -> Self {
+        DomainError::Validation(e.to_string())
+    }
+}
+
+impl DomainError {
+    pub fn insufficient(currency: Currency, needed: Amount, available: Amount) -> Self {
+        DomainError::InsufficientBalance {
+            currency,
+            needed: needed.format(currency),
+            available: available.format(currency),
+        }
+    }
+}
+
+/// What a decision may depend on besides state and command: the time, and a
+/// source of fresh ids. Injected so decisions stay deterministic under test.
+pub struct Ctx<'a> {
+    pub now: Timestamp,
+    pub ids: &'a mut dyn FnMut() -> Uuid,
+}
+
+impl Ctx<'_> {
+    pub fn id<T: From<Uuid>>(&mut self) -> T {
+        T::from((self.ids)())
+    }
+}

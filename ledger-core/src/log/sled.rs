@@ -1,0 +1,360 @@
+//! The embedded event log on sled (one tree, one atomic batch per append).
+//!
+//! Key layout (all integers big-endian so sled's order is numeric order):
+//! - `E` seq                      → encoded event ‖ 32-byte chain hash
+//! - `S` stream(17) version       → seq
+//! - `I` scope request            → encoded idempotency record
+//! - `T` at(8) scope request      → (empty) retention index for idempotency records
+//!
+//! Durability: sled's `flush()` ends in `sync_file_range`, which does not reach
+//! the disk's write cache (sled issues 1351, 1452). After every flush we
+//! `fdatasync` the data file ourselves, once per append (= once per group commit).
+
+use super::*;
+use crate::codec;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const EVENT: u8 = b'E';
+const STREAM: u8 = b'S';
+const IDEM: u8 = b'I';
+const IDEM_TIME: u8 = b'T';
+
+/// How many events at the tail `open` re-verifies before serving.
+const TAIL_VERIFY: u64 = 4096;
+
+pub struct SledLog {
+    db: ::sled::Db,
+    dir: PathBuf,
+    /// The files whose pages must reach the disk after each flush.
+    data_files: Vec<File>,
+    state: Mutex<State>,
+}
+
+struct State {
+    head: LogHead,
+    /// Current version per stream, filled lazily from the `S` index.
+    versions: HashMap<StreamId, u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+fn event_key(seq: u64) -> [u8; 9] {
+    let mut k = [EVENT; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn stream_key(stream: StreamId, version: u64) -> [u8; 26] {
+    let mut k = [STREAM; 26];
+    k[1..18].copy_from_slice(&stream.to_bytes());
+    k[18..].copy_from_slice(&version.to_be_bytes());
+    k
+}
+
+fn idem_key(key: &IdempotencyKey) -> [u8; 33] {
+    let mut k = [IDEM; 33];
+    k[1..].copy_from_slice(&key.to_bytes());
+    k
+}
+
+fn idem_time_key(at: Timestamp, key: &IdempotencyKey) -> [u8; 41] {
+    let mut k = [IDEM_TIME; 41];
+    k[1..9].copy_from_slice(&at.as_micros().to_be_bytes());
+    k[9..].copy_from_slice(&key.to_bytes());
+    k
+}
+
+fn split_stored(seq: u64, value: &[u8]) -> Result<RawEvent, LogError> {
+    if value.len() < 33 {
+        return Err(LogError::Corrupt {
+            seq,
+            reason: "record shorter than its hash".into(),
+        });
+    }
+    let (encoded, hash) = value.split_at(value.len() - 32);
+    let mut h = [0u8; 32];
+    h.copy_from_slice(hash);
+    Ok(RawEvent {
+        seq,
+        encoded: encoded.to_vec(),
+        hash: h,
+    })
+}
+
+fn seq_of_key(key: &[u8]) -> Result<u64, LogError> {
+    let bytes: [u8; 8] = key
+        .get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| LogError::Storage("malformed event key".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+impl SledLog {
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
+        Self::open_with(dir, SledOptions::default())
+    }
+
+    pub fn open_with(dir: impl AsRef<Path>, options: SledOptions) -> Result<Self, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        let db = ::sled::Config::new()
+            .path(&dir)
+            .cache_capacity(options.cache_capacity_bytes)
+            .mode(::sled::Mode::HighThroughput)
+            // We flush (and fdatasync) at every group commit; no background flusher needed.
+            .flush_every_ms(None)
+            .open()
+            .map_err(storage)?;
+        let data_files = Self::open_data_files(&dir)?;
+        let head = Self::verify_tail(&db)?;
+        Ok(Self {
+            db,
+            dir,
+            data_files,
+            state: Mutex::new(State {
+                head,
+                versions: HashMap::new(),
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn open_data_files(dir: &Path) -> Result<Vec<File>, LogError> {
+        let mut files = Vec::new();
+        for name in ["db", "conf"] {
+            let path = dir.join(name);
+            if path.exists() {
+                files.push(File::open(&path).map_err(storage)?);
+            }
+        }
+        if files.is_empty() {
+            return Err(LogError::Storage(format!(
+                "sled data file not found in {}",
+                dir.display()
+            )));
+        }
+        Ok(files)
+    }
+
+    /// Re-checks the last events of the chain so a torn or tampered tail is
+    /// refused at start, naming the sequence number.
+    fn verify_tail(db: &::sled::Db) -> Result<LogHead, LogError> {
+        let Some((last_key, _)) = db.scan_prefix([EVENT]).next_back().transpose().map_err(storage)? else {
+            return Ok(LogHead {
+                last_seq: 0,
+                last_hash: GENESIS_HASH,
+            });
+        };
+        let last_seq = seq_of_key(&last_key)?;
+        let from = last_seq.saturating_sub(TAIL_VERIFY).max(1);
+        let mut previous = if from == 1 {
+            GENESIS_HASH
+        } else {
+            let value = db
+                .get(event_key(from - 1))
+                .map_err(storage)?
+                .ok_or(LogError::Corrupt {
+                    seq: from - 1,
+                    reason: "missing (sequence has a gap)".into(),
+                })?;
+            split_stored(from - 1, &value)?.hash
+        };
+        let mut expected_seq = from;
+        for item in db.range(event_key(from)..=event_key(last_seq)) {
+            let (key, value) = item.map_err(storage)?;
+            let seq = seq_of_key(&key)?;
+            if seq != expected_seq {
+                return Err(LogError::Corrupt {
+                    seq: expected_seq,
+                    reason: format!("missing (sequence jumps to {seq})"),
+                });
+            }
+            let raw = split_stored(seq, &value)?;
+            verify_link(&previous, &raw)?;
+            previous = raw.hash;
+            expected_seq += 1;
+        }
+        Ok(LogHead {
+            last_seq,
+            last_hash: previous,
+        })
+    }
+
+    fn stream_version(&self, versions: &mut HashMap<StreamId, u64>, stream: StreamId) -> Result<u64, LogError> {
+        if let Some(v) = versions.get(&stream) {
+            return Ok(*v);
+        }
+        let mut prefix = [STREAM; 18];
+        prefix[1..].copy_from_slice(&stream.to_bytes());
+        let version = match self.db.scan_prefix(prefix).next_back() {
+            None => 0,
+            Some(item) => {
+                let (key, _) = item.map_err(storage)?;
+                let bytes: [u8; 8] = key[18..26]
+                    .try_into()
+                    .map_err(|_| LogError::Storage("malformed stream key".into()))?;
+                u64::from_be_bytes(bytes)
+            }
+        };
+        versions.insert(stream, version);
+        Ok(version)
+    }
+
+    fn make_durable(&self) -> Result<(), LogError> {
+        self.db.flush().map_err(storage)?;
+        for f in &self.data_files {
+            f.sync_data().map_err(storage)?;
+        }
+        Ok(())
+    }
+}
+
+impl EventLog for SledLog {
+    fn head(&self) -> LogHead {
+        match self.state.lock() {
+            Ok(s) => s.head,
+            Err(poisoned) => poisoned.into_inner().head,
+        }
+    }
+
+    fn append(&self, events: &[RecordedEvent], idempotency: &[IdempotencyRecord]) -> Result<LogHead, LogError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| LogError::Storage("log state poisoned by an earlier panic".into()))?;
+        let mut head = state.head;
+        let mut batch = ::sled::Batch::default();
+        // Versions are checked against a scratch copy so a refused append leaves no trace.
+        let mut touched: HashMap<StreamId, u64> = HashMap::new();
+        for event in events {
+            if event.seq != head.next_seq() {
+                return Err(LogError::OutOfSequence {
+                    expected: head.next_seq(),
+                    got: event.seq,
+                });
+            }
+            let stream = event.stream();
+            let current = match touched.get(&stream) {
+                Some(v) => *v,
+                None => self.stream_version(&mut state.versions, stream)?,
+            };
+            if event.version != current + 1 {
+                return Err(LogError::VersionConflict {
+                    stream,
+                    expected: current + 1,
+                    got: event.version,
+                });
+            }
+            touched.insert(stream, event.version);
+            let mut value = codec::encode_event(event)?;
+            let hash = chain_hash(&head.last_hash, &value);
+            value.extend_from_slice(&hash);
+            batch.insert(&event_key(event.seq)[..], value);
+            batch.insert(&stream_key(stream, event.version)[..], &event.seq.to_be_bytes()[..]);
+            head = LogHead {
+                last_seq: event.seq,
+                last_hash: hash,
+            };
+        }
+        for record in idempotency {
+            batch.insert(&idem_key(&record.key)[..], codec::encode(record)?);
+            batch.insert(&idem_time_key(record.at, &record.key)[..], &[][..]);
+        }
+        self.db.apply_batch(batch).map_err(storage)?;
+        self.make_durable()?;
+        state.head = head;
+        state.versions.extend(touched);
+        Ok(head)
+    }
+
+    fn read_all(&self, from_seq: u64) -> EventIter<'_> {
+        Box::new(self.read_raw(from_seq).map(|raw| {
+            let raw = raw?;
+            codec::decode_event(&raw.encoded).map_err(|e| LogError::Corrupt {
+                seq: raw.seq,
+                reason: e.to_string(),
+            })
+        }))
+    }
+
+    fn read_raw(&self, from_seq: u64) -> RawIter<'_> {
+        let end = event_key(u64::MAX);
+        Box::new(self.db.range(event_key(from_seq.max(1))..=end).map(|item| {
+            let (key, value) = item.map_err(storage)?;
+            split_stored(seq_of_key(&key)?, &value)
+        }))
+    }
+
+    fn read_stream(&self, stream: StreamId) -> Result<Vec<RecordedEvent>, LogError> {
+        let mut prefix = [STREAM; 18];
+        prefix[1..].copy_from_slice(&stream.to_bytes());
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(prefix) {
+            let (_, seq_bytes) = item.map_err(storage)?;
+            let seq = u64::from_be_bytes(
+                seq_bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| LogError::Storage("malformed stream index".into()))?,
+            );
+            let value = self.db.get(event_key(seq)).map_err(storage)?.ok_or(LogError::Corrupt {
+                seq,
+                reason: "indexed by its stream but missing".into(),
+            })?;
+            let raw = split_stored(seq, &value)?;
+            out.push(codec::decode_event(&raw.encoded).map_err(|e| LogError::Corrupt {
+                seq,
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, LogError> {
+        match self.db.get(idem_key(key)).map_err(storage)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        }
+    }
+
+    fn prune_idempotency(&self, before: Timestamp) -> Result<usize, LogError> {
+        let start = [IDEM_TIME];
+        let mut end = [IDEM_TIME; 9];
+        end[1..].copy_from_slice(&before.as_micros().to_be_bytes());
+        let mut batch = ::sled::Batch::default();
+        let mut n = 0;
+        for item in self.db.range(&start[..]..&end[..]) {
+            let (key, _) = item.map_err(storage)?;
+            let mut ikey = [IDEM; 33];
+            ikey[1..].copy_from_slice(&key[9..41]);
+            batch.remove(&ikey[..]);
+            batch.remove(key);
+            n += 1;
+        }
+        if n > 0 {
+            self.db.apply_batch(batch).map_err(storage)?;
+            self.make_durable()?;
+        }
+        Ok(n)
+    }
+}
