@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod domain;
+pub mod engine;
 pub mod events;
 pub mod ids;
 pub mod log;

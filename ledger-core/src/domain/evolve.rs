@@ -466,12 +466,22 @@ impl Ledger {
         balance.check_invariants()?;
         let after = balance.total;
         let supply = self.supply_mut(currency);
+        let overflow = || "supply overflow".to_string();
         match event {
             FundsDeposited { amount, .. } => {
-                supply.deposited = supply.deposited.checked_add(*amount).ok_or("supply overflow")?;
+                supply.deposited = supply.deposited.checked_add(*amount).ok_or_else(overflow)?;
             }
             WithdrawalDebited { amount, .. } => {
-                supply.withdrawn = supply.withdrawn.checked_add(*amount).ok_or("supply overflow")?;
+                supply.withdrawn = supply.withdrawn.checked_add(*amount).ok_or_else(overflow)?;
+            }
+            SettlementDebited { amount, .. } | RefundDebited { amount, .. } => {
+                supply.in_transit = supply.in_transit.checked_add(*amount).ok_or_else(overflow)?;
+            }
+            SettlementCredited { amount, .. } | RefundCredited { amount, .. } => {
+                supply.in_transit = supply
+                    .in_transit
+                    .checked_sub(*amount)
+                    .ok_or("credited more than was debited")?;
             }
             _ => {}
         }
@@ -480,23 +490,34 @@ impl Ledger {
             .checked_add(after)
             .and_then(|t| t.checked_sub(before))
             .ok_or("balances total went negative")?;
-        // Settlements and refunds come in pairs; money is conserved once both
-        // halves are in, so the check runs when the command's events are all applied.
-        Ok(())
+        conserved(currency, supply)
     }
 
-    /// Money is conserved: per currency, all balances together hold exactly
-    /// what was deposited minus what was withdrawn.
-    pub fn check_conservation(&self) -> Result<(), String> {
+    /// Every transfer is complete: nothing is in transit in any currency.
+    pub fn check_settled(&self) -> Result<(), String> {
         for (currency, s) in &self.supply {
-            let expected = s.deposited.checked_sub(s.withdrawn).ok_or("withdrawn more than deposited")?;
-            if s.balances_total != expected {
-                return Err(format!(
-                    "{currency}: balances hold {} but deposits − withdrawals = {}",
-                    s.balances_total, expected
-                ));
+            conserved(*currency, s)?;
+            if !s.in_transit.is_zero() {
+                return Err(format!("{currency}: {} left in transit", s.in_transit));
             }
         }
         Ok(())
     }
+}
+
+/// Money is conserved: all balances plus what is in transit equal what was
+/// deposited minus what was withdrawn.
+fn conserved(currency: Currency, s: &super::ledger::Supply) -> Result<(), String> {
+    let expected = s
+        .deposited
+        .checked_sub(s.withdrawn)
+        .ok_or_else(|| format!("{currency}: withdrawn more than deposited"))?;
+    let held = s.balances_total.checked_add(s.in_transit).ok_or("supply overflow")?;
+    if held != expected {
+        return Err(format!(
+            "{currency}: balances {} + in transit {} ≠ deposits − withdrawals {}",
+            s.balances_total, s.in_transit, expected
+        ));
+    }
+    Ok(())
 }

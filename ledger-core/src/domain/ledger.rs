@@ -17,13 +17,17 @@ use crate::ids::*;
 use crate::money::{line_figures, Amount, Currency};
 use std::collections::{BTreeSet, HashMap};
 
-/// Per currency: what came in, what left, and what all balances hold. The
-/// ledger is sound only while `balances_total == deposited − withdrawn`.
+/// Per currency: what came in, what left, what all balances hold, and what is
+/// between the two halves of a transfer (a settlement or refund debited from
+/// one side and not yet credited to the other). After every event
+/// `balances_total + in_transit == deposited − withdrawn`; after every command
+/// `in_transit == 0` as well.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Supply {
     pub deposited: Amount,
     pub withdrawn: Amount,
     pub balances_total: Amount,
+    pub in_transit: Amount,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -1193,8 +1197,8 @@ impl Ledger {
             self.apply(&recorded)?;
             out.push(recorded);
         }
-        // Settlement and refund halves land together; conservation holds again here.
-        self.check_conservation().map_err(|reason| InvariantViolation {
+        // Both halves of every transfer are in: nothing may be left in transit.
+        self.check_settled().map_err(|reason| InvariantViolation {
             seq: self.last_seq,
             reason,
         })?;

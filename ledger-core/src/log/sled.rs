@@ -281,9 +281,10 @@ impl EventLog for SledLog {
             batch.insert(&idem_time_key(record.at, &record.key)[..], &[][..]);
         }
         self.db.apply_batch(batch).map_err(storage)?;
-        self.make_durable()?;
+        // The batch is in sled even if the sync below fails; keep the head true to it.
         state.head = head;
         state.versions.extend(touched);
+        self.make_durable()?;
         Ok(head)
     }
 

@@ -1,0 +1,326 @@
+//! The single writer.
+//!
+//! One thread owns the write model ([`Ledger`]). Commands arrive over a
+//! bounded channel; the writer takes one, drains whatever else is queued (up to
+//! `max_batch`), decides each in turn against the state the previous ones left,
+//! and commits all their events and idempotency records in one durable append
+//! (group commit). Only then is anyone answered.
+//!
+//! Rationale: a single writer makes every balance invariant a local check with
+//! no locks, and group commit amortises the fdatasync over every command that
+//! arrived meanwhile.
+
+use crate::domain::{Command, Ctx, DomainError, Ledger, Outcome};
+use crate::events::{Actor, RecordedEvent};
+use crate::log::{EventLog, Hash, IdempotencyKey, IdempotencyRecord, LogError};
+use crate::time::Clock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most commands decided into one group commit.
+    pub max_batch: usize,
+    /// Commands waiting for the writer before senders are made to wait.
+    pub queue_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 4096,
+            queue_capacity: 16_384,
+        }
+    }
+}
+
+/// A command's response as the caller rendered it, kept for idempotent replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Renders a successful outcome against the state right after the command.
+pub type Render = Box<dyn FnOnce(&Ledger, &Outcome) -> Rendered + Send>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: IdempotencyKey,
+    pub fingerprint: Hash,
+}
+
+pub struct Submission {
+    pub actor: Actor,
+    pub idempotency: Option<Idempotency>,
+    pub command: Command,
+    pub render: Option<Render>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Decided now. `last_seq` is the log position a reader must have reached to
+    /// see the effect (read-your-writes).
+    Executed {
+        result: Result<Outcome, DomainError>,
+        rendered: Option<Rendered>,
+        last_seq: u64,
+    },
+    /// The same request was answered before; here is that answer.
+    Replayed(IdempotencyRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error("the engine is not running")]
+    Unavailable,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Invariant(#[from] crate::domain::ledger::InvariantViolation),
+    #[error("cannot start the writer thread: {0}")]
+    Thread(String),
+}
+
+type Waiter = oneshot::Sender<Result<Reply, EngineError>>;
+
+struct Queued {
+    submission: Submission,
+    reply: Waiter,
+}
+
+/// Cheap to clone; every clone talks to the same writer.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Queued>,
+    committed: watch::Receiver<u64>,
+    events: broadcast::Sender<Arc<[RecordedEvent]>>,
+}
+
+impl EngineHandle {
+    pub async fn submit(&self, submission: Submission) -> Result<Reply, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Queued { submission, reply })
+            .await
+            .map_err(|_| EngineError::Unavailable)?;
+        rx.await.map_err(|_| EngineError::Unavailable)?
+    }
+
+    /// The last durable sequence number.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// Committed events, batch by batch. A subscriber that lags must catch up
+    /// from the log (`read_all`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[RecordedEvent]>> {
+        self.events.subscribe()
+    }
+}
+
+/// Rebuilds the write model by replaying the whole log through `apply`, which
+/// re-checks every invariant; a log that breaks one refuses to load.
+pub fn rebuild(log: &dyn EventLog) -> Result<Ledger, StartError> {
+    let mut ledger = Ledger::new();
+    for event in log.read_all(1) {
+        ledger.apply(&event?)?;
+    }
+    Ok(ledger)
+}
+
+pub struct Engine {
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
+    ledger: Ledger,
+    config: EngineConfig,
+    committed: watch::Sender<u64>,
+    events: broadcast::Sender<Arc<[RecordedEvent]>>,
+}
+
+impl Engine {
+    /// Loads the write model from the log and starts the writer thread. The
+    /// writer stops when every handle is dropped, after answering what it holds.
+    pub fn start(
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StartError> {
+        let ledger = rebuild(log.as_ref())?;
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (committed, committed_rx) = watch::channel(ledger.last_seq);
+        let (events, _) = broadcast::channel(1024);
+        let handle = EngineHandle {
+            tx,
+            committed: committed_rx,
+            events: events.clone(),
+        };
+        let engine = Engine {
+            log,
+            clock,
+            ledger,
+            config,
+            committed,
+            events,
+        };
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || engine.run(rx))
+            .map_err(|e| StartError::Thread(e.to_string()))?;
+        Ok((handle, thread))
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+        let max = self.config.max_batch.max(1);
+        let mut batch = Vec::with_capacity(max);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < max {
+                match rx.try_recv() {
+                    Ok(q) => batch.push(q),
+                    Err(_) => break,
+                }
+            }
+            self.process(&mut batch);
+        }
+    }
+
+    fn process(&mut self, batch: &mut Vec<Queued>) {
+        let mut events: Vec<RecordedEvent> = Vec::new();
+        let mut records: Vec<IdempotencyRecord> = Vec::new();
+        let mut answers: Vec<(Waiter, Result<Reply, EngineError>)> = Vec::with_capacity(batch.len());
+        // Duplicates inside one batch wait for the first one's answer.
+        let mut pending: HashMap<IdempotencyKey, (Hash, usize)> = HashMap::new();
+        let mut followers: Vec<(usize, Waiter)> = Vec::new();
+        let mut broken: Option<String> = None;
+
+        for Queued { submission, reply } in batch.drain(..) {
+            if broken.is_some() {
+                answers.push((reply, Err(EngineError::Internal("batch aborted".into()))));
+                continue;
+            }
+            if let Some(idem) = submission.idempotency {
+                if let Some((fingerprint, index)) = pending.get(&idem.key) {
+                    if *fingerprint == idem.fingerprint {
+                        followers.push((*index, reply));
+                    } else {
+                        answers.push((reply, Err(EngineError::IdempotencyKeyReused)));
+                    }
+                    continue;
+                }
+                match self.log.idempotency(&idem.key) {
+                    Ok(Some(record)) if record.fingerprint == idem.fingerprint => {
+                        answers.push((reply, Ok(Reply::Replayed(record))));
+                        continue;
+                    }
+                    Ok(Some(_)) => {
+                        answers.push((reply, Err(EngineError::IdempotencyKeyReused)));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        answers.push((reply, Err(EngineError::Internal(e.to_string()))));
+                        continue;
+                    }
+                }
+            }
+            let now = self.clock.now();
+            let mut new_id = Uuid::now_v7;
+            let mut ctx = Ctx { now, ids: &mut new_id };
+            let request_id = submission.idempotency.map(|i| i.key.request_id);
+            let result = match self
+                .ledger
+                .execute(&submission.actor, request_id, &submission.command, &mut ctx, &mut events)
+            {
+                Ok(result) => result,
+                Err(violation) => {
+                    tracing::error!(%violation, "invariant violated; batch abandoned");
+                    broken = Some(violation.to_string());
+                    answers.push((reply, Err(EngineError::Internal("invariant violated".into()))));
+                    continue;
+                }
+            };
+            let rendered = match (&result, submission.render) {
+                (Ok(outcome), Some(render)) => Some(render(&self.ledger, outcome)),
+                _ => None,
+            };
+            if let (Some(idem), Ok(_)) = (submission.idempotency, &result) {
+                let (status, body) = rendered
+                    .as_ref()
+                    .map(|r| (r.status, r.body.clone()))
+                    .unwrap_or((200, Vec::new()));
+                pending.insert(idem.key, (idem.fingerprint, answers.len()));
+                records.push(IdempotencyRecord {
+                    key: idem.key,
+                    fingerprint: idem.fingerprint,
+                    status,
+                    body,
+                    at: now,
+                    last_seq: self.ledger.last_seq,
+                });
+            }
+            let last_seq = self.ledger.last_seq;
+            answers.push((
+                reply,
+                Ok(Reply::Executed {
+                    result,
+                    rendered,
+                    last_seq,
+                }),
+            ));
+        }
+
+        if broken.is_none() && !(events.is_empty() && records.is_empty()) {
+            if let Err(e) = self.log.append(&events, &records) {
+                tracing::error!(error = %e, "group commit failed");
+                broken = Some(e.to_string());
+            }
+        }
+        if let Some(reason) = broken {
+            self.recover();
+            for (waiter, _) in answers {
+                let _ = waiter.send(Err(EngineError::Internal(reason.clone())));
+            }
+            for (_, waiter) in followers {
+                let _ = waiter.send(Err(EngineError::Internal(reason.clone())));
+            }
+            return;
+        }
+        if !events.is_empty() {
+            let last = self.ledger.last_seq;
+            let _ = self.events.send(Arc::from(events));
+            self.committed.send_replace(last);
+        }
+        for (index, waiter) in followers {
+            if let Some((_, answer)) = answers.get(index) {
+                let _ = waiter.send(answer.clone());
+            }
+        }
+        for (waiter, answer) in answers {
+            let _ = waiter.send(answer);
+        }
+    }
+
+    /// After a failed commit or a broken invariant, the in-memory state holds
+    /// effects that are not durable: throw it away and rebuild from the log.
+    fn recover(&mut self) {
+        match rebuild(self.log.as_ref()) {
+            Ok(ledger) => self.ledger = ledger,
+            Err(e) => {
+                // The durable log itself no longer loads: serving on would risk money.
+                tracing::error!(error = %e, "cannot rebuild the write model; stopping");
+                std::process::abort();
+            }
+        }
+    }
+}
