@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 /// Who caused an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all_fields = "camelCase")]
 pub enum Actor {
     /// The server itself (scheduled work: payment.due, auto-archive).
     System,
@@ -114,6 +115,7 @@ pub enum Hold {
 /// One invoice line, with its figures computed once when it was written, so a
 /// later change to rounding code can never rewrite history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LineItem {
     pub id: LineItemId,
     pub description: String,
@@ -134,7 +136,9 @@ pub struct Destination {
 // The event set, one struct per fact. Field order is part of the format.
 // ---------------------------------------------------------------------------
 
+// JSON field names are camelCase like the API's; postcard does not encode names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all_fields = "camelCase")]
 pub enum Event {
     // organizations and access
     OrganizationCreated { id: OrganizationId, name: String },
@@ -515,6 +519,7 @@ impl Event {
 
 /// An event as it stands in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RecordedEvent {
     /// Global position, dense from 1.
     pub seq: u64,

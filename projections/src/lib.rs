@@ -1,1 +1,17 @@
+//! Read models folded from the committed event log.
+//!
+//! The fold reuses the domain's own `Ledger::apply` (so the read side can
+//! never disagree with the write side about what an event means) and adds the
+//! query-shaped indexes the API needs: per-organization lists, transactions,
+//! balance change logs.
+//!
+//! Rationale for keeping read models in memory and rebuilding them from
+//! sequence 0 at start instead of persisting them with checkpoints: replay runs
+//! at over a million events a second (BENCHMARKS.md), the log is the only
+//! truth, and there is then no second durable format to migrate or corrupt.
 
+pub mod model;
+pub mod runner;
+
+pub use model::{BalanceChange, ReadModel, Transaction, TransactionType};
+pub use runner::Projections;

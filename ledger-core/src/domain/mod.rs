@@ -32,7 +32,7 @@ use uuid::Uuid;
 pub enum DomainError {
     #[error("{0}")]
     Validation(String),
-    #[error("cannot {action} a {entity} in state {current}")]
+    #[error("cannot {action} this {entity} in state {current}")]
     InvalidTransition {
         entity: &'static str,
         action: &'static str,

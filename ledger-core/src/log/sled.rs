@@ -5,6 +5,9 @@
 //! - `S` stream(17) version       → seq
 //! - `I` scope request            → encoded idempotency record
 //! - `T` at(8) scope request      → (empty) retention index for idempotency records
+//! - `H`                          → last seq(8) ‖ last hash(32), written with every
+//!                                  append so a removed last event is detected at
+//!                                  open (a hash chain alone cannot see truncation)
 //!
 //! Durability: sled's `flush()` ends in `sync_file_range`, which does not reach
 //! the disk's write cache (sled issues 1351, 1452). After every flush we
@@ -21,6 +24,7 @@ const EVENT: u8 = b'E';
 const STREAM: u8 = b'S';
 const IDEM: u8 = b'I';
 const IDEM_TIME: u8 = b'T';
+const HEAD: u8 = b'H';
 
 /// How many events at the tail `open` re-verifies before serving.
 const TAIL_VERIFY: u64 = 4096;
@@ -80,6 +84,63 @@ fn idem_time_key(at: Timestamp, key: &IdempotencyKey) -> [u8; 41] {
     k[1..9].copy_from_slice(&at.as_micros().to_be_bytes());
     k[9..].copy_from_slice(&key.to_bytes());
     k
+}
+
+fn head_value(head: &LogHead) -> [u8; 40] {
+    let mut v = [0u8; 40];
+    v[..8].copy_from_slice(&head.last_seq.to_be_bytes());
+    v[8..].copy_from_slice(&head.last_hash);
+    v
+}
+
+/// The head record, if this log has one (logs written before it existed do not).
+fn stored_head(db: &::sled::Db) -> Result<Option<LogHead>, LogError> {
+    let Some(value) = db.get([HEAD]).map_err(storage)? else {
+        return Ok(None);
+    };
+    if value.len() != 40 {
+        return Err(LogError::Storage("malformed head record".into()));
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&value[..8]);
+    let mut last_hash = [0u8; 32];
+    last_hash.copy_from_slice(&value[8..]);
+    Ok(Some(LogHead {
+        last_seq: u64::from_be_bytes(seq),
+        last_hash,
+    }))
+}
+
+/// The events found must end exactly where the head record says the log ends.
+fn check_head_record(db: &::sled::Db, found: LogHead) -> Result<LogHead, LogError> {
+    let Some(recorded) = stored_head(db)? else {
+        return Ok(found);
+    };
+    if recorded.last_seq > found.last_seq {
+        return Err(LogError::Corrupt {
+            seq: found.last_seq + 1,
+            reason: format!(
+                "missing (the log ends at {} but its head record says {})",
+                found.last_seq, recorded.last_seq
+            ),
+        });
+    }
+    if recorded.last_seq < found.last_seq {
+        return Err(LogError::Corrupt {
+            seq: recorded.last_seq + 1,
+            reason: format!(
+                "the head record ends the log at {} but events continue to {}",
+                recorded.last_seq, found.last_seq
+            ),
+        });
+    }
+    if recorded.last_hash != found.last_hash {
+        return Err(LogError::Corrupt {
+            seq: found.last_seq,
+            reason: "chain hash differs from the head record".into(),
+        });
+    }
+    Ok(found)
 }
 
 fn split_stored(seq: u64, value: &[u8]) -> Result<RawEvent, LogError> {
@@ -160,10 +221,13 @@ impl SledLog {
     /// refused at start, naming the sequence number.
     fn verify_tail(db: &::sled::Db) -> Result<LogHead, LogError> {
         let Some((last_key, _)) = db.scan_prefix([EVENT]).next_back().transpose().map_err(storage)? else {
-            return Ok(LogHead {
-                last_seq: 0,
-                last_hash: GENESIS_HASH,
-            });
+            return check_head_record(
+                db,
+                LogHead {
+                    last_seq: 0,
+                    last_hash: GENESIS_HASH,
+                },
+            );
         };
         let last_seq = seq_of_key(&last_key)?;
         let from = last_seq.saturating_sub(TAIL_VERIFY).max(1);
@@ -194,10 +258,13 @@ impl SledLog {
             previous = raw.hash;
             expected_seq += 1;
         }
-        Ok(LogHead {
-            last_seq,
-            last_hash: previous,
-        })
+        check_head_record(
+            db,
+            LogHead {
+                last_seq,
+                last_hash: previous,
+            },
+        )
     }
 
     fn stream_version(&self, versions: &mut HashMap<StreamId, u64>, stream: StreamId) -> Result<u64, LogError> {
@@ -275,6 +342,9 @@ impl EventLog for SledLog {
                 last_seq: event.seq,
                 last_hash: hash,
             };
+        }
+        if !events.is_empty() {
+            batch.insert(&[HEAD][..], &head_value(&head)[..]);
         }
         for record in idempotency {
             batch.insert(&idem_key(&record.key)[..], codec::encode(record)?);

@@ -1,0 +1,163 @@
+//! Start-up, the router, middleware and graceful shutdown.
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::routes;
+use anyhow::Context;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use ledger_core::engine::{Engine, EngineConfig, EngineHandle};
+use ledger_core::log::sled::{SledLog, SledOptions};
+use ledger_core::log::EventLog;
+use ledger_core::time::{Clock, SystemClock};
+use projections::Projections;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: EngineHandle,
+    pub projections: Projections,
+    pub log: Arc<SledLog>,
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub struct Started {
+    pub state: AppState,
+    pub writer: std::thread::JoinHandle<()>,
+}
+
+/// Opens the log, rebuilds the write and read models, starts the writer.
+pub fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Started> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let log = Arc::new(
+        SledLog::open_with(
+            config.data_dir.join("log"),
+            SledOptions {
+                cache_capacity_bytes: config.cache_bytes,
+            },
+        )
+        .context("opening the event log")?,
+    );
+    let dyn_log: Arc<dyn EventLog> = log.clone();
+    let (engine, writer) =
+        Engine::start(dyn_log.clone(), clock.clone(), EngineConfig::default()).context("loading the write model")?;
+    let projections = Projections::start(dyn_log, &engine).context("building the read models")?;
+    let metrics = Arc::new(Metrics::default());
+    Ok(Started {
+        state: AppState {
+            engine,
+            projections,
+            log,
+            config: Arc::new(config),
+            clock,
+            metrics,
+        },
+        writer,
+    })
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::health::router())
+        .nest("/api/v1", routes::api_router())
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Request id, tracing span and metrics for every request.
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID, v);
+    }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", %method, %route, request_id = %request_id);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .observe_request(method.as_str(), &route, response.status().as_u16(), elapsed);
+    span.in_scope(|| {
+        tracing::info!(status = response.status().as_u16(), ms = elapsed.as_secs_f64() * 1000.0, "served")
+    });
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+/// `expereon serve`: runs until SIGTERM or SIGINT, then stops accepting,
+/// finishes in-flight requests, and lets the writer drain and stop.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let Started { state, writer } = start(config, Arc::new(SystemClock))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    let background = crate::background::spawn(state.clone());
+    let app = router(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    background.abort();
+    // The router (and every engine handle in it) is gone: the writer finishes
+    // what it holds, each batch already durable, and stops.
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .ok();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+pub fn into_response(e: ApiError) -> Response {
+    e.into_response()
+}

@@ -1,0 +1,100 @@
+//! JSON request bodies, parsed at the edge with our own error shape (axum's
+//! rejections would answer in plain text), plus the idempotency fingerprint.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, Method};
+use ledger_core::ids::RequestId;
+use ledger_core::log::Hash;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// A parsed body, the request's idempotency key (body `requestId` or the
+/// `Idempotency-Key` header) and the fingerprint that identifies the request.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub request_id: Option<RequestId>,
+    pub fingerprint: Hash,
+}
+
+/// sha256 over method, path and the canonical JSON body (object keys sorted),
+/// so whitespace or key order do not make a retry look like a new request.
+pub fn fingerprint(method: &Method, path: &str, body: &Value) -> Hash {
+    let mut h = Sha256::new();
+    h.update(method.as_str().as_bytes());
+    h.update(b" ");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(body.to_string().as_bytes());
+    h.finalize().into()
+}
+
+fn parse_request_id(v: &str) -> Result<RequestId, ApiError> {
+    RequestId::parse(v).map_err(|_| ApiError::Validation("requestId must be a UUID".into()))
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let header_key = match req.headers().get(IDEMPOTENCY_KEY_HEADER) {
+            Some(v) => Some(parse_request_id(
+                v.to_str()
+                    .map_err(|_| ApiError::Validation("Idempotency-Key must be a UUID".into()))?,
+            )?),
+            None => None,
+        };
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let limit = state.config.max_body_bytes;
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+        let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Default::default())
+        } else {
+            let is_json = content_type.as_deref().is_some_and(|ct| {
+                let ct = ct.split(';').next().unwrap_or("").trim();
+                ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
+            });
+            if !is_json {
+                return Err(ApiError::UnsupportedMediaType(
+                    "send the body as Content-Type: application/json".into(),
+                ));
+            }
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::Validation(format!("malformed JSON: {e}")))?
+        };
+        if !value.is_object() {
+            return Err(ApiError::Validation("the body must be a JSON object".into()));
+        }
+        let body_key = match value.get("requestId") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(parse_request_id(s)?),
+            Some(_) => return Err(ApiError::Validation("requestId must be a UUID string".into())),
+        };
+        let request_id = match (body_key, header_key) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::Validation(
+                    "requestId and the Idempotency-Key header disagree".into(),
+                ))
+            }
+            (a, b) => a.or(b),
+        };
+        let fingerprint = fingerprint(&method, &path, &value);
+        let value = serde_json::from_value(value).map_err(|e| ApiError::Validation(e.to_string()))?;
+        Ok(JsonBody {
+            value,
+            request_id,
+            fingerprint,
+        })
+    }
+}

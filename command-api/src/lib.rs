@@ -1,0 +1,51 @@
+//! The HTTP face of the ledger: authentication, request parsing at the edge,
+//! idempotency, one route file per resource, and the one place errors become
+//! HTTP responses.
+
+pub mod app;
+pub mod auth;
+pub mod background;
+pub mod body;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod paging;
+pub mod routes;
+pub mod views;
+
+/// The `expereon` command line, shared by every binary that embeds the server.
+pub mod cli {
+    use crate::config::Config;
+    use clap::{Parser, Subcommand};
+
+    #[derive(Parser)]
+    #[command(name = "expereon", version, about = "Event-sourced B2B financial ledger")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Cmd,
+    }
+
+    #[derive(Subcommand)]
+    enum Cmd {
+        /// Serve the REST API on the embedded store.
+        Serve(Config),
+    }
+
+    pub fn main() -> anyhow::Result<()> {
+        let cli = Cli::parse();
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        match cli.command {
+            Cmd::Serve(config) => {
+                let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+                runtime.block_on(crate::app::serve(config))
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Cursor paging over in-memory lists. The cursor is the position after the
+//! last item returned, encoded opaquely; `limit` is 1..=200 (default 50).
+
+use crate::error::ApiError;
+use base64::Engine as _;
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 200;
+
+pub fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(DEFAULT_LIMIT),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::Validation(format!("limit must be an integer from 1 to {MAX_LIMIT}"))),
+        },
+    }
+}
+
+/// Cursors name the last item's sort key and id, so a page stays put when
+/// items are added before it.
+pub fn encode_cursor(key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes())
+}
+
+pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(c) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::Validation("cursor is not valid".into())),
+    }
+}
+
+/// Takes a page from `items`, already filtered and sorted by `key`, starting
+/// after the cursor's key.
+pub fn page<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    cursor: Option<String>,
+    limit: usize,
+    descending: bool,
+) -> (Vec<T>, Option<String>) {
+    let start = match cursor {
+        None => 0,
+        Some(c) => items
+            .iter()
+            .position(|i| if descending { key(i) < c } else { key(i) > c })
+            .unwrap_or(items.len()),
+    };
+    let mut rest: Vec<T> = items.into_iter().skip(start).collect();
+    let next = if rest.len() > limit {
+        rest.truncate(limit);
+        rest.last().map(|l| encode_cursor(&key(l)))
+    } else {
+        None
+    };
+    (rest, next)
+}

@@ -1,0 +1,135 @@
+//! Connections between a seller and a buyer organization.
+
+use super::{path_id, Query};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::commands::{execute, json_value, render_outcome, Request};
+use crate::error::{ApiError, ApiResult};
+use crate::paging;
+use crate::views;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use ledger_core::domain::Command;
+use ledger_core::events::{Party, Permission};
+use ledger_core::ids::{ConnectionId, OrganizationId};
+use serde::Deserialize;
+use serde_json::json;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/connections", post(request).get(list))
+        .route("/connections/{id}", get(get_one))
+        .route("/connections/{id}/accept", post(accept))
+        .route("/connections/{id}/reject", post(reject))
+}
+
+fn require_write(caller: &Caller) -> ApiResult<()> {
+    caller.require_any(Permission::InvoicesWrite, Permission::InvoicesApprove)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RequestConnection {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    counterparty_organization_id: String,
+    role: String,
+}
+
+async fn request(caller: Caller, State(state): State<AppState>, body: JsonBody<RequestConnection>) -> ApiResult<Response> {
+    require_write(&caller)?;
+    let counterparty: OrganizationId = body
+        .value
+        .counterparty_organization_id
+        .parse()
+        .map_err(|_| ApiError::Validation("counterpartyOrganizationId must be a UUID".into()))?;
+    let role = match body.value.role.as_str() {
+        "SELLER" => Party::Seller,
+        "BUYER" => Party::Buyer,
+        _ => return Err(ApiError::Validation("role must be SELLER or BUYER".into())),
+    };
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::RequestConnection { counterparty, role },
+            render: render_outcome(),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+}
+
+async fn accept(caller: Caller, state: State<AppState>, Path(id): Path<String>, body: JsonBody<Empty>) -> ApiResult<Response> {
+    answer(caller, state, &id, body, true).await
+}
+
+async fn reject(caller: Caller, state: State<AppState>, Path(id): Path<String>, body: JsonBody<Empty>) -> ApiResult<Response> {
+    answer(caller, state, &id, body, false).await
+}
+
+async fn answer(caller: Caller, State(state): State<AppState>, id: &str, body: JsonBody<Empty>, accept: bool) -> ApiResult<Response> {
+    require_write(&caller)?;
+    let id: ConnectionId = path_id(id, "connection")?;
+    let command = if accept {
+        Command::AcceptConnection { id }
+    } else {
+        Command::RejectConnection { id }
+    };
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command,
+            render: render_outcome(),
+        },
+    )
+    .await
+}
+
+async fn get_one(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesRead)?;
+    let id: ConnectionId = path_id(&id, "connection")?;
+    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let c = model
+        .ledger
+        .connections
+        .get(&id)
+        .filter(|c| c.party_of(caller.organization_id).is_some())
+        .ok_or(ApiError::NotFound("connection"))?;
+    Ok(json_value(&views::connection(c)))
+}
+
+async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesRead)?;
+    let limit = paging::limit(q.get("limit").map(String::as_str))?;
+    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let status = q.get("status").cloned();
+    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let items: Vec<_> = model
+        .connections_by_org
+        .get(&caller.organization_id)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| model.ledger.connections.get(id))
+        .filter(|c| status.as_deref().is_none_or(|s| c.status.as_str() == s))
+        .collect();
+    let (page, next) = paging::page(items, |c| c.id.to_string(), cursor, limit, false);
+    Ok(json_value(&json!({
+        "data": page.into_iter().map(views::connection).collect::<Vec<_>>(),
+        "nextCursor": next,
+    })))
+}

@@ -1,0 +1,661 @@
+//! Invoices: create, read, search, edit, every action of the state diagram,
+//! line items, bulk actions and history.
+
+use super::{path_id, Query};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::commands::{execute, json_value, render_outcome, Request};
+use crate::error::{ApiError, ApiResult};
+use crate::paging;
+use crate::views;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, patch, post};
+use axum::Router;
+use chrono::NaiveDate;
+use ledger_core::domain::command::{InvoiceAction, InvoicePatch, LineItemInput, LineItemPatch, NewInvoice};
+use ledger_core::domain::invoice::{Invoice, InvoiceStatus};
+use ledger_core::domain::{Command, Ctx};
+use ledger_core::events::{Party, Permission, StreamId, StreamKind};
+use ledger_core::ids::{ConnectionId, FileId, InvoiceId, LineItemId, OrganizationId};
+use ledger_core::log::EventLog;
+use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// Actions as `(path segment, permission needed)`; `None`: either invoices:write or invoices:approve.
+const ACTIONS: [(&str, Option<Permission>); 12] = [
+    ("submit", Some(Permission::InvoicesWrite)),
+    ("respond-info", Some(Permission::InvoicesWrite)),
+    ("approve", Some(Permission::InvoicesApprove)),
+    ("dispute", Some(Permission::InvoicesApprove)),
+    ("request-info", Some(Permission::InvoicesApprove)),
+    ("cancel", None),
+    ("request-cancellation", None),
+    ("accept-cancellation", None),
+    ("reject-cancellation", None),
+    ("archive", None),
+    ("restore", None),
+    ("settle", Some(Permission::PaymentsWrite)),
+];
+
+pub const BULK_MAX: usize = 500;
+const BULK: [&str; 4] = ["approve", "cancel", "archive", "restore"];
+
+pub fn router() -> Router<AppState> {
+    let mut r = Router::new()
+        .route("/invoices", post(create).get(list))
+        .route("/invoices/{id}", get(get_one).patch(update))
+        .route("/invoices/{id}/history", get(history))
+        .route("/invoices/{id}/line-items", post(add_line_item))
+        .route(
+            "/invoices/{id}/line-items/{line_item_id}",
+            patch(update_line_item).delete(remove_line_item),
+        );
+    for (name, permission) in ACTIONS {
+        r = r.route(
+            &format!("/invoices/{{id}}/{name}"),
+            post(move |caller: Caller, state: State<AppState>, Path(id): Path<String>, body: JsonBody<ActionBody>| {
+                action(caller, state, id, body, name, permission)
+            }),
+        );
+    }
+    for name in BULK {
+        r = r
+            .route(
+                &format!("/invoices/bulk-{name}"),
+                post(move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
+                    bulk(caller, state, body, name)
+                }),
+            )
+            .route(
+                &format!("/invoices/bulk-{name}/preview"),
+                post(move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
+                    bulk_preview(caller, state, body, name)
+                }),
+            );
+    }
+    r
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn validation(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Validation(e.to_string())
+}
+
+fn date(field: &str, s: &str) -> ApiResult<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| ApiError::Validation(format!("{field} must be a date YYYY-MM-DD")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LineItemBody {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    description: String,
+    quantity: String,
+    unit_price: String,
+    tax_rate: Option<String>,
+}
+
+impl LineItemBody {
+    fn parse(self) -> ApiResult<LineItemInput> {
+        Ok(LineItemInput {
+            description: self.description,
+            quantity: Quantity::parse(&self.quantity).map_err(validation)?,
+            unit_price: self.unit_price,
+            tax_rate: match self.tax_rate {
+                Some(t) => TaxRate::parse(&t).map_err(validation)?,
+                None => TaxRate::ZERO,
+            },
+        })
+    }
+}
+
+fn parse_items(items: Vec<LineItemBody>) -> ApiResult<Vec<LineItemInput>> {
+    items.into_iter().map(LineItemBody::parse).collect()
+}
+
+fn parse_files(files: Vec<String>) -> ApiResult<Vec<FileId>> {
+    files
+        .iter()
+        .map(|f| f.parse().map_err(|_| ApiError::Validation(format!("attachment `{f}` is not a file id"))))
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateInvoice {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    connection_id: String,
+    number: Option<String>,
+    currency: String,
+    issue_date: Option<String>,
+    due_date: String,
+    memo: Option<String>,
+    line_items: Vec<LineItemBody>,
+    #[serde(default)]
+    attachments: Vec<String>,
+    #[serde(default)]
+    submit: bool,
+}
+
+impl CreateInvoice {
+    fn parse(self) -> ApiResult<NewInvoice> {
+        let currency = Currency::parse(&self.currency).map_err(validation)?;
+        // Check amounts against the currency here too, so the error names the field.
+        for (i, item) in self.line_items.iter().enumerate() {
+            Amount::parse_non_negative(currency, &item.unit_price)
+                .map_err(|e| ApiError::Validation(format!("lineItems[{i}].unitPrice: {e}")))?;
+        }
+        Ok(NewInvoice {
+            connection_id: self
+                .connection_id
+                .parse::<ConnectionId>()
+                .map_err(|_| ApiError::Validation("connectionId must be a UUID".into()))?,
+            number: self.number,
+            currency,
+            issue_date: self.issue_date.as_deref().map(|d| date("issueDate", d)).transpose()?,
+            due_date: date("dueDate", &self.due_date)?,
+            memo: self.memo,
+            line_items: parse_items(self.line_items)?,
+            attachments: parse_files(self.attachments)?,
+            submit: self.submit,
+        })
+    }
+}
+
+async fn create(caller: Caller, State(state): State<AppState>, body: JsonBody<CreateInvoice>) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesWrite)?;
+    let new = body.value.parse()?;
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::CreateInvoice(new),
+            render: render_outcome(),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateInvoice {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    expected_version: Option<u64>,
+    number: Option<String>,
+    due_date: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    memo: Option<Option<String>>,
+    line_items: Option<Vec<LineItemBody>>,
+    attachments: Option<Vec<String>>,
+}
+
+async fn update(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: JsonBody<UpdateInvoice>,
+) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesWrite)?;
+    let id: InvoiceId = path_id(&id, "invoice")?;
+    let v = body.value;
+    let patch = InvoicePatch {
+        expected_version: v.expected_version,
+        number: v.number,
+        due_date: v.due_date.as_deref().map(|d| date("dueDate", d)).transpose()?,
+        memo: v.memo,
+        line_items: v.line_items.map(parse_items).transpose()?,
+        attachments: v.attachments.map(parse_files).transpose()?,
+    };
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::UpdateInvoice { id, patch },
+            render: render_outcome(),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActionBody {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    message: Option<String>,
+    question: Option<String>,
+    reason: Option<String>,
+    adjusted_amount: Option<String>,
+}
+
+fn required(field: &str, v: Option<String>) -> ApiResult<String> {
+    v.filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::Validation(format!("{field} is required")))
+}
+
+fn invoice_action(name: &str, b: ActionBody) -> ApiResult<Option<InvoiceAction>> {
+    Ok(Some(match name {
+        "submit" => InvoiceAction::Submit,
+        "respond-info" => InvoiceAction::RespondInfo {
+            message: required("message", b.message)?,
+        },
+        "approve" => InvoiceAction::Approve {
+            adjusted_amount: b.adjusted_amount,
+            reason: b.reason,
+        },
+        "dispute" => InvoiceAction::Dispute {
+            reason: required("reason", b.reason)?,
+        },
+        "request-info" => InvoiceAction::RequestInfo {
+            question: required("question", b.question)?,
+        },
+        "cancel" => InvoiceAction::Cancel { reason: b.reason },
+        "request-cancellation" => InvoiceAction::RequestCancellation {
+            reason: required("reason", b.reason)?,
+        },
+        "accept-cancellation" => InvoiceAction::AcceptCancellation,
+        "reject-cancellation" => InvoiceAction::RejectCancellation,
+        "archive" => InvoiceAction::Archive,
+        "restore" => InvoiceAction::Restore,
+        _ => return Ok(None),
+    }))
+}
+
+async fn action(
+    caller: Caller,
+    State(state): State<AppState>,
+    id: String,
+    body: JsonBody<ActionBody>,
+    name: &'static str,
+    permission: Option<Permission>,
+) -> ApiResult<Response> {
+    match permission {
+        Some(p) => caller.require(p)?,
+        None => caller.require_any(Permission::InvoicesWrite, Permission::InvoicesApprove)?,
+    }
+    let id: InvoiceId = path_id(&id, "invoice")?;
+    let command = match invoice_action(name, body.value)? {
+        Some(action) => Command::Invoice { id, action },
+        None => Command::SettleInvoice { id },
+    };
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command,
+            render: render_outcome(),
+        },
+    )
+    .await
+}
+
+async fn add_line_item(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: JsonBody<LineItemBody>,
+) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesWrite)?;
+    let id: InvoiceId = path_id(&id, "invoice")?;
+    let item = body.value.parse()?;
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::AddLineItem { id, item },
+            render: render_outcome(),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LineItemPatchBody {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    description: Option<String>,
+    quantity: Option<String>,
+    unit_price: Option<String>,
+    tax_rate: Option<String>,
+}
+
+async fn update_line_item(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((id, line_item_id)): Path<(String, String)>,
+    body: JsonBody<LineItemPatchBody>,
+) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesWrite)?;
+    let id: InvoiceId = path_id(&id, "invoice")?;
+    let line_item_id: LineItemId = path_id(&line_item_id, "line item")?;
+    let v = body.value;
+    let patch = LineItemPatch {
+        description: v.description,
+        quantity: v.quantity.map(|q| Quantity::parse(&q)).transpose().map_err(validation)?,
+        unit_price: v.unit_price,
+        tax_rate: v.tax_rate.map(|t| TaxRate::parse(&t)).transpose().map_err(validation)?,
+    };
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::UpdateLineItem { id, line_item_id, patch },
+            render: render_outcome(),
+        },
+    )
+    .await
+}
+
+async fn remove_line_item(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((id, line_item_id)): Path<(String, String)>,
+    body: JsonBody<ActionBody>,
+) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesWrite)?;
+    let id: InvoiceId = path_id(&id, "invoice")?;
+    let line_item_id: LineItemId = path_id(&line_item_id, "line item")?;
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::RemoveLineItem { id, line_item_id },
+            render: render_outcome(),
+        },
+    )
+    .await
+}
+
+async fn get_one(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesRead)?;
+    let id: InvoiceId = path_id(&id, "invoice")?;
+    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let (inv, _) = model.ledger.visible_invoice(caller.organization_id, id)?;
+    Ok(json_value(&views::invoice(inv)))
+}
+
+async fn history(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesRead)?;
+    let id: InvoiceId = path_id(&id, "invoice")?;
+    {
+        let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+        model.ledger.visible_invoice(caller.organization_id, id)?;
+    }
+    let log = state.log.clone();
+    let stream = StreamId {
+        kind: StreamKind::Invoice,
+        id: id.as_uuid(),
+    };
+    let events = tokio::task::spawn_blocking(move || log.read_stream(stream))
+        .await
+        .map_err(|e| ApiError::internal("history task", e))?
+        .map_err(|e| ApiError::internal("reading invoice history", e))?;
+    let data: Vec<_> = events
+        .iter()
+        .map(|e| {
+            let line = crate::routes::admin::event_line(e, &[], &[0; 32]);
+            json!({
+                "seq": e.seq,
+                "version": e.version,
+                "type": e.event.type_name(),
+                "at": e.at.rfc3339(),
+                "actor": {
+                    "organizationId": e.actor.organization().map(|o| o.to_string()),
+                    "apiKeyId": e.actor.api_key().map(|k| k.to_string()),
+                },
+                "data": line.get("data").cloned(),
+            })
+        })
+        .collect();
+    Ok(json_value(&json!({ "data": data })))
+}
+
+struct ListFilter {
+    status: Option<InvoiceStatus>,
+    role: Option<Party>,
+    connection: Option<ConnectionId>,
+    counterparty: Option<OrganizationId>,
+    currency: Option<Currency>,
+    due_before: Option<NaiveDate>,
+    due_after: Option<NaiveDate>,
+    q: Option<String>,
+}
+
+impl ListFilter {
+    fn parse(q: &std::collections::HashMap<String, String>) -> ApiResult<Self> {
+        let get = |k: &str| q.get(k).map(String::as_str).filter(|s| !s.is_empty());
+        Ok(Self {
+            status: get("status")
+                .map(|s| InvoiceStatus::parse(s).ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`"))))
+                .transpose()?,
+            role: get("role")
+                .map(|r| match r {
+                    "seller" | "SELLER" => Ok(Party::Seller),
+                    "buyer" | "BUYER" => Ok(Party::Buyer),
+                    _ => Err(ApiError::Validation("role must be seller or buyer".into())),
+                })
+                .transpose()?,
+            connection: get("connectionId")
+                .map(|s| s.parse().map_err(|_| ApiError::Validation("connectionId must be a UUID".into())))
+                .transpose()?,
+            counterparty: get("counterpartyOrganizationId")
+                .map(|s| s.parse().map_err(|_| ApiError::Validation("counterpartyOrganizationId must be a UUID".into())))
+                .transpose()?,
+            currency: get("currency").map(Currency::parse).transpose().map_err(validation)?,
+            due_before: get("dueBefore").map(|d| date("dueBefore", d)).transpose()?,
+            due_after: get("dueAfter").map(|d| date("dueAfter", d)).transpose()?,
+            q: get("q").map(str::to_lowercase),
+        })
+    }
+
+    fn matches(&self, inv: &Invoice, org: OrganizationId) -> bool {
+        let Some(party) = inv.party_of(org) else {
+            return false;
+        };
+        let counterparty = inv.organization_of(party.other());
+        self.status.is_none_or(|s| inv.status == s)
+            && self.role.is_none_or(|r| party == r)
+            && self.connection.is_none_or(|c| inv.connection_id == c)
+            && self.counterparty.is_none_or(|c| counterparty == c)
+            && self.currency.is_none_or(|c| inv.currency == c)
+            && self.due_before.is_none_or(|d| inv.due_date <= d)
+            && self.due_after.is_none_or(|d| inv.due_date >= d)
+            && self.q.as_deref().is_none_or(|q| {
+                inv.number.to_lowercase().contains(q)
+                    || inv.memo.as_deref().is_some_and(|m| m.to_lowercase().contains(q))
+                    || inv.line_items.iter().any(|l| l.description.to_lowercase().contains(q))
+            })
+    }
+}
+
+/// A sort key that orders as a string exactly as the field orders.
+fn sort_key(inv: &Invoice, sort: &str) -> String {
+    let created = format!("{:020}:{}", inv.created_at.as_micros().max(0), inv.id);
+    match sort {
+        "dueDate" => format!("{}:{created}", inv.due_date),
+        "total" => {
+            let scaled = inv.totals().total.as_decimal() * rust_decimal::Decimal::from(1000);
+            format!("{:030}:{created}", scaled.trunc().mantissa().max(0))
+        }
+        _ => created,
+    }
+}
+
+async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesRead)?;
+    let filter = ListFilter::parse(&q)?;
+    let sort = q.get("sort").map(String::as_str).unwrap_or("createdAt");
+    if !["createdAt", "dueDate", "total"].contains(&sort) {
+        return Err(ApiError::Validation("sort must be createdAt, dueDate or total".into()));
+    }
+    let descending = match q.get("order").map(String::as_str) {
+        None => sort == "createdAt",
+        Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return Err(ApiError::Validation("order must be asc or desc".into())),
+    };
+    let limit = paging::limit(q.get("limit").map(String::as_str))?;
+    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let org = caller.organization_id;
+    let mut items: Vec<(String, &Invoice)> = model
+        .invoices_by_org
+        .get(&org)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| model.ledger.invoices.get(id))
+        .filter(|inv| filter.matches(inv, org))
+        .map(|inv| (sort_key(inv, sort), inv))
+        .collect();
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    if descending {
+        items.reverse();
+    }
+    let (page, next) = paging::page(items, |(k, _)| k.clone(), cursor, limit, descending);
+    Ok(json_value(&json!({
+        "data": page.into_iter().map(|(_, inv)| views::invoice(inv)).collect::<Vec<_>>(),
+        "nextCursor": next,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkBody {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    invoice_ids: Vec<String>,
+    reason: Option<String>,
+}
+
+fn bulk_commands(name: &str, body: &BulkBody) -> ApiResult<Vec<Command>> {
+    if body.invoice_ids.is_empty() || body.invoice_ids.len() > BULK_MAX {
+        return Err(ApiError::Validation(format!("invoiceIds must hold 1 to {BULK_MAX} ids")));
+    }
+    body.invoice_ids
+        .iter()
+        .map(|raw| {
+            let id: InvoiceId = raw
+                .parse()
+                .map_err(|_| ApiError::Validation(format!("`{raw}` is not an invoice id")))?;
+            let action = match name {
+                "approve" => InvoiceAction::Approve {
+                    adjusted_amount: None,
+                    reason: None,
+                },
+                "cancel" => InvoiceAction::Cancel {
+                    reason: body.reason.clone(),
+                },
+                "archive" => InvoiceAction::Archive,
+                _ => InvoiceAction::Restore,
+            };
+            Ok(Command::Invoice { id, action })
+        })
+        .collect()
+}
+
+fn bulk_permission(caller: &Caller, name: &str) -> ApiResult<()> {
+    match name {
+        "approve" => caller.require(Permission::InvoicesApprove),
+        _ => caller.require_any(Permission::InvoicesWrite, Permission::InvoicesApprove),
+    }
+}
+
+async fn bulk(caller: Caller, State(state): State<AppState>, body: JsonBody<BulkBody>, name: &'static str) -> ApiResult<Response> {
+    bulk_permission(&caller, name)?;
+    let commands = bulk_commands(name, &body.value)?;
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::Bulk(commands),
+            render: render_outcome(),
+        },
+    )
+    .await
+}
+
+/// What a bulk call would do, changing nothing. Approvals are checked in
+/// order against what the earlier ones would reserve.
+async fn bulk_preview(caller: Caller, State(state): State<AppState>, body: JsonBody<BulkBody>, name: &'static str) -> ApiResult<Response> {
+    bulk_permission(&caller, name)?;
+    let commands = bulk_commands(name, &body.value)?;
+    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let actor = caller.actor();
+    let mut needed: BTreeMap<Currency, Amount> = BTreeMap::new();
+    let mut results = Vec::with_capacity(commands.len());
+    let mut new_id = uuid::Uuid::now_v7;
+    let mut ctx = Ctx {
+        now: state.clock.now(),
+        ids: &mut new_id,
+    };
+    for command in &commands {
+        let Command::Invoice { id, .. } = command else { continue };
+        let mut result = model.ledger.decide(&actor, command, &mut ctx).map(|_| ());
+        if let (Ok(()), "approve") = (&result, name) {
+            if let Some(inv) = model.ledger.invoices.get(id) {
+                let want = needed.entry(inv.currency).or_insert(Amount::ZERO);
+                let total = want.checked_add(inv.totals().total).unwrap_or(*want);
+                let available = model
+                    .ledger
+                    .balance_of(caller.organization_id, inv.currency)
+                    .map(|b| b.available())
+                    .unwrap_or(Amount::ZERO);
+                if total > available {
+                    result = Err(ledger_core::domain::DomainError::insufficient(inv.currency, total, available));
+                } else {
+                    *want = total;
+                }
+            }
+        }
+        results.push(match result {
+            Ok(()) => json!({ "id": id.to_string(), "ok": true }),
+            Err(e) => {
+                let e = ApiError::from(e);
+                json!({ "id": id.to_string(), "ok": false, "error": { "code": e.code(), "message": e.to_string() } })
+            }
+        });
+    }
+    let totals: Vec<_> = needed
+        .iter()
+        .map(|(c, amount)| {
+            let available = model
+                .ledger
+                .balance_of(caller.organization_id, *c)
+                .map(|b| b.available())
+                .unwrap_or(Amount::ZERO);
+            json!({ "currency": c.code(), "needed": amount.format(*c), "available": available.format(*c) })
+        })
+        .collect();
+    Ok(json_value(&json!({
+        "results": results,
+        "succeeded": results.iter().filter(|r| r["ok"] == true).count(),
+        "failed": results.iter().filter(|r| r["ok"] == false).count(),
+        "totals": totals,
+    })))
+}

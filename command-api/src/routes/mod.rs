@@ -1,0 +1,38 @@
+//! One file per API resource; each owns its routes and request types.
+
+pub mod admin;
+pub mod connections;
+pub mod health;
+pub mod invoices;
+pub mod payments;
+pub mod settings;
+pub mod treasury;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+pub fn api_router() -> Router<AppState> {
+    Router::new()
+        .merge(admin::router())
+        .merge(connections::router())
+        .merge(invoices::router())
+        .merge(payments::router())
+        .merge(treasury::router())
+        .merge(settings::router())
+}
+
+/// A typed id from a path segment; an id that cannot exist is simply not found.
+pub fn path_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound(what))
+}
+
+/// Query strings parsed by hand so a bad value gets our error shape.
+pub type Query = axum::extract::Query<HashMap<String, String>>;
+
+pub fn parse_query<T: DeserializeOwned>(q: &HashMap<String, String>) -> Result<T, ApiError> {
+    let v = serde_json::to_value(q).map_err(|e| ApiError::Validation(e.to_string()))?;
+    serde_json::from_value(v).map_err(|e| ApiError::Validation(format!("query: {e}")))
+}

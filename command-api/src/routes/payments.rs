@@ -1,0 +1,208 @@
+//! Settlement and the payments read side.
+
+use super::{path_id, Query};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::commands::{execute, json_value, render_outcome, Request};
+use crate::error::{ApiError, ApiResult};
+use crate::paging;
+use crate::views;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::NaiveDate;
+use ledger_core::domain::payment::{Payment, PaymentStatus};
+use ledger_core::domain::Command;
+use ledger_core::events::Permission;
+use ledger_core::ids::{InvoiceId, PaymentId};
+use ledger_core::time::Timestamp;
+use serde::Deserialize;
+use serde_json::json;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/payments", get(list))
+        .route("/payments/{id}", get(get_one))
+        .route("/payments/settle", post(settle))
+        .route("/payments/bulk-settle", post(bulk_settle))
+        .route("/payments/settle-all-due", post(settle_all_due))
+        .route("/payments/retry-failed", post(retry_failed))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Settle {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    invoice_id: String,
+}
+
+fn invoice_id(raw: &str) -> ApiResult<InvoiceId> {
+    raw.parse()
+        .map_err(|_| ApiError::Validation(format!("`{raw}` is not an invoice id")))
+}
+
+async fn run(caller: &Caller, state: &AppState, request_id: Option<ledger_core::ids::RequestId>, fingerprint: [u8; 32], command: Command) -> ApiResult<Response> {
+    caller.require(Permission::PaymentsWrite)?;
+    execute(
+        state,
+        Request {
+            actor: caller.actor(),
+            request_id,
+            fingerprint,
+            command,
+            render: render_outcome(),
+        },
+    )
+    .await
+}
+
+async fn settle(caller: Caller, State(state): State<AppState>, body: JsonBody<Settle>) -> ApiResult<Response> {
+    let id = invoice_id(&body.value.invoice_id)?;
+    run(&caller, &state, body.request_id, body.fingerprint, Command::SettleInvoice { id }).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BulkSettle {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    invoice_ids: Vec<String>,
+}
+
+async fn bulk_settle(caller: Caller, State(state): State<AppState>, body: JsonBody<BulkSettle>) -> ApiResult<Response> {
+    let ids = &body.value.invoice_ids;
+    if ids.is_empty() || ids.len() > crate::routes::invoices::BULK_MAX {
+        return Err(ApiError::Validation(format!(
+            "invoiceIds must hold 1 to {} ids",
+            crate::routes::invoices::BULK_MAX
+        )));
+    }
+    let commands = ids
+        .iter()
+        .map(|raw| invoice_id(raw).map(|id| Command::SettleInvoice { id }))
+        .collect::<ApiResult<Vec<_>>>()?;
+    run(&caller, &state, body.request_id, body.fingerprint, Command::Bulk(commands)).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SettleAllDue {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    as_of: Option<String>,
+}
+
+async fn settle_all_due(caller: Caller, State(state): State<AppState>, body: JsonBody<SettleAllDue>) -> ApiResult<Response> {
+    let as_of = match body.value.as_of.as_deref() {
+        Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|_| ApiError::Validation("asOf must be a date YYYY-MM-DD".into()))?,
+        None => state.clock.now().date(),
+    };
+    run(&caller, &state, body.request_id, body.fingerprint, Command::SettleAllDue { as_of }).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RetryFailed {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    payment_ids: Option<Vec<String>>,
+}
+
+async fn retry_failed(caller: Caller, State(state): State<AppState>, body: JsonBody<RetryFailed>) -> ApiResult<Response> {
+    let ids = match &body.value.payment_ids {
+        None => None,
+        Some(ids) if ids.len() > crate::routes::invoices::BULK_MAX => {
+            return Err(ApiError::Validation("at most 500 paymentIds".into()))
+        }
+        Some(ids) => Some(
+            ids.iter()
+                .map(|raw| {
+                    raw.parse::<PaymentId>()
+                        .map_err(|_| ApiError::Validation(format!("`{raw}` is not a payment id")))
+                })
+                .collect::<ApiResult<Vec<_>>>()?,
+        ),
+    };
+    run(&caller, &state, body.request_id, body.fingerprint, Command::RetryFailedPayments { ids }).await
+}
+
+async fn get_one(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require(Permission::PaymentsRead)?;
+    let id: PaymentId = path_id(&id, "payment")?;
+    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let p = model
+        .ledger
+        .payments
+        .get(&id)
+        .filter(|p| p.payer_organization_id == caller.organization_id || p.payee_organization_id == caller.organization_id)
+        .ok_or(ApiError::NotFound("payment"))?;
+    Ok(json_value(&views::payment(p)))
+}
+
+pub struct PaymentFilter {
+    status: Option<PaymentStatus>,
+    invoice: Option<InvoiceId>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+}
+
+pub fn time_param(q: &std::collections::HashMap<String, String>, key: &str) -> ApiResult<Option<Timestamp>> {
+    match q.get(key).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => Timestamp::parse_rfc3339(s)
+            .or_else(|| {
+                NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| {
+                    d.and_hms_opt(0, 0, 0)
+                        .map(|dt| Timestamp::from_datetime(dt.and_utc()))
+                })
+            })
+            .map(Some)
+            .ok_or_else(|| ApiError::Validation(format!("{key} must be an RFC 3339 time or a date"))),
+    }
+}
+
+impl PaymentFilter {
+    pub fn parse(q: &std::collections::HashMap<String, String>) -> ApiResult<Self> {
+        Ok(Self {
+            status: q
+                .get("status")
+                .map(|s| PaymentStatus::parse(s).ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`"))))
+                .transpose()?,
+            invoice: q.get("invoiceId").map(|s| invoice_id(s)).transpose()?,
+            from: time_param(q, "from")?,
+            to: time_param(q, "to")?,
+        })
+    }
+
+    pub fn matches(&self, p: &Payment) -> bool {
+        self.status.is_none_or(|s| p.status == s)
+            && self.invoice.is_none_or(|i| p.invoice_id == i)
+            && self.from.is_none_or(|f| p.created_at >= f)
+            && self.to.is_none_or(|t| p.created_at < t)
+    }
+}
+
+async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+    caller.require(Permission::PaymentsRead)?;
+    let filter = PaymentFilter::parse(&q)?;
+    let limit = paging::limit(q.get("limit").map(String::as_str))?;
+    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let items: Vec<&Payment> = model
+        .payments_by_org
+        .get(&caller.organization_id)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| model.ledger.payments.get(id))
+        .filter(|p| filter.matches(p))
+        .collect();
+    let (page, next) = paging::page(items, |p| p.id.to_string(), cursor, limit, false);
+    Ok(json_value(&json!({
+        "data": page.into_iter().map(views::payment).collect::<Vec<_>>(),
+        "nextCursor": next,
+    })))
+}
