@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod paging;
 pub mod routes;
 pub mod views;

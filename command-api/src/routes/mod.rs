@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 pub fn api_router() -> Router<AppState> {
     Router::new()
+        .route("/openapi.json", axum::routing::get(crate::openapi::serve))
         .merge(admin::router())
         .merge(connections::router())
         .merge(invoices::router())
