@@ -9,6 +9,7 @@ pub mod body;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;

@@ -24,6 +24,7 @@ use serde_json::json;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/payments", get(list))
+        .route("/payments/export", get(export))
         .route("/payments/{id}", get(get_one))
         .route("/payments/settle", post(settle))
         .route("/payments/bulk-settle", post(bulk_settle))
@@ -205,4 +206,41 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
         "data": page.into_iter().map(views::payment).collect::<Vec<_>>(),
         "nextCursor": next,
     })))
+}
+
+const PAYMENT_COLUMNS: &[&str] = &[
+    "id",
+    "invoiceId",
+    "payerOrganizationId",
+    "payeeOrganizationId",
+    "currency",
+    "amount",
+    "status",
+    "failureReason",
+    "attempts",
+    "createdAt",
+    "completedAt",
+];
+
+async fn export(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+    caller.require(Permission::PaymentsRead)?;
+    let format = crate::export::format(&q)?;
+    let filter = PaymentFilter::parse(&q)?;
+    let ids: Vec<PaymentId> = {
+        let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+        model
+            .payments_by_org
+            .get(&caller.organization_id)
+            .into_iter()
+            .flatten()
+            .filter(|id| model.ledger.payments.get(id).is_some_and(|p| filter.matches(p)))
+            .copied()
+            .collect()
+    };
+    let exporter = crate::export::Exporter {
+        name: "payments",
+        columns: PAYMENT_COLUMNS,
+        json: |model, id| model.ledger.payments.get(id).map(views::payment),
+    };
+    Ok(crate::export::stream(&state, ids, exporter, format))
 }

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/treasury/{org_id}/balances/{balance_id}/changes", get(changes))
         .route("/treasury/{org_id}/balances/{balance_id}/usage", get(usage))
         .route("/treasury/{org_id}/transactions", get(transactions))
+        .route("/treasury/{org_id}/transactions/export", get(export_transactions))
         .route("/treasury/{org_id}/transactions/{id}", get(transaction))
         .route("/treasury/{org_id}/withdrawals", post(submit_withdrawal).get(withdrawals))
         .route("/treasury/{org_id}/withdrawals/{id}", get(withdrawal))
@@ -490,4 +491,43 @@ async fn refund(caller: Caller, State(state): State<AppState>, Path((org, id)): 
         .filter(|r| r.payee_organization_id == org || r.payer_organization_id == org)
         .ok_or(ApiError::NotFound("refund"))?;
     Ok(json_value(&views::refund(r)))
+}
+
+const TRANSACTION_COLUMNS: &[&str] = &[
+    "id",
+    "type",
+    "currency",
+    "amount",
+    "totalAfter",
+    "reference",
+    "invoiceId",
+    "paymentId",
+    "withdrawalId",
+    "refundId",
+    "counterpartyOrganizationId",
+    "createdAt",
+];
+
+async fn export_transactions(caller: Caller, State(state): State<AppState>, Path(org): Path<String>, q: Query) -> ApiResult<Response> {
+    caller.require(Permission::TreasuryRead)?;
+    let org = own_org(&caller, &org)?;
+    let format = crate::export::format(&q)?;
+    let filter = TransactionFilter::parse(&q)?;
+    let ids: Vec<TransactionId> = {
+        let model = read(&state)?;
+        model
+            .transactions_by_org
+            .get(&org)
+            .into_iter()
+            .flatten()
+            .filter(|id| model.transactions.get(id).is_some_and(|t| filter.matches(t)))
+            .copied()
+            .collect()
+    };
+    let exporter = crate::export::Exporter {
+        name: "transactions",
+        columns: TRANSACTION_COLUMNS,
+        json: |model, id| model.transactions.get(id).map(views::transaction),
+    };
+    Ok(crate::export::stream(&state, ids, exporter, format))
 }
