@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod paging;
 pub mod routes;
-pub mod views;
+pub use projections::views;
 
 /// The `expereon` command line, shared by every binary that embeds the server.
 pub mod cli {

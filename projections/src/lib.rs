@@ -12,6 +12,7 @@
 
 pub mod model;
 pub mod runner;
+pub mod views;
 
 pub use model::{BalanceChange, ReadModel, Transaction, TransactionType};
 pub use runner::Projections;

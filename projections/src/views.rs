@@ -15,7 +15,7 @@ use ledger_core::domain::withdrawal::Withdrawal;
 use ledger_core::events::LineItem;
 use ledger_core::money::{Amount, Currency};
 use ledger_core::time::Timestamp;
-use projections::{BalanceChange, Transaction};
+use crate::{BalanceChange, Transaction};
 use serde::Serialize;
 use serde_json::{json, Value};
 
