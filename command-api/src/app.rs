@@ -13,7 +13,7 @@ use axum::Router;
 use ledger_core::engine::{Engine, EngineConfig, EngineHandle};
 use ledger_core::log::sled::{SledLog, SledOptions};
 use ledger_core::log::EventLog;
-use ledger_core::time::{Clock, SystemClock};
+use ledger_core::time::{Clock, ManualClock, SystemClock};
 use projections::Projections;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +28,8 @@ pub struct AppState {
     pub log: Arc<SledLog>,
     pub config: Arc<Config>,
     pub clock: Arc<dyn Clock>,
+    /// Set only with `--test-clock`: the clock tests move.
+    pub manual_clock: Option<ManualClock>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -37,7 +39,12 @@ pub struct Started {
 }
 
 /// Opens the log, rebuilds the write and read models, starts the writer.
-pub fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Started> {
+pub fn start(config: Config) -> anyhow::Result<Started> {
+    let manual_clock = config.test_clock.then(|| ManualClock::new(SystemClock.now()));
+    let clock: Arc<dyn Clock> = match &manual_clock {
+        Some(m) => Arc::new(m.clone()),
+        None => Arc::new(SystemClock),
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let log = Arc::new(
@@ -61,6 +68,7 @@ pub fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Started> {
             log,
             config: Arc::new(config),
             clock,
+            manual_clock,
             metrics,
         },
         writer,
@@ -115,7 +123,7 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
 /// finishes in-flight requests, and lets the writer drain and stop.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    let Started { state, writer } = start(config, Arc::new(SystemClock))?;
+    let Started { state, writer } = start(config)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -40,6 +40,10 @@ pub struct Config {
     /// Settled and cancelled invoices are archived after this many days (0: never).
     #[arg(long, env = "EXPEREON_AUTO_ARCHIVE_DAYS", default_value_t = 0)]
     pub auto_archive_days: u32,
+    /// Test seam: the server's clock starts at the system time and only moves
+    /// through `POST /api/v1/admin/clock`. Never enable in production.
+    #[arg(long, env = "EXPEREON_TEST_CLOCK", default_value_t = false)]
+    pub test_clock: bool,
     /// sled page cache size.
     #[arg(long, env = "EXPEREON_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_bytes: u64,

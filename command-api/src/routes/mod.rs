@@ -1,6 +1,7 @@
 //! One file per API resource; each owns its routes and request types.
 
 pub mod admin;
+pub mod clock;
 pub mod connections;
 pub mod health;
 pub mod invoices;
@@ -18,6 +19,7 @@ pub fn api_router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", axum::routing::get(crate::openapi::serve))
         .merge(admin::router())
+        .merge(clock::router())
         .merge(connections::router())
         .merge(invoices::router())
         .merge(payments::router())
