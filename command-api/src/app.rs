@@ -2,7 +2,10 @@
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::api_log::ApiLogs;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use object_store::ObjectStore;
 use crate::routes;
 use anyhow::Context;
 use axum::extract::{MatchedPath, Request, State};
@@ -31,6 +34,9 @@ pub struct AppState {
     /// Set only with `--test-clock`: the clock tests move.
     pub manual_clock: Option<ManualClock>,
     pub metrics: Arc<Metrics>,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub api_logs: ApiLogs,
+    pub files: Arc<dyn ObjectStore>,
 }
 
 pub struct Started {
@@ -61,6 +67,9 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         Engine::start(dyn_log.clone(), clock.clone(), EngineConfig::default()).context("loading the write model")?;
     let projections = Projections::start(dyn_log, &engine).context("building the read models")?;
     let metrics = Arc::new(Metrics::default());
+    let api_logs = ApiLogs::open(&config.data_dir.join("api-logs")).context("opening the API log store")?;
+    let files = object_store(&config)?;
+    let rate_limiter = Arc::new(RateLimiter::new(config.rate_limit));
     Ok(Started {
         state: AppState {
             engine,
@@ -70,17 +79,49 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
             clock,
             manual_clock,
             metrics,
+            rate_limiter,
+            api_logs,
+            files,
         },
         writer,
     })
 }
 
+/// Local files under the data dir, or S3-compatible storage when configured.
+fn object_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    match config.storage_url.as_deref().filter(|u| !u.is_empty()) {
+        None => {
+            let dir = config.data_dir.join("files");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Ok(Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(&dir).context("opening the file store")?,
+            ))
+        }
+        Some(url) => {
+            let rest = url
+                .strip_prefix("s3://")
+                .ok_or_else(|| anyhow::anyhow!("EXPEREON_STORAGE_URL must be s3://bucket[/prefix]"))?;
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .context("configuring S3 storage")?;
+            if prefix.is_empty() {
+                Ok(Arc::new(s3))
+            } else {
+                Ok(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)))
+            }
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
-        .nest("/api/v1", routes::api_router())
+        .nest("/api/v1", routes::api_router(state.clone()))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), crate::api_log::record))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -133,3 +133,13 @@ impl FromRequestParts<AppState> for Admin {
         }
     }
 }
+
+/// The organization and key behind a request's credentials, if they are valid
+/// (for the API log, which records only authenticated calls).
+pub fn identify(state: &AppState, headers: &axum::http::HeaderMap) -> Option<(OrganizationId, ApiKeyId)> {
+    let key_id = ApiKeyId::parse(headers.get(API_KEY_HEADER)?.to_str().ok()?).ok()?;
+    let presented = hash_secret(headers.get(API_SECRET_HEADER)?.to_str().ok()?);
+    let model = state.projections.read().ok()?;
+    let key = model.ledger.api_keys.get(&key_id)?;
+    bool::from(key.secret_hash.ct_eq(&presented)).then_some((key.organization_id, key.id))
+}

@@ -44,6 +44,13 @@ pub struct Config {
     /// through `POST /api/v1/admin/clock`. Never enable in production.
     #[arg(long, env = "EXPEREON_TEST_CLOCK", default_value_t = false)]
     pub test_clock: bool,
+    /// Where files go: unset for `<data dir>/files` on the local filesystem, or
+    /// `s3://bucket[/prefix]` (credentials and endpoint from the usual AWS_* variables).
+    #[arg(long, env = "EXPEREON_STORAGE_URL")]
+    pub storage_url: Option<String>,
+    /// How long API log records are kept.
+    #[arg(long, env = "EXPEREON_API_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub api_log_retention: Duration,
     /// sled page cache size.
     #[arg(long, env = "EXPEREON_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_bytes: u64,

@@ -2,6 +2,7 @@
 //! idempotency, one route file per resource, and the one place errors become
 //! HTTP responses.
 
+pub mod api_log;
 pub mod app;
 pub mod auth;
 pub mod background;
@@ -13,6 +14,7 @@ pub mod export;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;
+pub mod rate_limit;
 pub mod routes;
 pub use projections::views;
 

@@ -76,7 +76,9 @@ impl Fx {
             Fx::CancelRequestedBySeller | Fx::CancelRequestedByBuyer => St::CancellationRequested,
             Fx::CancelledDraft | Fx::CancelledSubmitted => St::Cancelled,
             Fx::Settled => St::Settled,
-            Fx::ArchivedSettled | Fx::ArchivedCancelledDraft | Fx::ArchivedCancelledSubmitted => St::Archived,
+            Fx::ArchivedSettled | Fx::ArchivedCancelledDraft | Fx::ArchivedCancelledSubmitted => {
+                St::Archived
+            }
         }
     }
 }
@@ -303,7 +305,11 @@ fn check(fx: Fx, table: &[(Act, Exp, Exp)]) {
         assert_eq!(rows, 1, "table for {fx:?} must list {act:?} exactly once");
     }
     for &(act, seller, buyer) in table {
-        for (who, exp) in [(Who::Seller, seller), (Who::Buyer, buyer), (Who::Stranger, NotFound)] {
+        for (who, exp) in [
+            (Who::Seller, seller),
+            (Who::Buyer, buyer),
+            (Who::Stranger, NotFound),
+        ] {
             check_cell(fx, act, who, exp);
         }
     }
@@ -322,10 +328,17 @@ fn check_cell(fx: Fx, act: Act, who: Who, exp: Exp) {
     match exp {
         To(next) => {
             let result = s.w.run(&org.actor(), command);
-            assert!(result.is_ok(), "{label}: expected → {}, got {result:?}", next.as_str());
+            assert!(
+                result.is_ok(),
+                "{label}: expected → {}, got {result:?}",
+                next.as_str()
+            );
             let after = s.w.invoice(id);
             assert_eq!(after.status, next, "{label}");
-            assert!(!s.w.last_events.is_empty(), "{label}: accepted without events");
+            assert!(
+                !s.w.last_events.is_empty(),
+                "{label}: accepted without events"
+            );
             if before.status != after.status {
                 assert!(
                     before.status.can_become(after.status),
@@ -342,14 +355,26 @@ fn check_cell(fx: Fx, act: Act, who: Who, exp: Exp) {
                 .filter(|e| e.stream().kind == StreamKind::Invoice && e.stream().id == id.as_uuid())
                 .count() as u64;
             assert!(own_events >= 1, "{label}: no event on the invoice itself");
-            assert_eq!(after.version, before.version + own_events, "{label}: version");
-            assert_eq!(after.version, s.w.invoice_stream_version(id), "{label}: stream version");
+            assert_eq!(
+                after.version,
+                before.version + own_events,
+                "{label}: version"
+            );
+            assert_eq!(
+                after.version,
+                s.w.invoice_stream_version(id),
+                "{label}: stream version"
+            );
         }
         Forbidden => {
             s.w.refused(&org.actor(), command, Refusal::Forbidden);
         }
         WrongState => {
-            s.w.refused(&org.actor(), command, Refusal::Invalid("invoice", fx.status().as_str()));
+            s.w.refused(
+                &org.actor(),
+                command,
+                Refusal::Invalid("invoice", fx.status().as_str()),
+            );
         }
         NotFound => {
             s.w.refused(&org.actor(), command, Refusal::NotFound);
@@ -376,10 +401,14 @@ fn fixtures_reach_every_status() {
 fn every_invoice_action_is_in_the_tables() {
     let samples = [
         InvoiceAction::Submit,
-        InvoiceAction::RespondInfo { message: "m".into() },
+        InvoiceAction::RespondInfo {
+            message: "m".into(),
+        },
         approve(),
         InvoiceAction::Dispute { reason: "r".into() },
-        InvoiceAction::RequestInfo { question: "q".into() },
+        InvoiceAction::RequestInfo {
+            question: "q".into(),
+        },
         cancel(),
         request_cancellation(),
         InvoiceAction::AcceptCancellation,
@@ -390,7 +419,11 @@ fn every_invoice_action_is_in_the_tables() {
     let mut names: Vec<&str> = samples.iter().map(|a| a.name()).collect();
     names.sort();
     names.dedup();
-    assert_eq!(names.len(), samples.len(), "one sample per InvoiceAction variant");
+    assert_eq!(
+        names.len(),
+        samples.len(),
+        "one sample per InvoiceAction variant"
+    );
     for a in &samples {
         for act in act_for(a) {
             assert!(Act::ALL.contains(&act));
@@ -434,7 +467,11 @@ fn submitted() {
             (Act::Submit, WrongState, Forbidden),
             (Act::RespondInfo, WrongState, Forbidden),
             (Act::Approve, Forbidden, To(St::Approved)),
-            (Act::ApproveAdjusted, Forbidden, To(St::ApprovedWithAdjustment)),
+            (
+                Act::ApproveAdjusted,
+                Forbidden,
+                To(St::ApprovedWithAdjustment),
+            ),
             (Act::Dispute, Forbidden, To(St::Disputed)),
             (Act::RequestInfo, Forbidden, To(St::InfoRequested)),
             // The buyer may cancel, but only a DISPUTED invoice.
@@ -492,7 +529,11 @@ fn approved_table() -> Vec<(Act, Exp, Exp)> {
         (Act::Dispute, Forbidden, WrongState),
         (Act::RequestInfo, Forbidden, WrongState),
         (Act::Cancel, WrongState, WrongState),
-        (Act::RequestCancellation, To(St::CancellationRequested), To(St::CancellationRequested)),
+        (
+            Act::RequestCancellation,
+            To(St::CancellationRequested),
+            To(St::CancellationRequested),
+        ),
         (Act::AcceptCancellation, WrongState, WrongState),
         (Act::RejectCancellation, WrongState, WrongState),
         (Act::Archive, WrongState, WrongState),
@@ -569,7 +610,10 @@ fn cancellation_requested_by_seller() {
     // Only the counterparty of the requester (here: the buyer) may answer.
     check(
         Fx::CancelRequestedBySeller,
-        &cancellation_requested_table((Forbidden, To(St::Cancelled)), (Forbidden, To(St::Approved))),
+        &cancellation_requested_table(
+            (Forbidden, To(St::Cancelled)),
+            (Forbidden, To(St::Approved)),
+        ),
     );
 }
 
@@ -609,7 +653,10 @@ fn closed_table() -> Vec<(Act, Exp, Exp)> {
 
 /// Every row of `table` with the buyer column replaced by 404.
 fn hidden_from_buyer(table: Vec<(Act, Exp, Exp)>) -> Vec<(Act, Exp, Exp)> {
-    table.into_iter().map(|(a, s, _)| (a, s, NotFound)).collect()
+    table
+        .into_iter()
+        .map(|(a, s, _)| (a, s, NotFound))
+        .collect()
 }
 
 #[test]
@@ -656,12 +703,18 @@ fn archived_from_settled() {
 
 #[test]
 fn archived_from_cancelled_draft() {
-    check(Fx::ArchivedCancelledDraft, &hidden_from_buyer(archived_table(St::Cancelled)));
+    check(
+        Fx::ArchivedCancelledDraft,
+        &hidden_from_buyer(archived_table(St::Cancelled)),
+    );
 }
 
 #[test]
 fn archived_from_cancelled_after_submission() {
-    check(Fx::ArchivedCancelledSubmitted, &archived_table(St::Cancelled));
+    check(
+        Fx::ArchivedCancelledSubmitted,
+        &archived_table(St::Cancelled),
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -691,22 +744,43 @@ fn check_approve(
             reason: reason.map(Into::into),
         },
     };
-    let label = format!("deposit {deposit:?} collateral {collateral:?} adjusted {adjusted:?} reason {reason:?}");
+    let label = format!(
+        "deposit {deposit:?} collateral {collateral:?} adjusted {adjusted:?} reason {reason:?}"
+    );
     match expect {
         Ok((status, reserved, available)) => {
             s.w.ok(&buyer.actor(), command);
             let inv = s.w.invoice(id);
             assert_eq!(inv.status, status, "{label}");
-            assert_eq!(inv.approved_amount.map(|a| fmt(a, "USD")).as_deref(), Some(reserved), "{label}");
+            assert_eq!(
+                inv.approved_amount.map(|a| fmt(a, "USD")).as_deref(),
+                Some(reserved),
+                "{label}"
+            );
             if status == St::ApprovedWithAdjustment {
                 assert_eq!(inv.adjustment_reason.as_deref(), reason, "{label}");
             } else {
                 assert_eq!(inv.adjustment_reason, None, "{label}");
             }
-            assert_eq!(s.w.event_names(), ["InvoiceApproved", "FundsReserved"], "{label}");
+            assert_eq!(
+                s.w.event_names(),
+                ["InvoiceApproved", "FundsReserved"],
+                "{label}"
+            );
             let b = s.w.balance(&buyer, "USD").unwrap();
-            assert_eq!(b.holds.get(&Hold::Invoice(id)).map(|a| fmt(*a, "USD")).as_deref(), Some(reserved), "{label}");
-            assert_eq!(fmt(b.total, "USD"), deposit, "{label}: approval must not move money");
+            assert_eq!(
+                b.holds
+                    .get(&Hold::Invoice(id))
+                    .map(|a| fmt(*a, "USD"))
+                    .as_deref(),
+                Some(reserved),
+                "{label}"
+            );
+            assert_eq!(
+                fmt(b.total, "USD"),
+                deposit,
+                "{label}: approval must not move money"
+            );
             assert_eq!(fmt(b.reserved, "USD"), reserved, "{label}");
             assert_eq!(fmt(b.available(), "USD"), available, "{label}");
         }
@@ -717,12 +791,21 @@ fn check_approve(
     }
 }
 
+/// `(deposit, collateral, adjustedAmount, reason, expected)`.
+type ApproveCase = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Result<(InvoiceStatus, &'static str, &'static str), Refusal>,
+);
+
 #[test]
 fn approve_reserves_the_approved_amount() {
     use Refusal::{Insufficient, Validation};
     let r = Some("two units damaged");
     #[rustfmt::skip]
-    let cases: &[(&str, &str, Option<&str>, Option<&str>, Result<(InvoiceStatus, &str, &str), Refusal>)] = &[
+    let cases: &[ApproveCase] = &[
         // deposit    collateral adjusted         reason                 expected
         ("1000.00",  "",        None,            None,                  Ok((St::Approved, "110.00", "890.00"))),
         ("110.00",   "",        None,            None,                  Ok((St::Approved, "110.00", "0.00"))),
@@ -778,7 +861,11 @@ fn insufficient_balance_names_what_was_needed_and_available() {
         }
     );
     // An adjusted approval that fits is still possible.
-    s.w.act_ok(&buyer, second, approve_adjusted("90.00", "partial delivery"));
+    s.w.act_ok(
+        &buyer,
+        second,
+        approve_adjusted("90.00", "partial delivery"),
+    );
     let b = s.w.balance(&buyer, "USD").unwrap();
     assert_eq!(fmt(b.reserved, "USD"), "200.00");
     assert_eq!(b.holds.len(), 2);
@@ -799,7 +886,13 @@ enum Answer {
 /// Approved (with `adjusted` amount, or plainly), cancellation requested by
 /// `requester`, answered by the counterparty → the invoice's state and the
 /// buyer's reservation afterwards.
-fn check_cancellation(adjusted: Option<&str>, requester: Party, answer: Answer, status: InvoiceStatus, reserved: &str) {
+fn check_cancellation(
+    adjusted: Option<&str>,
+    requester: Party,
+    answer: Answer,
+    status: InvoiceStatus,
+    reserved: &str,
+) {
     let mut s = Scene::new("1000.00");
     let (seller, buyer) = (s.seller, s.buyer);
     let id = match adjusted {
@@ -817,7 +910,11 @@ fn check_cancellation(adjusted: Option<&str>, requester: Party, answer: Answer, 
     assert_eq!(s.w.status(id), St::CancellationRequested);
     // The reservation stays while the request is open.
     assert_eq!(
-        s.w.balance(&buyer, "USD").unwrap().holds.get(&Hold::Invoice(id)).copied(),
+        s.w.balance(&buyer, "USD")
+            .unwrap()
+            .holds
+            .get(&Hold::Invoice(id))
+            .copied(),
         approved_amount,
         "{label}"
     );
@@ -849,11 +946,18 @@ fn check_cancellation(adjusted: Option<&str>, requester: Party, answer: Answer, 
             );
         }
         Answer::Reject => {
-            assert_eq!(status, approved_state, "{label}: returns to where it came from");
+            assert_eq!(
+                status, approved_state,
+                "{label}: returns to where it came from"
+            );
             assert_eq!(s.w.invoice(id).approved_amount, approved_amount);
             // Back in the approved state: settles for the approved amount.
             let payment = s.w.settle(&buyer, id);
-            assert_eq!(Some(s.w.payment(payment).amount), approved_amount, "{label}");
+            assert_eq!(
+                Some(s.w.payment(payment).amount),
+                approved_amount,
+                "{label}"
+            );
             assert_eq!(s.w.status(id), St::Settled);
         }
     }
@@ -897,7 +1001,10 @@ fn a_rejected_cancellation_can_be_requested_again() {
     );
     s.w.act_ok(&buyer, id, InvoiceAction::RejectCancellation);
     assert_eq!(s.w.status(id), St::ApprovedWithAdjustment);
-    assert_eq!(fmt(s.w.balance(&buyer, "USD").unwrap().reserved, "USD"), "50.00");
+    assert_eq!(
+        fmt(s.w.balance(&buyer, "USD").unwrap().reserved, "USD"),
+        "50.00"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -987,7 +1094,11 @@ fn check_scheduled(fx: Fx, archives: bool, payment_due: bool) {
         assert_eq!(s.w.event_names(), ["InvoiceArchived"], "{fx:?}");
         assert_eq!(s.w.status(id), St::Archived, "{fx:?}");
     } else {
-        assert!(s.w.last_events.is_empty(), "{fx:?}: auto-archive emitted {:?}", s.w.event_names());
+        assert!(
+            s.w.last_events.is_empty(),
+            "{fx:?}: auto-archive emitted {:?}",
+            s.w.event_names()
+        );
         assert_eq!(s.w.invoice(id), &before, "{fx:?}");
     }
 
@@ -995,17 +1106,34 @@ fn check_scheduled(fx: Fx, archives: bool, payment_due: bool) {
     let today = s.w.today();
     let yesterday = today.pred_opt().unwrap();
     // Not yet due: nothing.
-    s.w.ok(&Actor::System, Command::MarkPaymentDue { id, today: yesterday });
-    assert!(s.w.last_events.is_empty(), "{fx:?}: payment due before the due date");
+    s.w.ok(
+        &Actor::System,
+        Command::MarkPaymentDue {
+            id,
+            today: yesterday,
+        },
+    );
+    assert!(
+        s.w.last_events.is_empty(),
+        "{fx:?}: payment due before the due date"
+    );
     s.w.ok(&Actor::System, Command::MarkPaymentDue { id, today });
     if payment_due {
         assert_eq!(s.w.event_names(), ["InvoicePaymentDue"], "{fx:?}");
-        assert_eq!(s.w.status(id), fx.status(), "{fx:?}: payment.due changes no state");
+        assert_eq!(
+            s.w.status(id),
+            fx.status(),
+            "{fx:?}: payment.due changes no state"
+        );
         // Once only.
         s.w.ok(&Actor::System, Command::MarkPaymentDue { id, today });
         assert!(s.w.last_events.is_empty(), "{fx:?}: payment due twice");
     } else {
-        assert!(s.w.last_events.is_empty(), "{fx:?}: payment due emitted {:?}", s.w.event_names());
+        assert!(
+            s.w.last_events.is_empty(),
+            "{fx:?}: payment due emitted {:?}",
+            s.w.event_names()
+        );
     }
 }
 
@@ -1039,9 +1167,17 @@ fn scheduled_work_by_state() {
 fn scheduled_commands_are_not_for_organizations() {
     let (mut s, id) = build(Fx::Settled);
     let seller = s.seller;
-    s.w.refused(&seller.actor(), Command::AutoArchive { id }, Refusal::Forbidden);
+    s.w.refused(
+        &seller.actor(),
+        Command::AutoArchive { id },
+        Refusal::Forbidden,
+    );
     let today = s.w.today();
-    s.w.refused(&seller.actor(), Command::MarkPaymentDue { id, today }, Refusal::Forbidden);
+    s.w.refused(
+        &seller.actor(),
+        Command::MarkPaymentDue { id, today },
+        Refusal::Forbidden,
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1051,14 +1187,21 @@ fn scheduled_commands_are_not_for_organizations() {
 /// One line `(currency, quantity, unitPrice, taxRate)` → `(amount, taxAmount)`
 /// as formatted by the API, or a validation error. Checked on creation, on
 /// AddLineItem and on UpdateLineItem (the figures must agree on every path).
-fn check_line(code: &str, quantity: &str, unit_price: &str, tax_rate: &str, expect: Option<(&str, &str)>) {
+fn check_line(
+    code: &str,
+    quantity: &str,
+    unit_price: &str,
+    tax_rate: &str,
+    expect: Option<(&str, &str)>,
+) {
     let mut s = Scene::new("");
     let seller = s.seller;
     let label = format!("{quantity} × {unit_price} {code} at {tax_rate}%");
     let input = line("item", quantity, unit_price, tax_rate);
 
     // 1. CreateInvoice with the line.
-    let new = s.w.new_invoice(s.connection, code, vec![input.clone()], false);
+    let new =
+        s.w.new_invoice(s.connection, code, vec![input.clone()], false);
     let created = s.w.run(&seller.actor(), Command::CreateInvoice(new));
 
     // 2. AddLineItem to an empty draft.
@@ -1070,7 +1213,8 @@ fn check_line(code: &str, quantity: &str, unit_price: &str, tax_rate: &str, expe
     };
 
     // 3. UpdateLineItem of a 1 × 1 line to these figures.
-    let one = s.w.new_invoice(s.connection, code, vec![line("item", "1", "1", "0")], false);
+    let one =
+        s.w.new_invoice(s.connection, code, vec![line("item", "1", "1", "0")], false);
     let patched = s.w.create_invoice(&seller, one);
     let line_item_id = s.w.invoice(patched).line_items[0].id;
     let update = Command::UpdateLineItem {
@@ -1101,7 +1245,11 @@ fn check_line(code: &str, quantity: &str, unit_price: &str, tax_rate: &str, expe
                 let t = inv.totals();
                 assert_eq!(fmt(t.subtotal, code), amount, "{label}: subtotal");
                 assert_eq!(fmt(t.tax_total, code), tax, "{label}: taxTotal");
-                assert_eq!(t.total, l.amount.checked_add(l.tax_amount).unwrap(), "{label}: total");
+                assert_eq!(
+                    t.total,
+                    l.amount.checked_add(l.tax_amount).unwrap(),
+                    "{label}: total"
+                );
             }
         }
         None => {
@@ -1115,10 +1263,19 @@ fn check_line(code: &str, quantity: &str, unit_price: &str, tax_rate: &str, expe
     }
 }
 
+/// `(currency, quantity, unitPrice, taxRate, Some((amount, taxAmount)) | None for 400)`.
+type LineCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+);
+
 #[test]
 fn line_item_arithmetic() {
     #[rustfmt::skip]
-    let cases: &[(&str, &str, &str, &str, Option<(&str, &str)>)] = &[
+    let cases: &[LineCase] = &[
         // the contract's own example: 1.485 → 1.49; 1.49 × 50 % = 0.745 → 0.75
         ("USD", "1.5",      "0.99",   "50",  Some(("1.49", "0.75"))),
         ("USD", "1.5",      "0.99",   "0",   Some(("1.49", "0.00"))),
@@ -1162,15 +1319,26 @@ fn invoice_totals_are_sums_of_rounded_lines_and_approval_reserves_the_total() {
     assert_eq!(fmt(t.tax_total, "USD"), "8.76");
     assert_eq!(fmt(t.total, "USD"), "111.25");
     s.w.act_ok(&buyer, id, approve());
-    assert_eq!(fmt(s.w.invoice(id).approved_amount.unwrap(), "USD"), "111.25");
-    assert_eq!(fmt(s.w.balance(&buyer, "USD").unwrap().reserved, "USD"), "111.25");
+    assert_eq!(
+        fmt(s.w.invoice(id).approved_amount.unwrap(), "USD"),
+        "111.25"
+    );
+    assert_eq!(
+        fmt(s.w.balance(&buyer, "USD").unwrap().reserved, "USD"),
+        "111.25"
+    );
 }
 
 #[test]
 fn line_item_edits_recompute_the_figures() {
     let mut s = Scene::new("");
     let seller = s.seller;
-    let new = s.w.new_invoice(s.connection, "USD", vec![line("a", "1.5", "0.99", "50")], false);
+    let new = s.w.new_invoice(
+        s.connection,
+        "USD",
+        vec![line("a", "1.5", "0.99", "50")],
+        false,
+    );
     let id = s.w.create_invoice(&seller, new);
     let first = s.w.invoice(id).line_items[0].id;
     // Changing only the tax rate keeps quantity and price.
@@ -1186,7 +1354,10 @@ fn line_item_edits_recompute_the_figures() {
         },
     );
     let l = &s.w.invoice(id).line_items[0];
-    assert_eq!((fmt(l.amount, "USD"), fmt(l.tax_amount, "USD")), ("1.49".into(), "0.15".into()));
+    assert_eq!(
+        (fmt(l.amount, "USD"), fmt(l.tax_amount, "USD")),
+        ("1.49".into(), "0.15".into())
+    );
     s.w.ok(
         &seller.actor(),
         Command::AddLineItem {
@@ -1195,12 +1366,21 @@ fn line_item_edits_recompute_the_figures() {
         },
     );
     assert_eq!(fmt(s.w.invoice(id).totals().total, "USD"), "2.64");
-    s.w.ok(&seller.actor(), Command::RemoveLineItem { id, line_item_id: first });
+    s.w.ok(
+        &seller.actor(),
+        Command::RemoveLineItem {
+            id,
+            line_item_id: first,
+        },
+    );
     assert_eq!(fmt(s.w.invoice(id).totals().total, "USD"), "1.00");
     // Removing it again: the line item is gone.
     s.w.refused(
         &seller.actor(),
-        Command::RemoveLineItem { id, line_item_id: first },
+        Command::RemoveLineItem {
+            id,
+            line_item_id: first,
+        },
         Refusal::NotFound,
     );
 }
@@ -1220,5 +1400,76 @@ fn submitting_needs_a_positive_total() {
         Refusal::Validation,
     );
     let with_submit = s.w.new_invoice(s.connection, "USD", vec![], true);
-    s.w.refused(&seller.actor(), Command::CreateInvoice(with_submit), Refusal::Validation);
+    s.w.refused(
+        &seller.actor(),
+        Command::CreateInvoice(with_submit),
+        Refusal::Validation,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// PATCH with `expectedVersion`.
+// ---------------------------------------------------------------------------
+
+/// `(fixture, who, expectedVersion relative to the current one)` → result.
+/// A stale version is 409 VERSION_CONFLICT for the party that may PATCH; the
+/// wrong party is 403 and an invisible invoice 404 whatever version it sends
+/// (the precondition cannot turn a 403/404 into a 409).
+fn check_expected_version(fx: Fx, who: Who, offset: i64, expect: Result<(), Refusal>) {
+    let (mut s, id) = build(fx);
+    let org = match who {
+        Who::Seller => s.seller,
+        Who::Buyer => s.buyer,
+        Who::Stranger => s.stranger,
+    };
+    let current = s.w.invoice(id).version;
+    let expected = current.checked_add_signed(offset).unwrap();
+    let command = Command::UpdateInvoice {
+        id,
+        patch: InvoicePatch {
+            expected_version: Some(expected),
+            memo: Some(None),
+            ..InvoicePatch::default()
+        },
+    };
+    let label = format!("{fx:?} by {who:?} expecting v{expected} (at v{current})");
+    match expect {
+        Ok(()) => {
+            s.w.ok(&org.actor(), command);
+            assert_eq!(s.w.invoice(id).version, current + 1, "{label}");
+        }
+        Err(refusal) => {
+            let err = s.w.refused(&org.actor(), command, refusal.clone());
+            if refusal == Refusal::VersionConflict {
+                assert_eq!(
+                    err,
+                    ledger_core::domain::DomainError::VersionConflict { expected, current },
+                    "{label}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn patch_with_expected_version() {
+    use Refusal::{Forbidden, NotFound, VersionConflict};
+    #[rustfmt::skip]
+    let cases: &[(Fx, Who, i64, Result<(), Refusal>)] = &[
+        (Fx::Draft,         Who::Seller,   0,  Ok(())),
+        (Fx::Draft,         Who::Seller,   -1, Err(VersionConflict)),
+        (Fx::Draft,         Who::Seller,   1,  Err(VersionConflict)),
+        (Fx::Disputed,      Who::Seller,   0,  Ok(())),
+        (Fx::Disputed,      Who::Seller,   -1, Err(VersionConflict)),
+        (Fx::InfoRequested, Who::Seller,   -2, Err(VersionConflict)),
+        (Fx::Draft,         Who::Buyer,    -1, Err(NotFound)),
+        (Fx::Draft,         Who::Stranger, -1, Err(NotFound)),
+        (Fx::Disputed,      Who::Buyer,    0,  Err(Forbidden)),
+        (Fx::Disputed,      Who::Buyer,    -1, Err(Forbidden)),
+        (Fx::Submitted,     Who::Buyer,    -1, Err(Forbidden)),
+        (Fx::Disputed,      Who::Stranger, -1, Err(NotFound)),
+    ];
+    for (fx, who, offset, expect) in cases {
+        check_expected_version(*fx, *who, *offset, expect.clone());
+    }
 }

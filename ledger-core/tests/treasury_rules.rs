@@ -35,7 +35,12 @@ enum SettleExp {
 /// The standard invoice (110.00 USD, or approved at `adjusted`), buyer funded
 /// with 1000.00; the seller holds `seller_funds` (no balance when empty); the
 /// balance of `frozen` is frozen before settling.
-fn check_settle(adjusted: Option<&str>, seller_funds: &str, frozen: Option<Party>, expect: SettleExp) {
+fn check_settle(
+    adjusted: Option<&str>,
+    seller_funds: &str,
+    frozen: Option<Party>,
+    expect: SettleExp,
+) {
     let mut s = Scene::new("1000.00");
     let (seller, buyer) = (s.seller, s.buyer);
     if !seller_funds.is_empty() {
@@ -59,7 +64,11 @@ fn check_settle(adjusted: Option<&str>, seller_funds: &str, frozen: Option<Party
     let payment_id = s.w.settle(&buyer, id);
     let p = s.w.payment(payment_id).clone();
     assert_eq!(p.invoice_id, id, "{label}");
-    assert_eq!((p.payer_organization_id, p.payee_organization_id), (buyer.id, seller.id), "{label}");
+    assert_eq!(
+        (p.payer_organization_id, p.payee_organization_id),
+        (buyer.id, seller.id),
+        "{label}"
+    );
     assert_eq!(p.amount, amount, "{label}: the approved amount is paid");
     assert_eq!(p.currency, cur("USD"));
     assert_eq!(p.attempts, 1, "{label}");
@@ -74,44 +83,89 @@ fn check_settle(adjusted: Option<&str>, seller_funds: &str, frozen: Option<Party
             let b = s.w.balance(&buyer, "USD").unwrap();
             assert_eq!(fmt(b.total, "USD"), buyer_total, "{label}");
             assert_eq!(fmt(b.reserved, "USD"), buyer_reserved, "{label}");
-            assert!(!b.holds.contains_key(&Hold::Invoice(id)), "{label}: reservation spent");
-            let sb = s.w.balance(&seller, "USD").expect("seller balance opened on first use");
+            assert!(
+                !b.holds.contains_key(&Hold::Invoice(id)),
+                "{label}: reservation spent"
+            );
+            let sb =
+                s.w.balance(&seller, "USD")
+                    .expect("seller balance opened on first use");
             assert_eq!(fmt(sb.total, "USD"), seller_total, "{label}");
             // One SETTLEMENT transaction for each side, for the approved amount.
-            let (out_tx, in_tx) = (p.payer_transaction_id.unwrap(), p.payee_transaction_id.unwrap());
+            let (out_tx, in_tx) = (
+                p.payer_transaction_id.unwrap(),
+                p.payee_transaction_id.unwrap(),
+            );
             assert_ne!(out_tx, in_tx);
-            let debits: Vec<_> = s
-                .w
-                .last_events
-                .iter()
-                .filter_map(|e| match &e.event {
-                    Event::SettlementDebited {
-                        balance_id,
-                        transaction_id,
-                        amount,
-                        ..
-                    } => Some((*balance_id, *transaction_id, *amount)),
-                    _ => None,
-                })
-                .collect();
-            let credits: Vec<_> = s
-                .w
-                .last_events
-                .iter()
-                .filter_map(|e| match &e.event {
-                    Event::SettlementCredited {
-                        balance_id,
-                        transaction_id,
-                        amount,
-                        ..
-                    } => Some((*balance_id, *transaction_id, *amount)),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(debits, [(b.id, out_tx, amount)], "{label}");
-            assert_eq!(credits, [(sb.id, in_tx, amount)], "{label}");
+            let debits: Vec<_> =
+                s.w.last_events
+                    .iter()
+                    .filter_map(|e| match &e.event {
+                        Event::SettlementDebited {
+                            balance_id,
+                            transaction_id,
+                            payment_id,
+                            invoice_id,
+                            counterparty_organization_id,
+                            amount,
+                        } => Some((
+                            *balance_id,
+                            *transaction_id,
+                            *payment_id,
+                            *invoice_id,
+                            *counterparty_organization_id,
+                            *amount,
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+            let credits: Vec<_> =
+                s.w.last_events
+                    .iter()
+                    .filter_map(|e| match &e.event {
+                        Event::SettlementCredited {
+                            balance_id,
+                            transaction_id,
+                            payment_id,
+                            invoice_id,
+                            counterparty_organization_id,
+                            amount,
+                        } => Some((
+                            *balance_id,
+                            *transaction_id,
+                            *payment_id,
+                            *invoice_id,
+                            *counterparty_organization_id,
+                            *amount,
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+            // SETTLEMENT_OUT on the buyer naming the seller, SETTLEMENT_IN on the seller naming the buyer.
+            assert_eq!(
+                debits,
+                [(b.id, out_tx, payment_id, id, seller.id, amount)],
+                "{label}"
+            );
+            assert_eq!(
+                credits,
+                [(sb.id, in_tx, payment_id, id, buyer.id, amount)],
+                "{label}"
+            );
+            assert_eq!(
+                s.w.ledger.settlement_transactions.get(&out_tx),
+                Some(&payment_id)
+            );
+            assert_eq!(
+                s.w.ledger.settlement_transactions.get(&in_tx),
+                Some(&payment_id)
+            );
             let opened = s.w.event_names().contains(&"BalanceOpened");
-            assert_eq!(opened, seller_funds.is_empty(), "{label}: seller balance opened iff it did not exist");
+            assert_eq!(
+                opened,
+                seller_funds.is_empty(),
+                "{label}: seller balance opened iff it did not exist"
+            );
         }
         SettleExp::Failed(why) => {
             assert_eq!(p.status, PaymentStatus::Failed, "{label}");
@@ -121,9 +175,21 @@ fn check_settle(adjusted: Option<&str>, seller_funds: &str, frozen: Option<Party
             assert_eq!(s.w.status(id), approved, "{label}: invoice stays approved");
             assert_eq!(s.w.invoice(id).payment_id, None, "{label}");
             let b = s.w.balance(&buyer, "USD").unwrap();
-            assert_eq!(b.holds.get(&Hold::Invoice(id)), Some(&amount), "{label}: reservation kept");
-            assert_eq!(s.w.figures(&buyer, "USD"), buyer_before, "{label}: buyer unchanged");
-            assert_eq!(s.w.figures(&seller, "USD"), seller_before, "{label}: seller unchanged");
+            assert_eq!(
+                b.holds.get(&Hold::Invoice(id)),
+                Some(&amount),
+                "{label}: reservation kept"
+            );
+            assert_eq!(
+                s.w.figures(&buyer, "USD"),
+                buyer_before,
+                "{label}: buyer unchanged"
+            );
+            assert_eq!(
+                s.w.figures(&seller, "USD"),
+                seller_before,
+                "{label}: seller unchanged"
+            );
             assert!(s.w.ledger.failed_by_payer[&buyer.id].contains(&payment_id));
         }
     }
@@ -165,7 +231,7 @@ fn settling_leaves_other_reservations_alone() {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Retry {
+enum Via {
     RetryPayment,
     RetryFailedAll,
     RetryFailedIds,
@@ -173,17 +239,17 @@ enum Retry {
     SettleAllDue,
 }
 
-fn retry(s: &mut Scene, how: Retry, invoice: InvoiceId, payment: PaymentId) {
+fn retry(s: &mut Scene, how: Via, invoice: InvoiceId, payment: PaymentId) {
     let buyer = s.buyer;
     let today = s.w.today();
     let command = match how {
-        Retry::RetryPayment => Command::RetryPayment { id: payment },
-        Retry::RetryFailedAll => Command::RetryFailedPayments { ids: None },
-        Retry::RetryFailedIds => Command::RetryFailedPayments {
+        Via::RetryPayment => Command::RetryPayment { id: payment },
+        Via::RetryFailedAll => Command::RetryFailedPayments { ids: None },
+        Via::RetryFailedIds => Command::RetryFailedPayments {
             ids: Some(vec![payment]),
         },
-        Retry::SettleAgain => Command::SettleInvoice { id: invoice },
-        Retry::SettleAllDue => Command::SettleAllDue { as_of: today },
+        Via::SettleAgain => Command::SettleInvoice { id: invoice },
+        Via::SettleAllDue => Command::SettleAllDue { as_of: today },
     };
     match s.w.ok(&buyer.actor(), command) {
         Outcome::Payment(p) => assert_eq!(p, payment, "{how:?}: the same payment is retried"),
@@ -197,15 +263,23 @@ fn retry(s: &mut Scene, how: Retry, invoice: InvoiceId, payment: PaymentId) {
 
 /// A settlement that failed on `frozen`'s balance: retried `retries_frozen`
 /// times while still frozen (each fails again), then once after unfreezing.
-fn check_retry(frozen: Party, how: Retry, retries_frozen: u32) {
+fn check_retry(frozen: Party, how: Via, retries_frozen: u32) {
     let mut s = Scene::new("1000.00");
     let (seller, buyer) = (s.seller, s.buyer);
     let id = s.approved_adjusted("75.00");
-    let org = if frozen == Party::Buyer { buyer } else { seller };
+    let org = if frozen == Party::Buyer {
+        buyer
+    } else {
+        seller
+    };
     s.w.freeze(&org, "USD");
     let payment = s.w.settle(&buyer, id);
     let label = format!("{frozen:?} frozen, {how:?} after {retries_frozen} frozen retries");
-    assert_eq!(s.w.payment(payment).status, PaymentStatus::Failed, "{label}");
+    assert_eq!(
+        s.w.payment(payment).status,
+        PaymentStatus::Failed,
+        "{label}"
+    );
     for i in 0..retries_frozen {
         retry(&mut s, how, id, payment);
         let p = s.w.payment(payment);
@@ -222,9 +296,20 @@ fn check_retry(frozen: Party, how: Retry, retries_frozen: u32) {
     assert_eq!(s.w.ledger.payments.len(), 1, "{label}: no second payment");
     assert_eq!(s.w.status(id), St::Settled, "{label}");
     assert_eq!(s.w.invoice(id).payment_id, Some(payment), "{label}");
-    assert_eq!(s.w.figures(&buyer, "USD"), Some(("925.00".into(), "0.00".into(), "925.00".into())), "{label}");
-    assert_eq!(fmt(s.w.balance(&seller, "USD").unwrap().total, "USD"), "75.00", "{label}");
-    assert!(!s.w.ledger.failed_by_payer[&buyer.id].contains(&payment), "{label}");
+    assert_eq!(
+        s.w.figures(&buyer, "USD"),
+        Some(("925.00".into(), "0.00".into(), "925.00".into())),
+        "{label}"
+    );
+    assert_eq!(
+        fmt(s.w.balance(&seller, "USD").unwrap().total, "USD"),
+        "75.00",
+        "{label}"
+    );
+    assert!(
+        !s.w.ledger.failed_by_payer[&buyer.id].contains(&payment),
+        "{label}"
+    );
     // Completed: nothing left to retry.
     s.w.refused(
         &buyer.actor(),
@@ -236,19 +321,19 @@ fn check_retry(frozen: Party, how: Retry, retries_frozen: u32) {
 #[test]
 fn failed_settlements_complete_once_unfrozen() {
     #[rustfmt::skip]
-    let cases: &[(Party, Retry, u32)] = &[
-        (Party::Buyer,  Retry::RetryPayment,   0),
-        (Party::Buyer,  Retry::RetryFailedAll, 0),
-        (Party::Buyer,  Retry::RetryFailedIds, 0),
-        (Party::Buyer,  Retry::SettleAgain,    0),
-        (Party::Buyer,  Retry::SettleAllDue,   0),
-        (Party::Seller, Retry::RetryPayment,   0),
-        (Party::Seller, Retry::RetryFailedAll, 0),
-        (Party::Seller, Retry::SettleAgain,    0),
-        (Party::Buyer,  Retry::RetryPayment,   2),
-        (Party::Seller, Retry::RetryFailedAll, 1),
-        (Party::Buyer,  Retry::SettleAgain,    1),
-        (Party::Seller, Retry::RetryFailedIds, 2),
+    let cases: &[(Party, Via, u32)] = &[
+        (Party::Buyer,  Via::RetryPayment,   0),
+        (Party::Buyer,  Via::RetryFailedAll, 0),
+        (Party::Buyer,  Via::RetryFailedIds, 0),
+        (Party::Buyer,  Via::SettleAgain,    0),
+        (Party::Buyer,  Via::SettleAllDue,   0),
+        (Party::Seller, Via::RetryPayment,   0),
+        (Party::Seller, Via::RetryFailedAll, 0),
+        (Party::Seller, Via::SettleAgain,    0),
+        (Party::Buyer,  Via::RetryPayment,   2),
+        (Party::Seller, Via::RetryFailedAll, 1),
+        (Party::Buyer,  Via::SettleAgain,    1),
+        (Party::Seller, Via::RetryFailedIds, 2),
     ];
     for (frozen, how, n) in cases {
         check_retry(*frozen, *how, *n);
@@ -263,22 +348,48 @@ fn only_the_payer_retries_and_only_while_the_invoice_is_approved() {
     s.w.freeze(&buyer, "USD");
     let payment = s.w.settle(&buyer, id);
     s.w.unfreeze(&buyer, "USD");
-    s.w.refused(&seller.actor(), Command::RetryPayment { id: payment }, Refusal::Forbidden);
-    s.w.refused(&stranger.actor(), Command::RetryPayment { id: payment }, Refusal::NotFound);
-    s.w.refused(&seller.actor(), Command::SettleInvoice { id }, Refusal::Forbidden);
-    s.w.refused(&stranger.actor(), Command::SettleInvoice { id }, Refusal::NotFound);
+    s.w.refused(
+        &seller.actor(),
+        Command::RetryPayment { id: payment },
+        Refusal::Forbidden,
+    );
+    s.w.refused(
+        &stranger.actor(),
+        Command::RetryPayment { id: payment },
+        Refusal::NotFound,
+    );
+    s.w.refused(
+        &seller.actor(),
+        Command::SettleInvoice { id },
+        Refusal::Forbidden,
+    );
+    s.w.refused(
+        &stranger.actor(),
+        Command::SettleInvoice { id },
+        Refusal::NotFound,
+    );
     // The cancellation is accepted: the reservation goes, the failed payment
     // can no longer complete.
     s.w.act_ok(&seller, id, request_cancellation());
     s.w.act_ok(&buyer, id, InvoiceAction::AcceptCancellation);
-    assert_eq!(fmt(s.w.balance(&buyer, "USD").unwrap().reserved, "USD"), "0.00");
+    assert_eq!(
+        fmt(s.w.balance(&buyer, "USD").unwrap().reserved, "USD"),
+        "0.00"
+    );
     s.w.refused(
         &buyer.actor(),
         Command::RetryPayment { id: payment },
         Refusal::Invalid("invoice", "CANCELLED"),
     );
     assert_eq!(s.w.payment(payment).status, PaymentStatus::Failed);
-    assert_eq!(fmt(s.w.balance(&seller, "USD").map_or(ledger_core::money::Amount::ZERO, |b| b.total), "USD"), "0.00");
+    assert_eq!(
+        fmt(
+            s.w.balance(&seller, "USD")
+                .map_or(ledger_core::money::Amount::ZERO, |b| b.total),
+            "USD"
+        ),
+        "0.00"
+    );
 }
 
 #[test]
@@ -289,7 +400,8 @@ fn settle_all_due_settles_the_callers_approved_invoices_due_by_the_date() {
     let yesterday = today.pred_opt().unwrap();
     let tomorrow = today.succ_opt().unwrap();
     let invoice = |s: &mut Scene, due, approve_it: bool| {
-        let mut new = s.w.new_invoice(s.connection, "USD", Scene::std_lines(), true);
+        let mut new =
+            s.w.new_invoice(s.connection, "USD", Scene::std_lines(), true);
         new.issue_date = Some(yesterday);
         new.due_date = due;
         let id = s.w.create_invoice(&seller, new);
@@ -312,9 +424,15 @@ fn settle_all_due_settles_the_callers_approved_invoices_due_by_the_date() {
     let theirs = s.w.create_invoice(&seller, new);
     s.w.act_ok(&other_buyer, theirs, approve());
 
-    match s.w.ok(&buyer.actor(), Command::SettleAllDue { as_of: today }) {
+    match s
+        .w
+        .ok(&buyer.actor(), Command::SettleAllDue { as_of: today })
+    {
         Outcome::Bulk(results) => {
-            let mut settled: Vec<_> = results.iter().map(|(subject, r)| (*subject, r.is_ok())).collect();
+            let mut settled: Vec<_> = results
+                .iter()
+                .map(|(subject, r)| (*subject, r.is_ok()))
+                .collect();
             settled.sort();
             let mut expected = vec![(Some(overdue.as_uuid()), true), (Some(due.as_uuid()), true)];
             expected.sort();
@@ -331,7 +449,10 @@ fn settle_all_due_settles_the_callers_approved_invoices_due_by_the_date() {
         s.w.figures(&buyer, "USD"),
         Some(("780.00".into(), "110.00".into(), "670.00".into()))
     );
-    assert_eq!(fmt(s.w.balance(&seller, "USD").unwrap().total, "USD"), "220.00");
+    assert_eq!(
+        fmt(s.w.balance(&seller, "USD").unwrap().total, "USD"),
+        "220.00"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -355,7 +476,9 @@ fn check_submit_withdrawal(
     if !collateral.is_empty() {
         s.w.set_collateral(&buyer, "USD", collateral);
     }
-    let label = format!("deposit {deposit:?} collateral {collateral:?} invoice {invoice_reserved} amount {amount}");
+    let label = format!(
+        "deposit {deposit:?} collateral {collateral:?} invoice {invoice_reserved} amount {amount}"
+    );
     let command = Command::SubmitWithdrawal {
         currency: cur("USD"),
         amount: usd(amount),
@@ -372,8 +495,16 @@ fn check_submit_withdrawal(
             assert_eq!(w.submitted_by, buyer.key, "{label}");
             assert_eq!(fmt(w.amount, "USD"), amount, "{label}");
             let b = s.w.balance(&buyer, "USD").unwrap();
-            assert_eq!(b.holds.get(&Hold::Withdrawal(id)), Some(&usd(amount)), "{label}: held");
-            assert_eq!(s.w.figures(&buyer, "USD"), Some((total.into(), reserved.into(), available.into())), "{label}");
+            assert_eq!(
+                b.holds.get(&Hold::Withdrawal(id)),
+                Some(&usd(amount)),
+                "{label}: held"
+            );
+            assert_eq!(
+                s.w.figures(&buyer, "USD"),
+                Some((total.into(), reserved.into(), available.into())),
+                "{label}"
+            );
         }
         Err(refusal) => {
             s.w.refused(&buyer.actor(), command, refusal);
@@ -381,11 +512,20 @@ fn check_submit_withdrawal(
     }
 }
 
+/// `(deposit, collateral, approved invoice?, amount, Ok((total, reserved, available)) | refusal)`.
+type SubmitCase = (
+    &'static str,
+    &'static str,
+    bool,
+    &'static str,
+    Result<(&'static str, &'static str, &'static str), Refusal>,
+);
+
 #[test]
 fn submitting_a_withdrawal_holds_the_amount() {
     use Refusal::{Insufficient, Validation};
     #[rustfmt::skip]
-    let cases: &[(&str, &str, bool, &str, Result<(&str, &str, &str), Refusal>)] = &[
+    let cases: &[SubmitCase] = &[
         // deposit   collateral invoice amount      total      reserved  available
         ("100.00",  "",        false,  "60.00",    Ok(("100.00", "60.00",  "40.00"))),
         ("100.00",  "",        false,  "100.00",   Ok(("100.00", "100.00", "0.00"))),
@@ -412,7 +552,8 @@ fn pending_withdrawals_count_against_available() {
         destination: destination(),
     };
     s.w.ok(&buyer.actor(), submit("60.00"));
-    let err = s.w.refused(&buyer.actor(), submit("40.01"), Refusal::Insufficient);
+    let err =
+        s.w.refused(&buyer.actor(), submit("40.01"), Refusal::Insufficient);
     assert_eq!(
         err,
         DomainError::InsufficientBalance {
@@ -426,7 +567,10 @@ fn pending_withdrawals_count_against_available() {
     let id = s.submitted();
     s.w.refused(
         &buyer.actor(),
-        Command::Invoice { id, action: approve() },
+        Command::Invoice {
+            id,
+            action: approve(),
+        },
         Refusal::Insufficient,
     );
 }
@@ -511,7 +655,11 @@ fn actor_for(ws: &WithdrawalScene, by: By) -> ledger_core::events::Actor {
 
 /// Decision on a pending withdrawal → its new state and the balance's
 /// `(total, reserved, available)`, or the refusal.
-fn check_withdrawal_decision(decision: Decision, by: By, expect: Result<(WithdrawalStatus, &str, &str, &str), Refusal>) {
+fn check_withdrawal_decision(
+    decision: Decision,
+    by: By,
+    expect: Result<(WithdrawalStatus, &str, &str, &str), Refusal>,
+) {
     let mut ws = withdrawal_scene();
     let label = format!("{decision:?} by {by:?}");
     let actor = actor_for(&ws, by);
@@ -523,8 +671,15 @@ fn check_withdrawal_decision(decision: Decision, by: By, expect: Result<(Withdra
             let w = &ws.s.w.ledger.withdrawals[&ws.id];
             assert_eq!(w.status, status, "{label}");
             let b = ws.s.w.balance(&buyer, "USD").unwrap();
-            assert!(!b.holds.contains_key(&Hold::Withdrawal(ws.id)), "{label}: hold gone");
-            assert_eq!(ws.s.w.figures(&buyer, "USD"), Some((total.into(), reserved.into(), available.into())), "{label}");
+            assert!(
+                !b.holds.contains_key(&Hold::Withdrawal(ws.id)),
+                "{label}: hold gone"
+            );
+            assert_eq!(
+                ws.s.w.figures(&buyer, "USD"),
+                Some((total.into(), reserved.into(), available.into())),
+                "{label}"
+            );
             if status == WithdrawalStatus::Completed {
                 assert_eq!(w.decided_by, Some(ws.other_key), "{label}");
                 assert!(w.transaction_id.is_some(), "{label}");
@@ -533,10 +688,20 @@ fn check_withdrawal_decision(decision: Decision, by: By, expect: Result<(Withdra
         }
         Err(refusal) => {
             ws.s.w.refused(&actor, command, refusal);
-            assert_eq!(ws.s.w.ledger.withdrawals[&ws.id].status, WithdrawalStatus::PendingApproval);
+            assert_eq!(
+                ws.s.w.ledger.withdrawals[&ws.id].status,
+                WithdrawalStatus::PendingApproval
+            );
         }
     }
 }
+
+/// `(decision, by, Ok((status, total, reserved, available)) | refusal)`.
+type DecisionCase = (
+    Decision,
+    By,
+    Result<(WithdrawalStatus, &'static str, &'static str, &'static str), Refusal>,
+);
 
 #[test]
 fn withdrawal_decisions_need_four_eyes_and_cancel_needs_the_submitter() {
@@ -545,7 +710,7 @@ fn withdrawal_decisions_need_four_eyes_and_cancel_needs_the_submitter() {
     use Refusal::{Forbidden, NotFound};
     use WithdrawalStatus::{Cancelled, Completed, Rejected};
     #[rustfmt::skip]
-    let cases: &[(Decision, By, Result<(WithdrawalStatus, &str, &str, &str), Refusal>)] = &[
+    let cases: &[DecisionCase] = &[
         // decision by          status     total     reserved available
         (Approve, Submitter, Err(Forbidden)),
         (Approve, OtherKey,  Ok((Completed, "40.00",  "0.00", "40.00"))),
@@ -614,12 +779,22 @@ fn approving_a_withdrawal_from_a_frozen_balance_is_refused_and_keeps_the_hold() 
     ws.s.w.freeze(&buyer, "USD");
     let actor = actor_for(&ws, By::OtherKey);
     let command = decide(&ws, Decision::Approve);
-    ws.s.w.refused(&actor, command, Refusal::Invalid("balance", "FROZEN"));
-    assert_eq!(fmt(ws.s.w.balance(&buyer, "USD").unwrap().holds[&Hold::Withdrawal(ws.id)], "USD"), "60.00");
+    ws.s.w
+        .refused(&actor, command, Refusal::Invalid("balance", "FROZEN"));
+    assert_eq!(
+        fmt(
+            ws.s.w.balance(&buyer, "USD").unwrap().holds[&Hold::Withdrawal(ws.id)],
+            "USD"
+        ),
+        "60.00"
+    );
     ws.s.w.unfreeze(&buyer, "USD");
     let command = decide(&ws, Decision::Approve);
     ws.s.w.ok(&actor, command);
-    assert_eq!(ws.s.w.figures(&buyer, "USD"), Some(("40.00".into(), "0.00".into(), "40.00".into())));
+    assert_eq!(
+        ws.s.w.figures(&buyer, "USD"),
+        Some(("40.00".into(), "0.00".into(), "40.00".into()))
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -647,7 +822,10 @@ fn refund_scene(adjusted: Option<&str>) -> RefundScene {
     };
     let payment = s.w.settle(&buyer, id);
     let p = s.w.payment(payment);
-    let (payer_tx, payee_tx) = (p.payer_transaction_id.unwrap(), p.payee_transaction_id.unwrap());
+    let (payer_tx, payee_tx) = (
+        p.payer_transaction_id.unwrap(),
+        p.payee_transaction_id.unwrap(),
+    );
     RefundScene {
         s,
         payment,
@@ -720,7 +898,12 @@ enum Then {
 }
 
 /// Earlier refunds `(side, tx, amount, what became of it)`, then a new one.
-fn check_refund_cap(adjusted: Option<&str>, earlier: &[(Side, Tx, &str, Then)], new: (Side, Tx, &str), expect: Result<(), Refusal>) {
+fn check_refund_cap(
+    adjusted: Option<&str>,
+    earlier: &[(Side, Tx, &str, Then)],
+    new: (Side, Tx, &str),
+    expect: Result<(), Refusal>,
+) {
     let mut rs = refund_scene(adjusted);
     let seller = rs.s.seller;
     for (side, tx, amount, then) in earlier {
@@ -751,7 +934,11 @@ fn check_refund_cap(adjusted: Option<&str>, earlier: &[(Side, Tx, &str, Then)], 
             assert_eq!(fmt(r.amount, "USD"), amount, "{label}");
             assert_eq!(r.payment_id, rs.payment, "{label}");
             assert_eq!(r.requested_by, rs.org(side).id, "{label}");
-            assert_eq!((r.payee_organization_id, r.payer_organization_id), (rs.s.seller.id, rs.s.buyer.id), "{label}");
+            assert_eq!(
+                (r.payee_organization_id, r.payer_organization_id),
+                (rs.s.seller.id, rs.s.buyer.id),
+                "{label}"
+            );
         }
         Err(refusal) => {
             let actor = rs.org(side).actor();
@@ -769,6 +956,14 @@ fn check_refund_cap(adjusted: Option<&str>, earlier: &[(Side, Tx, &str, Then)], 
     }
 }
 
+/// `(adjusted approval, earlier refunds, the new refund, expected)`.
+type CapCase = (
+    Option<&'static str>,
+    &'static [(Side, Tx, &'static str, Then)],
+    (Side, Tx, &'static str),
+    Result<(), Refusal>,
+);
+
 #[test]
 fn refunds_are_capped_at_the_settled_amount_less_earlier_refunds() {
     use Side::{Buyer, Seller, Stranger};
@@ -777,7 +972,7 @@ fn refunds_are_capped_at_the_settled_amount_less_earlier_refunds() {
     let ok = Ok(());
     let over = Err(Refusal::Validation);
     #[rustfmt::skip]
-    let cases: &[(Option<&str>, &[(Side, Tx, &str, Then)], (Side, Tx, &str), Result<(), Refusal>)] = &[
+    let cases: &[CapCase] = &[
         // against either side's settlement transaction
         (None, &[], (Buyer,  Out, "110.00"), ok.clone()),
         (None, &[], (Seller, In,  "110.00"), ok.clone()),
@@ -836,7 +1031,11 @@ fn check_refund_decision(
     expect: Result<(RefundStatus, &str, &str), Refusal>,
 ) {
     let mut rs = refund_scene(None);
-    let tx = if created_by == Side::Buyer { Tx::Out } else { Tx::In };
+    let tx = if created_by == Side::Buyer {
+        Tx::Out
+    } else {
+        Tx::In
+    };
     let id = rs.create_ok(created_by, tx, "60.00");
     let actor = rs.org(by).actor();
     let command = if approve_it {
@@ -847,7 +1046,10 @@ fn check_refund_decision(
             reason: "goods not returned".into(),
         }
     };
-    let label = format!("created by {created_by:?}, {} by {by:?}", if approve_it { "approve" } else { "reject" });
+    let label = format!(
+        "created by {created_by:?}, {} by {by:?}",
+        if approve_it { "approve" } else { "reject" }
+    );
     let (seller, buyer) = (rs.s.seller, rs.s.buyer);
     match expect {
         Ok((status, seller_total, buyer_total)) => {
@@ -856,15 +1058,66 @@ fn check_refund_decision(
             assert_eq!(r.status, status, "{label}");
             let s_total = fmt(rs.s.w.balance(&seller, "USD").unwrap().total, "USD");
             let b_total = fmt(rs.s.w.balance(&buyer, "USD").unwrap().total, "USD");
-            assert_eq!((s_total.as_str(), b_total.as_str()), (seller_total, buyer_total), "{label}");
+            assert_eq!(
+                (s_total.as_str(), b_total.as_str()),
+                (seller_total, buyer_total),
+                "{label}"
+            );
             if status == RefundStatus::Approved {
                 let names = rs.s.w.event_names();
-                assert_eq!(names, ["RefundApproved", "RefundDebited", "RefundCredited"], "{label}");
+                assert_eq!(
+                    names,
+                    ["RefundApproved", "RefundDebited", "RefundCredited"],
+                    "{label}"
+                );
+                // REFUND_OUT from the payee naming the payer, REFUND_IN to the payer naming the payee.
+                let moves: Vec<_> =
+                    rs.s.w
+                        .last_events
+                        .iter()
+                        .filter_map(|e| match &e.event {
+                            Event::RefundDebited {
+                                balance_id,
+                                counterparty_organization_id,
+                                amount,
+                                ..
+                            }
+                            | Event::RefundCredited {
+                                balance_id,
+                                counterparty_organization_id,
+                                amount,
+                                ..
+                            } => Some((
+                                *balance_id,
+                                *counterparty_organization_id,
+                                fmt(*amount, "USD"),
+                            )),
+                            _ => None,
+                        })
+                        .collect();
+                let seller_balance = rs.s.w.balance(&seller, "USD").unwrap().id;
+                let buyer_balance = rs.s.w.balance(&buyer, "USD").unwrap().id;
+                assert_eq!(
+                    moves,
+                    [
+                        (seller_balance, buyer.id, "60.00".to_string()),
+                        (buyer_balance, seller.id, "60.00".to_string())
+                    ],
+                    "{label}"
+                );
                 // Approved refunds keep counting against the cap.
-                assert_eq!(fmt(rs.s.w.payment(rs.payment).refundable(), "USD"), "50.00", "{label}");
+                assert_eq!(
+                    fmt(rs.s.w.payment(rs.payment).refundable(), "USD"),
+                    "50.00",
+                    "{label}"
+                );
             } else {
                 // A rejected refund frees its share of the cap again.
-                assert_eq!(fmt(rs.s.w.payment(rs.payment).refundable(), "USD"), "110.00", "{label}");
+                assert_eq!(
+                    fmt(rs.s.w.payment(rs.payment).refundable(), "USD"),
+                    "110.00",
+                    "{label}"
+                );
             }
         }
         Err(refusal) => {
@@ -874,12 +1127,20 @@ fn check_refund_decision(
     }
 }
 
+/// `(created by, decided by, approve?, Ok((status, seller total, buyer total)) | refusal)`.
+type RefundDecisionCase = (
+    Side,
+    Side,
+    bool,
+    Result<(RefundStatus, &'static str, &'static str), Refusal>,
+);
+
 #[test]
 fn only_the_payee_decides_a_refund() {
     use RefundStatus::{Approved, Rejected};
     use Side::{Buyer, Seller, Stranger};
     #[rustfmt::skip]
-    let cases: &[(Side, Side, bool, Result<(RefundStatus, &str, &str), Refusal>)] = &[
+    let cases: &[RefundDecisionCase] = &[
         // created by decided by approve  status     seller    buyer
         (Buyer,  Seller,   true,  Ok((Approved, "50.00",  "950.00"))),
         (Seller, Seller,   true,  Ok((Approved, "50.00",  "950.00"))),
@@ -958,7 +1219,8 @@ fn check_payee_funds(state: PayeeState, amount: &str, expect: Result<(), Refusal
             };
             if matches!(state, PayeeState::Withdrew(_)) {
                 let checker = rs.s.w.api_key(&seller);
-                rs.s.w.ok(&seller.with_key(checker), Command::ApproveWithdrawal { id });
+                rs.s.w
+                    .ok(&seller.with_key(checker), Command::ApproveWithdrawal { id });
             }
         }
         PayeeState::Collateral(a) => rs.s.w.set_collateral(&seller, "USD", a),
@@ -969,11 +1231,20 @@ fn check_payee_funds(state: PayeeState, amount: &str, expect: Result<(), Refusal
     match expect {
         Ok(()) => {
             rs.s.w.ok(&seller.actor(), Command::ApproveRefund { id });
-            assert_eq!(rs.s.w.ledger.refunds[&id].status, RefundStatus::Approved, "{label}");
+            assert_eq!(
+                rs.s.w.ledger.refunds[&id].status,
+                RefundStatus::Approved,
+                "{label}"
+            );
         }
         Err(refusal) => {
-            rs.s.w.refused(&seller.actor(), Command::ApproveRefund { id }, refusal);
-            assert_eq!(rs.s.w.ledger.refunds[&id].status, RefundStatus::Pending, "{label}");
+            rs.s.w
+                .refused(&seller.actor(), Command::ApproveRefund { id }, refusal);
+            assert_eq!(
+                rs.s.w.ledger.refunds[&id].status,
+                RefundStatus::Pending,
+                "{label}"
+            );
         }
     }
 }
@@ -1057,7 +1328,10 @@ fn money_is_conserved_across_a_mixed_story() {
         other => panic!("{other:?}"),
     };
     let wa = submit(&mut w, &a, "USD", "500.00");
-    w.ok(&a.with_key(a_checker), Command::ApproveWithdrawal { id: wa });
+    w.ok(
+        &a.with_key(a_checker),
+        Command::ApproveWithdrawal { id: wa },
+    );
     let wb1 = submit(&mut w, &b, "JPY", "1000");
     w.ok(
         &b.with_key(b_checker),
@@ -1069,7 +1343,10 @@ fn money_is_conserved_across_a_mixed_story() {
     let wb2 = submit(&mut w, &b, "JPY", "2000");
     w.ok(&b.actor(), Command::CancelWithdrawal { id: wb2 });
     let wb3 = submit(&mut w, &b, "JPY", "98500");
-    w.ok(&b.with_key(b_checker), Command::ApproveWithdrawal { id: wb3 });
+    w.ok(
+        &b.with_key(b_checker),
+        Command::ApproveWithdrawal { id: wb3 },
+    );
 
     // Refunds on the USD settlement: one approved, one rejected.
     let usd_payment = w.invoice(usd1).payment_id.unwrap();

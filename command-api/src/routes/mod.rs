@@ -1,12 +1,14 @@
 //! One file per API resource; each owns its routes and request types.
 
 pub mod admin;
+pub mod api_logs;
 pub mod clock;
 pub mod connections;
 pub mod health;
 pub mod invoices;
 pub mod payments;
 pub mod settings;
+pub mod storage;
 pub mod treasury;
 
 use crate::app::AppState;
@@ -15,16 +17,22 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 
-pub fn api_router() -> Router<AppState> {
-    Router::new()
-        .route("/openapi.json", axum::routing::get(crate::openapi::serve))
-        .merge(admin::router())
-        .merge(clock::router())
+pub fn api_router(state: AppState) -> Router<AppState> {
+    // Organization routes are rate limited per API key; the operator's are not.
+    let organization_routes = Router::new()
         .merge(connections::router())
         .merge(invoices::router())
         .merge(payments::router())
         .merge(treasury::router())
         .merge(settings::router())
+        .merge(api_logs::router())
+        .merge(storage::router())
+        .layer(axum::middleware::from_fn_with_state(state, crate::rate_limit::limit));
+    Router::new()
+        .route("/openapi.json", axum::routing::get(crate::openapi::serve))
+        .merge(admin::router())
+        .merge(clock::router())
+        .merge(organization_routes)
 }
 
 /// A typed id from a path segment; an id that cannot exist is simply not found.

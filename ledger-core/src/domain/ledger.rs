@@ -740,6 +740,8 @@ impl Ledger {
         ctx: &mut Ctx<'_>,
     ) -> Result<(Outcome, Vec<Event>), DomainError> {
         let (inv, party) = self.visible_invoice(org, id)?;
+        // Who may PATCH comes first: a stale version never turns a 403 into a 409.
+        inv.check_editable(party)?;
         if let Some(expected) = patch.expected_version {
             if expected != inv.version {
                 return Err(DomainError::VersionConflict {
@@ -748,7 +750,6 @@ impl Ledger {
                 });
             }
         }
-        inv.check_editable(party)?;
         if let Some(files) = &patch.attachments {
             self.check_attachments(org, files)?;
         }
@@ -1141,7 +1142,20 @@ impl Ledger {
                 let org = actor.organization()?;
                 let ids: Vec<PaymentId> = match ids {
                     Some(ids) => ids.clone(),
-                    None => self.failed_by_payer.get(&org).into_iter().flatten().copied().collect(),
+                    // Only payments whose invoice can still be settled are worth retrying.
+                    None => self
+                        .failed_by_payer
+                        .get(&org)
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| {
+                            self.payments
+                                .get(p)
+                                .and_then(|p| self.invoices.get(&p.invoice_id))
+                                .is_some_and(|i| i.status.is_approved())
+                        })
+                        .copied()
+                        .collect(),
                 };
                 Some(ids.into_iter().map(|id| Command::RetryPayment { id }).collect())
             }

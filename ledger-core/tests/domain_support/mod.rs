@@ -14,7 +14,9 @@ use ledger_core::domain::payment::Payment;
 use ledger_core::domain::refund::Refund;
 use ledger_core::domain::withdrawal::Withdrawal;
 use ledger_core::domain::{Command, Ctx, DomainError, Ledger, Outcome};
-use ledger_core::events::{Actor, Destination, Party, Permission, RecordedEvent, StreamId, StreamKind};
+use ledger_core::events::{
+    Actor, Destination, Party, Permission, RecordedEvent, StreamId, StreamKind,
+};
 use ledger_core::ids::*;
 use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
 use ledger_core::time::Timestamp;
@@ -80,7 +82,9 @@ pub enum Refusal {
 pub fn refusal(e: &DomainError) -> Refusal {
     match e {
         DomainError::Validation(_) => Refusal::Validation,
-        DomainError::InvalidTransition { entity, current, .. } => Refusal::Invalid(entity, current),
+        DomainError::InvalidTransition {
+            entity, current, ..
+        } => Refusal::Invalid(entity, current),
         DomainError::InsufficientBalance { .. } => Refusal::Insufficient,
         DomainError::Forbidden(_) => Refusal::Forbidden,
         DomainError::NotFound(_) => Refusal::NotFound,
@@ -171,10 +175,20 @@ impl World {
             .execute(actor, None, &command, &mut ctx, &mut out)
             .unwrap_or_else(|v| panic!("invariant violated by {command:?}: {v}"));
         if let Err(e) = &result {
-            assert!(out.is_empty(), "refused command {command:?} ({e}) produced events {out:?}");
-            assert_eq!(self.ledger.last_seq, before, "refused command moved last_seq");
+            assert!(
+                out.is_empty(),
+                "refused command {command:?} ({e}) produced events {out:?}"
+            );
+            assert_eq!(
+                self.ledger.last_seq, before,
+                "refused command moved last_seq"
+            );
         }
-        assert_eq!(self.ledger.last_seq, before + out.len() as u64, "last_seq vs events");
+        assert_eq!(
+            self.ledger.last_seq,
+            before + out.len() as u64,
+            "last_seq vs events"
+        );
         self.book(&command, &result);
         self.last_events = out;
         // Money is conserved after every command, not just at the end.
@@ -184,7 +198,12 @@ impl World {
 
     fn book(&mut self, command: &Command, result: &Result<Outcome, DomainError>) {
         match (command, result) {
-            (Command::Deposit { currency, amount, .. }, Ok(_)) => add_to(&mut self.deposited, *currency, *amount),
+            (
+                Command::Deposit {
+                    currency, amount, ..
+                },
+                Ok(_),
+            ) => add_to(&mut self.deposited, *currency, *amount),
             (
                 Command::SubmitWithdrawal {
                     currency, amount, ..
@@ -232,7 +251,10 @@ impl World {
         };
         assert_eq!(refusal(&err), expected, "{shown}: {err}");
         assert!(self.last_events.is_empty());
-        assert!(self.snapshot() == before, "{shown} was refused but changed the ledger");
+        assert!(
+            self.snapshot() == before,
+            "{shown} was refused but changed the ledger"
+        );
         err
     }
 
@@ -250,7 +272,11 @@ impl World {
                 .fold(Amount::ZERO, |acc, a| acc.checked_add(*a).unwrap());
             assert_eq!(held, b.reserved, "balance {} reserved ≠ sum of holds", b.id);
             let committed = b.reserved.checked_add(b.collateral).unwrap();
-            assert!(committed <= b.total, "balance {} has negative available", b.id);
+            assert!(
+                committed <= b.total,
+                "balance {} has negative available",
+                b.id
+            );
         }
         let mut currencies: Vec<Currency> = totals.keys().copied().collect();
         currencies.extend(self.deposited.keys().copied());
@@ -291,7 +317,10 @@ impl World {
                 api_key_secret_hash: [7; 32],
             },
         ) {
-            Outcome::Organization { id, api_key_id } => Org { id, key: api_key_id },
+            Outcome::Organization { id, api_key_id } => Org {
+                id,
+                key: api_key_id,
+            },
             other => panic!("unexpected outcome {other:?}"),
         }
     }
@@ -376,7 +405,13 @@ impl World {
         id
     }
 
-    pub fn new_invoice(&self, connection_id: ConnectionId, code: &str, lines: Vec<LineItemInput>, submit: bool) -> NewInvoice {
+    pub fn new_invoice(
+        &self,
+        connection_id: ConnectionId,
+        code: &str,
+        lines: Vec<LineItemInput>,
+        submit: bool,
+    ) -> NewInvoice {
         NewInvoice {
             connection_id,
             number: None,
@@ -397,7 +432,12 @@ impl World {
         }
     }
 
-    pub fn act(&mut self, org: &Org, id: InvoiceId, action: InvoiceAction) -> Result<Outcome, DomainError> {
+    pub fn act(
+        &mut self,
+        org: &Org,
+        id: InvoiceId,
+        action: InvoiceAction,
+    ) -> Result<Outcome, DomainError> {
         self.run(&org.actor(), Command::Invoice { id, action })
     }
 
@@ -435,8 +475,13 @@ impl World {
 
     /// `(total, reserved, available)` formatted, `None` if no balance was opened.
     pub fn figures(&self, org: &Org, code: &str) -> Option<(String, String, String)> {
-        self.balance(org, code)
-            .map(|b| (fmt(b.total, code), fmt(b.reserved, code), fmt(b.available(), code)))
+        self.balance(org, code).map(|b| {
+            (
+                fmt(b.total, code),
+                fmt(b.reserved, code),
+                fmt(b.available(), code),
+            )
+        })
     }
 
     pub fn payment(&self, id: PaymentId) -> &Payment {
@@ -444,7 +489,10 @@ impl World {
     }
 
     pub fn event_names(&self) -> Vec<&'static str> {
-        self.last_events.iter().map(|e| e.event.type_name()).collect()
+        self.last_events
+            .iter()
+            .map(|e| e.event.type_name())
+            .collect()
     }
 }
 
@@ -493,12 +541,16 @@ impl Scene {
     }
 
     pub fn draft(&mut self) -> InvoiceId {
-        let new = self.w.new_invoice(self.connection, "USD", Self::std_lines(), false);
+        let new = self
+            .w
+            .new_invoice(self.connection, "USD", Self::std_lines(), false);
         self.w.create_invoice(&self.seller, new)
     }
 
     pub fn submitted(&mut self) -> InvoiceId {
-        let new = self.w.new_invoice(self.connection, "USD", Self::std_lines(), true);
+        let new = self
+            .w
+            .new_invoice(self.connection, "USD", Self::std_lines(), true);
         self.w.create_invoice(&self.seller, new)
     }
 
@@ -510,7 +562,11 @@ impl Scene {
 
     pub fn approved_adjusted(&mut self, amount: &str) -> InvoiceId {
         let id = self.submitted();
-        self.w.act_ok(&self.buyer, id, approve_adjusted(amount, "two units damaged"));
+        self.w.act_ok(
+            &self.buyer,
+            id,
+            approve_adjusted(amount, "two units damaged"),
+        );
         id
     }
 

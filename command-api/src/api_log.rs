@@ -1,0 +1,406 @@
+//! API logs: every authenticated request under `/api/v1` (admin excluded) is
+//! recorded with its bodies (secrets redacted, 64 KiB each at most).
+//!
+//! Recording is off the request path: the middleware hands the record to a
+//! bounded channel (waiting, never dropping, when it is full) and a writer
+//! task stores records in batches in its own sled database. A record can be
+//! lost only if the process dies between answering and that batch's flush.
+
+use crate::app::AppState;
+use crate::auth;
+use crate::error::ApiError;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ledger_core::codec;
+use ledger_core::ids::{ApiKeyId, OrganizationId};
+use ledger_core::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub const MAX_BODY_RECORDED: usize = 64 * 1024;
+const CHANNEL: usize = 65_536;
+const MAX_BATCH: usize = 4096;
+/// Largest JSON response buffered for the log (they are built in memory anyway).
+const MAX_RESPONSE_CAPTURE: usize = 32 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiLogRecord {
+    pub id: Uuid,
+    pub at: Timestamp,
+    pub organization_id: OrganizationId,
+    pub api_key_id: ApiKeyId,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub status: u16,
+    pub duration_micros: u64,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+}
+
+enum Message {
+    Record(Box<ApiLogRecord>),
+    /// Answered once everything sent before it is stored.
+    Sync(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct ApiLogs {
+    pub db: sled::Db,
+    tx: mpsc::Sender<Message>,
+}
+
+fn record_key(org: OrganizationId, at: Timestamp, id: Uuid) -> Vec<u8> {
+    let mut k = Vec::with_capacity(41);
+    k.push(b'r');
+    k.extend_from_slice(org.as_uuid().as_bytes());
+    k.extend_from_slice(&at.as_micros().to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn time_key(at: Timestamp, record: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + record.len());
+    k.push(b't');
+    k.extend_from_slice(&at.as_micros().to_be_bytes());
+    k.extend_from_slice(record);
+    k
+}
+
+fn id_key(id: Uuid) -> Vec<u8> {
+    let mut k = vec![b'i'];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub fn org_prefix(org: OrganizationId) -> Vec<u8> {
+    let mut k = vec![b'r'];
+    k.extend_from_slice(org.as_uuid().as_bytes());
+    k
+}
+
+impl ApiLogs {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(None)
+            .open()?;
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let writer_db = db.clone();
+        tokio::spawn(async move { write_loop(writer_db, rx).await });
+        Ok(Self { db, tx })
+    }
+
+    pub async fn record(&self, record: ApiLogRecord) {
+        // Waiting on a full channel slows requests instead of losing records.
+        let _ = self.tx.send(Message::Record(Box::new(record))).await;
+    }
+
+    /// Waits until every record sent before this call is stored.
+    pub async fn sync(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::Sync(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn get(&self, id: Uuid) -> Result<Option<ApiLogRecord>, ApiError> {
+        let Some(key) = self.db.get(id_key(id)).map_err(|e| ApiError::internal("api log", e))? else {
+            return Ok(None);
+        };
+        match self.db.get(&key).map_err(|e| ApiError::internal("api log", e))? {
+            Some(v) => Ok(Some(codec::decode(&v).map_err(|e| ApiError::internal("api log", e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records of `org` after `after` (a record key), oldest first, at most `n`.
+    pub fn scan(&self, org: OrganizationId, after: Option<Vec<u8>>, n: usize, keep: &dyn Fn(&ApiLogRecord) -> bool) -> Result<(Vec<ApiLogRecord>, Option<Vec<u8>>), ApiError> {
+        let prefix = org_prefix(org);
+        let mut upper = prefix.clone();
+        upper.push(0xff);
+        let start = match after {
+            Some(mut k) => {
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        for item in self.db.range(start..upper) {
+            let (k, v) = item.map_err(|e| ApiError::internal("api log", e))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let rec: ApiLogRecord = codec::decode(&v).map_err(|e| ApiError::internal("api log", e))?;
+            if keep(&rec) {
+                if out.len() == n {
+                    return Ok((out, last));
+                }
+                out.push(rec);
+                last = Some(k.to_vec());
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// Drops records older than `before`.
+    pub fn prune(&self, before: Timestamp) -> Result<usize, ApiError> {
+        let mut end = vec![b't'];
+        end.extend_from_slice(&before.as_micros().to_be_bytes());
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.db.range(vec![b't']..end) {
+            let (k, _) = item.map_err(|e| ApiError::internal("api log", e))?;
+            let record_key = &k[9..];
+            if let Some(id) = record_key.get(25..41) {
+                batch.remove(id_key(Uuid::from_slice(id).unwrap_or_default()));
+            }
+            batch.remove(record_key);
+            batch.remove(k);
+            n += 1;
+        }
+        if n > 0 {
+            self.db.apply_batch(batch).map_err(|e| ApiError::internal("api log", e))?;
+        }
+        Ok(n)
+    }
+}
+
+async fn write_loop(db: sled::Db, mut rx: mpsc::Receiver<Message>) {
+    let mut buffer = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut buffer, MAX_BATCH).await > 0 {
+        let mut batch = sled::Batch::default();
+        let mut waiters = Vec::new();
+        for message in buffer.drain(..) {
+            match message {
+                Message::Record(r) => {
+                    let Ok(value) = codec::encode(&*r) else { continue };
+                    let key = record_key(r.organization_id, r.at, r.id);
+                    batch.insert(time_key(r.at, &key), &[][..]);
+                    batch.insert(id_key(r.id), key.clone());
+                    batch.insert(key, value);
+                }
+                Message::Sync(w) => waiters.push(w),
+            }
+        }
+        let db2 = db.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            db2.apply_batch(batch)?;
+            db2.flush().map(|_| ())
+        })
+        .await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!("storing API log records failed");
+        }
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// Replaces secrets in a JSON body, then cuts it to the recorded size.
+pub fn redact(raw: &[u8]) -> String {
+    let text = match serde_json::from_slice::<Value>(raw) {
+        Ok(mut v) => {
+            redact_value(&mut v);
+            v.to_string()
+        }
+        Err(_) => String::from_utf8_lossy(raw).into_owned(),
+    };
+    let text = mask_tokens(&text);
+    truncate(text, MAX_BODY_RECORDED)
+}
+
+fn is_secret_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    ["secret", "password", "token", "passphrase"].iter().any(|s| k.contains(s))
+}
+
+fn redact_value(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if is_secret_key(k) && !x.is_null() {
+                    *x = Value::String("[REDACTED]".into());
+                } else {
+                    redact_value(x);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact_value),
+        _ => {}
+    }
+}
+
+/// Masks anything shaped like one of our secrets (`whsec_…`, `es_…`) wherever it
+/// appears, for bodies that are not JSON or hide secrets in other fields.
+fn mask_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        let prefix = ["whsec_", "es_"].into_iter().find(|p| boundary && text[i..].starts_with(p));
+        if let Some(p) = prefix {
+            let mut j = i + p.len();
+            while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || matches!(bytes[j], b'-' | b'_' | b'+' | b'/' | b'=')) {
+                j += 1;
+            }
+            if j - i - p.len() >= 16 {
+                out.push_str("[REDACTED]");
+                i = j;
+                continue;
+            }
+        }
+        let ch_len = text[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+        out.push_str(&text[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        let ct = ct.split(';').next().unwrap_or("").trim();
+        ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
+    })
+}
+
+pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    if !path.starts_with("/api/v1/") || path.starts_with("/api/v1/admin") {
+        return next.run(request).await;
+    }
+    let Some((organization_id, api_key_id)) = auth::identify(&state, request.headers()) else {
+        return next.run(request).await;
+    };
+    let started = Instant::now();
+    let at = state.clock.now();
+    let method = request.method().to_string();
+    let query = request.uri().query().map(str::to_owned);
+    let request_id = request
+        .headers()
+        .get(crate::app::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (request, request_body) = if is_json(content_type.as_deref()) || content_type.is_none() {
+        let (parts, body) = request.into_parts();
+        let limit = state.config.max_body_bytes;
+        match axum::body::to_bytes(body, limit).await {
+            Ok(bytes) => {
+                let recorded = (!bytes.is_empty()).then(|| redact(&bytes));
+                (Request::from_parts(parts, Body::from(bytes)), recorded)
+            }
+            Err(_) => {
+                let response = ApiError::PayloadTooLarge { limit }.into_response();
+                return finish(&state, response, Partial { organization_id, api_key_id, at, method, path, query, request_id, ip, request_body: None, started }).await;
+            }
+        }
+    } else {
+        (request, Some(format!("[{} body not recorded]", content_type.unwrap_or_default())))
+    };
+    let response = next.run(request).await;
+    finish(&state, response, Partial { organization_id, api_key_id, at, method, path, query, request_id, ip, request_body, started }).await
+}
+
+struct Partial {
+    organization_id: OrganizationId,
+    api_key_id: ApiKeyId,
+    at: Timestamp,
+    method: String,
+    path: String,
+    query: Option<String>,
+    request_id: Option<String>,
+    ip: Option<String>,
+    request_body: Option<String>,
+    started: Instant,
+}
+
+async fn finish(state: &AppState, response: Response, p: Partial) -> Response {
+    let status = response.status().as_u16();
+    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (response, response_body) = if is_json(content_type.as_deref()) {
+        let (parts, body) = response.into_parts();
+        match axum::body::to_bytes(body, MAX_RESPONSE_CAPTURE).await {
+            Ok(bytes) => {
+                let recorded = Some(redact(&bytes));
+                (Response::from_parts(parts, Body::from(bytes)), recorded)
+            }
+            Err(_) => (ApiError::Internal("response body too large to log".into()).into_response(), None),
+        }
+    } else {
+        (response, content_type.map(|ct| format!("[{ct} body not recorded]")))
+    };
+    state
+        .api_logs
+        .record(ApiLogRecord {
+            id: Uuid::now_v7(),
+            at: p.at,
+            organization_id: p.organization_id,
+            api_key_id: p.api_key_id,
+            method: p.method,
+            path: p.path,
+            query: p.query,
+            status,
+            duration_micros: p.started.elapsed().as_micros() as u64,
+            request_id: p.request_id,
+            ip: p.ip,
+            request_body: p.request_body,
+            response_body,
+        })
+        .await;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_fields_and_secret_shaped_values_are_redacted() {
+        let body = br#"{"name":"k","secret":"es_abcdefghijklmnopqrstuvwxyz012345","nested":{"apiToken":"t","x":"whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVg"},"memo":"pay es_abcdefghijklmnopqrstuv now"}"#;
+        let out = redact(body);
+        assert!(!out.contains("es_abcdefghijklmnopqrstuvwxyz012345"));
+        assert!(!out.contains("whsec_QUJD"));
+        assert!(!out.contains("\"t\""));
+        assert!(!out.contains("es_abcdefghijklmnopqrstuv"));
+        assert!(out.contains("\"name\":\"k\""));
+    }
+
+    #[test]
+    fn bodies_are_cut_at_64_kib_on_a_char_boundary() {
+        let long = "é".repeat(40_000);
+        let out = redact(long.as_bytes());
+        assert!(out.len() <= MAX_BODY_RECORDED);
+        assert!(out.chars().all(|c| c == 'é'));
+    }
+}

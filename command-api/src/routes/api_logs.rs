@@ -1,0 +1,194 @@
+//! `GET /settings/api-logs[/{id}]` and `/export`.
+
+use super::payments::time_param;
+use super::Query;
+use crate::api_log::{ApiLogRecord, org_prefix};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::commands::json_value;
+use crate::error::{ApiError, ApiResult};
+use crate::paging;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::Engine as _;
+use ledger_core::events::Permission;
+use ledger_core::time::Timestamp;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/settings/api-logs", get(list))
+        .route("/settings/api-logs/export", get(export))
+        .route("/settings/api-logs/{id}", get(get_one))
+}
+
+pub fn view(r: &ApiLogRecord) -> Value {
+    json!({
+        "id": r.id.to_string(),
+        "at": r.at.rfc3339(),
+        "method": r.method,
+        "path": r.path,
+        "query": r.query,
+        "status": r.status,
+        "durationMs": r.duration_micros as f64 / 1000.0,
+        "apiKeyId": r.api_key_id.to_string(),
+        "requestId": r.request_id,
+        "ip": r.ip,
+        "requestBody": r.request_body,
+        "responseBody": r.response_body,
+    })
+}
+
+struct Filter {
+    method: Option<String>,
+    status: Option<u16>,
+    path: Option<String>,
+    api_key: Option<String>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+}
+
+impl Filter {
+    fn parse(q: &HashMap<String, String>) -> ApiResult<Self> {
+        Ok(Self {
+            method: q.get("method").map(|m| m.to_ascii_uppercase()),
+            status: q
+                .get("status")
+                .map(|s| s.parse().map_err(|_| ApiError::Validation("status must be an HTTP status code".into())))
+                .transpose()?,
+            path: q.get("path").cloned(),
+            api_key: q.get("apiKeyId").cloned(),
+            from: time_param(q, "from")?,
+            to: time_param(q, "to")?,
+        })
+    }
+
+    fn keep(&self, r: &ApiLogRecord) -> bool {
+        self.method.as_deref().is_none_or(|m| r.method == m)
+            && self.status.is_none_or(|s| r.status == s)
+            && self.path.as_deref().is_none_or(|p| r.path.starts_with(p))
+            && self.api_key.as_deref().is_none_or(|k| r.api_key_id.to_string() == k)
+            && self.from.is_none_or(|f| r.at >= f)
+            && self.to.is_none_or(|t| r.at < t)
+    }
+}
+
+fn cursor_key(org: ledger_core::ids::OrganizationId, cursor: Option<String>) -> ApiResult<Option<Vec<u8>>> {
+    match cursor {
+        None => Ok(None),
+        Some(c) => {
+            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .map_err(|_| ApiError::Validation("cursor is not valid".into()))?;
+            // A cursor only ever walks its own organization's records.
+            if !key.starts_with(&org_prefix(org)) {
+                return Err(ApiError::Validation("cursor is not valid".into()));
+            }
+            Ok(Some(key))
+        }
+    }
+}
+
+async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+    caller.require(Permission::SettingsRead)?;
+    let filter = Filter::parse(&q)?;
+    let limit = paging::limit(q.get("limit").map(String::as_str))?;
+    let after = cursor_key(caller.organization_id, q.get("cursor").filter(|c| !c.is_empty()).cloned())?;
+    state.api_logs.sync().await;
+    let logs = state.api_logs.clone();
+    let org = caller.organization_id;
+    let (records, next) = tokio::task::spawn_blocking(move || logs.scan(org, after, limit, &|r| filter.keep(r)))
+        .await
+        .map_err(|e| ApiError::internal("api log task", e))??;
+    Ok(json_value(&json!({
+        "data": records.iter().map(view).collect::<Vec<_>>(),
+        "nextCursor": next.map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k)),
+    })))
+}
+
+async fn get_one(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require(Permission::SettingsRead)?;
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("API log"))?;
+    state.api_logs.sync().await;
+    let r = state
+        .api_logs
+        .get(id)?
+        .filter(|r| r.organization_id == caller.organization_id)
+        .ok_or(ApiError::NotFound("API log"))?;
+    Ok(json_value(&view(&r)))
+}
+
+const COLUMNS: &[&str] = &[
+    "id", "at", "method", "path", "query", "status", "durationMs", "apiKeyId", "requestId", "ip", "requestBody", "responseBody",
+];
+const CHUNK: usize = 500;
+
+async fn export(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+    caller.require(Permission::SettingsRead)?;
+    let format = crate::export::format(&q)?;
+    let filter = std::sync::Arc::new(Filter::parse(&q)?);
+    state.api_logs.sync().await;
+    let logs = state.api_logs.clone();
+    let org = caller.organization_id;
+    let chunks = futures::stream::unfold((None::<Vec<u8>>, true, false), move |(after, first, done)| {
+        let logs = logs.clone();
+        let filter = filter.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let scanned = tokio::task::spawn_blocking(move || logs.scan(org, after, CHUNK, &|r| filter.keep(r))).await;
+            let (records, next) = match scanned {
+                Ok(Ok(x)) => x,
+                _ => return Some((Err(std::io::Error::other("reading API logs")), (None, false, true))),
+            };
+            let bytes = render(&records, format, first);
+            let done = next.is_none();
+            Some((Ok::<_, std::io::Error>(bytes), (next, false, done)))
+        }
+    });
+    let content_type = match format {
+        crate::export::Format::Csv => "text/csv; charset=utf-8",
+        crate::export::Format::Jsonl => "application/x-ndjson",
+    };
+    let mut response = Body::from_stream(chunks).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+fn render(records: &[ApiLogRecord], format: crate::export::Format, header_row: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    match format {
+        crate::export::Format::Jsonl => {
+            for r in records {
+                if serde_json::to_writer(&mut out, &view(r)).is_ok() {
+                    out.push(b'\n');
+                }
+            }
+        }
+        crate::export::Format::Csv => {
+            let mut w = csv::Writer::from_writer(&mut out);
+            if header_row {
+                let _ = w.write_record(COLUMNS);
+            }
+            for r in records {
+                let v = view(r);
+                let _ = w.write_record(COLUMNS.iter().map(|c| match &v[*c] {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }));
+            }
+            let _ = w.flush();
+            drop(w);
+        }
+    }
+    out
+}

@@ -1,0 +1,336 @@
+//! File storage: uploads streamed to object storage (never buffered whole),
+//! metadata in the event log, downloads for the owner and for the counterparty
+//! of an invoice the file is attached to.
+
+use super::{path_id, Query};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::body::IDEMPOTENCY_KEY_HEADER;
+use crate::commands::{execute, json_value, render_outcome, Request as CommandRequest};
+use crate::error::{ApiError, ApiResult};
+use crate::paging;
+use crate::views;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use ledger_core::domain::file::StoredFile;
+use ledger_core::domain::Command;
+use ledger_core::events::Permission;
+use ledger_core::ids::{FileId, OrganizationId, RequestId};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, WriteMultipart};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::pin::Pin;
+
+const MAX_FILENAME_CHARS: usize = 255;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        // Uploads enforce EXPEREON_MAX_UPLOAD_BYTES themselves while streaming.
+        .route("/storage", axum::routing::post(upload).get(list).layer(DefaultBodyLimit::disable()))
+        .route("/storage/{id}", get(download).delete(remove))
+        .route("/storage/{id}/metadata", get(metadata))
+}
+
+pub fn object_path(org: OrganizationId, id: FileId) -> ObjectPath {
+    ObjectPath::from(format!("files/{org}/{id}"))
+}
+
+type ChunkStream<'a> = Pin<Box<dyn Stream<Item = Result<Bytes, ApiError>> + Send + 'a>>;
+
+/// What the first bytes say the content is, when the client did not say.
+pub fn sniff(head: &[u8]) -> &'static str {
+    const SIGNATURES: [(&[u8], &str); 7] = [
+        (b"%PDF-", "application/pdf"),
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (b"\xff\xd8\xff", "image/jpeg"),
+        (b"GIF87a", "image/gif"),
+        (b"GIF89a", "image/gif"),
+        (b"PK\x03\x04", "application/zip"),
+        (b"<?xml", "application/xml"),
+    ];
+    if let Some((_, ct)) = SIGNATURES.iter().find(|(sig, _)| head.starts_with(sig)) {
+        return ct;
+    }
+    let trimmed = head.trim_ascii_start();
+    if (trimmed.starts_with(b"{") || trimmed.starts_with(b"[")) && std::str::from_utf8(head).is_ok() {
+        return "application/json";
+    }
+    if !head.is_empty() && std::str::from_utf8(head).is_ok_and(|s| !s.chars().any(|c| c.is_control() && !c.is_whitespace())) {
+        return "text/plain; charset=utf-8";
+    }
+    "application/octet-stream"
+}
+
+/// `attachment; filename="<ascii-safe>"; filename*=UTF-8''<percent-encoded>`
+pub fn content_disposition(filename: &str) -> String {
+    let ascii: String = filename
+        .chars()
+        .map(|c| if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/' | ';' | '%') || c == ' ' { c } else { '_' })
+        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC);
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+struct Upload<'a> {
+    filename: String,
+    content_type: Option<String>,
+    chunks: ChunkStream<'a>,
+}
+
+fn valid_filename(name: &str) -> ApiResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_FILENAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::Validation(format!(
+            "filename must be 1 to {MAX_FILENAME_CHARS} characters without control characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+struct Written {
+    size: u64,
+    sha256: [u8; 32],
+    head: Vec<u8>,
+}
+
+/// Streams the chunks into the store; past the limit the upload is aborted and
+/// nothing is left behind.
+async fn write_object(store: &dyn ObjectStore, path: &ObjectPath, mut chunks: ChunkStream<'_>, max: u64) -> ApiResult<Written> {
+    let upload = store.put_multipart(path).await.map_err(|e| ApiError::internal("starting upload", e))?;
+    let mut writer = WriteMultipart::new(upload);
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut head = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        };
+        size += chunk.len() as u64;
+        if size > max {
+            let _ = writer.abort().await;
+            return Err(ApiError::PayloadTooLarge {
+                limit: usize::try_from(max).unwrap_or(usize::MAX),
+            });
+        }
+        if head.len() < 512 {
+            head.extend_from_slice(&chunk[..chunk.len().min(512 - head.len())]);
+        }
+        hasher.update(&chunk);
+        if let Err(e) = writer.wait_for_capacity(2).await {
+            return Err(ApiError::internal("uploading", e));
+        }
+        writer.write(&chunk);
+    }
+    writer.finish().await.map_err(|e| ApiError::internal("finishing upload", e))?;
+    Ok(Written {
+        size,
+        sha256: hasher.finalize().into(),
+        head,
+    })
+}
+
+async fn open_upload(state: &AppState, q: &std::collections::HashMap<String, String>, request: Request) -> ApiResult<(Upload<'static>, Option<Multipart>)> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if content_type.as_deref().is_some_and(|ct| ct.starts_with("multipart/form-data")) {
+        let multipart = Multipart::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::Validation(format!("malformed multipart body: {e}")))?;
+        return Ok((
+            Upload {
+                filename: String::new(),
+                content_type: None,
+                chunks: Box::pin(futures::stream::empty()),
+            },
+            Some(multipart),
+        ));
+    }
+    let filename = valid_filename(q.get("filename").map(String::as_str).unwrap_or(""))?;
+    let chunks = request
+        .into_body()
+        .into_data_stream()
+        .map(|r| r.map_err(|e| ApiError::Validation(format!("reading the body: {e}"))));
+    Ok((
+        Upload {
+            filename,
+            content_type: content_type.filter(|c| !c.is_empty()),
+            chunks: Box::pin(chunks),
+        },
+        None,
+    ))
+}
+
+async fn upload(caller: Caller, State(state): State<AppState>, q: Query, request: Request) -> ApiResult<Response> {
+    caller.require(Permission::StorageWrite)?;
+    let request_id = match request.headers().get(IDEMPOTENCY_KEY_HEADER) {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| RequestId::parse(s).ok())
+                .ok_or_else(|| ApiError::Validation("Idempotency-Key must be a UUID".into()))?,
+        ),
+        None => None,
+    };
+    let id = FileId::new();
+    let path = object_path(caller.organization_id, id);
+    let max = state.config.max_upload_bytes;
+    let (mut upload, multipart) = open_upload(&state, &q, request).await?;
+    let written = match multipart {
+        None => write_object(state.files.as_ref(), &path, upload.chunks, max).await?,
+        Some(mut multipart) => loop {
+            let field = multipart
+                .next_field()
+                .await
+                .map_err(|e| ApiError::Validation(format!("malformed multipart body: {e}")))?
+                .ok_or_else(|| ApiError::Validation("the multipart body has no `file` part".into()))?;
+            if field.name() != Some("file") {
+                continue;
+            }
+            upload.filename = valid_filename(field.file_name().or(q.get("filename").map(String::as_str)).unwrap_or(""))?;
+            upload.content_type = field.content_type().map(str::to_owned).filter(|c| c != "application/octet-stream");
+            let chunks = field.map(|r| r.map_err(|e| ApiError::Validation(format!("reading the upload: {e}"))));
+            break write_object(state.files.as_ref(), &path, Box::pin(chunks), max).await?;
+        },
+    };
+    let content_type = upload.content_type.unwrap_or_else(|| sniff(&written.head).to_owned());
+    let mut fp = Sha256::new();
+    fp.update(b"POST /api/v1/storage\n");
+    fp.update(upload.filename.as_bytes());
+    fp.update(b"\n");
+    fp.update(content_type.as_bytes());
+    fp.update(written.sha256);
+    let result = execute(
+        &state,
+        CommandRequest {
+            actor: caller.actor(),
+            request_id,
+            fingerprint: fp.finalize().into(),
+            command: Command::StoreFile {
+                id,
+                filename: upload.filename,
+                content_type,
+                size: written.size,
+                sha256: written.sha256,
+            },
+            render: render_outcome(),
+        },
+    )
+    .await;
+    // A replay or a refusal leaves the bytes just written unreferenced.
+    let orphan = match &result {
+        Ok(r) => r.headers().contains_key("idempotent-replayed"),
+        Err(_) => true,
+    };
+    if orphan {
+        let _ = state.files.delete(&path).await;
+    }
+    result
+}
+
+/// The file, if `org` owns it or can see an invoice it is attached to.
+pub fn readable<'a>(model: &'a projections::ReadModel, org: OrganizationId, id: FileId) -> Option<&'a StoredFile> {
+    let file = model.ledger.files.get(&id).filter(|f| !f.deleted)?;
+    if file.organization_id == org {
+        return Some(file);
+    }
+    let attached_visible = model.ledger.file_invoices.get(&id).into_iter().flatten().any(|inv| {
+        model
+            .ledger
+            .invoices
+            .get(inv)
+            .is_some_and(|i| i.attachments.contains(&id) && i.party_of(org).is_some())
+    });
+    attached_visible.then_some(file)
+}
+
+async fn download(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require(Permission::StorageRead)?;
+    let id: FileId = path_id(&id, "file")?;
+    let file = {
+        let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+        readable(&model, caller.organization_id, id).cloned().ok_or(ApiError::NotFound("file"))?
+    };
+    let got = state
+        .files
+        .get(&object_path(file.organization_id, file.id))
+        .await
+        .map_err(|e| ApiError::internal("reading stored file", e))?;
+    let stream = got.into_stream().map(|r| r.map_err(std::io::Error::other));
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&file.content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(&file.filename)) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    Ok(response)
+}
+
+async fn metadata(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require(Permission::StorageRead)?;
+    let id: FileId = path_id(&id, "file")?;
+    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let file = readable(&model, caller.organization_id, id).ok_or(ApiError::NotFound("file"))?;
+    Ok(json_value(&views::file(file)))
+}
+
+async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+    caller.require(Permission::StorageRead)?;
+    let limit = paging::limit(q.get("limit").map(String::as_str))?;
+    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let items: Vec<&StoredFile> = model
+        .files_by_org
+        .get(&caller.organization_id)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| model.ledger.files.get(id))
+        .filter(|f| !f.deleted)
+        .collect();
+    let (page, next) = paging::page(items, |f| f.id.to_string(), cursor, limit, false);
+    Ok(json_value(&json!({
+        "data": page.into_iter().map(views::file).collect::<Vec<_>>(),
+        "nextCursor": next,
+    })))
+}
+
+async fn remove(caller: Caller, State(state): State<AppState>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> ApiResult<Response> {
+    caller.require(Permission::StorageWrite)?;
+    let id: FileId = path_id(&id, "file")?;
+    let request_id = headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .map(|v| v.to_str().ok().and_then(|s| RequestId::parse(s).ok()).ok_or_else(|| ApiError::Validation("Idempotency-Key must be a UUID".into())))
+        .transpose()?;
+    let fingerprint: [u8; 32] = Sha256::digest(format!("DELETE /api/v1/storage/{id}").as_bytes()).into();
+    let response = execute(
+        &state,
+        CommandRequest {
+            actor: caller.actor(),
+            request_id,
+            fingerprint,
+            command: Command::DeleteFile { id },
+            render: render_outcome(),
+        },
+    )
+    .await?;
+    // The metadata is gone from the ledger; the bytes go now (a crash here only leaves an orphan).
+    let _ = state.files.delete(&object_path(caller.organization_id, id)).await;
+    Ok(response)
+}
