@@ -17,7 +17,9 @@ use ledger_core::engine::{
 use ledger_core::events::{Actor, Destination, Event, Hold, RecordedEvent};
 use ledger_core::ids::{ApiKeyId, BalanceId, OrganizationId, RequestId};
 use ledger_core::log::sled::SledLog;
-use ledger_core::log::{chain_hash, verify_link, EventLog, Hash, IdempotencyKey, GENESIS_HASH};
+use ledger_core::log::{
+    chain_hash, verify_link, EventLog, Hash, IdempotencyKey, LogError, GENESIS_HASH,
+};
 use ledger_core::money::{Amount, Currency};
 use ledger_core::time::SystemClock;
 use rand::rngs::StdRng;
@@ -53,6 +55,15 @@ enum Kind {
     Dep,
     /// Organization `SubmitWithdrawal`: WithdrawalSubmitted + FundsReserved.
     Wdr,
+    /// Organization `CreateWebhookEndpoint` with a ~100 KB description: one
+    /// event big enough that sled stores it (or its tree node) as a separate
+    /// blob file, so that path is crashed too.
+    Hook,
+}
+
+/// The big description of a `Hook` request: its request id, repeated.
+fn hook_description(request: RequestId) -> String {
+    request.to_string().repeat(2800)
 }
 
 impl Kind {
@@ -61,6 +72,7 @@ impl Kind {
             Kind::Org => "ORG",
             Kind::Dep => "DEP",
             Kind::Wdr => "WDR",
+            Kind::Hook => "HOOK",
         }
     }
     fn parse(s: &str) -> Kind {
@@ -68,6 +80,7 @@ impl Kind {
             "ORG" => Kind::Org,
             "DEP" => Kind::Dep,
             "WDR" => Kind::Wdr,
+            "HOOK" => Kind::Hook,
             other => panic!("unknown command kind {other:?}"),
         }
     }
@@ -93,6 +106,24 @@ fn jpy() -> Currency {
 // Child
 // ---------------------------------------------------------------------------
 
+/// Opens the log, waiting out sled's lock on the directory: a dropped sled
+/// `Db` releases its file lock only when its background threads let go, so an
+/// immediate reopen (same process, or the next process) can briefly find it
+/// held. Any other error is returned at once.
+fn open_log(dir: &Path) -> Result<SledLog, LogError> {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledLog::open(dir) {
+            Err(LogError::Storage(msg))
+                if msg.contains("could not acquire lock") && Instant::now() < give_up =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One line to the parent, written and flushed before anything that depends on
 /// it happens (a SIGKILL loses only what is still in our own buffers).
 fn report(line: &str) {
@@ -110,7 +141,7 @@ fn crash_child() {
     };
     let tag = std::env::var(CHILD_TAG_ENV).unwrap_or_else(|_| "0".into());
     report("OPENING");
-    let log = match SledLog::open(&dir) {
+    let log = match open_log(Path::new(&dir)) {
         Ok(log) => Arc::new(log),
         Err(e) => {
             report(&format!("FAIL cannot open the log: {e}"));
@@ -174,10 +205,23 @@ async fn send(
     describe: impl Fn(&Outcome) -> String,
     rng: &mut StdRng,
 ) -> Option<(Outcome, u64)> {
+    send_as(handle, actor, kind, |_| command, describe, rng).await
+}
+
+/// [`send`], with the command built from its request id.
+async fn send_as(
+    handle: &EngineHandle,
+    actor: Actor,
+    kind: Kind,
+    command: impl FnOnce(RequestId) -> Command,
+    describe: impl Fn(&Outcome) -> String,
+    rng: &mut StdRng,
+) -> Option<(Outcome, u64)> {
     let scope = actor
         .organization()
         .map_or(IdempotencyKey::ADMIN_SCOPE, |o| o.as_uuid());
     let request = RequestId::from_uuid(Uuid::new_v4());
+    let command = command(request);
     report(&format!("SENT {} {scope} {request}", kind.name()));
     let reply = submit(handle, actor, scope, kind, request, command.clone()).await;
     let (outcome, last_seq) = match reply {
@@ -310,6 +354,29 @@ async fn work(handle: EngineHandle, tag: String, worker: usize) {
                 return;
             };
         }
+        if rng.gen_ratio(1, 8) {
+            let actor = Actor::ApiKey {
+                organization_id: org,
+                api_key_id,
+            };
+            let Some(_) = send_as(
+                &handle,
+                actor,
+                Kind::Hook,
+                |request| Command::CreateWebhookEndpoint {
+                    url: "https://crash.example/hooks".into(),
+                    events: vec!["*".into()],
+                    description: Some(hook_description(request)),
+                    secret: "whsec_crash".into(),
+                },
+                |_| format!("{org}"),
+                &mut rng,
+            )
+            .await
+            else {
+                return;
+            };
+        }
     }
 }
 
@@ -373,6 +440,7 @@ impl Transcript {
                         Some(ApiKeyId::from_uuid(uuid(key))),
                         None,
                     ),
+                    (Kind::Hook, [org]) => (OrganizationId::from_uuid(uuid(org)), None, None),
                     (Kind::Dep | Kind::Wdr, [org, currency, amount]) => {
                         let currency = Currency::parse(currency).unwrap();
                         (
@@ -518,6 +586,9 @@ struct Checked {
     acks: usize,
     committed_unacked: usize,
     lost_unacked: usize,
+    /// Big events stored, and sled blob files in the directory.
+    hooks: usize,
+    blob_files: usize,
 }
 
 fn scope_of(actor: &Actor) -> Uuid {
@@ -528,7 +599,7 @@ fn scope_of(actor: &Actor) -> Uuid {
 
 /// Reopens the crashed log and checks everything this test can know about it.
 fn check_after_crash(dir: &Path, history: &History) -> Checked {
-    let log = SledLog::open(dir).unwrap_or_else(|e| panic!("reopen after SIGKILL: {e}"));
+    let log = open_log(dir).unwrap_or_else(|e| panic!("reopen after SIGKILL: {e}"));
     let head = log.head();
 
     // The chain: dense from 1, every link verifies from genesis, every event decodes.
@@ -684,6 +755,13 @@ fn check_after_crash(dir: &Path, history: &History) -> Checked {
                     Some(*balance_id)
                 );
             }
+            (
+                Kind::Hook,
+                Event::WebhookEndpointCreated {
+                    organization_id, ..
+                },
+                _,
+            ) => assert_eq!(*organization_id, ack.org),
             (kind, event, _) => panic!("acknowledged {kind:?} {request} ends in {event:?}"),
         }
     }
@@ -731,6 +809,11 @@ fn check_after_crash(dir: &Path, history: &History) -> Checked {
         acks: history.acks.len(),
         committed_unacked: unacked_committed,
         lost_unacked: unacked_lost,
+        hooks: events
+            .iter()
+            .filter(|e| matches!(e.event, Event::WebhookEndpointCreated { .. }))
+            .count(),
+        blob_files: std::fs::read_dir(dir.join("blobs")).map_or(0, |d| d.count()),
     }
 }
 
@@ -767,6 +850,21 @@ fn check_shape(kind: Kind, group: &[&RecordedEvent], ledger: &ledger_core::domai
             assert_eq!(*hold, Hold::Withdrawal(*id));
             assert_eq!((balance_id, amount), (held_on, held));
         }
+        (
+            Kind::Hook,
+            [Event::WebhookEndpointCreated {
+                organization_id,
+                description,
+                ..
+            }],
+        ) => {
+            assert_eq!(Some(*organization_id), group[0].actor.organization());
+            let request = group[0].request_id.unwrap();
+            assert!(
+                description.as_deref() == Some(hook_description(request).as_str()),
+                "webhook endpoint of {request}: description damaged"
+            );
+        }
         (kind, events) => panic!("a {kind:?} command stored as {events:?}"),
     }
 }
@@ -784,7 +882,7 @@ fn replay_some(log: SledLog, history: &History) {
         .unwrap();
     for ack in history.acks.iter().rev().take(5) {
         let actor = match ack.kind {
-            Kind::Wdr => Actor::ApiKey {
+            Kind::Wdr | Kind::Hook => Actor::ApiKey {
                 organization_id: ack.org,
                 // The key does not matter: a replay is answered before deciding.
                 api_key_id: ApiKeyId::from_uuid(Uuid::nil()),
@@ -864,12 +962,15 @@ fn crash_recovery_under_load() {
         };
         eprintln!(
             "crash {i:2} ({}, {kill_at:?}): {acks_now} acks now, {} checked, head {}, \
-             {} committed but unacknowledged, {} never committed",
+             {} committed but unacknowledged, {} never committed, \
+             {} big events, {} sled blob files",
             if fresh { "fresh" } else { "reopened" },
             checked.acks,
             checked.head,
             checked.committed_unacked,
             checked.lost_unacked,
+            checked.hooks,
+            checked.blob_files,
         );
     }
     eprintln!(

@@ -25,13 +25,14 @@ use ledger_core::events::{Actor, Destination, Party, Permission, RecordedEvent};
 use ledger_core::ids::*;
 use ledger_core::log::sled::SledLog;
 use ledger_core::log::{
-    chain_hash, verify_link, EventLog, Hash, IdempotencyKey, IdempotencyRecord, RawEvent,
+    chain_hash, verify_link, EventLog, Hash, IdempotencyKey, IdempotencyRecord, LogError, RawEvent,
     GENESIS_HASH,
 };
 use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
 use ledger_core::time::Timestamp;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// How many events the golden log holds, and the chain hash after the last.
@@ -268,7 +269,7 @@ fn golden_log_imports_into_sled_and_reopens() {
     let records = golden_records();
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = SledLog::open(dir.path()).unwrap();
+        let log = open_log(dir.path()).unwrap();
         // One append per command, with its idempotency record, as the engine does.
         let mut start = 0;
         while start < events.len() {
@@ -288,7 +289,7 @@ fn golden_log_imports_into_sled_and_reopens() {
             start = end;
         }
     }
-    let log = SledLog::open(dir.path()).unwrap_or_else(|e| panic!("reopen: {e}"));
+    let log = open_log(dir.path()).unwrap_or_else(|e| panic!("reopen: {e}"));
     let head = log.head();
     assert_eq!(head.last_seq, GOLDEN_EVENTS);
     assert_eq!(hex::encode(head.last_hash), GOLDEN_HEAD_HASH);
@@ -314,6 +315,24 @@ fn golden_log_imports_into_sled_and_reopens() {
     let mut again = events[0].clone();
     again.seq = 1;
     assert!(log.append(&[again], &[]).is_err());
+}
+
+/// Opens the log, waiting out sled's lock on the directory: a dropped sled
+/// `Db` releases its file lock only when its background threads let go, so an
+/// immediate reopen (same process, or the next process) can briefly find it
+/// held. Any other error is returned at once.
+fn open_log(dir: &Path) -> Result<SledLog, LogError> {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledLog::open(dir) {
+            Err(LogError::Storage(msg))
+                if msg.contains("could not acquire lock") && Instant::now() < give_up =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn events_of_invoice(events: &[RecordedEvent], id: InvoiceId) -> Vec<RecordedEvent> {

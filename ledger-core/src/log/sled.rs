@@ -12,10 +12,15 @@
 //! Durability: sled's `flush()` ends in `sync_file_range`, which does not reach
 //! the disk's write cache (sled issues 1351, 1452). After every flush we
 //! `fdatasync` the data file ourselves, once per append (= once per group commit).
+//! sled also writes any item bigger than about an eighth of a segment (a large
+//! event, or a tree node that grew past ~128 KiB) to its own file under
+//! `blobs/`, and never syncs those: we sync each new blob file and the `blobs`
+//! directory before the data file, and the log directory itself at open.
 
 use super::*;
 use crate::codec;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -34,6 +39,8 @@ pub struct SledLog {
     dir: PathBuf,
     /// The files whose pages must reach the disk after each flush.
     data_files: Vec<File>,
+    /// Blob files (under `blobs/`) already synced; sled never syncs them.
+    synced_blobs: Mutex<HashSet<OsString>>,
     state: Mutex<State>,
 }
 
@@ -143,6 +150,15 @@ fn check_head_record(db: &::sled::Db, found: LogHead) -> Result<LogHead, LogErro
     Ok(found)
 }
 
+/// Makes a directory's entries durable (files created or removed in it).
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    #[cfg(unix)]
+    File::open(dir).and_then(|d| d.sync_all()).map_err(storage)?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
 fn split_stored(seq: u64, value: &[u8]) -> Result<RawEvent, LogError> {
     if value.len() < 33 {
         return Err(LogError::Corrupt {
@@ -184,11 +200,14 @@ impl SledLog {
             .open()
             .map_err(storage)?;
         let data_files = Self::open_data_files(&dir)?;
+        // sled may just have created its files and `blobs/`: make the entries durable.
+        sync_dir(&dir)?;
         let head = Self::verify_tail(&db)?;
         Ok(Self {
             db,
             dir,
             data_files,
+            synced_blobs: Mutex::new(HashSet::new()),
             state: Mutex::new(State {
                 head,
                 versions: HashMap::new(),
@@ -289,8 +308,46 @@ impl SledLog {
 
     fn make_durable(&self) -> Result<(), LogError> {
         self.db.flush().map_err(storage)?;
+        self.sync_new_blobs()?;
         for f in &self.data_files {
             f.sync_data().map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the blob files sled wrote since the last call, then `blobs/`
+    /// itself so their names survive too. sled deletes old blobs as it goes.
+    fn sync_new_blobs(&self) -> Result<(), LogError> {
+        let blob_dir = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&blob_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(storage(e)),
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .map_err(|_| LogError::Storage("blob sync state poisoned".into()))?;
+        let mut present = HashSet::new();
+        let mut any_new = false;
+        for entry in entries {
+            let entry = entry.map_err(storage)?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match File::open(entry.path()) {
+                    Ok(f) => f.sync_data().map_err(storage)?,
+                    // Collected by sled in the meantime.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(storage(e)),
+                }
+                synced.insert(name.clone());
+                any_new = true;
+            }
+            present.insert(name);
+        }
+        synced.retain(|name| present.contains(name));
+        if any_new {
+            sync_dir(&blob_dir)?;
         }
         Ok(())
     }
