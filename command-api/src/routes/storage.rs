@@ -242,7 +242,7 @@ async fn upload(caller: Caller, State(state): State<AppState>, q: Query, request
 }
 
 /// The file, if `org` owns it or can see an invoice it is attached to.
-pub fn readable<'a>(model: &'a projections::ReadModel, org: OrganizationId, id: FileId) -> Option<&'a StoredFile> {
+pub fn readable(model: &projections::ReadModel, org: OrganizationId, id: FileId) -> Option<&StoredFile> {
     let file = model.ledger.files.get(&id).filter(|f| !f.deleted)?;
     if file.organization_id == org {
         return Some(file);

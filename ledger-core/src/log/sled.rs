@@ -5,9 +5,9 @@
 //! - `S` stream(17) version       → seq
 //! - `I` scope request            → encoded idempotency record
 //! - `T` at(8) scope request      → (empty) retention index for idempotency records
-//! - `H`                          → last seq(8) ‖ last hash(32), written with every
-//!                                  append so a removed last event is detected at
-//!                                  open (a hash chain alone cannot see truncation)
+//! - `H`                          → last seq(8) ‖ last hash(32), written with
+//!   every append so a removed last event is detected at open (a hash chain
+//!   alone cannot see truncation)
 //!
 //! Durability: sled's `flush()` ends in `sync_file_range`, which does not reach
 //! the disk's write cache (sled issues 1351, 1452). After every flush we
@@ -262,8 +262,7 @@ impl SledLog {
                 })?;
             split_stored(from - 1, &value)?.hash
         };
-        let mut expected_seq = from;
-        for item in db.range(event_key(from)..=event_key(last_seq)) {
+        for (expected_seq, item) in (from..).zip(db.range(event_key(from)..=event_key(last_seq))) {
             let (key, value) = item.map_err(storage)?;
             let seq = seq_of_key(&key)?;
             if seq != expected_seq {
@@ -275,7 +274,6 @@ impl SledLog {
             let raw = split_stored(seq, &value)?;
             verify_link(&previous, &raw)?;
             previous = raw.hash;
-            expected_seq += 1;
         }
         check_head_record(
             db,
