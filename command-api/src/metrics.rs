@@ -47,8 +47,28 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, log_seq: u64, projection_seq: u64) -> String {
+    pub fn render(&self, log_seq: u64, projection_seq: u64, engine: &ledger_core::engine::EngineStats) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
+        let _ = writeln!(out, "# HELP expereon_engine_commands_total Commands decided by the writer.");
+        let _ = writeln!(out, "# TYPE expereon_engine_commands_total counter");
+        let _ = writeln!(out, "expereon_engine_commands_total {}", engine.commands.load(Relaxed));
+        let _ = writeln!(out, "# HELP expereon_engine_events_committed_total Events made durable.");
+        let _ = writeln!(out, "# TYPE expereon_engine_events_committed_total counter");
+        let _ = writeln!(out, "expereon_engine_events_committed_total {}", engine.events.load(Relaxed));
+        let _ = writeln!(out, "# HELP expereon_engine_commits_total Durable group commits (one fdatasync each).");
+        let _ = writeln!(out, "# TYPE expereon_engine_commits_total counter");
+        let _ = writeln!(out, "expereon_engine_commits_total {}", engine.commits.load(Relaxed));
+        let _ = writeln!(out, "expereon_engine_failed_commits_total {}", engine.failed_commits.load(Relaxed));
+        let _ = writeln!(out, "# HELP expereon_engine_batch_size Commands per writer batch.");
+        let _ = writeln!(out, "# TYPE expereon_engine_batch_size histogram");
+        for (bound, bucket) in ledger_core::engine::BATCH_BUCKETS.iter().zip(&engine.batch_size_buckets) {
+            let _ = writeln!(out, "expereon_engine_batch_size_bucket{{le=\"{bound}\"}} {}", bucket.load(Relaxed));
+        }
+        let batches = engine.batches.load(Relaxed);
+        let _ = writeln!(out, "expereon_engine_batch_size_bucket{{le=\"+Inf\"}} {batches}");
+        let _ = writeln!(out, "expereon_engine_batch_size_sum {}", engine.commands.load(Relaxed));
+        let _ = writeln!(out, "expereon_engine_batch_size_count {batches}");
         let _ = writeln!(out, "# HELP expereon_http_requests_total HTTP requests by route and status.");
         let _ = writeln!(out, "# TYPE expereon_http_requests_total counter");
         if let Ok(r) = self.requests.lock() {

@@ -15,6 +15,7 @@ use crate::events::{Actor, RecordedEvent};
 use crate::log::{EventLog, Hash, IdempotencyKey, IdempotencyRecord, LogError};
 use crate::time::Clock;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -94,6 +95,33 @@ pub enum StartError {
 
 type Waiter = oneshot::Sender<Result<Reply, EngineError>>;
 
+/// Batch sizes are counted in these buckets (upper bounds, commands per batch).
+pub const BATCH_BUCKETS: [u64; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
+
+/// Counters the writer keeps for `/metrics`.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub batches: AtomicU64,
+    pub commands: AtomicU64,
+    pub events: AtomicU64,
+    pub commits: AtomicU64,
+    pub failed_commits: AtomicU64,
+    pub batch_size_buckets: [AtomicU64; BATCH_BUCKETS.len()],
+}
+
+impl EngineStats {
+    fn observe_batch(&self, commands: usize) {
+        let n = commands as u64;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.commands.fetch_add(n, Ordering::Relaxed);
+        for (bound, bucket) in BATCH_BUCKETS.iter().zip(&self.batch_size_buckets) {
+            if n <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 struct Queued {
     submission: Submission,
     reply: Waiter,
@@ -105,6 +133,7 @@ pub struct EngineHandle {
     tx: mpsc::Sender<Queued>,
     committed: watch::Receiver<u64>,
     events: broadcast::Sender<Arc<[RecordedEvent]>>,
+    stats: Arc<EngineStats>,
 }
 
 impl EngineHandle {
@@ -115,6 +144,10 @@ impl EngineHandle {
             .await
             .map_err(|_| EngineError::Unavailable)?;
         rx.await.map_err(|_| EngineError::Unavailable)?
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
     }
 
     /// The last durable sequence number.
@@ -146,6 +179,7 @@ pub struct Engine {
     config: EngineConfig,
     committed: watch::Sender<u64>,
     events: broadcast::Sender<Arc<[RecordedEvent]>>,
+    stats: Arc<EngineStats>,
 }
 
 impl Engine {
@@ -160,10 +194,12 @@ impl Engine {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let (committed, committed_rx) = watch::channel(ledger.last_seq);
         let (events, _) = broadcast::channel(1024);
+        let stats = Arc::new(EngineStats::default());
         let handle = EngineHandle {
             tx,
             committed: committed_rx,
             events: events.clone(),
+            stats: stats.clone(),
         };
         let engine = Engine {
             log,
@@ -172,6 +208,7 @@ impl Engine {
             config,
             committed,
             events,
+            stats,
         };
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -196,6 +233,7 @@ impl Engine {
     }
 
     fn process(&mut self, batch: &mut Vec<Queued>) {
+        self.stats.observe_batch(batch.len());
         let mut events: Vec<RecordedEvent> = Vec::new();
         let mut records: Vec<IdempotencyRecord> = Vec::new();
         let mut answers: Vec<(Waiter, Result<Reply, EngineError>)> = Vec::with_capacity(batch.len());
@@ -281,9 +319,16 @@ impl Engine {
         }
 
         if broken.is_none() && !(events.is_empty() && records.is_empty()) {
-            if let Err(e) = self.log.append(&events, &records) {
-                tracing::error!(error = %e, "group commit failed");
-                broken = Some(e.to_string());
+            match self.log.append(&events, &records) {
+                Ok(_) => {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "group commit failed");
+                    broken = Some(e.to_string());
+                }
             }
         }
         if let Some(reason) = broken {

@@ -23,6 +23,8 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(state.log.head().last_seq, state.projections.applied()),
+        state
+            .metrics
+            .render(state.log.head().last_seq, state.projections.applied(), state.engine.stats()),
     )
 }
