@@ -14,7 +14,7 @@
 //! time the writer spent inside `append` are printed.
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use expereon_benches::{drive, engine_setup, TimedLog, EVENTS_PER_LIFECYCLE};
+use expereon_benches::{drive, engine_setup, process_cpu, TimedLog, EVENTS_PER_LIFECYCLE};
 use ledger_core::engine::{Engine, EngineConfig};
 use ledger_core::log::sled::SledLog;
 use ledger_core::log::EventLog;
@@ -36,7 +36,7 @@ const VARIANTS: &[Variant] = &[
         name: "group_commit/c512",
         max_batch: 4096,
         concurrency: 512,
-        lifecycles: 4096,
+        lifecycles: 2048,
         idempotent: false,
     },
     Variant {
@@ -50,14 +50,14 @@ const VARIANTS: &[Variant] = &[
         name: "group_commit_idempotent/c512",
         max_batch: 4096,
         concurrency: 512,
-        lifecycles: 4096,
+        lifecycles: 2048,
         idempotent: true,
     },
     Variant {
         name: "max_batch_1/c512",
         max_batch: 1,
         concurrency: 512,
-        lifecycles: 128,
+        lifecycles: 64,
         idempotent: false,
     },
 ];
@@ -72,7 +72,7 @@ fn engine(c: &mut Criterion) {
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
+        .measurement_time(Duration::from_secs(6));
 
     for v in VARIANTS {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -81,8 +81,12 @@ fn engine(c: &mut Criterion) {
             max_batch: v.max_batch,
             ..EngineConfig::default()
         };
-        let (handle, writer) =
-            Engine::start(log.clone() as Arc<dyn EventLog>, Arc::new(SystemClock), config).expect("start engine");
+        let (handle, writer) = Engine::start(
+            log.clone() as Arc<dyn EventLog>,
+            Arc::new(SystemClock),
+            config,
+        )
+        .expect("start engine");
         let pairs = rt.block_on(engine_setup(&handle, 1));
         // One lifecycle alone, to check what the throughput figure counts.
         let one = rt.block_on(drive(&handle, &pairs, 1, 1, v.idempotent));
@@ -91,6 +95,7 @@ fn engine(c: &mut Criterion) {
         let events_per_iter = v.lifecycles * EVENTS_PER_LIFECYCLE;
         group.throughput(Throughput::Elements(events_per_iter));
         let stats_before = log.stats();
+        let cpu_before = process_cpu();
         let driven = Arc::new(AtomicU64::new(0));
         group.bench_function(v.name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
@@ -100,7 +105,8 @@ fn engine(c: &mut Criterion) {
                 async move {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        let events = drive(&handle, &pairs, v.lifecycles, v.concurrency, v.idempotent).await;
+                        let events =
+                            drive(&handle, &pairs, v.lifecycles, v.concurrency, v.idempotent).await;
                         assert_eq!(events, events_per_iter);
                     }
                     let elapsed = start.elapsed();
@@ -111,16 +117,20 @@ fn engine(c: &mut Criterion) {
         });
         // Warm-up and measurement together: the same workload throughout.
         let stats = log.stats().since(stats_before);
+        let cpu = process_cpu().saturating_sub(cpu_before);
         let driven = driven.load(Ordering::Relaxed).max(1);
         eprintln!(
             "engine/{}: {} appends, {:.1} events/append, mean append {:?} (encode + hash + sled + flush + fdatasync), \
-             writer inside append {:.0}% of the wall time, {:.0} events/s overall",
+             writer inside append {:.0}% of the wall time, {:.0} events/s overall, \
+             {:.1} µs of process CPU per event ({:.0}% of 2 cores)",
             v.name,
             stats.appends,
             stats.events_per_append(),
             stats.mean_append(),
             100.0 * stats.nanos as f64 / driven as f64,
             stats.events as f64 / (driven as f64 / 1e9),
+            cpu.as_secs_f64() * 1e6 / stats.events.max(1) as f64,
+            100.0 * cpu.as_secs_f64() / (2.0 * driven as f64 / 1e9),
         );
         drop(handle);
         writer.join().expect("writer thread");

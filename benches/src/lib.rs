@@ -20,7 +20,9 @@ use ledger_core::domain::{Command, Ctx, Ledger, Outcome};
 use ledger_core::engine::{EngineHandle, Idempotency, Reply, Submission};
 use ledger_core::events::{Actor, Party, RecordedEvent, StreamId};
 use ledger_core::ids::{ConnectionId, InvoiceId, OrganizationId, RequestId};
-use ledger_core::log::{EventIter, EventLog, IdempotencyKey, IdempotencyRecord, LogError, LogHead, RawIter};
+use ledger_core::log::{
+    EventIter, EventLog, IdempotencyKey, IdempotencyRecord, LogError, LogHead, RawIter,
+};
 use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
 use ledger_core::time::{Clock, SystemClock, Timestamp};
 use std::collections::VecDeque;
@@ -96,7 +98,12 @@ pub fn new_invoice(connection_id: ConnectionId) -> Command {
         due_date: NaiveDate::from_ymd_opt(2035, 12, 31).expect("valid date"),
         memo: Some("Services rendered under MSA 2024-117, PO 4500012345".into()),
         line_items: vec![
-            line("Consulting services, senior engineer (hours)", "12.5", "150.00", "19"),
+            line(
+                "Consulting services, senior engineer (hours)",
+                "12.5",
+                "150.00",
+                "19",
+            ),
             line("Travel expenses, Berlin on-site visit", "1", "420.35", "0"),
             line("Software licence, monthly seat", "3", "99.99", "19"),
         ],
@@ -180,8 +187,13 @@ impl DirectWriter {
             next_pair: 0,
         };
         for i in 0..pairs.max(1) {
-            let seller = organization_of(w.exec(Actor::Admin, &create_organization(&format!("Seller {i} GmbH"))));
-            let buyer = organization_of(w.exec(Actor::Admin, &create_organization(&format!("Buyer {i} AG"))));
+            let seller = organization_of(w.exec(
+                Actor::Admin,
+                &create_organization(&format!("Seller {i} GmbH")),
+            ));
+            let buyer = organization_of(
+                w.exec(Actor::Admin, &create_organization(&format!("Buyer {i} AG"))),
+            );
             let connection = connection_of(w.exec(seller, &request_connection(org_of(&buyer))));
             w.exec(buyer, &Command::AcceptConnection { id: connection });
             w.exec(Actor::Admin, &deposit(org_of(&buyer)));
@@ -208,7 +220,10 @@ impl DirectWriter {
             ids: &mut ids,
         };
         let mut out = Vec::new();
-        match self.ledger.execute(&actor, None, command, &mut ctx, &mut out) {
+        match self
+            .ledger
+            .execute(&actor, None, command, &mut ctx, &mut out)
+        {
             Ok(Ok(outcome)) => {
                 self.pending.extend(out);
                 outcome
@@ -263,7 +278,12 @@ impl DirectWriter {
 // ---------------------------------------------------------------------------
 
 /// Submits one command and insists it succeeded.
-pub async fn submit_ok(handle: &EngineHandle, actor: Actor, command: Command, idempotent: bool) -> Outcome {
+pub async fn submit_ok(
+    handle: &EngineHandle,
+    actor: Actor,
+    command: Command,
+    idempotent: bool,
+) -> Outcome {
     let idempotency = match (idempotent, actor.organization()) {
         (true, Some(org)) => Some(Idempotency {
             key: IdempotencyKey {
@@ -285,7 +305,8 @@ pub async fn submit_ok(handle: &EngineHandle, actor: Actor, command: Command, id
         .expect("engine available");
     match reply {
         Reply::Executed {
-            result: Ok(outcome), ..
+            result: Ok(outcome),
+            ..
         } => outcome,
         other => panic!("command did not succeed: {other:?}"),
     }
@@ -297,13 +318,33 @@ pub async fn engine_setup(handle: &EngineHandle, pairs: usize) -> Vec<Pair> {
     let mut out = Vec::new();
     for i in 0..pairs.max(1) {
         let seller = organization_of(
-            submit_ok(handle, Actor::Admin, create_organization(&format!("Seller {i} GmbH")), false).await,
+            submit_ok(
+                handle,
+                Actor::Admin,
+                create_organization(&format!("Seller {i} GmbH")),
+                false,
+            )
+            .await,
         );
         let buyer = organization_of(
-            submit_ok(handle, Actor::Admin, create_organization(&format!("Buyer {i} AG")), false).await,
+            submit_ok(
+                handle,
+                Actor::Admin,
+                create_organization(&format!("Buyer {i} AG")),
+                false,
+            )
+            .await,
         );
-        let connection = connection_of(submit_ok(handle, seller, request_connection(org_of(&buyer)), false).await);
-        submit_ok(handle, buyer, Command::AcceptConnection { id: connection }, false).await;
+        let connection = connection_of(
+            submit_ok(handle, seller, request_connection(org_of(&buyer)), false).await,
+        );
+        submit_ok(
+            handle,
+            buyer,
+            Command::AcceptConnection { id: connection },
+            false,
+        )
+        .await;
         submit_ok(handle, Actor::Admin, deposit(org_of(&buyer)), false).await;
         let pair = Pair {
             seller,
@@ -319,7 +360,15 @@ pub async fn engine_setup(handle: &EngineHandle, pairs: usize) -> Vec<Pair> {
 
 /// One invoice lifecycle, each command waiting for the one before.
 pub async fn lifecycle(handle: &EngineHandle, pair: Pair, idempotent: bool) {
-    let id = invoice_of(submit_ok(handle, pair.seller, new_invoice(pair.connection), idempotent).await);
+    let id = invoice_of(
+        submit_ok(
+            handle,
+            pair.seller,
+            new_invoice(pair.connection),
+            idempotent,
+        )
+        .await,
+    );
     submit_ok(handle, pair.buyer, approve(id), idempotent).await;
     submit_ok(handle, pair.buyer, settle(id), idempotent).await;
     submit_ok(handle, pair.seller, archive(id), idempotent).await;
@@ -327,7 +376,13 @@ pub async fn lifecycle(handle: &EngineHandle, pair: Pair, idempotent: bool) {
 
 /// Runs `lifecycles` lifecycles from `concurrency` tokio tasks (must be called
 /// inside a runtime) and returns the number of events committed meanwhile.
-pub async fn drive(handle: &EngineHandle, pairs: &[Pair], lifecycles: u64, concurrency: usize, idempotent: bool) -> u64 {
+pub async fn drive(
+    handle: &EngineHandle,
+    pairs: &[Pair],
+    lifecycles: u64,
+    concurrency: usize,
+    idempotent: bool,
+) -> u64 {
     let committed = handle.committed();
     let before = *committed.borrow();
     let concurrency = concurrency.max(1) as u64;
@@ -415,12 +470,17 @@ impl<L: EventLog> EventLog for TimedLog<L> {
         self.inner.head()
     }
 
-    fn append(&self, events: &[RecordedEvent], idempotency: &[IdempotencyRecord]) -> Result<LogHead, LogError> {
+    fn append(
+        &self,
+        events: &[RecordedEvent],
+        idempotency: &[IdempotencyRecord],
+    ) -> Result<LogHead, LogError> {
         let start = Instant::now();
         let result = self.inner.append(events, idempotency);
         let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.appends.fetch_add(1, Ordering::Relaxed);
-        self.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         self.nanos.fetch_add(nanos, Ordering::Relaxed);
         result
     }
@@ -444,4 +504,38 @@ impl<L: EventLog> EventLog for TimedLog<L> {
     fn prune_idempotency(&self, before: Timestamp) -> Result<usize, LogError> {
         self.inner.prune_idempotency(before)
     }
+}
+
+// ---------------------------------------------------------------------------
+// CPU time, to tell the code's cost from the machine's contention
+// ---------------------------------------------------------------------------
+
+fn schedstat_on_cpu(path: &str) -> Option<Duration> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
+/// Time the calling thread has spent on a CPU (Linux `schedstat`; zero elsewhere).
+pub fn thread_cpu() -> Duration {
+    schedstat_on_cpu("/proc/thread-self/schedstat").unwrap_or_default()
+}
+
+/// User + system time of the whole process, exited threads included (Linux
+/// `/proc/self/stat`, in clock ticks of 10 ms; zero elsewhere).
+pub fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // The command name may hold spaces; the fields after it are plain.
+    let Some(after_name) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
 }

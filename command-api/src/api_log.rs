@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -50,6 +52,8 @@ pub struct ApiLogRecord {
 
 enum Message {
     Record(Box<ApiLogRecord>),
+    /// Drop the records older than this (retention).
+    Prune(Timestamp),
     /// Answered once everything sent before it is stored.
     Sync(oneshot::Sender<()>),
 }
@@ -58,7 +62,12 @@ enum Message {
 pub struct ApiLogs {
     pub db: sled::Db,
     tx: mpsc::Sender<Message>,
+    /// Clock time (µs) of the last prune request.
+    last_prune: Arc<AtomicI64>,
 }
+
+/// Retention is applied at most this often (clock time), as records arrive.
+const PRUNE_EVERY_MICROS: i64 = 60_000_000;
 
 fn record_key(org: OrganizationId, at: Timestamp, id: Uuid) -> Vec<u8> {
     let mut k = Vec::with_capacity(41);
@@ -99,7 +108,30 @@ impl ApiLogs {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let writer_db = db.clone();
         tokio::spawn(async move { write_loop(writer_db, rx).await });
-        Ok(Self { db, tx })
+        Ok(Self {
+            db,
+            tx,
+            last_prune: Arc::new(AtomicI64::new(i64::MIN)),
+        })
+    }
+
+    /// Has the writer drop records older than `retention` before `now`, at
+    /// most once a minute; in order with the records, so a later `sync` sees it.
+    pub async fn prune_if_due(&self, now: Timestamp, retention: std::time::Duration) {
+        let last = self.last_prune.load(Ordering::SeqCst);
+        if now.as_micros().saturating_sub(last).saturating_abs() < PRUNE_EVERY_MICROS {
+            return;
+        }
+        if self
+            .last_prune
+            .compare_exchange(last, now.as_micros(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+        let before = Timestamp::from_micros(now.as_micros().saturating_sub(retention));
+        let _ = self.tx.send(Message::Prune(before)).await;
     }
 
     pub async fn record(&self, record: ApiLogRecord) {
@@ -158,25 +190,29 @@ impl ApiLogs {
 
     /// Drops records older than `before`.
     pub fn prune(&self, before: Timestamp) -> Result<usize, ApiError> {
-        let mut end = vec![b't'];
-        end.extend_from_slice(&before.as_micros().to_be_bytes());
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in self.db.range(vec![b't']..end) {
-            let (k, _) = item.map_err(|e| ApiError::internal("api log", e))?;
-            let record_key = &k[9..];
-            if let Some(id) = record_key.get(25..41) {
-                batch.remove(id_key(Uuid::from_slice(id).unwrap_or_default()));
-            }
-            batch.remove(record_key);
-            batch.remove(k);
-            n += 1;
-        }
-        if n > 0 {
-            self.db.apply_batch(batch).map_err(|e| ApiError::internal("api log", e))?;
-        }
-        Ok(n)
+        prune_db(&self.db, before)
     }
+}
+
+fn prune_db(db: &sled::Db, before: Timestamp) -> Result<usize, ApiError> {
+    let mut end = vec![b't'];
+    end.extend_from_slice(&before.as_micros().to_be_bytes());
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for item in db.range(vec![b't']..end) {
+        let (k, _) = item.map_err(|e| ApiError::internal("api log", e))?;
+        let record_key = &k[9..];
+        if let Some(id) = record_key.get(25..41) {
+            batch.remove(id_key(Uuid::from_slice(id).unwrap_or_default()));
+        }
+        batch.remove(record_key);
+        batch.remove(k);
+        n += 1;
+    }
+    if n > 0 {
+        db.apply_batch(batch).map_err(|e| ApiError::internal("api log", e))?;
+    }
+    Ok(n)
 }
 
 async fn write_loop(db: sled::Db, mut rx: mpsc::Receiver<Message>) {
@@ -184,6 +220,7 @@ async fn write_loop(db: sled::Db, mut rx: mpsc::Receiver<Message>) {
     while rx.recv_many(&mut buffer, MAX_BATCH).await > 0 {
         let mut batch = sled::Batch::default();
         let mut waiters = Vec::new();
+        let mut prune = None;
         for message in buffer.drain(..) {
             match message {
                 Message::Record(r) => {
@@ -193,12 +230,18 @@ async fn write_loop(db: sled::Db, mut rx: mpsc::Receiver<Message>) {
                     batch.insert(id_key(r.id), key.clone());
                     batch.insert(key, value);
                 }
+                Message::Prune(before) => prune = prune.max(Some(before)),
                 Message::Sync(w) => waiters.push(w),
             }
         }
         let db2 = db.clone();
         let stored = tokio::task::spawn_blocking(move || {
             db2.apply_batch(batch)?;
+            if let Some(before) = prune {
+                if let Err(e) = prune_db(&db2, before) {
+                    tracing::error!(error = %e, "pruning API log records");
+                }
+            }
             db2.flush().map(|_| ())
         })
         .await;
@@ -218,7 +261,8 @@ pub fn redact(raw: &[u8]) -> String {
             redact_value(&mut v);
             v.to_string()
         }
-        Err(_) => String::from_utf8_lossy(raw).into_owned(),
+        // Not JSON (or broken JSON): still mask what follows a secret-named key.
+        Err(_) => mask_secret_fields(&String::from_utf8_lossy(raw)),
     };
     let text = mask_tokens(&text);
     truncate(text, MAX_BODY_RECORDED)
@@ -243,6 +287,72 @@ fn redact_value(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(redact_value),
         _ => {}
     }
+}
+
+/// Masks the value after any secret-named key (`"password": "…"`,
+/// `token=…`) in text that is not valid JSON: broken JSON bodies, form-like
+/// bodies and query strings.
+pub fn mask_secret_fields(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    let skip_space = |mut j: usize| {
+        while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        j
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        // Keys are words (quoted or not); anything else is copied as is.
+        if !(is_word(bytes[i]) && (i == 0 || !is_word(bytes[i - 1]))) {
+            let ch_len = text[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+            out.push_str(&text[i..i + ch_len]);
+            i += ch_len;
+            continue;
+        }
+        let mut j = i;
+        while j < bytes.len() && is_word(bytes[j]) {
+            j += 1;
+        }
+        let key = &text[i..j];
+        out.push_str(key);
+        i = j;
+        if !is_secret_key(key) {
+            continue;
+        }
+        // `key` `"`? spaces (`:` | `=`) spaces, then the value.
+        if j < bytes.len() && bytes[j] == b'"' {
+            j += 1;
+        }
+        j = skip_space(j);
+        if j >= bytes.len() || !matches!(bytes[j], b':' | b'=') {
+            continue;
+        }
+        j = skip_space(j + 1);
+        out.push_str(&text[i..j]);
+        if j < bytes.len() && bytes[j] == b'"' {
+            let mut k = j + 1;
+            while k < bytes.len() && bytes[k] != b'"' {
+                k += if bytes[k] == b'\\' { 2 } else { 1 };
+            }
+            out.push_str("\"[REDACTED]");
+            if k < bytes.len() {
+                out.push('"');
+            }
+            i = (k + 1).min(bytes.len());
+        } else {
+            let mut k = j;
+            while k < bytes.len() && !matches!(bytes[k], b',' | b'&' | b';' | b'}' | b']') && !bytes[k].is_ascii_whitespace() {
+                k += 1;
+            }
+            if k > j {
+                out.push_str("[REDACTED]");
+            }
+            i = k;
+        }
+    }
+    out
 }
 
 /// Masks anything shaped like one of our secrets (`whsec_…`, `es_…`) wherever it
@@ -301,7 +411,7 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     let started = Instant::now();
     let at = state.clock.now();
     let method = request.method().to_string();
-    let query = request.uri().query().map(str::to_owned);
+    let query = request.uri().query().map(|q| mask_tokens(&mask_secret_fields(q)));
     let request_id = request
         .headers()
         .get(crate::app::REQUEST_ID)
@@ -312,7 +422,11 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (request, request_body) = if is_json(content_type.as_deref()) || content_type.is_none() {
+    // Uploads are files, streamed under their own limit: never buffered here.
+    let upload = request.method() == axum::http::Method::POST && path == "/api/v1/storage";
+    let (request, request_body) = if upload {
+        (request, Some("[upload body not recorded]".to_owned()))
+    } else if is_json(content_type.as_deref()) || content_type.is_none() {
         let (parts, body) = request.into_parts();
         let limit = state.config.max_body_bytes;
         match axum::body::to_bytes(body, limit).await {
@@ -378,6 +492,7 @@ async fn finish(state: &AppState, response: Response, p: Partial) -> Response {
             response_body,
         })
         .await;
+    state.api_logs.prune_if_due(p.at, state.config.api_log_retention).await;
     response
 }
 
@@ -394,6 +509,28 @@ mod tests {
         assert!(!out.contains("\"t\""));
         assert!(!out.contains("es_abcdefghijklmnopqrstuv"));
         assert!(out.contains("\"name\":\"k\""));
+    }
+
+    #[test]
+    fn secret_fields_in_broken_json_forms_and_queries_are_masked() {
+        let out = redact(br#"{"name":"x","password":"hunter2","nested":{"apiToken": "t0k\"en"},"#);
+        assert!(!out.contains("hunter2") && !out.contains("t0k"), "{out}");
+        assert!(out.contains(r#""name":"x""#), "{out}");
+        assert_eq!(
+            mask_secret_fields(r#"{"password":"a","token":"b","x":"c""#),
+            r#"{"password":"[REDACTED]","token":"[REDACTED]","x":"c""#
+        );
+        let out = redact(b"user=bob&password=hunter2&client_secret=abc;x=1");
+        assert_eq!(out, "user=bob&password=[REDACTED]&client_secret=[REDACTED];x=1");
+        assert_eq!(mask_secret_fields("limit=1&access_token=xyz"), "limit=1&access_token=[REDACTED]");
+        assert_eq!(mask_secret_fields("status=DRAFT&limit=5"), "status=DRAFT&limit=5");
+        assert_eq!(mask_secret_fields(r#"{"token":"#), r#"{"token":"#);
+        assert_eq!(mask_secret_fields("é secret: hunter2 é"), "é secret: [REDACTED] é");
+        // Misaligned quotes do not hide a secret.
+        let out = mask_secret_fields(r#"{"name":"x, "password":"hunter2"}"#);
+        assert!(!out.contains("hunter2"), "{out}");
+        let out = mask_secret_fields(r#"{"client secret" : "s3cr3t"}"#);
+        assert!(!out.contains("s3cr3t"), "{out}");
     }
 
     #[test]

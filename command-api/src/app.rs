@@ -65,7 +65,8 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
     let dyn_log: Arc<dyn EventLog> = log.clone();
     let (engine, writer) =
         Engine::start(dyn_log.clone(), clock.clone(), EngineConfig::default()).context("loading the write model")?;
-    let projections = Projections::start(dyn_log, &engine).context("building the read models")?;
+    let projections = Projections::start_with_outbox(dyn_log, &engine, &config.data_dir.join("outbox"))
+        .context("building the read models")?;
     let metrics = Arc::new(Metrics::default());
     let api_logs = ApiLogs::open(&config.data_dir.join("api-logs")).context("opening the API log store")?;
     let files = object_store(&config)?;
@@ -170,12 +171,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "serving");
     let background = crate::background::spawn(state.clone());
+    let webhooks = crate::webhooks::spawn(state.clone());
     let app = router(state);
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
     background.abort();
+    webhooks.stop().await;
     // The router (and every engine handle in it) is gone: the writer finishes
     // what it holds, each batch already durable, and stops.
     tokio::task::spawn_blocking(move || writer.join())

@@ -128,6 +128,13 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
             }
         }
+        // The rest of an oversized body is never read, so the connection cannot
+        // carry another request: say so, or the client reuses it and fails.
+        if let ApiError::PayloadTooLarge { .. } = self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

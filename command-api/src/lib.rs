@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod paging;
 pub mod rate_limit;
 pub mod routes;
+pub mod webhooks;
 pub use projections::views;
 
 /// The `expereon` command line, shared by every binary that embeds the server.

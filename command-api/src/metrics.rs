@@ -59,6 +59,8 @@ impl Metrics {
         let _ = writeln!(out, "# HELP expereon_engine_commits_total Durable group commits (one fdatasync each).");
         let _ = writeln!(out, "# TYPE expereon_engine_commits_total counter");
         let _ = writeln!(out, "expereon_engine_commits_total {}", engine.commits.load(Relaxed));
+        let _ = writeln!(out, "# HELP expereon_engine_failed_commits_total Group commits that failed (the batch answered 500).");
+        let _ = writeln!(out, "# TYPE expereon_engine_failed_commits_total counter");
         let _ = writeln!(out, "expereon_engine_failed_commits_total {}", engine.failed_commits.load(Relaxed));
         let _ = writeln!(out, "# HELP expereon_engine_batch_size Commands per writer batch.");
         let _ = writeln!(out, "# TYPE expereon_engine_batch_size histogram");

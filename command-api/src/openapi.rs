@@ -1,11 +1,3254 @@
-//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`.
+//! The OpenAPI 3.1 document served at `GET /api/v1/openapi.json` (no credentials).
+//!
+//! The document is generated at run time from [`OPERATIONS`], a table in this
+//! file with one [`Op`] entry per (method, path) the router serves, and from the
+//! component schemas written out in [`schemas`]. Only `serde_json` is used:
+//! utoipa is not needed (its derives would have to be spread over request types
+//! and handlers owned by other modules, and the response shapes are built by
+//! hand in `projections::views`, which no derive can see). The `utoipa`
+//! dependency in `Cargo.toml` is not used by this module.
+//!
+//! Adding a route is one [`Op`] entry (plus its schemas if they are new).
+//! Error responses (`components/responses`) and their examples
+//! (`components/examples`) are shared between operations by name.
+//! `tests/openapi.rs` scans `src/routes/*.rs` and fails when the router serves a
+//! (method, path) this table does not list, or the table lists one it does not
+//! serve. The error responses of each operation are derived from the entry
+//! (credentials, body, path ids) plus its [`Fail`] list, and their examples are
+//! rendered by [`ApiError`] itself, so codes and statuses follow `error.rs`.
 
+use crate::error::ApiError;
+use axum::http::header;
 use axum::response::IntoResponse;
+use ledger_core::domain::invoice::{
+    InvoiceStatus, MAX_ATTACHMENTS, MAX_LINE_ITEMS, MAX_NUMBER_CHARS, MAX_TEXT_CHARS,
+};
+use ledger_core::events::Permission;
+use ledger_core::money::Currency;
+use serde_json::{json, Map, Value};
+use std::sync::OnceLock;
+use Method::{Delete, Patch, Post, Put};
 
-pub fn document() -> serde_json::Value {
-    serde_json::json!({ "openapi": "3.1.0", "info": { "title": "Expereon API", "version": "1" }, "paths": {} })
+/// HTTP method of an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    /// Lower case, as OpenAPI path items name them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+            Method::Patch => "patch",
+            Method::Delete => "delete",
+        }
+    }
+}
+
+/// Who may call an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// No credentials.
+    Public,
+    /// `X-Admin-Token` (the configured `EXPEREON_ADMIN_TOKEN`).
+    Admin,
+    /// `X-API-Key` + `X-API-Secret`, the key holding any one of these
+    /// permissions (or `*`).
+    Key(&'static [&'static str]),
+}
+
+/// The request body of an operation; the name is a component schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    None,
+    /// A JSON body with required fields.
+    Required(&'static str),
+    /// A JSON body that may be left out (the call then behaves as `{}`).
+    Optional(&'static str),
+    /// A file: `multipart/form-data` with a `file` part, or the raw bytes
+    /// with their `Content-Type` and `?filename=`.
+    Upload,
+}
+
+/// What a `200` answers; names are component schemas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Success {
+    /// `application/json` with this schema.
+    Json(&'static str),
+    /// `application/x-ndjson`: one JSON object of this schema per line.
+    JsonLines(&'static str),
+    /// A streamed export: JSON lines of this schema (default) or CSV with one
+    /// column per field (`?format=csv`).
+    Export(&'static str),
+    /// Like [`Success::Export`], without a `Content-Disposition` header.
+    ExportInline(&'static str),
+    /// Plain text of this media type.
+    Text(&'static str),
+    /// A stored file's bytes, with its `Content-Type` and `Content-Disposition`.
+    File,
+}
+
+/// Failures an operation has beyond those derived from its entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fail {
+    /// `400 INVALID_STATE_TRANSITION`: the right party, but the resource's
+    /// current state does not allow it (`details.currentState`).
+    State,
+    /// `400 INSUFFICIENT_BALANCE`: not enough available funds.
+    Funds,
+    /// `403 FORBIDDEN`: valid credentials and permission, but the wrong party.
+    Party,
+    /// `404 NOT_FOUND` for a resource named in the body.
+    Missing(&'static str),
+    /// `409 VERSION_CONFLICT`: stale `expectedVersion`.
+    Version,
+}
+
+/// A query parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    /// `limit` (components/parameters/Limit).
+    Limit,
+    /// `cursor` (components/parameters/Cursor).
+    Cursor,
+    /// `from`, inclusive (components/parameters/From).
+    From,
+    /// `to`, exclusive (components/parameters/To).
+    To,
+    /// `format=csv|jsonl` (components/parameters/Format).
+    Format,
+    Query {
+        name: &'static str,
+        description: &'static str,
+        schema: Ty,
+    },
+}
+
+/// The schema of a parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ty {
+    Str,
+    Uuid,
+    Date,
+    /// An RFC 3339 time, or a date meaning midnight UTC.
+    Instant,
+    Currency,
+    Int {
+        min: u64,
+        max: u64,
+        default: Option<u64>,
+    },
+    Enum {
+        values: &'static [&'static str],
+        default: Option<&'static str>,
+    },
+    /// A component schema.
+    Schema(&'static str),
+}
+
+/// One row of the table: one (method, path) the router serves.
+#[derive(Clone, Copy, Debug)]
+pub struct Op {
+    pub method: Method,
+    /// The full path, OpenAPI style (`/api/v1/invoices/{id}`).
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    /// Who may call it, the permission, state rules (markdown).
+    pub description: &'static str,
+    pub auth: Auth,
+    pub query: &'static [Param],
+    pub body: Body,
+    pub success: Success,
+    pub fails: &'static [Fail],
+    /// How a repeated `requestId` is handled (ignored for GET).
+    pub idempotency: Idem,
+}
+
+/// Idempotency of a mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idem {
+    /// Through the engine: the stored answer is replayed byte for byte
+    /// (`Idempotent-Replayed: true`); a different request with the same key is
+    /// `409 IDEMPOTENCY_KEY_REUSED`.
+    Replayed,
+    /// Takes a `requestId` / `Idempotency-Key`, and a retry with it has no
+    /// further effect; the operation says how (no 409s, no replay header).
+    Keyed,
+    /// Takes no key.
+    None,
+}
+
+impl Op {
+    /// Takes a `requestId` / `Idempotency-Key`.
+    pub fn is_idempotent(&self) -> bool {
+        self.method != Method::Get && self.idempotency != Idem::None
+    }
+
+    /// Replays its stored answer for a repeated `requestId`.
+    pub fn replays(&self) -> bool {
+        self.method != Method::Get && self.idempotency == Idem::Replayed
+    }
+
+    fn json_body(&self) -> bool {
+        matches!(self.body, Body::Required(_) | Body::Optional(_))
+    }
+}
+
+const SYSTEM: &str = "System";
+const ADMIN: &str = "Admin";
+const CONNECTIONS: &str = "Connections";
+const INVOICES: &str = "Invoices";
+const PAYMENTS: &str = "Payments";
+const TREASURY: &str = "Treasury";
+const SETTINGS: &str = "Settings";
+const STORAGE: &str = "Storage";
+
+const TAGS: [(&str, &str); 8] = [
+    (SYSTEM, "Liveness, metrics and this document. No credentials."),
+    (ADMIN, "Operator calls, authorised by `X-Admin-Token`. All answer 404 when the server has no admin token configured."),
+    (CONNECTIONS, "A seller and a buyer organization trade only over an ACTIVE connection."),
+    (INVOICES, "Invoices, their state machine, line items, bulk actions and history."),
+    (PAYMENTS, "Settlement of approved invoices and the payments read side."),
+    (TREASURY, "Balances, transactions, withdrawals and refunds. `{orgId}` is the caller's own organization id or `me`; any other id is 404."),
+    (SETTINGS, "API keys, webhook endpoints and their deliveries, and the API request log."),
+    (STORAGE, "Files (invoice attachments): upload, download, metadata, delete."),
+];
+
+// Permissions, as keys name them.
+const INVOICES_READ: &[&str] = &["invoices:read"];
+const INVOICES_WRITE: &[&str] = &["invoices:write"];
+const INVOICES_APPROVE: &[&str] = &["invoices:approve"];
+const INVOICES_EITHER: &[&str] = &["invoices:write", "invoices:approve"];
+const PAYMENTS_READ: &[&str] = &["payments:read"];
+const PAYMENTS_WRITE: &[&str] = &["payments:write"];
+const TREASURY_READ: &[&str] = &["treasury:read"];
+const TREASURY_WRITE: &[&str] = &["treasury:write"];
+const TREASURY_APPROVE: &[&str] = &["treasury:approve"];
+const SETTINGS_READ: &[&str] = &["settings:read"];
+const SETTINGS_WRITE: &[&str] = &["settings:write"];
+const STORAGE_READ: &[&str] = &["storage:read"];
+const STORAGE_WRITE: &[&str] = &["storage:write"];
+
+const fn q(name: &'static str, description: &'static str, schema: Ty) -> Param {
+    Param::Query {
+        name,
+        description,
+        schema,
+    }
+}
+
+const fn one_of(values: &'static [&'static str]) -> Ty {
+    Ty::Enum {
+        values,
+        default: None,
+    }
+}
+
+const PAYMENT_STATUSES: &[&str] = &["PENDING", "COMPLETED", "FAILED"];
+const CONNECTION_STATUSES: &[&str] = &["PENDING", "ACTIVE", "REJECTED"];
+const WITHDRAWAL_STATUSES: &[&str] = &["PENDING_APPROVAL", "COMPLETED", "REJECTED", "CANCELLED"];
+const REFUND_STATUSES: &[&str] = &["PENDING", "APPROVED", "REJECTED"];
+const TRANSACTION_TYPES: &[&str] = &[
+    "DEPOSIT",
+    "WITHDRAWAL",
+    "SETTLEMENT_IN",
+    "SETTLEMENT_OUT",
+    "REFUND_IN",
+    "REFUND_OUT",
+];
+const BALANCE_CHANGE_KINDS: &[&str] = &[
+    "DEPOSIT",
+    "RESERVE",
+    "RELEASE",
+    "SETTLEMENT_OUT",
+    "SETTLEMENT_IN",
+    "WITHDRAWAL",
+    "REFUND_OUT",
+    "REFUND_IN",
+    "COLLATERAL",
+    "FREEZE",
+    "UNFREEZE",
+];
+
+const PAGE: &[Param] = &[Param::Limit, Param::Cursor];
+
+const INVOICE_LIST_QUERY: &[Param] = &[
+    q("status", "Only invoices in this state.", Ty::Schema("InvoiceStatus")),
+    q(
+        "role",
+        "Only invoices where the caller is this party (`SELLER`/`BUYER` are accepted too).",
+        one_of(&["seller", "buyer"]),
+    ),
+    q("connectionId", "Only invoices over this connection.", Ty::Uuid),
+    q("counterpartyOrganizationId", "Only invoices with this counterparty.", Ty::Uuid),
+    q("currency", "Only invoices in this currency.", Ty::Currency),
+    q("dueBefore", "Only invoices with `dueDate <= dueBefore` (inclusive).", Ty::Date),
+    q("dueAfter", "Only invoices with `dueDate >= dueAfter` (inclusive).", Ty::Date),
+    q(
+        "q",
+        "Case-insensitive substring search over the invoice number, memo and line item descriptions.",
+        Ty::Str,
+    ),
+    q(
+        "sort",
+        "Sort field. Ties are broken by creation time, then id.",
+        Ty::Enum {
+            values: &["createdAt", "dueDate", "total"],
+            default: Some("createdAt"),
+        },
+    ),
+    q(
+        "order",
+        "Sort direction. Default: `desc` for `sort=createdAt` (newest first), `asc` for `dueDate` and `total`.",
+        one_of(&["asc", "desc"]),
+    ),
+    Param::Limit,
+    Param::Cursor,
+];
+
+const PAYMENT_LIST_QUERY: &[Param] = &[
+    q(
+        "status",
+        "Only payments in this state.",
+        Ty::Schema("PaymentStatus"),
+    ),
+    q("invoiceId", "Only the payments of this invoice.", Ty::Uuid),
+    Param::From,
+    Param::To,
+    Param::Limit,
+    Param::Cursor,
+];
+
+const PAYMENT_EXPORT_QUERY: &[Param] = &[
+    Param::Format,
+    q(
+        "status",
+        "Only payments in this state.",
+        Ty::Schema("PaymentStatus"),
+    ),
+    q("invoiceId", "Only the payments of this invoice.", Ty::Uuid),
+    Param::From,
+    Param::To,
+];
+
+const TRANSACTION_LIST_QUERY: &[Param] = &[
+    q(
+        "type",
+        "Only transactions of this type.",
+        Ty::Schema("TransactionType"),
+    ),
+    q(
+        "currency",
+        "Only transactions in this currency.",
+        Ty::Currency,
+    ),
+    Param::From,
+    Param::To,
+    Param::Limit,
+    Param::Cursor,
+];
+
+const TRANSACTION_EXPORT_QUERY: &[Param] = &[
+    Param::Format,
+    q(
+        "type",
+        "Only transactions of this type.",
+        Ty::Schema("TransactionType"),
+    ),
+    q(
+        "currency",
+        "Only transactions in this currency.",
+        Ty::Currency,
+    ),
+    Param::From,
+    Param::To,
+];
+
+const API_LOG_FILTERS: [Param; 6] = [
+    q(
+        "method",
+        "Only requests with this HTTP method (case-insensitive).",
+        Ty::Str,
+    ),
+    q(
+        "status",
+        "Only requests answered with this HTTP status.",
+        Ty::Int {
+            min: 100,
+            max: 599,
+            default: None,
+        },
+    ),
+    q(
+        "path",
+        "Only requests whose path starts with this.",
+        Ty::Str,
+    ),
+    q(
+        "apiKeyId",
+        "Only requests made with this API key.",
+        Ty::Uuid,
+    ),
+    Param::From,
+    Param::To,
+];
+
+const API_LOG_LIST_QUERY: &[Param] = &[
+    API_LOG_FILTERS[0],
+    API_LOG_FILTERS[1],
+    API_LOG_FILTERS[2],
+    API_LOG_FILTERS[3],
+    API_LOG_FILTERS[4],
+    API_LOG_FILTERS[5],
+    Param::Limit,
+    Param::Cursor,
+];
+
+const API_LOG_EXPORT_QUERY: &[Param] = &[
+    Param::Format,
+    API_LOG_FILTERS[0],
+    API_LOG_FILTERS[1],
+    API_LOG_FILTERS[2],
+    API_LOG_FILTERS[3],
+    API_LOG_FILTERS[4],
+    API_LOG_FILTERS[5],
+];
+
+/// Defaults every entry overrides what it needs of.
+const BASE: Op = Op {
+    method: Method::Get,
+    path: "",
+    operation_id: "",
+    tag: "",
+    summary: "",
+    description: "",
+    auth: Auth::Public,
+    query: &[],
+    body: Body::None,
+    success: Success::Json("Empty"),
+    fails: &[],
+    idempotency: Idem::Replayed,
+};
+
+/// Every (method, path) the router serves. Keep in route-file order.
+pub static OPERATIONS: &[Op] = &[
+    // ---------------------------------------------------------------- system
+    Op {
+        path: "/healthz",
+        operation_id: "getHealth",
+        tag: SYSTEM,
+        summary: "Liveness",
+        description: "Answers 200 once the server serves, with the last sequence number in the event log and the last one the read models have applied.",
+        success: Success::Json("Health"),
+        ..BASE
+    },
+    Op {
+        path: "/metrics",
+        operation_id: "getMetrics",
+        tag: SYSTEM,
+        summary: "Prometheus metrics",
+        description: "Request counts and latencies per route and status, command outcomes, log and projection sequence numbers, in the Prometheus text format.",
+        success: Success::Text("text/plain; version=0.0.4"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/openapi.json",
+        operation_id: "getOpenApiDocument",
+        tag: SYSTEM,
+        summary: "This OpenAPI 3.1 document",
+        description: "No credentials needed.",
+        success: Success::Json("OpenApiDocument"),
+        ..BASE
+    },
+    // ----------------------------------------------------------------- admin
+    Op {
+        method: Post,
+        path: "/api/v1/admin/organizations",
+        operation_id: "createOrganization",
+        tag: ADMIN,
+        summary: "Create an organization",
+        description: "Operator only. Creates the organization and its first API key (named `default`, permissions `[\"*\"]`). The key's secret is in this response only (and in an idempotent replay of it).",
+        auth: Auth::Admin,
+        body: Body::Required("CreateOrganizationRequest"),
+        success: Success::Json("OrganizationCreated"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/admin/organizations/{orgId}/deposits",
+        operation_id: "createDeposit",
+        tag: ADMIN,
+        summary: "Deposit funds",
+        description: "Operator only. Credits the organization's balance in `currency` (created on first use) and answers the DEPOSIT transaction. The `reference` is kept on the transaction. Allowed on a frozen balance.",
+        auth: Auth::Admin,
+        body: Body::Required("DepositRequest"),
+        success: Success::Json("Transaction"),
+        ..BASE
+    },
+    Op {
+        method: Put,
+        path: "/api/v1/admin/organizations/{orgId}/balances/{currency}/collateral",
+        operation_id: "setCollateral",
+        tag: ADMIN,
+        summary: "Set the collateral of a balance",
+        description: "Operator only. Sets (replaces) the collateral held on the balance; `\"0\"` removes it. Collateral is not available: `available = total - reserved - collateral`. More than `total - reserved` is `400 INSUFFICIENT_BALANCE`.",
+        auth: Auth::Admin,
+        body: Body::Required("SetCollateralRequest"),
+        success: Success::Json("Balance"),
+        fails: &[Fail::Funds],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/admin/organizations/{orgId}/balances/{currency}/freeze",
+        operation_id: "freezeBalance",
+        tag: ADMIN,
+        summary: "Freeze a balance",
+        description: "Operator only. No funds leave a frozen balance: settlements from or to it fail (the payment is FAILED, the invoice stays approved, the reservation is kept), withdrawals cannot be submitted or approved. Freezing a frozen balance is `400 INVALID_STATE_TRANSITION` (`currentState: FROZEN`).",
+        auth: Auth::Admin,
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Balance"),
+        fails: &[Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/admin/organizations/{orgId}/balances/{currency}/unfreeze",
+        operation_id: "unfreezeBalance",
+        tag: ADMIN,
+        summary: "Unfreeze a balance",
+        description: "Operator only. Failed payments can then be completed with `POST /api/v1/payments/retry-failed`. Unfreezing a balance that is not frozen is `400 INVALID_STATE_TRANSITION` (`currentState: ACTIVE`).",
+        auth: Auth::Admin,
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Balance"),
+        fails: &[Fail::State],
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/admin/events",
+        operation_id: "listEvents",
+        tag: ADMIN,
+        summary: "Global event stream",
+        description: "Operator only. Every event of the log after sequence `after`, oldest first, as JSON lines, each with its stored bytes (base64) and chain hash so an auditor can verify the chain. Page by passing the last `seq` seen as `after`; an empty body means nothing newer.",
+        auth: Auth::Admin,
+        query: &[
+            q(
+                "after",
+                "Return events with a sequence number greater than this.",
+                Ty::Int {
+                    min: 0,
+                    max: u64::MAX,
+                    default: Some(0),
+                },
+            ),
+            q(
+                "limit",
+                "At most this many events.",
+                Ty::Int {
+                    min: 1,
+                    max: 10_000,
+                    default: Some(1000),
+                },
+            ),
+        ],
+        success: Success::JsonLines("AdminEvent"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/admin/clock",
+        operation_id: "getClock",
+        tag: ADMIN,
+        summary: "Read the test clock",
+        description: "Operator only, and only when the server runs with `--test-clock` (otherwise `404`). The server's current time.",
+        auth: Auth::Admin,
+        success: Success::Json("Clock"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/admin/clock",
+        operation_id: "setClock",
+        tag: ADMIN,
+        summary: "Move the test clock",
+        description: "Operator only, and only when the server runs with `--test-clock` (otherwise `404`). Sets the clock to `now`, then moves it by `advanceSeconds` (either or both), so tests can drive due dates, retries and retention without sleeping. Not idempotent: it takes no `requestId`.",
+        auth: Auth::Admin,
+        body: Body::Optional("SetClockRequest"),
+        success: Success::Json("Clock"),
+        idempotency: Idem::None,
+        ..BASE
+    },
+    // ----------------------------------------------------------- connections
+    Op {
+        method: Post,
+        path: "/api/v1/connections",
+        operation_id: "requestConnection",
+        tag: CONNECTIONS,
+        summary: "Request a connection",
+        description: "Needs `invoices:write` or `invoices:approve`. `role` is the caller's role in the pair. The connection starts PENDING until the counterparty accepts it. Connecting to oneself, or asking for a pair (seller, buyer) that already has a PENDING or ACTIVE connection, is `400`. An unknown counterparty is `404`.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("CreateConnectionRequest"),
+        success: Success::Json("Connection"),
+        fails: &[Fail::Missing("organization")],
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/connections",
+        operation_id: "listConnections",
+        tag: CONNECTIONS,
+        summary: "List connections",
+        description: "Needs `invoices:read`. The connections the caller is a party to, oldest first.",
+        auth: Auth::Key(INVOICES_READ),
+        query: &[
+            q("status", "Only connections in this state.", Ty::Schema("ConnectionStatus")),
+            Param::Limit,
+            Param::Cursor,
+        ],
+        success: Success::Json("ConnectionPage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/connections/{id}",
+        operation_id: "getConnection",
+        tag: CONNECTIONS,
+        summary: "Get a connection",
+        description: "Needs `invoices:read`. Either party may read it.",
+        auth: Auth::Key(INVOICES_READ),
+        success: Success::Json("Connection"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/connections/{id}/accept",
+        operation_id: "acceptConnection",
+        tag: CONNECTIONS,
+        summary: "Accept a connection request",
+        description: "Needs `invoices:write` or `invoices:approve`. The counterparty only (the requester is `403`); PENDING → ACTIVE.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Connection"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/connections/{id}/reject",
+        operation_id: "rejectConnection",
+        tag: CONNECTIONS,
+        summary: "Reject a connection request",
+        description: "Needs `invoices:write` or `invoices:approve`. The counterparty only (the requester is `403`); PENDING → REJECTED.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Connection"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    // -------------------------------------------------------------- invoices
+    Op {
+        method: Post,
+        path: "/api/v1/invoices",
+        operation_id: "createInvoice",
+        tag: INVOICES,
+        summary: "Create an invoice",
+        description: "Seller, `invoices:write`. Over an ACTIVE connection where the caller is the seller (the buyer is `403`; a connection that is not ACTIVE is `400`; an unknown one `404`). Starts DRAFT, or SUBMITTED with `submit: true`. `number` defaults to `INV-000001`, counting per seller; `issueDate` to today (UTC); `dueDate` must not be before `issueDate`. Line `amount` = quantity × unitPrice and `taxAmount` = amount × taxRate / 100, each rounded half away from zero to the currency's minor units; `subtotal`, `taxTotal` and `total` are sums of the line figures. Submitting needs at least one line item and a total above zero.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Required("CreateInvoiceRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::Missing("connection")],
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/invoices",
+        operation_id: "listInvoices",
+        tag: INVOICES,
+        summary: "List and search invoices",
+        description: "Needs `invoices:read`. The invoices the caller is a party to (a buyer sees an invoice from SUBMITTED on). Default order: `createdAt` descending (newest first).",
+        auth: Auth::Key(INVOICES_READ),
+        query: INVOICE_LIST_QUERY,
+        success: Success::Json("InvoicePage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/invoices/{id}",
+        operation_id: "getInvoice",
+        tag: INVOICES,
+        summary: "Get an invoice",
+        description: "Needs `invoices:read`. Either party; a DRAFT is `404` to the buyer.",
+        auth: Auth::Key(INVOICES_READ),
+        success: Success::Json("Invoice"),
+        ..BASE
+    },
+    Op {
+        method: Patch,
+        path: "/api/v1/invoices/{id}",
+        operation_id: "updateInvoice",
+        tag: INVOICES,
+        summary: "Edit an invoice",
+        description: "Seller, `invoices:write`, in DRAFT, DISPUTED or INFO_REQUESTED (other states: `400 INVALID_STATE_TRANSITION`; the buyer: `403`). Only the fields sent change; `memo: null` clears the memo; `lineItems` replaces all line items. With `expectedVersion`, a stale version is `409 VERSION_CONFLICT` (`details.currentVersion`). Correct a DISPUTED invoice here, then resubmit it.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Required("UpdateInvoiceRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State, Fail::Version],
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/invoices/{id}/history",
+        operation_id: "getInvoiceHistory",
+        tag: INVOICES,
+        summary: "Invoice history",
+        description: "Needs `invoices:read`. Either party (a DRAFT's history is `404` to the buyer). The invoice's events, oldest first; `version` increases by one with each.",
+        auth: Auth::Key(INVOICES_READ),
+        success: Success::Json("InvoiceHistory"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/line-items",
+        operation_id: "addLineItem",
+        tag: INVOICES,
+        summary: "Add a line item",
+        description: "Seller, `invoices:write`, DRAFT only. Answers the invoice.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Required("LineItemInput"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Patch,
+        path: "/api/v1/invoices/{id}/line-items/{lineItemId}",
+        operation_id: "updateLineItem",
+        tag: INVOICES,
+        summary: "Edit a line item",
+        description: "Seller, `invoices:write`, DRAFT only. Only the fields sent change; the line's amounts are recomputed. Answers the invoice.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Optional("LineItemPatchRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Delete,
+        path: "/api/v1/invoices/{id}/line-items/{lineItemId}",
+        operation_id: "removeLineItem",
+        tag: INVOICES,
+        summary: "Remove a line item",
+        description: "Seller, `invoices:write`, DRAFT only. Answers the invoice. For idempotency send `{\"requestId\"}` or an `Idempotency-Key` header.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/submit",
+        operation_id: "submitInvoice",
+        tag: INVOICES,
+        summary: "Submit an invoice",
+        description: "Seller, `invoices:write`. DRAFT → SUBMITTED, or DISPUTED → SUBMITTED (resubmission after correcting it). Needs at least one line item and a total above zero.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/respond-info",
+        operation_id: "respondInfo",
+        tag: INVOICES,
+        summary: "Answer the buyer's question",
+        description: "Seller, `invoices:write`. INFO_REQUESTED → SUBMITTED; the message is kept as `infoResponse`.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Required("RespondInfoRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/approve",
+        operation_id: "approveInvoice",
+        tag: INVOICES,
+        summary: "Approve an invoice",
+        description: "Buyer, `invoices:approve`. SUBMITTED → APPROVED, or APPROVED_WITH_ADJUSTMENT when `adjustedAmount` (less than `total`, with a `reason`) is given. Reserves the approved amount from the buyer's balance in the invoice currency; not enough available is `400 INSUFFICIENT_BALANCE` and nothing changes.",
+        auth: Auth::Key(INVOICES_APPROVE),
+        body: Body::Optional("ApproveInvoiceRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State, Fail::Funds],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/dispute",
+        operation_id: "disputeInvoice",
+        tag: INVOICES,
+        summary: "Dispute an invoice",
+        description: "Buyer, `invoices:approve`. SUBMITTED → DISPUTED. The seller may then correct it (PATCH) and resubmit, or cancel it; the buyer may cancel it too.",
+        auth: Auth::Key(INVOICES_APPROVE),
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/request-info",
+        operation_id: "requestInfo",
+        tag: INVOICES,
+        summary: "Ask the seller a question",
+        description: "Buyer, `invoices:approve`. SUBMITTED → INFO_REQUESTED; the question is kept as `infoRequest`.",
+        auth: Auth::Key(INVOICES_APPROVE),
+        body: Body::Required("RequestInfoRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/cancel",
+        operation_id: "cancelInvoice",
+        tag: INVOICES,
+        summary: "Cancel an invoice",
+        description: "`invoices:write` or `invoices:approve`. The seller from DRAFT, SUBMITTED or DISPUTED; the buyer from DISPUTED only. → CANCELLED. An approved invoice is cancelled through `request-cancellation` instead.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("CancelInvoiceRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/request-cancellation",
+        operation_id: "requestCancellation",
+        tag: INVOICES,
+        summary: "Ask to cancel an approved invoice",
+        description: "`invoices:write` or `invoices:approve`, either party. APPROVED or APPROVED_WITH_ADJUSTMENT → CANCELLATION_REQUESTED; the reservation is kept until the counterparty answers.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/accept-cancellation",
+        operation_id: "acceptCancellation",
+        tag: INVOICES,
+        summary: "Accept a cancellation request",
+        description: "`invoices:write` or `invoices:approve`; the counterparty of the requester only (the requester is `403`). CANCELLATION_REQUESTED → CANCELLED; the buyer's reservation is released.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/reject-cancellation",
+        operation_id: "rejectCancellation",
+        tag: INVOICES,
+        summary: "Reject a cancellation request",
+        description: "`invoices:write` or `invoices:approve`; the counterparty of the requester only (the requester is `403`). CANCELLATION_REQUESTED → the approved state it came from.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/archive",
+        operation_id: "archiveInvoice",
+        tag: INVOICES,
+        summary: "Archive an invoice",
+        description: "`invoices:write` or `invoices:approve`, either party. SETTLED or CANCELLED → ARCHIVED. The server may also archive such invoices automatically after a configured number of days.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/restore",
+        operation_id: "restoreInvoice",
+        tag: INVOICES,
+        summary: "Restore an archived invoice",
+        description: "`invoices:write` or `invoices:approve`, either party. ARCHIVED → the state it was archived from.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/settle",
+        operation_id: "settleInvoiceById",
+        tag: INVOICES,
+        summary: "Settle an approved invoice",
+        description: "Buyer, `payments:write`. Same as `POST /api/v1/payments/settle` for this invoice, and answers the payment. APPROVED or APPROVED_WITH_ADJUSTMENT → SETTLED: the reservation is debited from the buyer and the seller credited. When either balance is frozen the payment is FAILED (still `200`), the invoice stays approved and the reservation is kept; settling again retries that payment.",
+        auth: Auth::Key(PAYMENTS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Payment"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-approve",
+        operation_id: "bulkApproveInvoices",
+        tag: INVOICES,
+        summary: "Approve many invoices",
+        description: "Buyer, `invoices:approve`. Approves each invoice in full (no adjustment), in order; each succeeds or fails on its own (a failure, e.g. `INSUFFICIENT_BALANCE`, does not undo the others). Answers a result per invoice. The request as a whole is idempotent.",
+        auth: Auth::Key(INVOICES_APPROVE),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("InvoiceBulkResult"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-approve/preview",
+        operation_id: "previewBulkApproveInvoices",
+        tag: INVOICES,
+        summary: "Preview a bulk approval",
+        description: "Buyer, `invoices:approve`. What `bulk-approve` would do, changing nothing: a result per invoice (each checked against what the earlier ones would reserve) and, per currency, the amount needed against the amount available.",
+        auth: Auth::Key(INVOICES_APPROVE),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("BulkPreview"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-cancel",
+        operation_id: "bulkCancelInvoices",
+        tag: INVOICES,
+        summary: "Cancel many invoices",
+        description: "`invoices:write` or `invoices:approve`. Cancels each invoice under the rules of `POST /invoices/{id}/cancel`, with the optional `reason`; each succeeds or fails on its own.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("InvoiceBulkResult"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-cancel/preview",
+        operation_id: "previewBulkCancelInvoices",
+        tag: INVOICES,
+        summary: "Preview a bulk cancellation",
+        description: "`invoices:write` or `invoices:approve`. What `bulk-cancel` would do, changing nothing.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("BulkPreview"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-archive",
+        operation_id: "bulkArchiveInvoices",
+        tag: INVOICES,
+        summary: "Archive many invoices",
+        description: "`invoices:write` or `invoices:approve`. Archives each SETTLED or CANCELLED invoice; each succeeds or fails on its own.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("InvoiceBulkResult"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-archive/preview",
+        operation_id: "previewBulkArchiveInvoices",
+        tag: INVOICES,
+        summary: "Preview a bulk archive",
+        description: "`invoices:write` or `invoices:approve`. What `bulk-archive` would do, changing nothing.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("BulkPreview"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-restore",
+        operation_id: "bulkRestoreInvoices",
+        tag: INVOICES,
+        summary: "Restore many invoices",
+        description: "`invoices:write` or `invoices:approve`. Restores each ARCHIVED invoice; each succeeds or fails on its own.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("InvoiceBulkResult"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-restore/preview",
+        operation_id: "previewBulkRestoreInvoices",
+        tag: INVOICES,
+        summary: "Preview a bulk restore",
+        description: "`invoices:write` or `invoices:approve`. What `bulk-restore` would do, changing nothing.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("BulkPreview"),
+        ..BASE
+    },
+    // -------------------------------------------------------------- payments
+    Op {
+        path: "/api/v1/payments",
+        operation_id: "listPayments",
+        tag: PAYMENTS,
+        summary: "List payments",
+        description: "Needs `payments:read`. Payments the caller pays or receives, oldest first. `from`/`to` filter on `createdAt`.",
+        auth: Auth::Key(PAYMENTS_READ),
+        query: PAYMENT_LIST_QUERY,
+        success: Success::Json("PaymentPage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/payments/export",
+        operation_id: "exportPayments",
+        tag: PAYMENTS,
+        summary: "Export payments",
+        description: "Needs `payments:read`. Every payment matching the filters, streamed as JSON lines (default) or CSV (`format=csv`, with a header row), as an attachment.",
+        auth: Auth::Key(PAYMENTS_READ),
+        query: PAYMENT_EXPORT_QUERY,
+        success: Success::Export("Payment"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/payments/{id}",
+        operation_id: "getPayment",
+        tag: PAYMENTS,
+        summary: "Get a payment",
+        description: "Needs `payments:read`. Payer and payee both see it.",
+        auth: Auth::Key(PAYMENTS_READ),
+        success: Success::Json("Payment"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/payments/settle",
+        operation_id: "settleInvoice",
+        tag: PAYMENTS,
+        summary: "Settle an approved invoice",
+        description: "Buyer, `payments:write`. APPROVED or APPROVED_WITH_ADJUSTMENT → SETTLED: the reservation is debited from the buyer and the seller credited, one SETTLEMENT transaction on each side. When either party's balance in that currency is frozen the payment is FAILED (still `200`), the invoice stays approved and the reservation is kept; once unfrozen, `retry-failed` (or settling again) completes it.",
+        auth: Auth::Key(PAYMENTS_WRITE),
+        body: Body::Required("SettleRequest"),
+        success: Success::Json("Payment"),
+        fails: &[Fail::Party, Fail::State, Fail::Missing("invoice")],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/payments/bulk-settle",
+        operation_id: "bulkSettleInvoices",
+        tag: PAYMENTS,
+        summary: "Settle many invoices",
+        description: "Buyer, `payments:write`. Settles each invoice as `POST /payments/settle` would; each succeeds or fails on its own. Answers a result per invoice, with the payment when it succeeded.",
+        auth: Auth::Key(PAYMENTS_WRITE),
+        body: Body::Required("BulkSettleRequest"),
+        success: Success::Json("PaymentBulkResult"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/payments/settle-all-due",
+        operation_id: "settleAllDue",
+        tag: PAYMENTS,
+        summary: "Settle every due invoice",
+        description: "Buyer, `payments:write`. Settles every approved invoice the caller owes with `dueDate <= asOf` (default: today, UTC). Answers a result per invoice (an empty list when none is due).",
+        auth: Auth::Key(PAYMENTS_WRITE),
+        body: Body::Optional("SettleAllDueRequest"),
+        success: Success::Json("PaymentBulkResult"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/payments/retry-failed",
+        operation_id: "retryFailedPayments",
+        tag: PAYMENTS,
+        summary: "Retry failed payments",
+        description: "Payer, `payments:write`. Retries the given FAILED payments, or all of the caller's when `paymentIds` is left out. Answers a result per payment.",
+        auth: Auth::Key(PAYMENTS_WRITE),
+        body: Body::Optional("RetryFailedRequest"),
+        success: Success::Json("PaymentBulkResult"),
+        ..BASE
+    },
+    // -------------------------------------------------------------- treasury
+    Op {
+        path: "/api/v1/treasury/{orgId}/balances",
+        operation_id: "listBalances",
+        tag: TREASURY,
+        summary: "List balances",
+        description: "Needs `treasury:read`. One balance per currency the organization has used; `available = total - reserved - collateral`. All of them in one page (`nextCursor` is always null).",
+        auth: Auth::Key(TREASURY_READ),
+        success: Success::Json("BalancePage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/balances/summary",
+        operation_id: "getBalanceSummary",
+        tag: TREASURY,
+        summary: "Balance summary per currency",
+        description: "Needs `treasury:read`. Per currency: the balance figures, `receivable` (approved amounts of invoices owed to the caller, including those with a pending cancellation request) and `payable` (the same owed by the caller).",
+        auth: Auth::Key(TREASURY_READ),
+        success: Success::Json("BalanceSummaryList"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/balances/{balanceId}",
+        operation_id: "getBalance",
+        tag: TREASURY,
+        summary: "Get a balance, now or as of a moment",
+        description: "Needs `treasury:read`. Without `asOf`, the balance now. With `asOf`, the figures as they stood after the last change at or before that moment (all zero before the first one), as a `BalanceAsOf`.",
+        auth: Auth::Key(TREASURY_READ),
+        query: &[q("asOf", "A moment in the past (RFC 3339 time, or a date meaning midnight UTC).", Ty::Instant)],
+        success: Success::Json("BalanceLookup"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/balances/{balanceId}/changes",
+        operation_id: "listBalanceChanges",
+        tag: TREASURY,
+        summary: "Balance change log",
+        description: "Needs `treasury:read`. Every change of the balance, oldest first, with the figures after it and its cause.",
+        auth: Auth::Key(TREASURY_READ),
+        query: PAGE,
+        success: Success::Json("BalanceChangePage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/balances/{balanceId}/usage",
+        operation_id: "getBalanceUsage",
+        tag: TREASURY,
+        summary: "Balance usage over time",
+        description: "Needs `treasury:read`. A time series of the balance's transactions: per interval (UTC days, ISO weeks from Monday, or calendar months) with at least one transaction, the inflow (deposits, settlements and refunds received), outflow (withdrawals, settlements and refunds paid) and the closing total.",
+        auth: Auth::Key(TREASURY_READ),
+        query: &[
+            q(
+                "interval",
+                "Bucket size.",
+                Ty::Enum {
+                    values: &["day", "week", "month"],
+                    default: Some("day"),
+                },
+            ),
+            Param::From,
+            Param::To,
+        ],
+        success: Success::Json("BalanceUsage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/transactions",
+        operation_id: "listTransactions",
+        tag: TREASURY,
+        summary: "List transactions",
+        description: "Needs `treasury:read`. Money movements on the organization's balances, oldest first. `amount` is always positive; `type` gives the direction.",
+        auth: Auth::Key(TREASURY_READ),
+        query: TRANSACTION_LIST_QUERY,
+        success: Success::Json("TransactionPage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/transactions/export",
+        operation_id: "exportTransactions",
+        tag: TREASURY,
+        summary: "Export transactions",
+        description: "Needs `treasury:read`. Every transaction matching the filters, streamed as JSON lines (default) or CSV (`format=csv`, with a header row), as an attachment.",
+        auth: Auth::Key(TREASURY_READ),
+        query: TRANSACTION_EXPORT_QUERY,
+        success: Success::Export("Transaction"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/transactions/{id}",
+        operation_id: "getTransaction",
+        tag: TREASURY,
+        summary: "Get a transaction",
+        description: "Needs `treasury:read`.",
+        auth: Auth::Key(TREASURY_READ),
+        success: Success::Json("Transaction"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/withdrawals",
+        operation_id: "createWithdrawal",
+        tag: TREASURY,
+        summary: "Submit a withdrawal",
+        description: "Needs `treasury:write`. Holds the amount (reserved) and waits in PENDING_APPROVAL for another API key to approve it. Not enough available is `400 INSUFFICIENT_BALANCE`; a frozen balance is `400 INVALID_STATE_TRANSITION`.",
+        auth: Auth::Key(TREASURY_WRITE),
+        body: Body::Required("CreateWithdrawalRequest"),
+        success: Success::Json("Withdrawal"),
+        fails: &[Fail::Funds, Fail::State],
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/withdrawals",
+        operation_id: "listWithdrawals",
+        tag: TREASURY,
+        summary: "List withdrawals",
+        description: "Needs `treasury:read`. Oldest first.",
+        auth: Auth::Key(TREASURY_READ),
+        query: &[
+            q("status", "Only withdrawals in this state.", Ty::Schema("WithdrawalStatus")),
+            Param::Limit,
+            Param::Cursor,
+        ],
+        success: Success::Json("WithdrawalPage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/withdrawals/{id}",
+        operation_id: "getWithdrawal",
+        tag: TREASURY,
+        summary: "Get a withdrawal",
+        description: "Needs `treasury:read`.",
+        auth: Auth::Key(TREASURY_READ),
+        success: Success::Json("Withdrawal"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/withdrawals/{id}/approve",
+        operation_id: "approveWithdrawal",
+        tag: TREASURY,
+        summary: "Approve a withdrawal",
+        description: "Needs `treasury:approve`, and a different API key than the one that submitted it (else `403`). PENDING_APPROVAL → COMPLETED: the balance is debited and a WITHDRAWAL transaction recorded. A frozen balance is `400 INVALID_STATE_TRANSITION`.",
+        auth: Auth::Key(TREASURY_APPROVE),
+        body: Body::Optional("OptionalReasonRequest"),
+        success: Success::Json("Withdrawal"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/withdrawals/{id}/reject",
+        operation_id: "rejectWithdrawal",
+        tag: TREASURY,
+        summary: "Reject a withdrawal",
+        description: "Needs `treasury:approve`, and a different API key than the one that submitted it (else `403`). PENDING_APPROVAL → REJECTED; the hold is released.",
+        auth: Auth::Key(TREASURY_APPROVE),
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Withdrawal"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/withdrawals/{id}/cancel",
+        operation_id: "cancelWithdrawal",
+        tag: TREASURY,
+        summary: "Cancel a withdrawal",
+        description: "Needs `treasury:write`; only the API key that submitted it (else `403`). PENDING_APPROVAL → CANCELLED; the hold is released.",
+        auth: Auth::Key(TREASURY_WRITE),
+        body: Body::Optional("OptionalReasonRequest"),
+        success: Success::Json("Withdrawal"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/refunds",
+        operation_id: "createRefund",
+        tag: TREASURY,
+        summary: "Request a refund",
+        description: "Needs `treasury:write`. Against a SETTLEMENT transaction of either party (an unknown or unrelated transaction is `404`); the total refunded may not exceed the settled amount (`400`). Starts PENDING until the payee (the party that received the settlement) approves or rejects it.",
+        auth: Auth::Key(TREASURY_WRITE),
+        body: Body::Required("CreateRefundRequest"),
+        success: Success::Json("Refund"),
+        fails: &[Fail::Missing("transaction")],
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/refunds",
+        operation_id: "listRefunds",
+        tag: TREASURY,
+        summary: "List refunds",
+        description: "Needs `treasury:read`. Refunds the organization pays or receives, oldest first.",
+        auth: Auth::Key(TREASURY_READ),
+        query: PAGE,
+        success: Success::Json("RefundPage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/treasury/{orgId}/refunds/{id}",
+        operation_id: "getRefund",
+        tag: TREASURY,
+        summary: "Get a refund",
+        description: "Needs `treasury:read`. Payer and payee both see it.",
+        auth: Auth::Key(TREASURY_READ),
+        success: Success::Json("Refund"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/refunds/{id}/approve",
+        operation_id: "approveRefund",
+        tag: TREASURY,
+        summary: "Approve a refund",
+        description: "Needs `treasury:approve`; the payee only (else `403`). PENDING → APPROVED: moves the amount from the payee to the payer (REFUND_OUT and REFUND_IN transactions). The payee lacking available funds is `400 INSUFFICIENT_BALANCE`; a frozen payee balance `400 INVALID_STATE_TRANSITION`.",
+        auth: Auth::Key(TREASURY_APPROVE),
+        body: Body::Optional("OptionalReasonRequest"),
+        success: Success::Json("Refund"),
+        fails: &[Fail::Party, Fail::State, Fail::Funds],
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/refunds/{id}/reject",
+        operation_id: "rejectRefund",
+        tag: TREASURY,
+        summary: "Reject a refund",
+        description: "Needs `treasury:approve`; the payee only (else `403`). PENDING → REJECTED.",
+        auth: Auth::Key(TREASURY_APPROVE),
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Refund"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    },
+    // -------------------------------------------------------------- settings
+    Op {
+        method: Post,
+        path: "/api/v1/settings/api-keys",
+        operation_id: "createApiKey",
+        tag: SETTINGS,
+        summary: "Create an API key",
+        description: "Needs `settings:write`. A key cannot be granted a permission the calling key lacks (`403`). The secret is in this response only (and in an idempotent replay of it); it is stored hashed.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Required("CreateApiKeyRequest"),
+        success: Success::Json("ApiKeyCreated"),
+        fails: &[Fail::Party],
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/settings/api-keys",
+        operation_id: "listApiKeys",
+        tag: SETTINGS,
+        summary: "List API keys",
+        description: "Needs `settings:read`. The organization's keys, revoked ones included, without secrets. All of them in one page (`nextCursor` is always null).",
+        auth: Auth::Key(SETTINGS_READ),
+        success: Success::Json("ApiKeyPage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/settings/api-keys/{id}",
+        operation_id: "getApiKey",
+        tag: SETTINGS,
+        summary: "Get an API key",
+        description: "Needs `settings:read`. Without its secret.",
+        auth: Auth::Key(SETTINGS_READ),
+        success: Success::Json("ApiKey"),
+        ..BASE
+    },
+    Op {
+        method: Delete,
+        path: "/api/v1/settings/api-keys/{id}",
+        operation_id: "revokeApiKey",
+        tag: SETTINGS,
+        summary: "Revoke an API key",
+        description: "Needs `settings:write`. The key is refused (`401`) from the next request on. Revoking a revoked key changes nothing and answers it again.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("ApiKey"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/settings/api-logs",
+        operation_id: "listApiLogs",
+        tag: SETTINGS,
+        summary: "List API request logs",
+        description: "Needs `settings:read`. Every authenticated request the organization made under `/api/v1`, oldest first, with its bodies (secrets redacted; at most 64 KiB each). Admin calls are not logged.",
+        auth: Auth::Key(SETTINGS_READ),
+        query: API_LOG_LIST_QUERY,
+        success: Success::Json("ApiLogPage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/settings/api-logs/export",
+        operation_id: "exportApiLogs",
+        tag: SETTINGS,
+        summary: "Export API request logs",
+        description: "Needs `settings:read`. Every log record matching the filters, streamed as JSON lines (default) or CSV (`format=csv`, with a header row).",
+        auth: Auth::Key(SETTINGS_READ),
+        query: API_LOG_EXPORT_QUERY,
+        success: Success::ExportInline("ApiLog"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/settings/api-logs/{id}",
+        operation_id: "getApiLog",
+        tag: SETTINGS,
+        summary: "Get an API request log record",
+        description: "Needs `settings:read`.",
+        auth: Auth::Key(SETTINGS_READ),
+        success: Success::Json("ApiLog"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/settings/webhooks",
+        operation_id: "createWebhookEndpoint",
+        tag: SETTINGS,
+        summary: "Create a webhook endpoint",
+        description: "Needs `settings:write`. `events` filters what is sent: `*`, a family (`invoice.*`) or exact event names (see the `webhooks` section). The URL must be https or http to a public address (loopback and private targets are refused unless the server allows them). The signing secret (`whsec_...`) is in this response only (and in an idempotent replay of it) and on rotation.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Required("CreateWebhookEndpointRequest"),
+        success: Success::Json("WebhookEndpointWithSecret"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/settings/webhooks",
+        operation_id: "listWebhookEndpoints",
+        tag: SETTINGS,
+        summary: "List webhook endpoints",
+        description: "Needs `settings:read`. Without secrets, oldest first; deleted endpoints are left out.",
+        auth: Auth::Key(SETTINGS_READ),
+        query: PAGE,
+        success: Success::Json("WebhookEndpointPage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/settings/webhooks/{id}",
+        operation_id: "getWebhookEndpoint",
+        tag: SETTINGS,
+        summary: "Get a webhook endpoint",
+        description: "Needs `settings:read`. Without its secret.",
+        auth: Auth::Key(SETTINGS_READ),
+        success: Success::Json("WebhookEndpoint"),
+        ..BASE
+    },
+    Op {
+        method: Patch,
+        path: "/api/v1/settings/webhooks/{id}",
+        operation_id: "updateWebhookEndpoint",
+        tag: SETTINGS,
+        summary: "Edit a webhook endpoint",
+        description: "Needs `settings:write`. Only the fields sent change; `description: null` clears it; `enabled: false` pauses deliveries to it.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("UpdateWebhookEndpointRequest"),
+        success: Success::Json("WebhookEndpoint"),
+        ..BASE
+    },
+    Op {
+        method: Delete,
+        path: "/api/v1/settings/webhooks/{id}",
+        operation_id: "deleteWebhookEndpoint",
+        tag: SETTINGS,
+        summary: "Delete a webhook endpoint",
+        description: "Needs `settings:write`. Nothing more is sent to it; it is `404` afterwards. Answers the endpoint with `deleted: true`.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("DeletedWebhookEndpoint"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/settings/webhooks/{id}/rotate-secret",
+        operation_id: "rotateWebhookSecret",
+        tag: SETTINGS,
+        summary: "Rotate a webhook endpoint's secret",
+        description: "Needs `settings:write`. Answers the endpoint with its new secret. For 24 hours the previous secret keeps signing too, so receivers can switch over.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("WebhookEndpointWithSecret"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/settings/webhooks/{id}/test",
+        operation_id: "testWebhookEndpoint",
+        tag: SETTINGS,
+        summary: "Send a test event",
+        description: "Needs `settings:write`. Queues a `webhook.test` event to this endpoint whatever its filter, and answers its delivery. With a `requestId`, a retry answers the same delivery instead of sending again.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("WebhookDelivery"),
+        idempotency: Idem::Keyed,
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/settings/webhooks/{id}/deliveries",
+        operation_id: "listWebhookDeliveries",
+        tag: SETTINGS,
+        summary: "List an endpoint's deliveries",
+        description: "Needs `settings:read`. Newest first, each with its attempts.",
+        auth: Auth::Key(SETTINGS_READ),
+        query: &[
+            q("status", "Only deliveries in this state.", Ty::Schema("DeliveryStatus")),
+            Param::Limit,
+            Param::Cursor,
+        ],
+        success: Success::Json("WebhookDeliveryPage"),
+        ..BASE
+    },
+    Op {
+        method: Post,
+        path: "/api/v1/settings/webhooks/{id}/deliveries/{deliveryId}/redeliver",
+        operation_id: "redeliverWebhook",
+        tag: SETTINGS,
+        summary: "Send a delivery again",
+        description: "Needs `settings:write`. Whatever its status, the delivery becomes PENDING and is sent from now with a fresh retry schedule. With a `requestId`, a retry of this call changes nothing more.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("WebhookDelivery"),
+        idempotency: Idem::Keyed,
+        ..BASE
+    },
+    // --------------------------------------------------------------- storage
+    Op {
+        method: Post,
+        path: "/api/v1/storage",
+        operation_id: "uploadFile",
+        tag: STORAGE,
+        summary: "Upload a file",
+        description: "Needs `storage:write`. Either `multipart/form-data` with a `file` part (its filename and content type are used), or the raw bytes with their `Content-Type` and `?filename=`. Streamed to storage; over the configured limit (`EXPEREON_MAX_UPLOAD_BYTES`) is `413` and nothing is kept. A missing content type is sniffed from the first bytes. Idempotent through the `Idempotency-Key` header (same filename, content type and bytes).",
+        auth: Auth::Key(STORAGE_WRITE),
+        query: &[q(
+            "filename",
+            "The file's name, for a raw (non-multipart) upload: 1 to 255 characters, no control characters.",
+            Ty::Str,
+        )],
+        body: Body::Upload,
+        success: Success::Json("File"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/storage",
+        operation_id: "listFiles",
+        tag: STORAGE,
+        summary: "List files",
+        description: "Needs `storage:read`. The organization's own files (not deleted), oldest first.",
+        auth: Auth::Key(STORAGE_READ),
+        query: PAGE,
+        success: Success::Json("FilePage"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/storage/{id}",
+        operation_id: "downloadFile",
+        tag: STORAGE,
+        summary: "Download a file",
+        description: "Needs `storage:read`. The bytes, with the file's `Content-Type` and a `Content-Disposition: attachment`. The owner may read it, and so may the counterparty of an invoice it is attached to that the counterparty can see.",
+        auth: Auth::Key(STORAGE_READ),
+        success: Success::File,
+        ..BASE
+    },
+    Op {
+        method: Delete,
+        path: "/api/v1/storage/{id}",
+        operation_id: "deleteFile",
+        tag: STORAGE,
+        summary: "Delete a file",
+        description: "Needs `storage:write`; the owner only. A file attached to an invoice that is no longer a DRAFT cannot be deleted (`400`). Answers the deleted file's metadata. Idempotent through the `Idempotency-Key` header.",
+        auth: Auth::Key(STORAGE_WRITE),
+        success: Success::Json("File"),
+        ..BASE
+    },
+    Op {
+        path: "/api/v1/storage/{id}/metadata",
+        operation_id: "getFileMetadata",
+        tag: STORAGE,
+        summary: "Get a file's metadata",
+        description: "Needs `storage:read`. Same visibility as the download.",
+        auth: Auth::Key(STORAGE_READ),
+        success: Success::Json("File"),
+        ..BASE
+    },
+];
+
+// ---------------------------------------------------------------------------
+// The document
+// ---------------------------------------------------------------------------
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    for op in OPERATIONS {
+        let item = paths
+            .entry(op.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(item) = item {
+            item.insert(op.method.as_str().to_owned(), operation(op));
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Expereon API",
+            "version": "1",
+            "summary": "Event-sourced B2B financial ledger: connections, invoices, settlement, treasury.",
+            "description": info_description(),
+        },
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "servers": [{ "url": "/", "description": "This server. Paths carry the `/api/v1` base path." }],
+        "tags": TAGS.iter().map(|(name, description)| json!({ "name": name, "description": description })).collect::<Vec<_>>(),
+        "paths": paths,
+        "webhooks": webhooks(),
+        "components": {
+            "schemas": schemas(),
+            "responses": shared_responses(),
+            "examples": examples(),
+            "parameters": parameters(),
+            "headers": headers(),
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "apiKey", "in": "header", "name": "X-API-Key",
+                    "description": "The API key id. Always sent with `X-API-Secret`.",
+                },
+                "apiSecret": {
+                    "type": "apiKey", "in": "header", "name": "X-API-Secret",
+                    "description": "The API key's secret, shown once when the key is created.",
+                },
+                "adminToken": {
+                    "type": "apiKey", "in": "header", "name": "X-Admin-Token",
+                    "description": "The server's configured `EXPEREON_ADMIN_TOKEN`. Admin routes answer 404 when none is configured.",
+                },
+            },
+        },
+    })
+}
+
+/// The document as served, built once.
+pub fn document_bytes() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default())
 }
 
 pub async fn serve() -> impl IntoResponse {
-    axum::Json(document())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document_bytes(),
+    )
+}
+
+fn info_description() -> String {
+    let limit = crate::paging::MAX_LIMIT;
+    let default_limit = crate::paging::DEFAULT_LIMIT;
+    let bulk = crate::routes::invoices::BULK_MAX;
+    format!(
+        r#"Expereon is an event-sourced ledger for business-to-business invoicing and settlement. This document lists exactly the routes this server serves.
+
+## Conventions
+- Base path `/api/v1`; JSON bodies (`Content-Type: application/json`), `camelCase` fields, UTF-8. Unknown body fields are refused (`400 VALIDATION_ERROR`).
+- Every success is `200` with the resource, or for lists `{{ "data": [...], "nextCursor": "..." | null }}`.
+- Every response carries `X-Request-Id`: the one the client sent (up to 128 visible ASCII characters), otherwise one generated by the server.
+- Timestamps are RFC 3339 in UTC (`2025-01-31T12:00:00Z`); dates are `YYYY-MM-DD`. Time filters (`from`, `to`, `asOf`) take an RFC 3339 time or a date meaning midnight UTC.
+
+## Authentication and permissions
+- Organization calls: `X-API-Key: <key id>` and `X-API-Secret: <secret>`. Missing, invalid, revoked or expired credentials are `401 UNAUTHORIZED`.
+- Operator calls (`/api/v1/admin/...`): `X-Admin-Token`. Admin routes answer `404` when the server has no admin token configured.
+- Each operation names the permission it needs (in its description, its security requirement and `x-permissions`); a key lacking it gets `403 FORBIDDEN`. Permissions: `invoices:read`, `invoices:write` (seller side), `invoices:approve` (buyer side), `payments:read`, `payments:write`, `treasury:read`, `treasury:write`, `treasury:approve`, `settings:read`, `settings:write`, `storage:read`, `storage:write`, or `*` (all).
+- Who may act: the wrong party for an action (a seller approving, a buyer submitting, a requester accepting its own request) is `403 FORBIDDEN`; the right party in the wrong state is `400 INVALID_STATE_TRANSITION` with `details.currentState`; a resource the caller may not see at all (another organization's, or a draft to the buyer) is `404 NOT_FOUND`, never revealing that it exists.
+
+## Idempotency
+Every POST, PUT, PATCH and DELETE accepts a `requestId` (UUID) in the body, or, for calls without a body, an `Idempotency-Key` header (both may be sent if they are equal). It is scoped to the organization (or to the operator). Retrying with the same `requestId`, method, path and body answers the original status and body byte for byte, with an `Idempotent-Replayed: true` header, and applies nothing twice. The same `requestId` with a different method, path or body is `409 IDEMPOTENCY_KEY_REUSED`; a duplicate sent while the original is still being processed gets `409 REQUEST_IN_PROGRESS` or the original response. Records are kept at least 24 hours (configurable). The record is written atomically with the events the request produced. A request without a `requestId` is not deduplicated. A `500` is safe to retry with the same `requestId`. Uploads (`POST /api/v1/storage`) and `DELETE /api/v1/storage/{{id}}` take the key in the `Idempotency-Key` header only. `POST .../webhooks/{{id}}/test` and `.../redeliver` use it so that a retry does not send again, without replay or `409`. `POST /api/v1/admin/clock` takes none.
+
+## Money
+- Amounts are decimal **strings** (schema `Money`, e.g. `"1250.00"`), never JSON numbers, with an ISO 4217 `currency`. An amount with more decimals than the currency's minor units (USD/EUR 2, JPY 0, KWD 3, …) is `400`, even if the extra digits are zeros; signs and exponents are refused. Amounts are greater than zero unless stated.
+- Responses write money with exactly the currency's minor units (`"4.50"`, `"999"`, `"3.765"`).
+- `quantity` is a decimal string greater than 0 with up to 6 decimals; `taxRate` is a percentage string from 0 to 100 with up to 4 decimals (`"7.5"`).
+- Line `amount` = quantity × unitPrice, rounded half away from zero to the currency's minor units; line `taxAmount` = that rounded amount × taxRate / 100, rounded the same way. Invoice `subtotal`, `taxTotal` and `total` are sums of the per-line figures.
+
+## Paging and lists
+- `?limit=` 1..{limit} (default {default_limit}); `?cursor=` is the opaque `nextCursor` of the previous page; `nextCursor` is null on the last page. Pages stay stable when items are added.
+- `GET /api/v1/invoices` sorts by `createdAt` descending (newest first) by default; `sort=dueDate|createdAt|total` and `order=asc|desc` change it (`dueDate` and `total` default to ascending). `dueBefore` and `dueAfter` are inclusive.
+- Other lists are oldest first (webhook deliveries: newest first). `from` is inclusive and `to` exclusive, on the record's creation time.
+- Exports (`.../export?format=csv|jsonl`) stream every matching record, JSON lines by default.
+
+## Errors
+`{{ "error": {{ "code": "INVALID_STATE_TRANSITION", "message": "...", "details": {{...}} }} }}` (schema `Error`). Statuses: `400` VALIDATION_ERROR, INVALID_STATE_TRANSITION, INSUFFICIENT_BALANCE; `401` UNAUTHORIZED; `403` FORBIDDEN; `404` NOT_FOUND; `405` METHOD_NOT_ALLOWED; `409` VERSION_CONFLICT, IDEMPOTENCY_KEY_REUSED, REQUEST_IN_PROGRESS; `413` PAYLOAD_TOO_LARGE; `415` (code VALIDATION_ERROR) a body that is not JSON; `429` RATE_LIMITED, with `Retry-After`; `500` INTERNAL, which never leaks internals; `503` UNAVAILABLE while the server shuts down.
+
+## Webhooks
+Endpoints (`/api/v1/settings/webhooks`) receive the events of the `webhooks` section of this document as `POST` JSON `{{ "id", "type", "createdAt", "organizationId", "data" }}`, with the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,<base64 HMAC-SHA256 over "{{id}}.{{timestamp}}.{{body}}" keyed by the base64-decoded part of the whsec_ secret>`), and `X-Signature` carrying the same value. A 2xx within the timeout (10 s) is success; otherwise retries follow after 1 m, 5 m, 30 m, 2 h and 12 h (configurable), after which the delivery is FAILED and can be redelivered by hand. Each event goes to every enabled endpoint of each organization party to it whose filter matches; drafts are the seller's alone.
+
+## Bulk calls
+Bulk calls take up to {bulk} ids and answer `{{ "results": [ {{ "id", "ok": true|false, "data"?, "error"?: {{ "code", "message" }} }} ], "succeeded", "failed" }}`; each item succeeds or fails on its own. Their `/preview` twins answer the same results plus totals and change nothing.
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Operations
+// ---------------------------------------------------------------------------
+
+/// The `{name}` segments of a path, in order.
+pub fn path_params(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .collect()
+}
+
+/// The resource a path parameter names, and its description.
+fn path_param(path: &str, name: &str) -> (&'static str, Value) {
+    let segments: Vec<&str> = path.split('/').collect();
+    let before = segments
+        .iter()
+        .position(|s| *s == format!("{{{name}}}"))
+        .and_then(|i| i.checked_sub(1))
+        .map(|i| segments[i])
+        .unwrap_or("");
+    let admin = path.starts_with("/api/v1/admin/");
+    match name {
+        "orgId" if admin => (
+            "organization",
+            json!({ "description": "The organization's id.", "schema": { "type": "string", "format": "uuid" } }),
+        ),
+        "orgId" => (
+            "organization",
+            json!({
+                "description": "The caller's own organization id, or `me`. Any other organization is `404`.",
+                "schema": { "anyOf": [ { "type": "string", "format": "uuid" }, { "const": "me" } ] },
+            }),
+        ),
+        "currency" => (
+            "balance",
+            json!({ "description": "The balance's currency (created on first use).", "schema": r("Currency") }),
+        ),
+        "balanceId" => ("balance", uuid_param("The balance's id.")),
+        "lineItemId" => ("line item", uuid_param("The line item's id.")),
+        _ => {
+            let resource = match before {
+                "connections" => "connection",
+                "invoices" => "invoice",
+                "payments" => "payment",
+                "transactions" => "transaction",
+                "withdrawals" => "withdrawal",
+                "refunds" => "refund",
+                "api-keys" => "API key",
+                "webhooks" => "webhook endpoint",
+                "storage" => "file",
+                "api-logs" => "API log",
+                "deliveries" => "delivery",
+                _ => "resource",
+            };
+            (resource, uuid_param(&format!("The {resource}'s id.")))
+        }
+    }
+}
+
+fn uuid_param(description: &str) -> Value {
+    json!({ "description": description, "schema": { "type": "string", "format": "uuid" } })
+}
+
+fn param_schema(ty: Ty) -> Value {
+    match ty {
+        Ty::Str => json!({ "type": "string" }),
+        Ty::Uuid => json!({ "type": "string", "format": "uuid" }),
+        Ty::Date => json!({ "type": "string", "format": "date" }),
+        Ty::Instant => r("Instant"),
+        Ty::Currency => r("Currency"),
+        Ty::Int { min, max, default } => {
+            let mut s = json!({ "type": "integer", "minimum": min });
+            if max != u64::MAX {
+                s["maximum"] = json!(max);
+            }
+            if let Some(d) = default {
+                s["default"] = json!(d);
+            }
+            s
+        }
+        Ty::Enum { values, default } => {
+            let mut s = json!({ "type": "string", "enum": values });
+            if let Some(d) = default {
+                s["default"] = json!(d);
+            }
+            s
+        }
+        Ty::Schema(name) => r(name),
+    }
+}
+
+fn query_param(p: &Param) -> Value {
+    let shared = match p {
+        Param::Limit => "Limit",
+        Param::Cursor => "Cursor",
+        Param::From => "From",
+        Param::To => "To",
+        Param::Format => "Format",
+        Param::Query {
+            name,
+            description,
+            schema,
+        } => {
+            return json!({
+                "name": name,
+                "in": "query",
+                "required": false,
+                "description": description,
+                "schema": param_schema(*schema),
+            })
+        }
+    };
+    json!({ "$ref": format!("#/components/parameters/{shared}") })
+}
+
+fn operation(op: &Op) -> Value {
+    let mut parameters: Vec<Value> = path_params(op.path)
+        .into_iter()
+        .map(|name| {
+            let (_, mut p) = path_param(op.path, name);
+            p["name"] = json!(name);
+            p["in"] = json!("path");
+            p["required"] = json!(true);
+            p
+        })
+        .collect();
+    parameters.extend(op.query.iter().map(query_param));
+    if op.is_idempotent() {
+        parameters.push(json!({ "$ref": "#/components/parameters/IdempotencyKey" }));
+    }
+    let mut o = json!({
+        "operationId": op.operation_id,
+        "tags": [op.tag],
+        "summary": op.summary,
+        "description": op.description,
+        "parameters": parameters,
+        "responses": responses(op),
+    });
+    match op.auth {
+        Auth::Public => o["security"] = json!([]),
+        Auth::Admin => o["security"] = json!([{ "adminToken": [] }]),
+        Auth::Key(permissions) => {
+            // OpenAPI 3.1 lets apiKey requirements name roles: the permission.
+            o["security"] = Value::Array(
+                permissions
+                    .iter()
+                    .map(|p| json!({ "apiKey": [p], "apiSecret": [] }))
+                    .collect(),
+            );
+            o["x-permissions"] = json!(permissions);
+        }
+    }
+    match op.body {
+        Body::None => {}
+        Body::Required(schema) | Body::Optional(schema) => {
+            o["requestBody"] = json!({
+                "required": matches!(op.body, Body::Required(_)),
+                "content": { "application/json": { "schema": r(schema) } },
+            });
+        }
+        Body::Upload => {
+            o["requestBody"] = json!({
+                "required": true,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": r("FileUpload"),
+                        "encoding": { "file": { "contentType": "*/*" } },
+                    },
+                    "*/*": {
+                        "schema": { "type": "string", "contentMediaType": "application/octet-stream" },
+                    },
+                },
+            });
+        }
+    }
+    o
+}
+
+fn success(op: &Op) -> Value {
+    let mut headers = json!({ "X-Request-Id": { "$ref": "#/components/headers/XRequestId" } });
+    if op.replays() {
+        headers["Idempotent-Replayed"] =
+            json!({ "$ref": "#/components/headers/IdempotentReplayed" });
+    }
+    let (description, content) = match op.success {
+        Success::Json(schema) => ("OK", json!({ "application/json": { "schema": r(schema) } })),
+        Success::JsonLines(schema) => (
+            "OK: JSON lines, one object per line (the schema describes one line).",
+            json!({ "application/x-ndjson": { "schema": r(schema) } }),
+        ),
+        Success::Export(schema) => {
+            headers["Content-Disposition"] =
+                json!({ "$ref": "#/components/headers/ContentDisposition" });
+            (
+                "OK: a streamed attachment. JSON lines (one object per line, the schema describes one line), or CSV with a header row and one column per field of the schema (null as an empty cell).",
+                json!({
+                    "application/x-ndjson": { "schema": r(schema) },
+                    "text/csv": { "schema": { "type": "string" } },
+                }),
+            )
+        }
+        Success::ExportInline(schema) => (
+            "OK: a stream of JSON lines (one object per line, the schema describes one line), or CSV with a header row and one column per field of the schema (null as an empty cell).",
+            json!({
+                "application/x-ndjson": { "schema": r(schema) },
+                "text/csv": { "schema": { "type": "string" } },
+            }),
+        ),
+        Success::File => {
+            headers["Content-Disposition"] =
+                json!({ "$ref": "#/components/headers/ContentDisposition" });
+            (
+                "OK: the file's bytes, with the `Content-Type` it was stored with.",
+                json!({ "*/*": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } }),
+            )
+        }
+        Success::Text(media) => {
+            let mut content = Map::new();
+            content.insert(media.to_owned(), json!({ "schema": { "type": "string" } }));
+            ("OK", Value::Object(content))
+        }
+    };
+    json!({ "description": description, "headers": headers, "content": content })
+}
+
+/// An error the operation may answer, rendered by `ApiError` itself.
+struct Documented {
+    error: ApiError,
+    /// Example key, unique within the operation.
+    key: String,
+    when: String,
+}
+
+fn documented_errors(op: &Op) -> Vec<Documented> {
+    let mut out = Vec::new();
+    let mut add = |error: ApiError, key: &str, when: &str| {
+        out.push(Documented {
+            error,
+            key: key.to_owned(),
+            when: when.to_owned(),
+        })
+    };
+    let has_body = op.body != Body::None;
+    let idempotent = op.is_idempotent();
+    let params = path_params(op.path);
+    // 400
+    if has_body || idempotent || !op.query.is_empty() || params.contains(&"currency") {
+        add(
+            ApiError::Validation("dueDate must be a date YYYY-MM-DD".into()),
+            "VALIDATION_ERROR",
+            "VALIDATION_ERROR: a malformed or invalid body, query, header or path parameter, or a request the rules refuse.",
+        );
+    }
+    if op.fails.contains(&Fail::State) {
+        add(
+            ApiError::InvalidState {
+                message: "cannot do this while it is in state APPROVED".into(),
+                current: "APPROVED",
+            },
+            "INVALID_STATE_TRANSITION",
+            "INVALID_STATE_TRANSITION: the current state does not allow this (`details.currentState`).",
+        );
+    }
+    if op.fails.contains(&Fail::Funds) {
+        add(
+            ApiError::InsufficientBalance {
+                message: "insufficient available balance in USD: needed 1250.00, available 100.00".into(),
+                details: json!({ "currency": "USD", "needed": "1250.00", "available": "100.00" }),
+            },
+            "INSUFFICIENT_BALANCE",
+            "INSUFFICIENT_BALANCE: not enough available funds (`details.currency`, `needed`, `available`); nothing changed.",
+        );
+    }
+    // 401, 403
+    match op.auth {
+        Auth::Public => {}
+        Auth::Admin => add(
+            ApiError::Unauthorized("missing admin token"),
+            "UNAUTHORIZED_ADMIN",
+            "UNAUTHORIZED: missing or wrong `X-Admin-Token`.",
+        ),
+        Auth::Key(permissions) => {
+            add(
+                ApiError::Unauthorized("missing or invalid API credentials"),
+                "UNAUTHORIZED",
+                "UNAUTHORIZED: missing, invalid, revoked or expired API credentials.",
+            );
+            let names = permissions
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let key = format!("FORBIDDEN_{}", permissions.join("_or_").replace(':', "-"));
+            add(
+                ApiError::Forbidden(format!("this API key lacks the {names} permission")),
+                &key,
+                &format!("FORBIDDEN: the API key lacks the {names} permission."),
+            );
+            if op.fails.contains(&Fail::Party) {
+                add(
+                    ApiError::Forbidden("this party may not do this".into()),
+                    "FORBIDDEN_PARTY",
+                    "FORBIDDEN: valid credentials and permission, but the rules of this operation refuse this caller (the wrong party, or as the description says).",
+                );
+            }
+        }
+    }
+    // 404
+    if op.auth == Auth::Admin {
+        add(
+            ApiError::RouteNotFound,
+            "NOT_FOUND_ADMIN_DISABLED",
+            "NOT_FOUND: admin routes are disabled (no admin token configured).",
+        );
+    }
+    let mut resources: Vec<&str> = params.iter().map(|p| path_param(op.path, p).0).collect();
+    resources.extend(op.fails.iter().filter_map(|f| match f {
+        Fail::Missing(what) => Some(*what),
+        _ => None,
+    }));
+    // The admin currency path parameter opens a balance; it is never missing.
+    if op.auth == Auth::Admin {
+        resources.retain(|r| *r != "balance");
+    }
+    resources.dedup();
+    for what in resources {
+        add(
+            ApiError::NotFound(static_name(what)),
+            &format!("NOT_FOUND_{}", what.replace(' ', "_")),
+            &format!("NOT_FOUND: no such {what}, or the caller may not see it."),
+        );
+    }
+    // 409
+    if op.fails.contains(&Fail::Version) {
+        add(
+            ApiError::VersionConflict {
+                message: "expected version 3, current version 4".into(),
+                current: 4,
+            },
+            "VERSION_CONFLICT",
+            "VERSION_CONFLICT: `expectedVersion` is stale (`details.currentVersion`).",
+        );
+    }
+    if op.replays() {
+        add(
+            ApiError::IdempotencyKeyReused,
+            "IDEMPOTENCY_KEY_REUSED",
+            "IDEMPOTENCY_KEY_REUSED: this `requestId` was used for a different method, path or body.",
+        );
+        add(
+            ApiError::RequestInProgress,
+            "REQUEST_IN_PROGRESS",
+            "REQUEST_IN_PROGRESS: the original request with this `requestId` is still being processed.",
+        );
+    }
+    if has_body {
+        let (limit, what, key) = match op.body {
+            Body::Upload => (
+                26_214_400,
+                "the upload is over `EXPEREON_MAX_UPLOAD_BYTES`",
+                "PAYLOAD_TOO_LARGE_UPLOAD",
+            ),
+            _ => (
+                1_048_576,
+                "the body is over the configured limit",
+                "PAYLOAD_TOO_LARGE",
+            ),
+        };
+        add(
+            ApiError::PayloadTooLarge { limit },
+            key,
+            &format!("PAYLOAD_TOO_LARGE: {what} (`details.limitBytes`)."),
+        );
+    }
+    if op.json_body() {
+        add(
+            ApiError::UnsupportedMediaType(
+                "send the body as Content-Type: application/json".into(),
+            ),
+            "UNSUPPORTED_MEDIA_TYPE",
+            "VALIDATION_ERROR: a non-empty body that is not `application/json`.",
+        );
+    }
+    if matches!(op.auth, Auth::Key(_)) {
+        add(
+            ApiError::RateLimited {
+                retry_after_secs: 1,
+            },
+            "RATE_LIMITED",
+            "RATE_LIMITED: over the per-key rate limit; retry after `Retry-After` seconds.",
+        );
+    }
+    add(
+        ApiError::Internal(String::new()),
+        "INTERNAL",
+        "INTERNAL: an unexpected failure; nothing internal is revealed. Safe to retry with the same `requestId`.",
+    );
+    if op.replays() {
+        add(
+            ApiError::Unavailable,
+            "UNAVAILABLE",
+            "UNAVAILABLE: the server is shutting down; retry with the same `requestId`.",
+        );
+    }
+    out
+}
+
+/// `ApiError::NotFound` takes a `&'static str`.
+fn static_name(what: &str) -> &'static str {
+    const NAMES: [&str; 15] = [
+        "organization",
+        "balance",
+        "line item",
+        "connection",
+        "invoice",
+        "payment",
+        "transaction",
+        "withdrawal",
+        "refund",
+        "API key",
+        "webhook endpoint",
+        "file",
+        "API log",
+        "delivery",
+        "resource",
+    ];
+    NAMES.into_iter().find(|n| *n == what).unwrap_or("resource")
+}
+
+/// An operation's error responses by status: the name of the shared
+/// response (components/responses) and the response itself. A response is
+/// named by its status and example keys, which determine it.
+fn error_responses(op: &Op) -> Vec<(u16, String, Value)> {
+    let mut by_status: std::collections::BTreeMap<u16, Vec<Documented>> = Default::default();
+    for d in documented_errors(op) {
+        by_status
+            .entry(d.error.status().as_u16())
+            .or_default()
+            .push(d);
+    }
+    by_status
+        .into_iter()
+        .map(|(status, errors)| {
+            let name = std::iter::once(status.to_string())
+                .chain(errors.iter().map(|d| d.key.clone()))
+                .collect::<Vec<_>>()
+                .join("_");
+            let description = errors
+                .iter()
+                .map(|d| d.when.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let examples: Map<String, Value> = errors
+                .iter()
+                .map(|d| {
+                    let reference = json!({ "$ref": format!("#/components/examples/{}", d.key) });
+                    (d.key.clone(), reference)
+                })
+                .collect();
+            let mut headers =
+                json!({ "X-Request-Id": { "$ref": "#/components/headers/XRequestId" } });
+            if status == 429 {
+                headers["Retry-After"] = json!({ "$ref": "#/components/headers/RetryAfter" });
+            }
+            let response = json!({
+                "description": description,
+                "headers": headers,
+                "content": { "application/json": { "schema": r("Error"), "examples": examples } },
+            });
+            (status, name, response)
+        })
+        .collect()
+}
+
+fn responses(op: &Op) -> Value {
+    let mut out = Map::new();
+    out.insert("200".into(), success(op));
+    for (status, name, _) in error_responses(op) {
+        out.insert(
+            status.to_string(),
+            json!({ "$ref": format!("#/components/responses/{name}") }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// Every error response the operations reference.
+fn shared_responses() -> Value {
+    let mut out = Map::new();
+    for op in OPERATIONS {
+        for (_, name, response) in error_responses(op) {
+            out.insert(name, response);
+        }
+    }
+    Value::Object(out)
+}
+
+// ---------------------------------------------------------------------------
+// Components
+// ---------------------------------------------------------------------------
+
+/// Every error example the operations reference, rendered by `ApiError`.
+/// A key names one example: the keys carry whatever makes examples differ.
+fn examples() -> Value {
+    let mut out = Map::new();
+    for op in OPERATIONS {
+        for d in documented_errors(op) {
+            let body: Value = serde_json::from_slice(&d.error.body()).unwrap_or(Value::Null);
+            let example = json!({ "summary": d.when, "value": body });
+            debug_assert!(
+                out.get(&d.key).is_none_or(|e| *e == example),
+                "two different error examples named {}",
+                d.key
+            );
+            out.insert(d.key, example);
+        }
+    }
+    Value::Object(out)
+}
+
+/// `{"$ref": "#/components/schemas/<name>"}`
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// The schema, or null.
+fn nullable(schema: Value) -> Value {
+    match schema.get("type") {
+        Some(Value::String(t)) if schema.get("$ref").is_none() => {
+            let mut s = schema.clone();
+            s["type"] = json!([t, "null"]);
+            if let Some(Value::Array(values)) = s.get_mut("enum") {
+                values.push(Value::Null);
+            }
+            s
+        }
+        _ => json!({ "anyOf": [schema, { "type": "null" }] }),
+    }
+}
+
+/// `$ref` with a description beside it (allowed in 3.1).
+fn rd(name: &str, description: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}"), "description": description })
+}
+
+fn string(description: &str) -> Value {
+    json!({ "type": "string", "description": description })
+}
+
+fn id(description: &str) -> Value {
+    json!({ "type": "string", "format": "uuid", "description": description })
+}
+
+fn timestamp(description: &str) -> Value {
+    rd("Timestamp", description)
+}
+
+fn money(description: &str) -> Value {
+    rd("Money", description)
+}
+
+fn int(description: &str) -> Value {
+    json!({ "type": "integer", "minimum": 0, "description": description })
+}
+
+/// A response object: every property listed is always present.
+fn resource(description: &str, properties: Value) -> Value {
+    let required: Vec<String> = properties
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    json!({ "type": "object", "description": description, "required": required, "properties": properties })
+}
+
+/// A request body: unknown fields are refused.
+fn request(description: &str, required: &[&str], mut properties: Value) -> Value {
+    properties["requestId"] = r("RequestId");
+    json!({
+        "type": "object",
+        "description": description,
+        "required": required,
+        "properties": properties,
+        "additionalProperties": false,
+    })
+}
+
+fn page(item: &str) -> Value {
+    json!({
+        "type": "object",
+        "description": format!("A page of {item} objects."),
+        "required": ["data", "nextCursor"],
+        "properties": {
+            "data": { "type": "array", "items": r(item) },
+            "nextCursor": {
+                "type": ["string", "null"],
+                "description": "Pass as `cursor` for the next page; null on the last page.",
+            },
+        },
+    })
+}
+
+fn bulk_result(data: &str) -> Value {
+    json!({
+        "type": "object",
+        "description": "One result per item, in request order; each succeeded or failed on its own.",
+        "required": ["results", "succeeded", "failed"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "ok"],
+                    "properties": {
+                        "id": { "type": ["string", "null"], "format": "uuid", "description": "The item's id." },
+                        "ok": { "type": "boolean" },
+                        "data": rd(data, "The resource after the action (when `ok`)."),
+                        "error": rd("BulkItemError", "Why it failed (when not `ok`)."),
+                    },
+                },
+            },
+            "succeeded": int("How many succeeded."),
+            "failed": int("How many failed."),
+        },
+    })
+}
+
+fn error_codes() -> Vec<&'static str> {
+    vec![
+        "VALIDATION_ERROR",
+        "INVALID_STATE_TRANSITION",
+        "INSUFFICIENT_BALANCE",
+        "UNAUTHORIZED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "METHOD_NOT_ALLOWED",
+        "VERSION_CONFLICT",
+        "IDEMPOTENCY_KEY_REUSED",
+        "REQUEST_IN_PROGRESS",
+        "PAYLOAD_TOO_LARGE",
+        "RATE_LIMITED",
+        "UNAVAILABLE",
+        "INTERNAL",
+    ]
+}
+
+/// Every component schema.
+pub fn schemas() -> Value {
+    let currencies: Vec<&str> = Currency::all().map(Currency::code).collect();
+    let minor_units = Currency::all()
+        .map(|c| format!("{} {}", c.code(), c.minor_units()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let permissions: Vec<&str> = Permission::NAMES.iter().map(|(n, _)| *n).collect();
+    let invoice_statuses: Vec<&str> = InvoiceStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let line_items = format!("At most {MAX_LINE_ITEMS} line items.");
+    let attachments = format!("File ids (at most {MAX_ATTACHMENTS}), files of the seller.");
+    let text = format!("At most {MAX_TEXT_CHARS} characters.");
+    let bulk_max = crate::routes::invoices::BULK_MAX;
+    let mut s = Map::new();
+    // ------------------------------------------------------- primitives
+    s.insert("Money".into(), json!({
+        "type": "string",
+        "pattern": "^[0-9]+(\\.[0-9]{1,3})?$",
+        "description": "A decimal amount as a string, never a JSON number. Input: digits with an optional fraction of at most the currency's minor units (more is 400, even zeros), no sign or exponent, at most 10^15. Output: exactly the currency's minor units (`\"4.50\"` USD, `\"999\"` JPY, `\"3.765\"` KWD).",
+        "examples": ["1250.00"],
+    }));
+    s.insert("Quantity".into(), json!({
+        "type": "string",
+        "pattern": "^[0-9]+(\\.[0-9]{1,6})?$",
+        "description": "A decimal string greater than 0, at most 6 decimals, at most 1000000000.",
+        "examples": ["1.5"],
+    }));
+    s.insert(
+        "TaxRate".into(),
+        json!({
+            "type": "string",
+            "pattern": "^[0-9]+(\\.[0-9]{1,4})?$",
+            "description": "A percentage as a decimal string from 0 to 100, at most 4 decimals.",
+            "examples": ["7.5"],
+        }),
+    );
+    s.insert(
+        "Currency".into(),
+        json!({
+            "type": "string",
+            "enum": currencies,
+            "description": format!("An ISO 4217 code, upper case. Minor units: {minor_units}."),
+        }),
+    );
+    s.insert(
+        "Date".into(),
+        json!({ "type": "string", "format": "date", "description": "`YYYY-MM-DD`." }),
+    );
+    s.insert(
+        "Timestamp".into(),
+        json!({ "type": "string", "format": "date-time", "description": "RFC 3339, UTC." }),
+    );
+    s.insert(
+        "Instant".into(),
+        json!({
+            "description": "An RFC 3339 time, or a date meaning midnight UTC.",
+            "anyOf": [
+                { "type": "string", "format": "date-time" },
+                { "type": "string", "format": "date" },
+            ],
+        }),
+    );
+    s.insert("RequestId".into(), json!({
+        "type": "string",
+        "format": "uuid",
+        "description": "Idempotency key (see Idempotency). Equivalent to the `Idempotency-Key` header; if both are sent they must be equal.",
+    }));
+    s.insert(
+        "Permission".into(),
+        json!({ "type": "string", "enum": permissions }),
+    );
+    s.insert(
+        "InvoiceStatus".into(),
+        json!({ "type": "string", "enum": invoice_statuses }),
+    );
+    s.insert(
+        "PaymentStatus".into(),
+        json!({ "type": "string", "enum": PAYMENT_STATUSES }),
+    );
+    s.insert(
+        "ConnectionStatus".into(),
+        json!({ "type": "string", "enum": CONNECTION_STATUSES }),
+    );
+    s.insert(
+        "WithdrawalStatus".into(),
+        json!({ "type": "string", "enum": WITHDRAWAL_STATUSES }),
+    );
+    s.insert(
+        "RefundStatus".into(),
+        json!({ "type": "string", "enum": REFUND_STATUSES }),
+    );
+    s.insert(
+        "TransactionType".into(),
+        json!({ "type": "string", "enum": TRANSACTION_TYPES }),
+    );
+    s.insert(
+        "Party".into(),
+        json!({ "type": "string", "enum": ["SELLER", "BUYER"] }),
+    );
+    s.insert(
+        "ErrorCode".into(),
+        json!({ "type": "string", "enum": error_codes() }),
+    );
+    // ----------------------------------------------------------- errors
+    s.insert("Error".into(), json!({
+        "type": "object",
+        "description": "Every error answer.",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": r("ErrorCode"),
+                    "message": string("Human readable; not for matching."),
+                    "details": {
+                        "type": "object",
+                        "description": "Machine-readable context: `currentState` (INVALID_STATE_TRANSITION), `currentVersion` (VERSION_CONFLICT), `currency`/`needed`/`available` (INSUFFICIENT_BALANCE), `limitBytes` (PAYLOAD_TOO_LARGE), `retryAfterSeconds` (RATE_LIMITED); otherwise empty.",
+                        "additionalProperties": true,
+                    },
+                },
+            },
+        },
+    }));
+    s.insert(
+        "BulkItemError".into(),
+        json!({
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": { "code": r("ErrorCode"), "message": { "type": "string" } },
+        }),
+    );
+    // --------------------------------------------------------- requests
+    s.insert("EmptyRequest".into(), request("No fields but the optional `requestId`; the body may be left out (send `Idempotency-Key` instead).", &[], json!({})));
+    s.insert(
+        "ReasonRequest".into(),
+        request(
+            "",
+            &["reason"],
+            json!({ "reason": string(&format!("Required, not blank. {text}")) }),
+        ),
+    );
+    s.insert(
+        "OptionalReasonRequest".into(),
+        request(
+            "",
+            &[],
+            json!({ "reason": string("Accepted and not recorded.") }),
+        ),
+    );
+    s.insert(
+        "CreateOrganizationRequest".into(),
+        request(
+            "",
+            &["name"],
+            json!({ "name": string("1 to 200 characters, trimmed.") }),
+        ),
+    );
+    s.insert("DepositRequest".into(), request("", &["currency", "amount"], json!({
+        "currency": r("Currency"),
+        "amount": money("Greater than zero."),
+        "reference": string("Kept on the DEPOSIT transaction; at most 200 characters. Default empty."),
+    })));
+    s.insert("SetCollateralRequest".into(), request("", &["amount"], json!({
+        "amount": money("Zero or more; replaces the current collateral. At most `total - reserved`."),
+    })));
+    s.insert(
+        "CreateConnectionRequest".into(),
+        request(
+            "",
+            &["counterpartyOrganizationId", "role"],
+            json!({
+                "counterpartyOrganizationId": id("The other organization."),
+                "role": rd("Party", "The caller's role in the pair."),
+            }),
+        ),
+    );
+    s.insert("LineItemInput".into(), request("A line item. `requestId` applies when it is the body of `POST /invoices/{id}/line-items`.", &["description", "quantity", "unitPrice"], json!({
+        "description": string(""),
+        "quantity": r("Quantity"),
+        "unitPrice": money("In the invoice currency; zero allowed."),
+        "taxRate": rd("TaxRate", "Default `\"0\"`."),
+    })));
+    s.insert(
+        "LineItemPatchRequest".into(),
+        request(
+            "Only the fields sent change.",
+            &[],
+            json!({
+                "description": string(""),
+                "quantity": r("Quantity"),
+                "unitPrice": money("In the invoice currency; zero allowed."),
+                "taxRate": r("TaxRate"),
+            }),
+        ),
+    );
+    s.insert("CreateInvoiceRequest".into(), request("", &["connectionId", "currency", "dueDate", "lineItems"], json!({
+        "connectionId": id("An ACTIVE connection where the caller is the seller."),
+        "number": string(&format!("Default `INV-000001`, counting per seller. At most {MAX_NUMBER_CHARS} characters.")),
+        "currency": r("Currency"),
+        "issueDate": rd("Date", "Default today (UTC)."),
+        "dueDate": rd("Date", "Not before `issueDate`."),
+        "memo": string(&text),
+        "lineItems": { "type": "array", "items": r("LineItemInput"), "description": line_items },
+        "attachments": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": attachments },
+        "submit": { "type": "boolean", "default": false, "description": "Submit at once (→ SUBMITTED)." },
+    })));
+    s.insert("UpdateInvoiceRequest".into(), request("Only the fields sent change.", &[], json!({
+        "expectedVersion": { "type": "integer", "minimum": 0, "description": "The invoice `version` the edit is based on; stale → 409 VERSION_CONFLICT." },
+        "number": string(&format!("At most {MAX_NUMBER_CHARS} characters.")),
+        "dueDate": rd("Date", "Not before `issueDate`."),
+        "memo": { "type": ["string", "null"], "description": format!("null clears it. {text}") },
+        "lineItems": { "type": "array", "items": r("LineItemInput"), "description": format!("Replaces every line item. {line_items}") },
+        "attachments": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": format!("Replaces the attachments. {attachments}") },
+    })));
+    s.insert(
+        "RespondInfoRequest".into(),
+        request(
+            "",
+            &["message"],
+            json!({ "message": string(&format!("Required, not blank. {text}")) }),
+        ),
+    );
+    s.insert(
+        "RequestInfoRequest".into(),
+        request(
+            "",
+            &["question"],
+            json!({ "question": string(&format!("Required, not blank. {text}")) }),
+        ),
+    );
+    s.insert("ApproveInvoiceRequest".into(), request("Leave out for a full approval.", &[], json!({
+        "adjustedAmount": money("Approve less than `total` (→ APPROVED_WITH_ADJUSTMENT); needs `reason`."),
+        "reason": string(&format!("Required with `adjustedAmount`. {text}")),
+    })));
+    s.insert(
+        "CancelInvoiceRequest".into(),
+        request(
+            "",
+            &[],
+            json!({ "reason": string(&format!("Optional. {text}")) }),
+        ),
+    );
+    s.insert(
+        "BulkInvoiceRequest".into(),
+        request(
+            "",
+            &["invoiceIds"],
+            json!({
+                "invoiceIds": {
+                    "type": "array",
+                    "items": { "type": "string", "format": "uuid" },
+                    "minItems": 1,
+                    "maxItems": bulk_max,
+                },
+                "reason": string("bulk-cancel only: the cancellation reason for every invoice."),
+            }),
+        ),
+    );
+    s.insert(
+        "SettleRequest".into(),
+        request(
+            "",
+            &["invoiceId"],
+            json!({ "invoiceId": id("An approved invoice the caller owes.") }),
+        ),
+    );
+    s.insert(
+        "BulkSettleRequest".into(),
+        request(
+            "",
+            &["invoiceIds"],
+            json!({
+                "invoiceIds": {
+                    "type": "array",
+                    "items": { "type": "string", "format": "uuid" },
+                    "minItems": 1,
+                    "maxItems": bulk_max,
+                },
+            }),
+        ),
+    );
+    s.insert(
+        "SettleAllDueRequest".into(),
+        request(
+            "",
+            &[],
+            json!({ "asOf": rd("Date", "Default today (UTC).") }),
+        ),
+    );
+    s.insert(
+        "RetryFailedRequest".into(),
+        request(
+            "",
+            &[],
+            json!({
+                "paymentIds": {
+                    "type": "array",
+                    "items": { "type": "string", "format": "uuid" },
+                    "maxItems": bulk_max,
+                    "description": "Default: every FAILED payment the caller pays.",
+                },
+            }),
+        ),
+    );
+    s.insert("CreateApiKeyRequest".into(), request("", &["name", "permissions"], json!({
+        "name": string("1 to 200 characters."),
+        "permissions": { "type": "array", "items": r("Permission"), "minItems": 1, "maxItems": 20, "description": "Each must be held by the calling key." },
+        "expiresAt": timestamp("In the future. Default: never."),
+    })));
+    s.insert("CreateWithdrawalRequest".into(), request("", &["currency", "amount", "destination"], json!({
+        "currency": r("Currency"),
+        "amount": money("Greater than zero, at most the available balance."),
+        "destination": {
+            "type": "object",
+            "description": "Where the money goes: string fields, one of which is a non-blank `iban` or `accountNumber`; at most 20 fields, names up to 64 and values up to 256 characters.",
+            "additionalProperties": { "type": "string", "maxLength": 256 },
+            "maxProperties": 20,
+            "anyOf": [ { "required": ["iban"] }, { "required": ["accountNumber"] } ],
+            "examples": [{ "iban": "DE89370400440532013000", "bic": "COBADEFFXXX" }],
+        },
+    })));
+    s.insert("CreateRefundRequest".into(), request("", &["transactionId", "amount", "reason"], json!({
+        "transactionId": id("A SETTLEMENT_IN or SETTLEMENT_OUT transaction of the caller."),
+        "amount": money("Greater than zero; with earlier refunds, at most the settled amount."),
+        "reason": string(""),
+    })));
+    // -------------------------------------------------------- resources
+    s.insert(
+        "Organization".into(),
+        resource(
+            "",
+            json!({
+                "id": id(""),
+                "name": { "type": "string" },
+                "createdAt": timestamp(""),
+            }),
+        ),
+    );
+    s.insert("OrganizationCreated".into(), resource("", json!({
+        "organization": r("Organization"),
+        "apiKey": resource("The organization's first API key. The secret is shown here only.", json!({
+            "id": id("Send as `X-API-Key`."),
+            "secret": string("Send as `X-API-Secret`."),
+            "permissions": { "type": "array", "items": r("Permission") },
+        })),
+    })));
+    s.insert(
+        "ApiKey".into(),
+        resource(
+            "",
+            json!({
+                "id": id(""),
+                "organizationId": id(""),
+                "name": { "type": "string" },
+                "permissions": { "type": "array", "items": r("Permission") },
+                "createdAt": timestamp(""),
+                "expiresAt": nullable(r("Timestamp")),
+                "revokedAt": nullable(r("Timestamp")),
+            }),
+        ),
+    );
+    s.insert("ApiKeyCreated".into(), json!({
+        "description": "The key, with its secret (shown here only).",
+        "allOf": [
+            r("ApiKey"),
+            { "type": "object", "required": ["secret"], "properties": { "secret": string("Send as `X-API-Secret`.") } },
+        ],
+    }));
+    s.insert(
+        "Connection".into(),
+        resource(
+            "",
+            json!({
+                "id": id(""),
+                "sellerOrganizationId": id(""),
+                "buyerOrganizationId": id(""),
+                "requestedByOrganizationId": id("Who asked; the other party answers."),
+                "status": r("ConnectionStatus"),
+                "createdAt": timestamp(""),
+                "updatedAt": timestamp(""),
+            }),
+        ),
+    );
+    s.insert("LineItem".into(), resource("", json!({
+        "id": id(""),
+        "description": { "type": "string" },
+        "quantity": r("Quantity"),
+        "unitPrice": r("Money"),
+        "taxRate": r("TaxRate"),
+        "amount": money("quantity × unitPrice, rounded half away from zero to the currency's minor units."),
+        "taxAmount": money("amount × taxRate / 100, rounded the same way."),
+    })));
+    s.insert("Invoice".into(), resource("", json!({
+        "id": id(""),
+        "number": { "type": "string" },
+        "connectionId": id(""),
+        "sellerOrganizationId": id(""),
+        "buyerOrganizationId": id(""),
+        "currency": r("Currency"),
+        "status": r("InvoiceStatus"),
+        "issueDate": r("Date"),
+        "dueDate": r("Date"),
+        "memo": { "type": ["string", "null"] },
+        "lineItems": { "type": "array", "items": r("LineItem") },
+        "subtotal": money("Sum of the line amounts."),
+        "taxTotal": money("Sum of the line tax amounts."),
+        "total": money("subtotal + taxTotal."),
+        "approvedAmount": nullable(rd("Money", "The amount approved (and reserved); null until approved.")),
+        "adjustmentReason": { "type": ["string", "null"] },
+        "disputeReason": { "type": ["string", "null"] },
+        "infoRequest": { "type": ["string", "null"], "description": "The buyer's question." },
+        "infoResponse": { "type": ["string", "null"], "description": "The seller's answer." },
+        "cancellationRequest": nullable(resource("A pending request to cancel an approved invoice.", json!({
+            "requestedBy": r("Party"),
+            "reason": { "type": "string" },
+        }))),
+        "cancellationReason": { "type": ["string", "null"] },
+        "attachments": { "type": "array", "items": { "type": "string", "format": "uuid" } },
+        "paymentId": { "type": ["string", "null"], "format": "uuid" },
+        "version": int("Increases by one with every event of the invoice."),
+        "createdAt": timestamp(""),
+        "updatedAt": timestamp(""),
+    })));
+    s.insert("InvoiceEvent".into(), resource("One event of an invoice's history.", json!({
+        "seq": int("Position in the global log."),
+        "version": int("The invoice version after this event."),
+        "type": string("The event type, e.g. `InvoiceApproved`."),
+        "at": timestamp(""),
+        "actor": resource("Who caused it (both null for the operator or the system).", json!({
+            "organizationId": { "type": ["string", "null"], "format": "uuid" },
+            "apiKeyId": { "type": ["string", "null"], "format": "uuid" },
+        })),
+        "data": { "description": "The event's payload." },
+    })));
+    s.insert(
+        "InvoiceHistory".into(),
+        resource(
+            "",
+            json!({ "data": { "type": "array", "items": r("InvoiceEvent") } }),
+        ),
+    );
+    s.insert("Payment".into(), resource("", json!({
+        "id": id(""),
+        "invoiceId": id(""),
+        "payerOrganizationId": id("The buyer."),
+        "payeeOrganizationId": id("The seller."),
+        "currency": r("Currency"),
+        "amount": r("Money"),
+        "status": r("PaymentStatus"),
+        "failureReason": { "type": ["string", "null"] },
+        "attempts": int(""),
+        "payerTransactionId": { "type": ["string", "null"], "format": "uuid", "description": "The SETTLEMENT_OUT transaction." },
+        "payeeTransactionId": { "type": ["string", "null"], "format": "uuid", "description": "The SETTLEMENT_IN transaction." },
+        "refundedAmount": money("Refunded so far."),
+        "createdAt": timestamp(""),
+        "completedAt": nullable(r("Timestamp")),
+    })));
+    s.insert(
+        "Balance".into(),
+        resource(
+            "One per (organization, currency).",
+            json!({
+                "id": id(""),
+                "organizationId": id(""),
+                "currency": r("Currency"),
+                "total": r("Money"),
+                "reserved": money("Held for approved invoices and pending withdrawals."),
+                "collateral": money("Set by the operator."),
+                "available": money("total - reserved - collateral."),
+                "frozen": { "type": "boolean" },
+                "updatedAt": timestamp(""),
+            }),
+        ),
+    );
+    s.insert("BalanceAsOf".into(), resource("A balance as it stood at `asOf`.", json!({
+        "id": id(""),
+        "organizationId": id(""),
+        "currency": r("Currency"),
+        "asOf": timestamp(""),
+        "total": r("Money"),
+        "reserved": r("Money"),
+        "collateral": r("Money"),
+        "available": r("Money"),
+        "frozen": { "type": "boolean" },
+        "seq": { "type": ["integer", "null"], "description": "The last change at or before `asOf`; null before the first." },
+    })));
+    s.insert(
+        "BalanceLookup".into(),
+        json!({
+            "description": "`Balance` without `asOf`, `BalanceAsOf` with it.",
+            "oneOf": [r("Balance"), r("BalanceAsOf")],
+        }),
+    );
+    s.insert("BalanceChange".into(), resource("One change of a balance, with the figures after it.", json!({
+        "seq": int("Position in the global log."),
+        "at": timestamp(""),
+        "kind": { "type": "string", "enum": BALANCE_CHANGE_KINDS },
+        "amount": r("Money"),
+        "totalAfter": r("Money"),
+        "reservedAfter": r("Money"),
+        "collateralAfter": r("Money"),
+        "availableAfter": r("Money"),
+        "frozenAfter": { "type": "boolean" },
+        "cause": resource("", json!({
+            "type": { "type": "string", "enum": ["transaction", "invoice", "withdrawal", "payment", "refund", "operator"] },
+            "id": { "type": ["string", "null"], "format": "uuid" },
+        })),
+    })));
+    s.insert(
+        "BalanceSummary".into(),
+        resource(
+            "",
+            json!({
+                "currency": r("Currency"),
+                "total": r("Money"),
+                "reserved": r("Money"),
+                "collateral": r("Money"),
+                "available": r("Money"),
+                "receivable": money("Approved amounts of invoices owed to the caller."),
+                "payable": money("Approved amounts of invoices the caller owes."),
+            }),
+        ),
+    );
+    s.insert(
+        "BalanceSummaryList".into(),
+        resource(
+            "",
+            json!({ "data": { "type": "array", "items": r("BalanceSummary") } }),
+        ),
+    );
+    s.insert(
+        "BalanceUsage".into(),
+        resource(
+            "",
+            json!({
+                "interval": { "type": "string", "enum": ["day", "week", "month"] },
+                "currency": r("Currency"),
+                "data": {
+                    "type": "array",
+                    "items": resource("", json!({
+                        "start": rd("Date", "First day of the interval."),
+                        "inflow": r("Money"),
+                        "outflow": r("Money"),
+                        "closingBalance": money("`total` after the interval's last transaction."),
+                    })),
+                },
+            }),
+        ),
+    );
+    s.insert("Transaction".into(), resource("One money movement on a balance.", json!({
+        "id": id(""),
+        "type": r("TransactionType"),
+        "balanceId": id(""),
+        "currency": r("Currency"),
+        "amount": money("Always positive; `type` gives the direction."),
+        "totalAfter": money("The balance's total after it."),
+        "reference": { "type": ["string", "null"], "description": "A deposit's reference." },
+        "invoiceId": { "type": ["string", "null"], "format": "uuid" },
+        "paymentId": { "type": ["string", "null"], "format": "uuid" },
+        "withdrawalId": { "type": ["string", "null"], "format": "uuid" },
+        "refundId": { "type": ["string", "null"], "format": "uuid" },
+        "counterpartyOrganizationId": { "type": ["string", "null"], "format": "uuid" },
+        "createdAt": timestamp(""),
+    })));
+    s.insert("Withdrawal".into(), resource("", json!({
+        "id": id(""),
+        "organizationId": id(""),
+        "balanceId": id(""),
+        "currency": r("Currency"),
+        "amount": r("Money"),
+        "destination": { "type": "object", "additionalProperties": { "type": "string" } },
+        "status": r("WithdrawalStatus"),
+        "submittedByApiKeyId": id(""),
+        "decidedByApiKeyId": { "type": ["string", "null"], "format": "uuid" },
+        "rejectionReason": { "type": ["string", "null"] },
+        "transactionId": { "type": ["string", "null"], "format": "uuid", "description": "The WITHDRAWAL transaction, once completed." },
+        "createdAt": timestamp(""),
+        "updatedAt": timestamp(""),
+    })));
+    s.insert("Refund".into(), resource("", json!({
+        "id": id(""),
+        "transactionId": id("The settlement transaction refunded."),
+        "paymentId": id(""),
+        "invoiceId": id(""),
+        "payeeOrganizationId": id("Received the settlement; pays the refund and decides on it."),
+        "payerOrganizationId": id("Paid the settlement; receives the refund."),
+        "requestedByOrganizationId": id(""),
+        "currency": r("Currency"),
+        "amount": r("Money"),
+        "reason": { "type": "string" },
+        "status": r("RefundStatus"),
+        "rejectionReason": { "type": ["string", "null"] },
+        "createdAt": timestamp(""),
+        "updatedAt": timestamp(""),
+    })));
+    s.insert("WebhookEndpoint".into(), resource("", json!({
+        "id": id(""),
+        "url": { "type": "string", "format": "uri" },
+        "events": { "type": "array", "items": { "type": "string" }, "description": "Event names, `invoice.*` or `*`." },
+        "description": { "type": ["string", "null"] },
+        "enabled": { "type": "boolean" },
+        "createdAt": timestamp(""),
+        "updatedAt": timestamp(""),
+    })));
+    s.insert(
+        "File".into(),
+        resource(
+            "",
+            json!({
+                "id": id(""),
+                "filename": { "type": "string" },
+                "contentType": { "type": "string" },
+                "size": int("Bytes."),
+                "sha256": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
+                "createdAt": timestamp(""),
+            }),
+        ),
+    );
+    s.insert("AdminEvent".into(), resource("One line of the global event stream.", json!({
+        "seq": int(""),
+        "version": int("Version of the event's stream after it."),
+        "stream": resource("", json!({ "kind": { "type": "string" }, "id": { "type": "string", "format": "uuid" } })),
+        "at": timestamp(""),
+        "actor": { "description": "Who caused it." },
+        "requestId": { "type": ["string", "null"], "format": "uuid" },
+        "type": { "type": "string" },
+        "data": { "description": "The event's payload." },
+        "encoded": { "type": "string", "contentEncoding": "base64", "description": "The exact stored bytes." },
+        "hash": { "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "Chain hash." },
+    })));
+    s.insert(
+        "Health".into(),
+        resource(
+            "",
+            json!({
+                "status": { "const": "ok" },
+                "logSequence": int("Last sequence number in the event log."),
+                "projectionSequence": int("Last sequence number the read models applied."),
+            }),
+        ),
+    );
+    s.insert(
+        "WebhookEventType".into(),
+        json!({
+            "type": "string",
+            "enum": projections::webhooks::EVENT_TYPES.iter().chain([&projections::webhooks::TEST_EVENT_TYPE]).collect::<Vec<_>>(),
+            "description": "`webhook.test` is sent only by `POST /settings/webhooks/{id}/test`.",
+        }),
+    );
+    s.insert(
+        "WebhookEventFilter".into(),
+        json!({
+            "type": "string",
+            "description": "`*` (everything), `<family>.*` (e.g. `invoice.*`), or an exact event type.",
+            "examples": ["invoice.*", "payment.settled", "*"],
+        }),
+    );
+    s.insert(
+        "DeliveryStatus".into(),
+        json!({ "type": "string", "enum": ["PENDING", "SUCCEEDED", "FAILED"] }),
+    );
+    s.insert(
+        "CreateWebhookEndpointRequest".into(),
+        request("", &["url", "events"], json!({
+            "url": { "type": "string", "format": "uri", "description": "Where events are POSTed." },
+            "events": { "type": "array", "items": r("WebhookEventFilter"), "minItems": 1, "maxItems": 50 },
+            "description": { "type": "string", "maxLength": 500 },
+        })),
+    );
+    s.insert(
+        "UpdateWebhookEndpointRequest".into(),
+        request("Only the fields sent change.", &[], json!({
+            "url": { "type": "string", "format": "uri" },
+            "events": { "type": "array", "items": r("WebhookEventFilter"), "minItems": 1, "maxItems": 50 },
+            "enabled": { "type": "boolean" },
+            "description": { "type": ["string", "null"], "maxLength": 500, "description": "null clears it." },
+        })),
+    );
+    s.insert(
+        "WebhookEndpointWithSecret".into(),
+        json!({
+            "description": "The endpoint with its signing secret (shown on creation and rotation only).",
+            "allOf": [
+                r("WebhookEndpoint"),
+                {
+                    "type": "object",
+                    "required": ["secret"],
+                    "properties": { "secret": { "type": "string", "pattern": "^whsec_", "description": "`whsec_` then the base64 key." } },
+                },
+            ],
+        }),
+    );
+    s.insert(
+        "DeletedWebhookEndpoint".into(),
+        json!({
+            "allOf": [
+                r("WebhookEndpoint"),
+                { "type": "object", "required": ["deleted"], "properties": { "deleted": { "const": true } } },
+            ],
+        }),
+    );
+    s.insert(
+        "WebhookDelivery".into(),
+        resource("One event on its way to one endpoint.", json!({
+            "id": id(""),
+            "endpointId": id(""),
+            "eventId": string("The message id: the payload's `id` and the `webhook-id` header."),
+            "eventType": r("WebhookEventType"),
+            "status": r("DeliveryStatus"),
+            "nextAttemptAt": nullable(rd("Timestamp", "When it is tried next (while PENDING).")),
+            "createdAt": timestamp(""),
+            "attempts": {
+                "type": "array",
+                "items": resource("", json!({
+                    "at": timestamp(""),
+                    "statusCode": { "type": ["integer", "null"], "description": "The HTTP status, when a response came back." },
+                    "durationMs": int(""),
+                    "error": { "type": ["string", "null"] },
+                    "responseBody": { "type": ["string", "null"], "description": "The start of the response body." },
+                })),
+            },
+            "payload": r("WebhookPayload"),
+        })),
+    );
+    s.insert(
+        "WebhookPayload".into(),
+        resource("The JSON body POSTed to an endpoint.", json!({
+            "id": string("The message id (also the `webhook-id` header); stable across retries."),
+            "type": r("WebhookEventType"),
+            "createdAt": timestamp(""),
+            "organizationId": id("The receiving organization."),
+            "data": { "type": "object", "description": "The object the event is about (an Invoice, Payment, Transaction, Withdrawal, Refund or Connection)." },
+        })),
+    );
+    s.insert(
+        "Clock".into(),
+        resource(
+            "",
+            json!({ "now": timestamp("The server's current time.") }),
+        ),
+    );
+    s.insert(
+        "SetClockRequest".into(),
+        json!({
+            "type": "object",
+            "description": "Either or both; `now` is applied first. No `requestId`: this call is not idempotent.",
+            "properties": {
+                "now": timestamp("Set the clock to this time."),
+                "advanceSeconds": { "type": "integer", "description": "Then move the clock by this many seconds (may be negative)." },
+            },
+            "additionalProperties": false,
+        }),
+    );
+    s.insert(
+        "FileUpload".into(),
+        json!({
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "file": {
+                    "type": "string",
+                    "contentMediaType": "application/octet-stream",
+                    "description": "The file; its part's filename and content type are kept.",
+                },
+            },
+        }),
+    );
+    s.insert(
+        "ApiLog".into(),
+        resource(
+            "One authenticated API request. Bodies have secrets redacted and are cut at 64 KiB.",
+            json!({
+                "id": id(""),
+                "at": timestamp(""),
+                "method": { "type": "string" },
+                "path": { "type": "string" },
+                "query": { "type": ["string", "null"] },
+                "status": { "type": "integer", "description": "The HTTP status answered." },
+                "durationMs": { "type": "number", "minimum": 0 },
+                "apiKeyId": id(""),
+                "requestId": { "type": ["string", "null"] },
+                "ip": { "type": ["string", "null"] },
+                "requestBody": { "type": ["string", "null"] },
+                "responseBody": { "type": ["string", "null"] },
+            }),
+        ),
+    );
+    s.insert(
+        "OpenApiDocument".into(),
+        json!({ "type": "object", "required": ["openapi", "info", "paths"] }),
+    );
+    // ------------------------------------------------------------ pages
+    s.insert("InvoicePage".into(), page("Invoice"));
+    s.insert("FilePage".into(), page("File"));
+    s.insert("WebhookEndpointPage".into(), page("WebhookEndpoint"));
+    s.insert("WebhookDeliveryPage".into(), page("WebhookDelivery"));
+    s.insert("ApiLogPage".into(), page("ApiLog"));
+    s.insert("ConnectionPage".into(), page("Connection"));
+    s.insert("PaymentPage".into(), page("Payment"));
+    s.insert("TransactionPage".into(), page("Transaction"));
+    s.insert("WithdrawalPage".into(), page("Withdrawal"));
+    s.insert("RefundPage".into(), page("Refund"));
+    s.insert("ApiKeyPage".into(), page("ApiKey"));
+    s.insert("BalancePage".into(), page("Balance"));
+    s.insert("BalanceChangePage".into(), page("BalanceChange"));
+    // ------------------------------------------------------------- bulk
+    s.insert("InvoiceBulkResult".into(), bulk_result("Invoice"));
+    s.insert("PaymentBulkResult".into(), bulk_result("Payment"));
+    s.insert("BulkPreview".into(), json!({
+        "type": "object",
+        "description": "What a bulk call would do; nothing changed.",
+        "required": ["results", "succeeded", "failed", "totals"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "ok"],
+                    "properties": {
+                        "id": { "type": "string", "format": "uuid" },
+                        "ok": { "type": "boolean" },
+                        "error": r("BulkItemError"),
+                    },
+                },
+            },
+            "succeeded": int(""),
+            "failed": int(""),
+            "totals": {
+                "type": "array",
+                "description": "bulk-approve only (empty otherwise): per currency, the amount the approvals that would succeed need, and what is available.",
+                "items": resource("", json!({
+                    "currency": r("Currency"),
+                    "needed": r("Money"),
+                    "available": r("Money"),
+                })),
+            },
+        },
+    }));
+    Value::Object(s)
+}
+
+/// What an endpoint receives (OpenAPI 3.1 `webhooks`).
+fn webhooks() -> Value {
+    let header = |name: &str, description: &str| json!({ "name": name, "in": "header", "required": true, "description": description, "schema": { "type": "string" } });
+    json!({
+        "event": {
+            "post": {
+                "operationId": "receiveWebhookEvent",
+                "tags": [SETTINGS],
+                "summary": "An event delivered to a webhook endpoint",
+                "description": "Sent to every enabled endpoint whose filter matches the event type (`webhook.test` whatever the filter). The body is signed: verify `webhook-signature` before trusting it, and use `webhook-id` to drop duplicates.",
+                "parameters": [
+                    header("webhook-id", "The message id, equal to the body's `id`; the same on every retry."),
+                    header("webhook-timestamp", "Unix seconds when this attempt was signed."),
+                    header("webhook-signature", "`v1,<base64 HMAC-SHA256 over \"{webhook-id}.{webhook-timestamp}.{body}\">`, keyed by the base64-decoded part of the endpoint's `whsec_` secret; during a secret rotation, one signature per valid secret, space separated."),
+                    header("X-Signature", "The same value as `webhook-signature`."),
+                ],
+                "requestBody": {
+                    "required": true,
+                    "content": { "application/json": { "schema": r("WebhookPayload") } },
+                },
+                "responses": {
+                    "2XX": { "description": "Received. Anything else, or no answer within the timeout, is retried later." },
+                },
+            },
+        },
+    })
+}
+
+fn parameters() -> Value {
+    json!({
+        "Limit": {
+            "name": "limit", "in": "query", "required": false,
+            "description": "Page size.",
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": crate::paging::MAX_LIMIT,
+                "default": crate::paging::DEFAULT_LIMIT,
+            },
+        },
+        "Cursor": {
+            "name": "cursor", "in": "query", "required": false,
+            "description": "The `nextCursor` of the previous page (opaque).",
+            "schema": { "type": "string" },
+        },
+        "From": {
+            "name": "from", "in": "query", "required": false,
+            "description": "Created at or after (inclusive): an RFC 3339 time, or a date meaning midnight UTC.",
+            "schema": r("Instant"),
+        },
+        "To": {
+            "name": "to", "in": "query", "required": false,
+            "description": "Created before (exclusive): an RFC 3339 time, or a date meaning midnight UTC.",
+            "schema": r("Instant"),
+        },
+        "Format": {
+            "name": "format", "in": "query", "required": false,
+            "description": "Export format.",
+            "schema": { "type": "string", "enum": ["jsonl", "csv"], "default": "jsonl" },
+        },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "The request's `requestId`, for calls without a body; if the body has a `requestId` too they must be equal.",
+            "schema": { "type": "string", "format": "uuid" },
+        },
+    })
+}
+
+fn headers() -> Value {
+    json!({
+        "XRequestId": {
+            "description": "The client's `X-Request-Id`, or one the server generated.",
+            "schema": { "type": "string" },
+        },
+        "IdempotentReplayed": {
+            "description": "`true` when this is the stored answer to an earlier request with the same `requestId`.",
+            "schema": { "type": "string", "enum": ["true"] },
+        },
+        "RetryAfter": {
+            "description": "Seconds to wait before retrying.",
+            "schema": { "type": "integer", "minimum": 1 },
+        },
+        "ContentDisposition": {
+            "description": "`attachment; filename=\"<name>.<csv|jsonl>\"`.",
+            "schema": { "type": "string" },
+        },
+    })
 }

@@ -1,9 +1,9 @@
 //! Per-API-key token buckets: `EXPEREON_RATE_LIMIT` requests a second, bursts
 //! up to twice that. Over the limit → 429 RATE_LIMITED with `Retry-After`.
-//! The admin API is exempt (its routes are not behind this layer).
+//! The admin API is exempt (its routes are not behind this layer). Buckets
+//! belong to authenticated keys only.
 
 use crate::app::AppState;
-use crate::auth::API_KEY_HEADER;
 use crate::error::ApiError;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -63,11 +63,10 @@ impl RateLimiter {
 }
 
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let key = request
-        .headers()
-        .get(API_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|k| k.chars().take(64).collect::<String>());
+    // Only calls that authenticate as a key spend its tokens: anyone who
+    // knows a key's id (it is not secret) must not be able to exhaust it.
+    // Calls with bad credentials are answered 401 without a bucket.
+    let key = crate::auth::identify(&state, request.headers()).map(|(_, key_id)| key_id.to_string());
     if let Some(key) = key {
         if let Err(retry_after_secs) = state.rate_limiter.check(&key, Instant::now()) {
             return ApiError::RateLimited { retry_after_secs }.into_response();

@@ -134,6 +134,25 @@ impl EventLog for ProbeLog {
 // Helpers
 // ---------------------------------------------------------------------------
 
+/// sled releases its directory lock asynchronously after the last handle is
+/// dropped (its I/O threads finish first; sled issues 1234 and 1289), so an
+/// immediate reopen in the same process may briefly see the lock held.
+fn lock_busy(message: &str) -> bool {
+    message.contains("could not acquire lock")
+}
+
+fn reopen(dir: &std::path::Path) -> SledLog {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledLog::open(dir) {
+            Err(LogError::Storage(m)) if lock_busy(&m) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            other => return other.expect("reopen the log"),
+        }
+    }
+}
+
 fn t0() -> Timestamp {
     Timestamp::parse_rfc3339("2025-03-01T09:00:00Z").unwrap()
 }
@@ -353,7 +372,10 @@ fn assert_same_ledger(a: &Ledger, b: &Ledger) {
     assert_eq!(a.balances, b.balances, "balances");
     assert_eq!(a.withdrawals, b.withdrawals, "withdrawals");
     assert_eq!(a.refunds, b.refunds, "refunds");
-    assert_eq!(a.webhook_endpoints, b.webhook_endpoints, "webhook endpoints");
+    assert_eq!(
+        a.webhook_endpoints, b.webhook_endpoints,
+        "webhook endpoints"
+    );
     assert_eq!(a.files, b.files, "files");
     assert_eq!(a.balance_index, b.balance_index, "balance index");
     assert_eq!(
@@ -361,8 +383,14 @@ fn assert_same_ledger(a: &Ledger, b: &Ledger) {
         "settlement transactions"
     );
     assert_eq!(a.failed_by_payer, b.failed_by_payer, "failed payments");
-    assert_eq!(a.approved_by_buyer, b.approved_by_buyer, "approved invoices");
-    assert_eq!(a.invoices_by_seller, b.invoices_by_seller, "invoice counters");
+    assert_eq!(
+        a.approved_by_buyer, b.approved_by_buyer,
+        "approved invoices"
+    );
+    assert_eq!(
+        a.invoices_by_seller, b.invoices_by_seller,
+        "invoice counters"
+    );
     assert_eq!(a.supply, b.supply, "supply");
 }
 
@@ -404,7 +432,8 @@ type BoxedReply = Pin<Box<dyn Future<Output = Result<Reply, EngineError>> + Send
 /// Polls every submission in order, so they are queued in this order, and
 /// waits for all replies.
 async fn join_in_order(mut futures: Vec<BoxedReply>) -> Vec<Result<Reply, EngineError>> {
-    let mut results: Vec<Option<Result<Reply, EngineError>>> = futures.iter().map(|_| None).collect();
+    let mut results: Vec<Option<Result<Reply, EngineError>>> =
+        futures.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
         for (f, slot) in futures.iter_mut().zip(results.iter_mut()) {
@@ -646,7 +675,10 @@ async fn subscribers_receive_exactly_the_committed_events() {
         ),
     )
     .await;
-    assert!(matches!(executed(refused).0, Err(DomainError::Validation(_))));
+    assert!(matches!(
+        executed(refused).0,
+        Err(DomainError::Validation(_))
+    ));
     let mut received = Vec::new();
     while received.len() < all_events(probe.as_ref()).len() {
         let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -771,11 +803,19 @@ async fn a_reused_key_with_another_fingerprint_is_refused() {
         command: deposit(org, value),
         render: Some(render()),
     };
-    let replies = in_one_batch(&handle, &probe, vec![mk(5, "1.00"), mk(6, "2.00"), mk(5, "1.00")]).await;
+    let replies = in_one_batch(
+        &handle,
+        &probe,
+        vec![mk(5, "1.00"), mk(6, "2.00"), mk(5, "1.00")],
+    )
+    .await;
     let mut replies = replies.into_iter();
     let first = replies.next().unwrap();
     let first_bytes = bytes_of(&first);
-    assert_eq!(replies.next().unwrap().unwrap_err(), EngineError::IdempotencyKeyReused);
+    assert_eq!(
+        replies.next().unwrap().unwrap_err(),
+        EngineError::IdempotencyKeyReused
+    );
     assert_eq!(bytes_of(&replies.next().unwrap()), first_bytes);
     let ledger = snapshot(&handle).await;
     assert_eq!(balance_total(&ledger, org), amount("11.00"));
@@ -783,7 +823,13 @@ async fn a_reused_key_with_another_fingerprint_is_refused() {
     thread.join().unwrap();
 }
 
-async fn trading_pair(handle: &EngineHandle) -> ((OrganizationId, ApiKeyId), (OrganizationId, ApiKeyId), ConnectionId) {
+async fn trading_pair(
+    handle: &EngineHandle,
+) -> (
+    (OrganizationId, ApiKeyId),
+    (OrganizationId, ApiKeyId),
+    ConnectionId,
+) {
     let seller = create_org(handle, "seller").await;
     let buyer = create_org(handle, "buyer").await;
     let connection = connect(handle, seller, buyer).await;
@@ -887,10 +933,17 @@ async fn a_domain_error_fails_only_its_own_command_in_a_batch() {
     let probe = ProbeLog::open(dir.path());
     let (handle, thread) = start(probe.clone(), EngineConfig::default());
     let (seller, buyer, connection) = trading_pair(&handle).await;
-    ok(submit(&handle, submission(Actor::Admin, deposit(buyer.0, "100.00"))).await);
+    ok(submit(
+        &handle,
+        submission(Actor::Admin, deposit(buyer.0, "100.00")),
+    )
+    .await);
     let invoice = match ok(submit(
         &handle,
-        submission(org_actor(seller.0, seller.1), new_invoice(connection, "40.00", true)),
+        submission(
+            org_actor(seller.0, seller.1),
+            new_invoice(connection, "40.00", true),
+        ),
     )
     .await)
     {
@@ -937,18 +990,33 @@ async fn a_domain_error_fails_only_its_own_command_in_a_batch() {
         submission(Actor::Admin, deposit(seller.0, "1.00")), // ok: +2 events (balance opened)
     ];
     let replies = in_one_batch(&handle, &probe, subs).await;
-    let results: Vec<(Result<Outcome, DomainError>, u64)> = replies.into_iter().map(executed).collect();
+    let results: Vec<(Result<Outcome, DomainError>, u64)> =
+        replies.into_iter().map(executed).collect();
     // The warm-up organization takes two events before the batch.
     let base = seq_before + 2;
-    let expect_seq = [base + 1, base + 1, base + 3, base + 3, base + 3, base + 3, base + 5];
+    let expect_seq = [
+        base + 1,
+        base + 1,
+        base + 3,
+        base + 3,
+        base + 3,
+        base + 3,
+        base + 5,
+    ];
     for (i, ((result, last_seq), want)) in results.iter().zip(expect_seq).enumerate() {
         assert_eq!(*last_seq, want, "command {i}: {result:?}");
     }
     assert!(results[0].0.is_ok());
     assert!(matches!(results[1].0, Err(DomainError::Forbidden(_))));
     assert!(results[2].0.is_ok());
-    assert!(matches!(results[3].0, Err(DomainError::InvalidTransition { .. })));
-    assert!(matches!(results[4].0, Err(DomainError::InsufficientBalance { .. })));
+    assert!(matches!(
+        results[3].0,
+        Err(DomainError::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        results[4].0,
+        Err(DomainError::InsufficientBalance { .. })
+    ));
     assert!(matches!(results[5].0, Err(DomainError::Validation(_))));
     assert!(results[6].0.is_ok());
     assert_eq!(probe.head().last_seq, base + 5);
@@ -975,12 +1043,19 @@ async fn a_restarted_engine_rebuilds_the_same_ledger() {
     let log = Arc::new(SledLog::open(dir.path()).unwrap());
     let (handle, thread) = start(log.clone(), EngineConfig::default());
     let (seller, buyer, connection) = trading_pair(&handle).await;
-    ok(submit(&handle, submission(Actor::Admin, deposit(buyer.0, "500.00"))).await);
+    ok(submit(
+        &handle,
+        submission(Actor::Admin, deposit(buyer.0, "500.00")),
+    )
+    .await);
     let mut invoices = Vec::new();
     for price in ["10.00", "20.00", "30.00"] {
         match ok(submit(
             &handle,
-            submission(org_actor(seller.0, seller.1), new_invoice(connection, price, true)),
+            submission(
+                org_actor(seller.0, seller.1),
+                new_invoice(connection, price, true),
+            ),
         )
         .await)
         {
@@ -1006,7 +1081,10 @@ async fn a_restarted_engine_rebuilds_the_same_ledger() {
     }
     ok(submit(
         &handle,
-        submission(org_actor(buyer.0, buyer.1), Command::SettleInvoice { id: invoices[0] }),
+        submission(
+            org_actor(buyer.0, buyer.1),
+            Command::SettleInvoice { id: invoices[0] },
+        ),
     )
     .await);
     ok(submit(
@@ -1024,7 +1102,10 @@ async fn a_restarted_engine_rebuilds_the_same_ledger() {
     // A failed payment (frozen payee) and a pending withdrawal survive too.
     ok(submit(
         &handle,
-        submission(org_actor(buyer.0, buyer.1), Command::SettleInvoice { id: invoices[1] }),
+        submission(
+            org_actor(buyer.0, buyer.1),
+            Command::SettleInvoice { id: invoices[1] },
+        ),
     )
     .await);
     ok(submit(
@@ -1051,14 +1132,19 @@ async fn a_restarted_engine_rebuilds_the_same_ledger() {
     let original = submit(&handle, idem_sub()).await;
     let original_bytes = bytes_of(&original);
     let before = snapshot(&handle).await;
-    assert_eq!(before.failed_by_payer.get(&buyer.0).map(|s| s.len()), Some(1));
+    assert_eq!(
+        before.failed_by_payer.get(&buyer.0).map(|s| s.len()),
+        Some(1)
+    );
 
     drop(handle);
-    thread.join().expect("the writer stops when every handle is dropped");
+    thread
+        .join()
+        .expect("the writer stops when every handle is dropped");
     let head_before = log.head();
     drop(log);
 
-    let log = Arc::new(SledLog::open(dir.path()).unwrap());
+    let log = Arc::new(reopen(dir.path()));
     assert_eq!(log.head(), head_before);
     let (handle, thread) = start(log.clone(), EngineConfig::default());
     let after = snapshot(&handle).await;
@@ -1070,7 +1156,8 @@ async fn a_restarted_engine_rebuilds_the_same_ledger() {
     assert!(matches!(replay, Ok(Reply::Replayed(_))));
     assert_eq!(bytes_of(&replay), original_bytes);
     // And the sequence continues where it stopped.
-    let (_, last_seq) = executed(submit(&handle, submission(Actor::Admin, deposit(buyer.0, "1.00"))).await);
+    let (_, last_seq) =
+        executed(submit(&handle, submission(Actor::Admin, deposit(buyer.0, "1.00"))).await);
     assert_eq!(last_seq, head_before.last_seq + 1);
     assert_log_sound(log.as_ref());
     drop(handle);
@@ -1100,7 +1187,10 @@ async fn a_failed_append_answers_internal_and_the_engine_recovers() {
         render: Some(render()),
     };
     let failed = submit(&handle, keyed()).await;
-    assert!(matches!(failed, Err(EngineError::Internal(_))), "{failed:?}");
+    assert!(
+        matches!(failed, Err(EngineError::Internal(_))),
+        "{failed:?}"
+    );
     let failed = submit(
         &handle,
         submission(
@@ -1114,7 +1204,10 @@ async fn a_failed_append_answers_internal_and_the_engine_recovers() {
         ),
     )
     .await;
-    assert!(matches!(failed, Err(EngineError::Internal(_))), "{failed:?}");
+    assert!(
+        matches!(failed, Err(EngineError::Internal(_))),
+        "{failed:?}"
+    );
     assert_eq!(probe.head(), head, "nothing reached the log");
     probe.fail.store(FAIL_NONE, Ordering::SeqCst);
 
@@ -1122,11 +1215,15 @@ async fn a_failed_append_answers_internal_and_the_engine_recovers() {
     let recovered = snapshot(&handle).await;
     assert_same_ledger(&before, &recovered);
     // Later commands work and continue the sequence densely.
-    let (_, last_seq) = executed(submit(&handle, submission(Actor::Admin, deposit(org, "30.00"))).await);
+    let (_, last_seq) =
+        executed(submit(&handle, submission(Actor::Admin, deposit(org, "30.00"))).await);
     assert_eq!(last_seq, head.last_seq + 1);
     // The failed request left no idempotency record: retrying it executes it.
     let retried = submit(&handle, keyed()).await;
-    assert!(matches!(retried, Ok(Reply::Executed { result: Ok(_), .. })), "{retried:?}");
+    assert!(
+        matches!(retried, Ok(Reply::Executed { result: Ok(_), .. })),
+        "{retried:?}"
+    );
     let ledger = snapshot(&handle).await;
     assert_eq!(balance_total(&ledger, org), amount("180.00"));
     assert_same_ledger(&ledger, &engine::rebuild(probe.as_ref()).unwrap());
@@ -1141,10 +1238,17 @@ async fn a_failure_in_a_batch_fails_the_whole_batch_and_nothing_is_half_applied(
     let probe = ProbeLog::open(dir.path());
     let (handle, thread) = start(probe.clone(), EngineConfig::default());
     let (seller, buyer, connection) = trading_pair(&handle).await;
-    ok(submit(&handle, submission(Actor::Admin, deposit(buyer.0, "100.00"))).await);
+    ok(submit(
+        &handle,
+        submission(Actor::Admin, deposit(buyer.0, "100.00")),
+    )
+    .await);
     let invoice = match ok(submit(
         &handle,
-        submission(org_actor(seller.0, seller.1), new_invoice(connection, "10.00", true)),
+        submission(
+            org_actor(seller.0, seller.1),
+            new_invoice(connection, "10.00", true),
+        ),
     )
     .await)
     {
@@ -1170,7 +1274,10 @@ async fn a_failure_in_a_batch_fails_the_whole_batch_and_nothing_is_half_applied(
 
     // Hold the writer inside the append of a batch that starts with the
     // settlement, then make that append fail.
-    let settle = submission(org_actor(buyer.0, buyer.1), Command::SettleInvoice { id: invoice });
+    let settle = submission(
+        org_actor(buyer.0, buyer.1),
+        Command::SettleInvoice { id: invoice },
+    );
     let subs = vec![settle, submission(Actor::Admin, deposit(seller.0, "1.00"))];
     probe.hold.store(true, Ordering::SeqCst);
     let warm_started = probe.started.load(Ordering::SeqCst);
@@ -1187,25 +1294,46 @@ async fn a_failure_in_a_batch_fails_the_whole_batch_and_nothing_is_half_applied(
     probe.fail.store(FAIL_NONE, Ordering::SeqCst);
     // The settle was certainly in the failed append (it was queued first); the
     // deposit either shared it or came after.
-    assert!(matches!(replies[0], Err(EngineError::Internal(_))), "{:?}", replies[0]);
+    assert!(
+        matches!(replies[0], Err(EngineError::Internal(_))),
+        "{:?}",
+        replies[0]
+    );
     let deposit_failed = matches!(replies[1], Err(EngineError::Internal(_)));
     let ledger = snapshot(&handle).await;
     let rebuilt = engine::rebuild(probe.as_ref()).unwrap();
     assert_same_ledger(&ledger, &rebuilt);
-    assert_eq!(ledger.invoices[&invoice].status, before.invoices[&invoice].status);
+    assert_eq!(
+        ledger.invoices[&invoice].status,
+        before.invoices[&invoice].status
+    );
     assert!(ledger.payments.is_empty(), "no half-applied settlement");
     let b = ledger.balance_of(buyer.0, usd()).unwrap();
     assert_eq!(b.total, amount("100.00"));
     assert_eq!(b.reserved, amount("22.00"));
-    let expected_seq = if deposit_failed { head.last_seq } else { head.last_seq + 2 };
+    let expected_seq = if deposit_failed {
+        head.last_seq
+    } else {
+        head.last_seq + 2
+    };
     assert_eq!(probe.head().last_seq, expected_seq);
 
     // The settlement goes through on retry, exactly once.
-    ok(submit(&handle, submission(org_actor(buyer.0, buyer.1), Command::SettleInvoice { id: invoice })).await);
+    ok(submit(
+        &handle,
+        submission(
+            org_actor(buyer.0, buyer.1),
+            Command::SettleInvoice { id: invoice },
+        ),
+    )
+    .await);
     let ledger = snapshot(&handle).await;
     assert_eq!(ledger.payments.len(), 1);
     assert_eq!(balance_total(&ledger, buyer.0), amount("78.00"));
-    assert_eq!(ledger.balance_of(buyer.0, usd()).unwrap().reserved, Amount::ZERO);
+    assert_eq!(
+        ledger.balance_of(buyer.0, usd()).unwrap().reserved,
+        Amount::ZERO
+    );
     assert_same_ledger(&ledger, &engine::rebuild(probe.as_ref()).unwrap());
     assert_log_sound(probe.as_ref());
     drop(handle);
@@ -1228,7 +1356,10 @@ async fn a_commit_that_fails_after_writing_is_not_applied_twice_on_retry() {
     };
     probe.fail.store(FAIL_AFTER_WRITE, Ordering::SeqCst);
     let failed = submit(&handle, keyed()).await;
-    assert!(matches!(failed, Err(EngineError::Internal(_))), "{failed:?}");
+    assert!(
+        matches!(failed, Err(EngineError::Internal(_))),
+        "{failed:?}"
+    );
     probe.fail.store(FAIL_NONE, Ordering::SeqCst);
 
     // The writer's state is the log's (which did receive the batch) ...
@@ -1240,7 +1371,8 @@ async fn a_commit_that_fails_after_writing_is_not_applied_twice_on_retry() {
     assert!(matches!(retried, Ok(Reply::Replayed(_))), "{retried:?}");
     let ledger = snapshot(&handle).await;
     assert_eq!(balance_total(&ledger, org), amount("150.00"));
-    let (_, last_seq) = executed(submit(&handle, submission(Actor::Admin, deposit(org, "1.00"))).await);
+    let (_, last_seq) =
+        executed(submit(&handle, submission(Actor::Admin, deposit(org, "1.00"))).await);
     assert_eq!(last_seq, probe.head().last_seq);
     assert_log_sound(probe.as_ref());
     drop(handle);
@@ -1268,11 +1400,84 @@ async fn a_failed_idempotency_lookup_fails_only_that_command() {
     )
     .await;
     probe.fail_idempotency.store(false, Ordering::SeqCst);
-    assert!(matches!(replies[0], Err(EngineError::Internal(_))), "{:?}", replies[0]);
-    assert!(matches!(replies[1], Ok(Reply::Executed { result: Ok(_), .. })));
+    assert!(
+        matches!(replies[0], Err(EngineError::Internal(_))),
+        "{:?}",
+        replies[0]
+    );
+    assert!(matches!(
+        replies[1],
+        Ok(Reply::Executed { result: Ok(_), .. })
+    ));
     let ledger = snapshot(&handle).await;
     assert_eq!(balance_total(&ledger, org), amount("3.00"));
     assert_same_ledger(&ledger, &engine::rebuild(probe.as_ref()).unwrap());
+    drop(handle);
+    thread.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_the_ledger_cannot_hold_fails_alone_and_as_a_domain_error() {
+    // Amounts are capped (10^15 per amount, 10^18 per sum). A deposit that
+    // would take a currency past what the ledger can add up must be refused
+    // like any other bad input — not break an invariant, which answers 500
+    // and takes every other command of its group commit down with it.
+    let dir = tempfile::tempdir().unwrap();
+    let probe = ProbeLog::open(dir.path());
+    let (handle, thread) = start(probe.clone(), EngineConfig::default());
+    let (whale, _) = create_org(&handle, "whale").await;
+    let (minnow, _) = create_org(&handle, "minnow").await;
+    ok(submit(&handle, submission(Actor::Admin, deposit(minnow, "1.00"))).await);
+    let max = amount("1000000000000000");
+    let big = |org| Command::Deposit {
+        organization_id: org,
+        currency: usd(),
+        amount: max,
+        reference: "treasury".into(),
+    };
+    // Half the sum cap, in deposits that are each valid.
+    let fill: Vec<BoxedReply> = (0..500)
+        .map(|_| boxed(&handle, submission(Actor::Admin, big(whale))))
+        .collect();
+    for reply in join_in_order(fill).await {
+        ok(reply);
+    }
+    let before = snapshot(&handle).await;
+
+    let mut refused_or_taken = Vec::new();
+    for _ in 0..600 {
+        let replies = in_one_batch(
+            &handle,
+            &probe,
+            vec![
+                submission(Actor::Admin, deposit(minnow, "1.00")),
+                submission(Actor::Admin, big(whale)),
+                submission(Actor::Admin, deposit(minnow, "1.00")),
+            ],
+        )
+        .await;
+        let mut replies = replies.into_iter();
+        let first = replies.next().unwrap();
+        let whale_reply = replies.next().unwrap();
+        let last = replies.next().unwrap();
+        assert!(
+            matches!(whale_reply, Ok(Reply::Executed { .. })),
+            "the large deposit was not decided as a command: {whale_reply:?}"
+        );
+        ok(first);
+        ok(last);
+        let (result, _) = executed(whale_reply);
+        let refused = result.is_err();
+        refused_or_taken.push(refused);
+        if refused {
+            break;
+        }
+    }
+    // Sooner or later the cap is reached and the deposit is refused.
+    assert_eq!(refused_or_taken.last(), Some(&true));
+    let after = snapshot(&handle).await;
+    assert_same_ledger(&after, &engine::rebuild(probe.as_ref()).unwrap());
+    assert!(balance_total(&after, whale) > balance_total(&before, whale));
     drop(handle);
     thread.join().unwrap();
 }

@@ -12,6 +12,7 @@ use ledger_core::log::sled::SledLog;
 use ledger_core::log::{verify_link, EventLog, LogError, GENESIS_HASH};
 use ledger_core::time::Timestamp;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Event keys: `E` then the sequence number, big-endian (see `log/sled.rs`).
 fn event_key(seq: u64) -> [u8; 9] {
@@ -36,7 +37,7 @@ fn org_event(seq: u64) -> RecordedEvent {
 
 /// A closed log of `n` events in `dir`, appended in batches of `batch`.
 fn write_log(dir: &Path, n: u64, batch: u64) -> Vec<RecordedEvent> {
-    let log = SledLog::open(dir).expect("open a fresh log");
+    let log = open_log(dir).expect("open a fresh log");
     let events: Vec<RecordedEvent> = (1..=n).map(org_event).collect();
     for chunk in events.chunks(batch as usize) {
         log.append(chunk, &[]).expect("append");
@@ -46,8 +47,36 @@ fn write_log(dir: &Path, n: u64, batch: u64) -> Vec<RecordedEvent> {
     events
 }
 
+/// sled releases its directory lock asynchronously after the last handle is
+/// dropped (its I/O threads finish first; sled issues 1234 and 1289), so an
+/// immediate reopen in the same process may briefly see the lock held.
+fn lock_busy(message: &str) -> bool {
+    message.contains("could not acquire lock")
+}
+
+/// `SledLog::open`, waiting out a lock still held by a just-dropped handle.
+fn open_log(dir: &Path) -> Result<SledLog, LogError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledLog::open(dir) {
+            Err(LogError::Storage(m)) if lock_busy(&m) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            other => return other,
+        }
+    }
+}
+
 fn with_raw_db(dir: &Path, f: impl FnOnce(&sled::Db)) {
-    let db = sled::open(dir).expect("raw sled open");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match sled::open(dir) {
+            Err(e) if lock_busy(&e.to_string()) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            other => break other.expect("raw sled open"),
+        }
+    };
     f(&db);
     db.flush().expect("raw flush");
 }
@@ -74,10 +103,7 @@ fn delete_event(dir: &Path, seq: u64) {
 
 fn corrupt_seq(result: Result<SledLog, LogError>) -> u64 {
     match result {
-        Ok(log) => panic!(
-            "a tampered log opened (head {:?})",
-            log.head().last_seq
-        ),
+        Ok(log) => panic!("a tampered log opened (head {:?})", log.head().last_seq),
         Err(LogError::Corrupt { seq, reason }) => {
             assert!(!reason.is_empty());
             seq
@@ -89,8 +115,7 @@ fn corrupt_seq(result: Result<SledLog, LogError>) -> u64 {
 /// Walks the whole chain from genesis; the first broken link, if any.
 fn first_broken_link(log: &SledLog) -> Option<u64> {
     let mut previous = GENESIS_HASH;
-    let mut expected_seq = 1;
-    for raw in log.read_raw(1) {
+    for (expected_seq, raw) in (1u64..).zip(log.read_raw(1)) {
         let raw = raw.expect("read raw");
         if raw.seq != expected_seq {
             return Some(expected_seq);
@@ -101,7 +126,6 @@ fn first_broken_link(log: &SledLog) -> Option<u64> {
             Err(other) => panic!("unexpected error {other:?}"),
         }
         previous = raw.hash;
-        expected_seq += 1;
     }
     None
 }
@@ -110,7 +134,7 @@ fn first_broken_link(log: &SledLog) -> Option<u64> {
 fn an_untampered_log_reopens_with_the_same_head_and_chain() {
     let dir = tempfile::tempdir().unwrap();
     let events = write_log(dir.path(), 12, 5);
-    let log = SledLog::open(dir.path()).expect("reopen");
+    let log = open_log(dir.path()).expect("reopen");
     assert_eq!(log.head().last_seq, 12);
     assert_eq!(first_broken_link(&log), None);
     let read: Vec<RecordedEvent> = log.read_all(1).map(|e| e.unwrap()).collect();
@@ -125,7 +149,7 @@ fn a_flipped_byte_in_the_last_event_is_named() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 10, 3);
     flip_byte(dir.path(), 10, 40);
-    assert_eq!(corrupt_seq(SledLog::open(dir.path())), 10);
+    assert_eq!(corrupt_seq(open_log(dir.path())), 10);
 }
 
 #[test]
@@ -134,7 +158,7 @@ fn a_flipped_byte_inside_the_tail_is_named() {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), 10, 4);
         flip_byte(dir.path(), seq, 33);
-        assert_eq!(corrupt_seq(SledLog::open(dir.path())), seq, "tampered {seq}");
+        assert_eq!(corrupt_seq(open_log(dir.path())), seq, "tampered {seq}");
     }
 }
 
@@ -144,7 +168,7 @@ fn a_flipped_byte_in_a_stored_hash_is_named() {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), 10, 10);
         flip_byte(dir.path(), seq, 0);
-        assert_eq!(corrupt_seq(SledLog::open(dir.path())), seq, "tampered {seq}");
+        assert_eq!(corrupt_seq(open_log(dir.path())), seq, "tampered {seq}");
     }
 }
 
@@ -154,7 +178,7 @@ fn a_deleted_event_inside_the_tail_is_named() {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), 10, 2);
         delete_event(dir.path(), seq);
-        assert_eq!(corrupt_seq(SledLog::open(dir.path())), seq, "deleted {seq}");
+        assert_eq!(corrupt_seq(open_log(dir.path())), seq, "deleted {seq}");
     }
 }
 
@@ -163,7 +187,7 @@ fn a_deleted_last_event_is_named() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 10, 3);
     delete_event(dir.path(), 10);
-    assert_eq!(corrupt_seq(SledLog::open(dir.path())), 10);
+    assert_eq!(corrupt_seq(open_log(dir.path())), 10);
 }
 
 #[test]
@@ -171,7 +195,7 @@ fn a_deleted_only_event_is_named() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 1, 1);
     delete_event(dir.path(), 1);
-    assert_eq!(corrupt_seq(SledLog::open(dir.path())), 1);
+    assert_eq!(corrupt_seq(open_log(dir.path())), 1);
 }
 
 #[test]
@@ -187,7 +211,7 @@ fn an_event_swapped_for_a_validly_encoded_one_is_named() {
         value.extend_from_slice(&hash);
         db.insert(event_key(5), value).unwrap();
     });
-    assert_eq!(corrupt_seq(SledLog::open(dir.path())), 5);
+    assert_eq!(corrupt_seq(open_log(dir.path())), 5);
 }
 
 #[test]
@@ -197,7 +221,7 @@ fn tampering_before_the_verified_tail_is_found_by_a_full_chain_walk() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 5_000, 1_000);
     flip_byte(dir.path(), 10, 40);
-    let log = SledLog::open(dir.path()).expect("open verifies only the tail");
+    let log = open_log(dir.path()).expect("open verifies only the tail");
     assert_eq!(log.head().last_seq, 5_000);
     assert_eq!(first_broken_link(&log), Some(10));
 }
@@ -207,12 +231,12 @@ fn tampering_deep_inside_the_verified_tail_of_a_long_log_is_named() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 5_000, 1_000);
     flip_byte(dir.path(), 4_321, 33);
-    assert_eq!(corrupt_seq(SledLog::open(dir.path())), 4_321);
+    assert_eq!(corrupt_seq(open_log(dir.path())), 4_321);
 
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 5_000, 1_000);
     delete_event(dir.path(), 3_000);
-    assert_eq!(corrupt_seq(SledLog::open(dir.path())), 3_000);
+    assert_eq!(corrupt_seq(open_log(dir.path())), 3_000);
 }
 
 /// A stored value for `event` chained onto `previous`, as the log writes it.
@@ -239,7 +263,7 @@ fn a_last_event_rewritten_with_a_consistent_chain_is_named() {
         db.insert(event_key(6), stored_value(&previous, &org_event(6)))
             .unwrap();
     });
-    assert_eq!(corrupt_seq(SledLog::open(dir.path())), 6);
+    assert_eq!(corrupt_seq(open_log(dir.path())), 6);
 }
 
 #[test]
@@ -251,7 +275,7 @@ fn an_event_appended_behind_the_logs_back_is_named() {
         db.insert(event_key(7), stored_value(&previous, &org_event(7)))
             .unwrap();
     });
-    assert_eq!(corrupt_seq(SledLog::open(dir.path())), 7);
+    assert_eq!(corrupt_seq(open_log(dir.path())), 7);
 }
 
 #[test]
@@ -259,21 +283,24 @@ fn a_reopened_log_keeps_appending_and_verifying() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 4, 4);
     for round in 0..3u64 {
-        let log = SledLog::open(dir.path()).expect("reopen");
+        let log = open_log(dir.path()).expect("reopen");
         let next = log.head().next_seq();
         assert_eq!(next, 5 + round * 2);
         log.append(&[org_event(next), org_event(next + 1)], &[])
             .expect("append after reopen");
         assert_eq!(first_broken_link(&log), None);
     }
-    let log = SledLog::open(dir.path()).expect("reopen");
+    let log = open_log(dir.path()).expect("reopen");
     assert_eq!(log.head().last_seq, 10);
     // Appending anything but the next sequence number is refused.
     assert!(matches!(
         log.append(&[org_event(12)], &[]),
-        Err(LogError::OutOfSequence { expected: 11, got: 12 })
+        Err(LogError::OutOfSequence {
+            expected: 11,
+            got: 12
+        })
     ));
     drop(log);
-    let log = SledLog::open(dir.path()).expect("a refused append leaves no trace");
+    let log = open_log(dir.path()).expect("a refused append leaves no trace");
     assert_eq!(log.head().last_seq, 10);
 }

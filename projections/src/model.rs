@@ -97,6 +97,10 @@ pub struct ReadModel {
     pub transactions: HashMap<TransactionId, Transaction>,
     pub transactions_by_org: HashMap<OrganizationId, Vec<TransactionId>>,
     pub balance_changes: HashMap<BalanceId, Vec<BalanceChange>>,
+    /// When set, the fold derives the webhook outbox entries of every event
+    /// after this seq into `webhook_outbox` (drained by the runner).
+    pub webhooks_after: Option<u64>,
+    pub webhook_outbox: Vec<crate::webhooks::OutboxEntry>,
 }
 
 fn push<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, Vec<V>>, key: K, value: V) {
@@ -115,6 +119,10 @@ impl ReadModel {
     pub fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), InvariantViolation> {
         self.ledger.apply(recorded)?;
         self.index(recorded);
+        if matches!(self.webhooks_after, Some(after) if recorded.seq > after) {
+            let entries = crate::webhooks::outbox_entries(recorded, self);
+            self.webhook_outbox.extend(entries);
+        }
         Ok(())
     }
 

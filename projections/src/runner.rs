@@ -2,6 +2,8 @@
 //! a sequence number (read-your-writes).
 
 use crate::model::ReadModel;
+use crate::outbox::{Outbox, OutboxError};
+use crate::webhooks::OutboxEntry;
 use ledger_core::engine::EngineHandle;
 use ledger_core::log::EventLog;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -15,6 +17,8 @@ pub enum ProjectionError {
     Invariant(#[from] ledger_core::domain::ledger::InvariantViolation),
     #[error("the read model lock was poisoned")]
     Poisoned,
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
 }
 
 /// Cheap to clone; shares one read model.
@@ -22,19 +26,49 @@ pub enum ProjectionError {
 pub struct Projections {
     model: Arc<RwLock<ReadModel>>,
     applied: watch::Receiver<u64>,
+    outbox: Option<Outbox>,
 }
 
 impl Projections {
     /// Builds the read model from sequence 0, then follows the engine.
     pub fn start(log: Arc<dyn EventLog>, engine: &EngineHandle) -> Result<Self, ProjectionError> {
+        Self::start_inner(log, engine, None)
+    }
+
+    /// As [`Projections::start`], and feeds the webhook outbox kept in
+    /// `outbox_dir`: the deliveries of an event are durable before the event
+    /// counts as applied, so a reader that sees an event sees its deliveries.
+    pub fn start_with_outbox(
+        log: Arc<dyn EventLog>,
+        engine: &EngineHandle,
+        outbox_dir: &std::path::Path,
+    ) -> Result<Self, ProjectionError> {
+        let outbox = Outbox::open(outbox_dir, log.head().last_seq)?;
+        Self::start_inner(log, engine, Some(outbox))
+    }
+
+    fn start_inner(
+        log: Arc<dyn EventLog>,
+        engine: &EngineHandle,
+        outbox: Option<Outbox>,
+    ) -> Result<Self, ProjectionError> {
         // Subscribe before catching up so no batch falls between the two.
         let mut events = engine.subscribe();
         let mut model = ReadModel::new();
+        if let Some(o) = &outbox {
+            model.webhooks_after = Some(o.checkpoint()?);
+        }
         catch_up(&mut model, log.as_ref())?;
+        if let Some(o) = &outbox {
+            o.record(model.last_seq(), &std::mem::take(&mut model.webhook_outbox))?;
+        }
         let (applied_tx, applied) = watch::channel(model.last_seq());
         let model = Arc::new(RwLock::new(model));
         let shared = model.clone();
+        let feed = outbox.clone();
         tokio::spawn(async move {
+            // Outbox entries not yet written (kept for the next try on failure).
+            let mut unwritten: Vec<OutboxEntry> = Vec::new();
             loop {
                 let batch = match events.recv().await {
                     Ok(batch) => Some(batch),
@@ -43,14 +77,19 @@ impl Projections {
                 };
                 let result = {
                     let Ok(mut m) = shared.write() else { break };
-                    match batch {
+                    let result = match batch {
                         Some(batch) => apply_batch(&mut m, &batch, log.as_ref()),
                         None => catch_up(&mut m, log.as_ref()),
                     }
-                    .map(|_| m.last_seq())
+                    .map(|_| m.last_seq());
+                    unwritten.append(&mut m.webhook_outbox);
+                    result
                 };
                 match result {
                     Ok(seq) => {
+                        if let Some(outbox) = &feed {
+                            feed_outbox(outbox, seq, &mut unwritten).await;
+                        }
                         applied_tx.send_replace(seq);
                     }
                     Err(e) => {
@@ -60,7 +99,16 @@ impl Projections {
                 }
             }
         });
-        Ok(Self { model, applied })
+        Ok(Self {
+            model,
+            applied,
+            outbox,
+        })
+    }
+
+    /// The webhook outbox, when started with one.
+    pub fn outbox(&self) -> Option<&Outbox> {
+        self.outbox.as_ref()
     }
 
     pub fn read(&self) -> Result<RwLockReadGuard<'_, ReadModel>, ProjectionError> {
@@ -75,6 +123,30 @@ impl Projections {
     pub async fn wait_for(&self, seq: u64) {
         let mut rx = self.applied.clone();
         let _ = rx.wait_for(|applied| *applied >= seq).await;
+    }
+}
+
+/// Writes the entries derived through `seq` and moves the checkpoint there.
+/// On failure the entries are kept and written with the next batch (the
+/// checkpoint has not moved, so a restart re-derives them too).
+async fn feed_outbox(outbox: &Outbox, seq: u64, unwritten: &mut Vec<OutboxEntry>) {
+    let result = if unwritten.is_empty() {
+        // Only the checkpoint moves; no flush needed, so no blocking worth a thread.
+        outbox.record(seq, &[])
+    } else {
+        let outbox = outbox.clone();
+        let entries = std::mem::take(unwritten);
+        match tokio::task::spawn_blocking(move || (outbox.record(seq, &entries), entries)).await {
+            Ok((Ok(n), _)) => Ok(n),
+            Ok((Err(e), entries)) => {
+                *unwritten = entries;
+                Err(e)
+            }
+            Err(e) => Err(OutboxError::Storage(e.to_string())),
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "webhook outbox write failed; retrying with the next batch");
     }
 }
 

@@ -94,20 +94,27 @@ async fn deposit(
     let amount = Amount::parse(currency, &body.value.amount).map_err(|e| ApiError::Validation(e.to_string()))?;
     let reference = body.value.reference.clone();
     let render = render_with(move |ledger, outcome| match outcome {
-        Outcome::Transaction { id, balance_id } => {
-            let b = ledger.balances.get(balance_id);
-            json!({
-                "id": id.to_string(),
-                "type": "DEPOSIT",
-                "organizationId": organization_id.to_string(),
-                "balanceId": balance_id.to_string(),
-                "currency": currency.code(),
-                "amount": amount.format(currency),
-                "totalAfter": b.map(|b| b.total.format(currency)),
-                "reference": reference,
-                "createdAt": b.map(|b| b.updated_at.rfc3339()),
-            })
-        }
+        // The same shape as `GET /treasury/{orgId}/transactions/{id}` will show.
+        Outcome::Transaction { id, balance_id } => match ledger.balances.get(balance_id) {
+            Some(b) => views::transaction(&projections::Transaction {
+                id: *id,
+                seq: ledger.last_seq,
+                kind: projections::TransactionType::Deposit,
+                organization_id,
+                balance_id: *balance_id,
+                currency,
+                amount,
+                total_after: b.total,
+                reference: Some(reference),
+                invoice_id: None,
+                payment_id: None,
+                withdrawal_id: None,
+                refund_id: None,
+                counterparty_organization_id: None,
+                created_at: b.updated_at,
+            }),
+            None => serde_json::Value::Null,
+        },
         other => outcome_view(ledger, other),
     });
     execute(

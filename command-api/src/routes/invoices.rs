@@ -26,7 +26,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 /// Actions as `(path segment, permission needed)`; `None`: either invoices:write or invoices:approve.
-const ACTIONS: [(&str, Option<Permission>); 12] = [
+pub const ACTIONS: [(&str, Option<Permission>); 12] = [
     ("submit", Some(Permission::InvoicesWrite)),
     ("respond-info", Some(Permission::InvoicesWrite)),
     ("approve", Some(Permission::InvoicesApprove)),
@@ -42,7 +42,7 @@ const ACTIONS: [(&str, Option<Permission>); 12] = [
 ];
 
 pub const BULK_MAX: usize = 500;
-const BULK: [&str; 4] = ["approve", "cancel", "archive", "restore"];
+pub const BULK: [&str; 4] = ["approve", "cancel", "archive", "restore"];
 
 pub fn router() -> Router<AppState> {
     let mut r = Router::new()

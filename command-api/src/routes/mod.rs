@@ -10,6 +10,7 @@ pub mod payments;
 pub mod settings;
 pub mod storage;
 pub mod treasury;
+pub mod webhooks;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -27,6 +28,7 @@ pub fn api_router(state: AppState) -> Router<AppState> {
         .merge(settings::router())
         .merge(api_logs::router())
         .merge(storage::router())
+        .merge(webhooks::router())
         .layer(axum::middleware::from_fn_with_state(state, crate::rate_limit::limit));
     Router::new()
         .route("/openapi.json", axum::routing::get(crate::openapi::serve))

@@ -487,9 +487,9 @@ impl Ledger {
         }
         supply.balances_total = supply
             .balances_total
-            .checked_add(after)
-            .and_then(|t| t.checked_sub(before))
-            .ok_or("balances total went negative")?;
+            .checked_sub(before)
+            .and_then(|t| t.checked_add(after))
+            .ok_or("balances total out of range")?;
         conserved(currency, supply)
     }
 

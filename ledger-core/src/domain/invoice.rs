@@ -239,6 +239,11 @@ impl Invoice {
 
     pub fn check_submit(&self, party: Party) -> Result<(), DomainError> {
         self.check("submit", party, &[Party::Seller], &[InvoiceStatus::Draft, InvoiceStatus::Disputed])?;
+        self.check_submittable()
+    }
+
+    /// What an invoice needs before the buyer may be asked to approve it.
+    pub fn check_submittable(&self) -> Result<(), DomainError> {
         if self.line_items.is_empty() || self.totals().total.is_zero() {
             return Err(DomainError::Validation(
                 "an invoice needs at least one line item and a total above zero to be submitted".into(),

@@ -143,6 +143,14 @@ impl Ledger {
                     return Err(DomainError::Validation("amount must be greater than zero".into()));
                 }
                 let reference = invoice::bounded_text("reference", reference, 200)?;
+                // Every sum of money in one currency stays within Amount's cap: bounding what
+                // ever came in bounds every balance and every total derived from them.
+                let deposited = self.supply.get(currency).map(|s| s.deposited).unwrap_or(Amount::ZERO);
+                if deposited.checked_add(*amount).is_none() {
+                    return Err(DomainError::Validation(format!(
+                        "this deposit would take the {currency} held in the ledger past its limit"
+                    )));
+                }
                 let mut events = Vec::new();
                 let balance_id = self.open_balance(*organization_id, *currency, ctx, &mut events);
                 let transaction_id = ctx.id();
@@ -566,7 +574,25 @@ impl Ledger {
                         "the file is attached to an invoice that is no longer a draft".into(),
                     ));
                 }
-                Ok((Outcome::File(*id), vec![Event::FileDeleted { id: *id }]))
+                // Drafts that still list the file drop it, so no invoice names a missing file.
+                let mut events: Vec<Event> = self
+                    .file_invoices
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|inv| self.invoices.get(inv))
+                    .filter(|i| i.attachments.contains(id))
+                    .map(|i| Event::InvoiceUpdated {
+                        id: i.id,
+                        number: None,
+                        due_date: None,
+                        memo: None,
+                        line_items: None,
+                        attachments: Some(i.attachments.iter().copied().filter(|f| f != id).collect()),
+                    })
+                    .collect();
+                events.push(Event::FileDeleted { id: *id });
+                Ok((Outcome::File(*id), events))
             }
             Command::Bulk(_) | Command::SettleAllDue { .. } | Command::RetryFailedPayments { .. } => Err(
                 DomainError::Validation("composite commands are expanded before deciding".into()),
@@ -795,6 +821,8 @@ impl Ledger {
             }
             InvoiceAction::RespondInfo { message } => {
                 inv.check("respond to", party, &[Party::Seller], &[S::InfoRequested])?;
+                // It goes back to SUBMITTED, so it must still be submittable.
+                inv.check_submittable()?;
                 vec![Event::InvoiceInfoProvided {
                     id,
                     message: text("message", message)?,
@@ -903,6 +931,9 @@ impl Ledger {
                 (amount, Some(invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?))
             }
         };
+        if amount.is_zero() {
+            return Err(DomainError::Validation("an invoice with a total of zero cannot be approved".into()));
+        }
         let balance = self
             .balance_of(inv.buyer_organization_id, inv.currency)
             .ok_or_else(|| DomainError::insufficient(inv.currency, amount, Amount::ZERO))?;

@@ -1,0 +1,458 @@
+//! Settings: webhook endpoints, their deliveries, test messages and manual
+//! redelivery. Endpoint changes are commands (events in the log); deliveries
+//! live in the outbox (`projections::outbox`), drained by `crate::webhooks`.
+
+use super::{path_id, Query};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::commands::{execute, json_value, outcome_view, render_with, Request};
+use crate::error::{ApiError, ApiResult};
+use crate::paging;
+use crate::views;
+use crate::webhooks::{signing, ssrf};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
+use ledger_core::domain::Command;
+use ledger_core::events::Permission;
+use ledger_core::ids::WebhookEndpointId;
+use projections::outbox::{Delivery, DeliveryStatus, Outbox};
+use projections::webhooks::{is_valid_filter, TEST_EVENT_TYPE};
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/settings/webhooks", post(create).get(list))
+        .route(
+            "/settings/webhooks/{id}",
+            get(get_one).patch(update).delete(remove),
+        )
+        .route("/settings/webhooks/{id}/rotate-secret", post(rotate_secret))
+        .route("/settings/webhooks/{id}/test", post(send_test))
+        .route("/settings/webhooks/{id}/deliveries", get(deliveries))
+        .route(
+            "/settings/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+            post(redeliver),
+        )
+}
+
+const MAX_FILTERS: usize = 50;
+const MAX_DESCRIPTION_CHARS: usize = 500;
+/// How long a rotated-out secret keeps signing.
+const ROTATION_OVERLAP_SECONDS: i64 = 24 * 3600;
+
+/// `null` → `Some(None)` (clear), absent → `None` (leave as is).
+fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+fn check_events(events: Vec<String>) -> ApiResult<Vec<String>> {
+    if events.is_empty() {
+        return Err(ApiError::Validation(
+            "events must name at least one event type (`*` for all)".into(),
+        ));
+    }
+    if events.len() > MAX_FILTERS {
+        return Err(ApiError::Validation(format!(
+            "at most {MAX_FILTERS} event filters"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(events.len());
+    for e in events {
+        if !is_valid_filter(&e) {
+            return Err(ApiError::Validation(format!(
+                "unknown event type `{}`: use `*`, `<family>.*` or a name from the webhook event list",
+                e.chars().take(100).collect::<String>()
+            )));
+        }
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+fn check_description(d: Option<String>) -> ApiResult<Option<String>> {
+    match d {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => Err(ApiError::Validation(format!(
+            "description is longer than {MAX_DESCRIPTION_CHARS} characters"
+        ))),
+        other => Ok(other),
+    }
+}
+
+async fn check_url(state: &AppState, raw: &str) -> ApiResult<String> {
+    let raw = raw.trim();
+    ssrf::check_endpoint_url(raw, state.config.webhook_allow_private)
+        .await
+        .map_err(ApiError::Validation)?;
+    Ok(raw.to_string())
+}
+
+fn outbox(state: &AppState) -> ApiResult<&Outbox> {
+    state
+        .projections
+        .outbox()
+        .ok_or_else(|| ApiError::Internal("the webhook outbox is not open".into()))
+}
+
+/// The caller's endpoint (not deleted); anything else is 404.
+fn own_endpoint(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<WebhookEndpoint> {
+    let id: WebhookEndpointId = path_id(raw, "webhook endpoint")?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
+    model
+        .ledger
+        .webhook_endpoints
+        .get(&id)
+        .filter(|e| e.organization_id == caller.organization_id && !e.deleted)
+        .cloned()
+        .ok_or(ApiError::NotFound("webhook endpoint"))
+}
+
+/// The endpoint view with its secret added (create and rotate only).
+fn render_with_secret(secret: String) -> ledger_core::engine::Render {
+    render_with(move |ledger, outcome| {
+        let mut view = outcome_view(ledger, outcome);
+        if let Value::Object(m) = &mut view {
+            m.insert("secret".into(), Value::String(secret));
+        }
+        view
+    })
+}
+
+pub fn delivery_view(d: &Delivery) -> Value {
+    json!({
+        "id": d.id.to_string(),
+        "endpointId": d.endpoint_id.to_string(),
+        "eventId": d.event_id,
+        "eventType": d.event_type,
+        "status": d.status.as_str(),
+        "nextAttemptAt": d.next_attempt_at.map(|t| t.rfc3339()),
+        "createdAt": d.created_at.rfc3339(),
+        "attempts": d.attempts.iter().map(|a| json!({
+            "at": a.at.rfc3339(),
+            "statusCode": a.status_code,
+            "durationMs": a.duration_ms,
+            "error": a.error,
+            "responseBody": a.response_body,
+        })).collect::<Vec<_>>(),
+        "payload": serde_json::from_slice::<Value>(&d.payload).unwrap_or(Value::Null),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateEndpoint {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    url: String,
+    events: Vec<String>,
+    description: Option<String>,
+}
+
+async fn create(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: JsonBody<CreateEndpoint>,
+) -> ApiResult<Response> {
+    caller.require(Permission::SettingsWrite)?;
+    let v = body.value;
+    let url = check_url(&state, &v.url).await?;
+    let events = check_events(v.events)?;
+    let description = check_description(v.description)?;
+    let secret = signing::new_secret();
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::CreateWebhookEndpoint {
+                url,
+                events,
+                description,
+                secret: secret.clone(),
+            },
+            render: render_with_secret(secret),
+        },
+    )
+    .await
+}
+
+async fn list(caller: Caller, State(state): State<AppState>, query: Query) -> ApiResult<Response> {
+    caller.require(Permission::SettingsRead)?;
+    let limit = paging::limit(query.get("limit").map(String::as_str))?;
+    let cursor = paging::decode_cursor(query.get("cursor").map(String::as_str))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
+    let mut endpoints: Vec<&WebhookEndpoint> = model
+        .endpoints_by_org
+        .get(&caller.organization_id)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| model.ledger.webhook_endpoints.get(id))
+        .filter(|e| !e.deleted)
+        .collect();
+    endpoints.sort_by_key(|e| e.id);
+    let (page, next) = paging::page(endpoints, |e| e.id.to_string(), cursor, limit, false);
+    let data: Vec<Value> = page.into_iter().map(views::webhook_endpoint).collect();
+    Ok(json_value(&json!({ "data": data, "nextCursor": next })))
+}
+
+async fn get_one(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    caller.require(Permission::SettingsRead)?;
+    let e = own_endpoint(&state, &caller, &id)?;
+    Ok(json_value(&views::webhook_endpoint(&e)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateEndpoint {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "double_option")]
+    description: Option<Option<String>>,
+}
+
+async fn update(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: JsonBody<UpdateEndpoint>,
+) -> ApiResult<Response> {
+    caller.require(Permission::SettingsWrite)?;
+    let endpoint = own_endpoint(&state, &caller, &id)?;
+    let v = body.value;
+    let url = match v.url {
+        Some(u) => Some(check_url(&state, &u).await?),
+        None => None,
+    };
+    let events = v.events.map(check_events).transpose()?;
+    let description = match v.description {
+        Some(d) => Some(check_description(d)?),
+        None => None,
+    };
+    let response = execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::UpdateWebhookEndpoint {
+                id: endpoint.id,
+                url,
+                events,
+                enabled: v.enabled,
+                description,
+            },
+            render: render_with(outcome_view),
+        },
+    )
+    .await?;
+    if v.enabled == Some(true) && response.status().is_success() {
+        // Deliveries held while it was disabled go out again.
+        let outbox = outbox(&state)?.clone();
+        let now = state.clock.now();
+        tokio::task::spawn_blocking(move || outbox.resume(endpoint.id, now))
+            .await
+            .map_err(|e| ApiError::internal("webhook outbox", e))?
+            .map_err(|e| ApiError::internal("webhook outbox", e))?;
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+}
+
+async fn remove(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: JsonBody<Empty>,
+) -> ApiResult<Response> {
+    caller.require(Permission::SettingsWrite)?;
+    let endpoint = own_endpoint(&state, &caller, &id)?;
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::DeleteWebhookEndpoint { id: endpoint.id },
+            render: render_with(|ledger, outcome| {
+                let mut view = outcome_view(ledger, outcome);
+                if let Value::Object(m) = &mut view {
+                    m.insert("deleted".into(), Value::Bool(true));
+                }
+                view
+            }),
+        },
+    )
+    .await
+}
+
+async fn rotate_secret(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: JsonBody<Empty>,
+) -> ApiResult<Response> {
+    caller.require(Permission::SettingsWrite)?;
+    let endpoint = own_endpoint(&state, &caller, &id)?;
+    let secret = signing::new_secret();
+    let previous_valid_until = state.clock.now().plus_seconds(ROTATION_OVERLAP_SECONDS);
+    execute(
+        &state,
+        Request {
+            actor: caller.actor(),
+            request_id: body.request_id,
+            fingerprint: body.fingerprint,
+            command: Command::RotateWebhookSecret {
+                id: endpoint.id,
+                secret: secret.clone(),
+                previous_valid_until,
+            },
+            render: render_with_secret(secret),
+        },
+    )
+    .await
+}
+
+/// Queues a `webhook.test` message to this endpoint, whatever its filter.
+/// With a `requestId`, the message id derives from it: a retry returns the
+/// same delivery instead of sending again.
+async fn send_test(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: JsonBody<Empty>,
+) -> ApiResult<Response> {
+    caller.require(Permission::SettingsWrite)?;
+    let endpoint = own_endpoint(&state, &caller, &id)?;
+    let outbox = outbox(&state)?.clone();
+    let event_id = format!(
+        "evt_test_{}",
+        body.request_id
+            .map(|r| r.as_uuid())
+            .unwrap_or_else(Uuid::now_v7)
+            .simple()
+    );
+    let now = state.clock.now();
+    let data = json!({
+        "endpointId": endpoint.id.to_string(),
+        "message": "This is a test event from Expereon.",
+    });
+    let payload = projections::webhooks::payload(
+        &event_id,
+        TEST_EVENT_TYPE,
+        now,
+        caller.organization_id,
+        data,
+    );
+    let delivery = Delivery::new(
+        endpoint.id,
+        caller.organization_id,
+        event_id,
+        TEST_EVENT_TYPE.to_string(),
+        0,
+        now,
+        payload,
+    );
+    let stored = tokio::task::spawn_blocking(move || outbox.insert(delivery))
+        .await
+        .map_err(|e| ApiError::internal("webhook outbox", e))?
+        .map_err(|e| ApiError::internal("webhook outbox", e))?;
+    Ok(json_value(&delivery_view(&stored)))
+}
+
+async fn deliveries(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> ApiResult<Response> {
+    caller.require(Permission::SettingsRead)?;
+    let endpoint = own_endpoint(&state, &caller, &id)?;
+    let limit = paging::limit(query.get("limit").map(String::as_str))?;
+    let before = paging::decode_cursor(query.get("cursor").map(String::as_str))?
+        .map(|c| {
+            Uuid::parse_str(&c).map_err(|_| ApiError::Validation("cursor is not valid".into()))
+        })
+        .transpose()?;
+    let status = query
+        .get("status")
+        .map(|s| {
+            DeliveryStatus::parse(s).ok_or_else(|| {
+                ApiError::Validation("status must be PENDING, SUCCEEDED or FAILED".into())
+            })
+        })
+        .transpose()?;
+    let (page, next) = outbox(&state)?
+        .list(endpoint.id, before, status, limit)
+        .map_err(|e| ApiError::internal("webhook outbox", e))?;
+    let data: Vec<Value> = page.iter().map(delivery_view).collect();
+    Ok(json_value(&json!({
+        "data": data,
+        "nextCursor": next.map(|n| paging::encode_cursor(&n.to_string())),
+    })))
+}
+
+/// Sends a delivery again from now, with a fresh retry schedule (whatever
+/// its status). The same `requestId` again changes nothing more.
+async fn redeliver(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((id, delivery_id)): Path<(String, String)>,
+    body: JsonBody<Empty>,
+) -> ApiResult<Response> {
+    caller.require(Permission::SettingsWrite)?;
+    let endpoint = own_endpoint(&state, &caller, &id)?;
+    let delivery_id = Uuid::parse_str(&delivery_id).map_err(|_| ApiError::NotFound("delivery"))?;
+    let outbox = outbox(&state)?.clone();
+    match outbox.get(delivery_id) {
+        Ok(Some(d)) if d.endpoint_id == endpoint.id => {}
+        Ok(_) => return Err(ApiError::NotFound("delivery")),
+        Err(e) => return Err(ApiError::internal("webhook outbox", e)),
+    }
+    let now = state.clock.now();
+    let request = body.request_id.map(|r| r.as_uuid());
+    let updated = tokio::task::spawn_blocking(move || {
+        outbox.update(delivery_id, |d| {
+            if request.is_some_and(|r| d.redelivered_by.contains(&r)) {
+                return;
+            }
+            d.status = DeliveryStatus::Pending;
+            d.next_attempt_at = Some(now);
+            d.schedule_base = u32::try_from(d.attempts.len()).unwrap_or(u32::MAX);
+            if let Some(r) = request {
+                d.redelivered_by.push(r);
+            }
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal("webhook outbox", e))?
+    .map_err(|e| ApiError::internal("webhook outbox", e))?
+    .ok_or(ApiError::NotFound("delivery"))?;
+    Ok(json_value(&delivery_view(&updated)))
+}

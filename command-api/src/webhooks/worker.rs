@@ -1,0 +1,405 @@
+//! The delivery worker: polls the outbox for due deliveries (by the injected
+//! clock), sends each as a signed POST, records the attempt durably, and
+//! schedules the next one on `EXPEREON_WEBHOOK_RETRY_SCHEDULE`.
+//!
+//! Concurrency is bounded overall ([`MAX_IN_FLIGHT`]) and per endpoint
+//! ([`MAX_PER_ENDPOINT`]), and a delivery is never in flight twice: a slow or
+//! dead endpoint holds at most its own few slots while the rest flow.
+
+use crate::app::AppState;
+use crate::webhooks::{signing, ssrf};
+use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
+use ledger_core::ids::WebhookEndpointId;
+use ledger_core::time::Timestamp;
+use projections::outbox::{Attempt, Delivery, DeliveryStatus, Outbox, MAX_RESPONSE_BODY};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// How often the schedule is polled when nothing wakes the worker sooner.
+pub const TICK: Duration = Duration::from_millis(100);
+pub const MAX_IN_FLIGHT: usize = 64;
+pub const MAX_PER_ENDPOINT: usize = 4;
+/// Most schedule entries looked at per poll.
+const SCAN_LIMIT: usize = 10_000;
+/// How long shutdown waits for attempts in flight to finish and be recorded.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub struct WebhookWorker {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookWorker {
+    /// Stops taking new deliveries, lets attempts in flight finish (bounded
+    /// wait), then returns. Whatever did not finish is still PENDING and is
+    /// sent after the next start.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+pub fn spawn(state: AppState) -> WebhookWorker {
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        match state.projections.outbox().cloned() {
+            Some(outbox) => run(state, outbox, stopped).await,
+            None => tracing::warn!("no webhook outbox: webhook delivery is off"),
+        }
+    });
+    WebhookWorker { stop, task }
+}
+
+async fn run(state: AppState, outbox: Outbox, mut stopped: watch::Receiver<bool>) {
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, (Uuid, WebhookEndpointId)> = HashMap::new();
+    let mut in_flight: HashSet<Uuid> = HashSet::new();
+    let mut per_endpoint: HashMap<WebhookEndpointId, usize> = HashMap::new();
+    loop {
+        if running.len() < MAX_IN_FLIGHT {
+            let now = state.clock.now();
+            let due = {
+                let outbox = outbox.clone();
+                tokio::task::spawn_blocking(move || outbox.due(now, SCAN_LIMIT)).await
+            };
+            match due {
+                Ok(Ok(due)) => {
+                    for d in due {
+                        if running.len() >= MAX_IN_FLIGHT {
+                            break;
+                        }
+                        let busy = per_endpoint.get(&d.endpoint_id).copied().unwrap_or(0);
+                        if busy >= MAX_PER_ENDPOINT || in_flight.contains(&d.delivery_id) {
+                            continue;
+                        }
+                        let handle =
+                            tasks.spawn(attempt(state.clone(), outbox.clone(), d.delivery_id));
+                        running.insert(handle.id(), (d.delivery_id, d.endpoint_id));
+                        in_flight.insert(d.delivery_id);
+                        *per_endpoint.entry(d.endpoint_id).or_default() += 1;
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "reading the webhook schedule"),
+                Err(e) => tracing::error!(error = %e, "reading the webhook schedule"),
+            }
+        }
+        tokio::select! {
+            _ = stopped.changed() => break,
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let id = match &done {
+                    Ok((id, ())) => *id,
+                    Err(e) => {
+                        tracing::error!(error = %e, "webhook attempt task failed");
+                        e.id()
+                    }
+                };
+                if let Some((delivery, endpoint)) = running.remove(&id) {
+                    in_flight.remove(&delivery);
+                    if let Some(n) = per_endpoint.get_mut(&endpoint) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            per_endpoint.remove(&endpoint);
+                        }
+                    }
+                }
+            }
+            _ = outbox.changed() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+    // Shutting down: no new attempts; give those in flight a moment to record.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "webhook attempts still running at shutdown; they stay pending"
+        );
+        tasks.abort_all();
+    }
+}
+
+/// What one attempt came to.
+struct Outcome {
+    attempt: Attempt,
+    succeeded: bool,
+    /// Nothing more to try (endpoint deleted or disabled).
+    give_up: bool,
+}
+
+async fn attempt(state: AppState, outbox: Outbox, id: Uuid) {
+    let loaded = {
+        let outbox = outbox.clone();
+        tokio::task::spawn_blocking(move || outbox.get(id)).await
+    };
+    let delivery = match loaded {
+        Ok(Ok(Some(d))) => d,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return tracing::error!(error = %e, %id, "loading a webhook delivery"),
+        Err(e) => return tracing::error!(error = %e, %id, "loading a webhook delivery"),
+    };
+    let now = state.clock.now();
+    // The schedule entry may be stale (another attempt or a redelivery moved it).
+    if delivery.status != DeliveryStatus::Pending
+        || !matches!(delivery.next_attempt_at, Some(t) if t <= now)
+    {
+        return;
+    }
+    let endpoint: Option<WebhookEndpoint> = state.projections.read().ok().and_then(|m| {
+        m.ledger
+            .webhook_endpoints
+            .get(&delivery.endpoint_id)
+            .cloned()
+    });
+    let outcome = match endpoint {
+        None => not_sent(now, "endpoint not found"),
+        Some(e) if e.deleted => not_sent(now, "endpoint deleted; not sent"),
+        Some(e) if !e.enabled => return hold(&state, outbox, id, delivery.endpoint_id).await,
+        Some(e) => send(&state, &e, &delivery, now).await,
+    };
+    tracing::debug!(
+        delivery = %id,
+        endpoint = %delivery.endpoint_id,
+        event = %delivery.event_id,
+        status = ?outcome.attempt.status_code,
+        ok = outcome.succeeded,
+        "webhook attempt"
+    );
+    let schedule = state.config.webhook_retry_schedule.0.clone();
+    let clock = state.clock.clone();
+    let recorded = tokio::task::spawn_blocking(move || {
+        outbox.update(id, move |d| {
+            d.attempts.push(outcome.attempt);
+            if outcome.succeeded {
+                d.status = DeliveryStatus::Succeeded;
+            } else if outcome.give_up {
+                d.status = DeliveryStatus::Failed;
+            } else {
+                // The n-th failure of this round waits schedule[n-1]; past the end: FAILED.
+                match schedule.get(d.attempts_in_round().saturating_sub(1)) {
+                    Some(delay) => {
+                        d.status = DeliveryStatus::Pending;
+                        d.next_attempt_at = Some(after(clock.now(), *delay));
+                    }
+                    None => d.status = DeliveryStatus::Failed,
+                }
+            }
+        })
+    })
+    .await;
+    match recorded {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, %id, "recording a webhook attempt"),
+        Err(e) => tracing::error!(error = %e, %id, "recording a webhook attempt"),
+    }
+}
+
+/// The endpoint is disabled: the delivery leaves the schedule (PENDING, no
+/// next attempt, no attempt counted) until `PATCH enabled: true` resumes it.
+/// If it was enabled meanwhile, resume at once (the route's resume may have
+/// run before this hold).
+async fn hold(state: &AppState, outbox: Outbox, id: Uuid, endpoint: WebhookEndpointId) {
+    let result = tokio::task::spawn_blocking({
+        let outbox = outbox.clone();
+        move || {
+            outbox.update(id, |d| {
+                if d.status == DeliveryStatus::Pending {
+                    d.next_attempt_at = None;
+                }
+            })
+        }
+    })
+    .await;
+    if let Ok(Err(e)) = result {
+        return tracing::error!(error = %e, %id, "holding a webhook delivery");
+    }
+    let enabled_now = state
+        .projections
+        .read()
+        .ok()
+        .and_then(|m| {
+            m.ledger
+                .webhook_endpoints
+                .get(&endpoint)
+                .map(|e| e.enabled && !e.deleted)
+        })
+        .unwrap_or(false);
+    if enabled_now {
+        let now = state.clock.now();
+        let resumed = tokio::task::spawn_blocking(move || outbox.resume(endpoint, now)).await;
+        if let Ok(Err(e)) = resumed {
+            tracing::error!(error = %e, %endpoint, "resuming webhook deliveries");
+        }
+    }
+}
+
+fn after(t: Timestamp, d: Duration) -> Timestamp {
+    Timestamp::from_micros(
+        t.as_micros()
+            .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+    )
+}
+
+fn not_sent(now: Timestamp, why: &str) -> Outcome {
+    Outcome {
+        attempt: Attempt {
+            at: now,
+            status_code: None,
+            duration_ms: 0,
+            error: Some(why.to_string()),
+            response_body: None,
+        },
+        succeeded: false,
+        give_up: true,
+    }
+}
+
+/// The secrets that sign now: the current one, and the rotated-out one while
+/// it is still valid.
+pub fn signing_secrets(e: &WebhookEndpoint, now: Timestamp) -> Vec<&str> {
+    let mut secrets = vec![e.secret.as_str()];
+    if let Some((previous, until)) = &e.previous_secret {
+        if *until > now {
+            secrets.push(previous.as_str());
+        }
+    }
+    secrets
+}
+
+async fn send(
+    state: &AppState,
+    endpoint: &WebhookEndpoint,
+    d: &Delivery,
+    now: Timestamp,
+) -> Outcome {
+    let started = Instant::now();
+    let timeout = state.config.webhook_timeout;
+    let failed = |error: String, status_code: Option<u16>, body: Option<String>| Outcome {
+        attempt: Attempt {
+            at: now,
+            status_code,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error: Some(error),
+            response_body: body,
+        },
+        succeeded: false,
+        give_up: false,
+    };
+    let allow_private = state.config.webhook_allow_private;
+    let url = match ssrf::check_url(&endpoint.url, allow_private) {
+        Ok(u) => u,
+        Err(e) => return failed(format!("refused: {e}"), None, None),
+    };
+    let target = match tokio::time::timeout(timeout, ssrf::resolve(&url, allow_private)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return failed(e, None, None),
+        Err(_) => return failed("timed out resolving the host".into(), None, None),
+    };
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve the name itself, around the pinned address.
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("Expereon-Webhooks/", env!("CARGO_PKG_VERSION")));
+    if let Some(domain) = &target.domain {
+        // Connect only to the addresses just checked (no second lookup).
+        builder = builder.resolve_to_addrs(domain, &target.addrs);
+    }
+    let client = match builder.build() {
+        Ok(c) => c,
+        Err(e) => return failed(format!("http client: {e}"), None, None),
+    };
+    let timestamp = now.as_micros().div_euclid(1_000_000);
+    let signature = signing::signature_header(
+        &signing_secrets(endpoint, now),
+        &d.event_id,
+        timestamp,
+        &d.payload,
+    );
+    let request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &d.event_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", &signature)
+        .header("x-signature", &signature)
+        .body(d.payload.clone());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut response = match tokio::time::timeout_at(deadline, request.send()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) if e.is_timeout() => {
+            return failed(
+                format!("timed out after {} ms", timeout.as_millis()),
+                None,
+                None,
+            )
+        }
+        Ok(Err(e)) => return failed(describe(&e), None, None),
+        Err(_) => {
+            return failed(
+                format!("timed out after {} ms", timeout.as_millis()),
+                None,
+                None,
+            )
+        }
+    };
+    let status = response.status();
+    // The answer counts once its status is in; the body is kept for the log
+    // (first KiB, whatever arrives before the deadline).
+    let mut body = Vec::new();
+    while body.len() < MAX_RESPONSE_BODY {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_RESPONSE_BODY);
+    let body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+    if status.is_success() {
+        Outcome {
+            attempt: Attempt {
+                at: now,
+                status_code: Some(status.as_u16()),
+                duration_ms: started.elapsed().as_millis() as u64,
+                error: None,
+                response_body: body,
+            },
+            succeeded: true,
+            give_up: false,
+        }
+    } else {
+        failed(
+            format!("HTTP {}", status.as_u16()),
+            Some(status.as_u16()),
+            body,
+        )
+    }
+}
+
+/// A transport error in one line, without the URL (it is on the endpoint).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "transport error"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}

@@ -1,0 +1,17 @@
+//! Black-box tests of the Expereon API: each test starts the real server
+//! binary on a free port with a fresh data directory and talks HTTP to it.
+
+mod auth;
+mod bad_input;
+mod bulk;
+mod concurrency;
+mod editing;
+mod idempotency;
+mod isolation;
+mod lifecycle;
+mod listing;
+mod observability;
+mod restart;
+#[allow(dead_code)]
+mod support;
+mod transitions;
