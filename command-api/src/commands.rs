@@ -79,10 +79,21 @@ pub fn render_outcome() -> Render {
     render_with(outcome_view)
 }
 
+/// Renders a success with `f`; a refusal as the error response it maps to, so
+/// a retry of a refused request replays the same error.
 pub fn render_with(f: impl FnOnce(&Ledger, &Outcome) -> Value + Send + 'static) -> Render {
-    Box::new(move |ledger, outcome| Rendered {
-        status: 200,
-        body: serde_json::to_vec(&f(ledger, outcome)).unwrap_or_default(),
+    Box::new(move |ledger, result| match result {
+        Ok(outcome) => Rendered {
+            status: 200,
+            body: serde_json::to_vec(&f(ledger, outcome)).unwrap_or_default(),
+        },
+        Err(e) => {
+            let e = ApiError::from(e.clone());
+            Rendered {
+                status: e.status().as_u16(),
+                body: e.body(),
+            }
+        }
     })
 }
 
@@ -139,9 +150,16 @@ pub async fn execute(state: &AppState, req: Request) -> Result<Response, ApiErro
             let rendered = rendered.ok_or_else(|| ApiError::Internal("command answered without a body".into()))?;
             Ok(json_bytes(status(rendered.status), rendered.body))
         }
-        Reply::Executed { result: Err(e), .. } => {
+        Reply::Executed {
+            result: Err(e),
+            rendered,
+            ..
+        } => {
             state.metrics.observe_command("rejected");
-            Err(e.into())
+            match rendered {
+                Some(r) => Ok(json_bytes(status(r.status), r.body)),
+                None => Err(e.into()),
+            }
         }
         Reply::Replayed(record) => {
             state.metrics.observe_command("replayed");

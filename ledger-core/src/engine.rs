@@ -14,7 +14,9 @@ use crate::domain::{Command, Ctx, DomainError, Ledger, Outcome};
 use crate::events::{Actor, RecordedEvent};
 use crate::log::{EventLog, Hash, IdempotencyKey, IdempotencyRecord, LogError};
 use crate::time::Clock;
+use crate::domain::ledger::InvariantViolation;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -44,8 +46,9 @@ pub struct Rendered {
     pub body: Vec<u8>,
 }
 
-/// Renders a successful outcome against the state right after the command.
-pub type Render = Box<dyn FnOnce(&Ledger, &Outcome) -> Rendered + Send>;
+/// Renders a command's answer (its outcome, or why it was refused) against
+/// the state right after it.
+pub type Render = Box<dyn FnOnce(&Ledger, Result<&Outcome, &DomainError>) -> Rendered + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Idempotency {
@@ -276,23 +279,34 @@ impl Engine {
             let mut new_id = Uuid::now_v7;
             let mut ctx = Ctx { now, ids: &mut new_id };
             let request_id = submission.idempotency.map(|i| i.key.request_id);
-            let result = match self
-                .ledger
-                .execute(&submission.actor, request_id, &submission.command, &mut ctx, &mut events)
-            {
-                Ok(result) => result,
-                Err(violation) => {
+            let render = submission.render;
+            let ledger = &mut self.ledger;
+            // A panic in a decision or a renderer is a bug like a broken invariant:
+            // abandon the batch and rebuild, rather than lose the writer thread.
+            let executed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let result = ledger.execute(&submission.actor, request_id, &submission.command, &mut ctx, &mut events)?;
+                let rendered = render.map(|r| r(ledger, result.as_ref()));
+                Ok::<_, InvariantViolation>((result, rendered))
+            }));
+            let (result, rendered) = match executed {
+                Ok(Ok(done)) => done,
+                Ok(Err(violation)) => {
                     tracing::error!(%violation, "invariant violated; batch abandoned");
                     broken = Some(violation.to_string());
                     answers.push((reply, Err(EngineError::Internal("invariant violated".into()))));
                     continue;
                 }
+                Err(_) => {
+                    tracing::error!("panic while deciding a command; batch abandoned");
+                    broken = Some("panic while deciding a command".into());
+                    answers.push((reply, Err(EngineError::Internal("internal error".into()))));
+                    continue;
+                }
             };
-            let rendered = match (&result, submission.render) {
-                (Ok(outcome), Some(render)) => Some(render(&self.ledger, outcome)),
-                _ => None,
-            };
-            if let (Some(idem), Ok(_)) = (submission.idempotency, &result) {
+            // Successes are always kept; refusals too when the caller rendered
+            // them, so a retry gets the original answer (API.md: "the original
+            // status and body"), not a re-decision against changed state.
+            if let Some(idem) = submission.idempotency.filter(|_| result.is_ok() || rendered.is_some()) {
                 let (status, body) = rendered
                     .as_ref()
                     .map(|r| (r.status, r.body.clone()))

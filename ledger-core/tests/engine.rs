@@ -195,7 +195,16 @@ fn idem(scope: uuid::Uuid, request_id: RequestId, fingerprint: u8) -> Idempotenc
 /// Renders the outcome together with a view of the state right after the
 /// command, so the bytes differ whenever the state they describe differs.
 fn render() -> Render {
-    Box::new(|ledger: &Ledger, outcome: &Outcome| {
+    Box::new(|ledger: &Ledger, result: Result<&Outcome, &DomainError>| {
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                return Rendered {
+                    status: 400,
+                    body: format!("refused: {e} | seq {}", ledger.last_seq).into_bytes(),
+                }
+            }
+        };
         let detail = match outcome {
             Outcome::Invoice(id) => ledger
                 .invoices
@@ -339,7 +348,7 @@ fn balance_total(ledger: &Ledger, org: OrganizationId) -> Amount {
 async fn snapshot(handle: &EngineHandle) -> Ledger {
     let slot: Arc<Mutex<Option<Ledger>>> = Arc::new(Mutex::new(None));
     let out = slot.clone();
-    let render: Render = Box::new(move |ledger: &Ledger, _: &Outcome| {
+    let render: Render = Box::new(move |ledger: &Ledger, _: Result<&Outcome, &DomainError>| {
         *out.lock().unwrap() = Some(ledger.clone());
         Rendered {
             status: 200,
@@ -1480,4 +1489,53 @@ async fn a_deposit_the_ledger_cannot_hold_fails_alone_and_as_a_domain_error() {
     assert!(balance_total(&after, whale) > balance_total(&before, whale));
     drop(handle);
     thread.join().unwrap();
+}
+
+/// API.md: the same requestId gets "the original status and body". A refusal
+/// is an answer too: retrying it after the state changed must not turn it
+/// into a success (the client would see two different answers to one request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_replays_its_refusal_even_after_the_state_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(SledLog::open(dir.path()).unwrap());
+    let (handle, _writer) = start(log.clone(), EngineConfig::default());
+    let (seller, buyer, connection) = trading_pair(&handle).await;
+    let invoice = match ok(submit(&handle, submission(org_actor(seller.0, seller.1), new_invoice(connection, "50.00", true))).await) {
+        Outcome::Invoice(id) => id,
+        other => panic!("unexpected {other:?}"),
+    };
+    let request = RequestId::new();
+    let approve = || Submission {
+        actor: org_actor(buyer.0, buyer.1),
+        idempotency: Some(idem(buyer.0.as_uuid(), request, 9)),
+        command: Command::Invoice {
+            id: invoice,
+            action: InvoiceAction::Approve {
+                adjusted_amount: None,
+                reason: None,
+            },
+        },
+        render: Some(render()),
+    };
+    let refused = submit(&handle, approve()).await;
+    let (status, body) = match &refused {
+        Ok(Reply::Executed {
+            result: Err(DomainError::InsufficientBalance { .. }),
+            rendered: Some(r),
+            ..
+        }) => (r.status, r.body.clone()),
+        other => panic!("expected a rendered refusal, got {other:?}"),
+    };
+    assert_eq!(status, 400, "no funds yet: refused");
+    // Funds arrive; the same request (same key, same fingerprint) is retried.
+    ok(submit(&handle, submission(Actor::Admin, deposit(buyer.0, "1000.00"))).await);
+    let replayed = submit(&handle, approve()).await;
+    assert!(matches!(replayed, Ok(Reply::Replayed(_))), "replayed, not decided again: {replayed:?}");
+    assert_eq!(bytes_of(&replayed), (status, body));
+    let ledger = snapshot(&handle).await;
+    assert_eq!(
+        ledger.invoices[&invoice].status,
+        ledger_core::domain::invoice::InvoiceStatus::Submitted,
+        "the retry applied nothing"
+    );
 }

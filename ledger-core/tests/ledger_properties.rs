@@ -3100,7 +3100,7 @@ impl Run {
     async fn live_ledger(&self) -> Ledger {
         let slot: Arc<Mutex<Option<Ledger>>> = Arc::new(Mutex::new(None));
         let out = slot.clone();
-        let render: Render = Box::new(move |ledger: &Ledger, _: &Outcome| {
+        let render: Render = Box::new(move |ledger: &Ledger, _: Result<&Outcome, &DomainError>| {
             *out.lock().unwrap() = Some(ledger.clone());
             Rendered {
                 status: 200,
