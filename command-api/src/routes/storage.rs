@@ -232,7 +232,7 @@ async fn upload(caller: Caller, State(state): State<AppState>, q: Query, request
     .await;
     // A replay or a refusal leaves the bytes just written unreferenced.
     let orphan = match &result {
-        Ok(r) => r.headers().contains_key("idempotent-replayed"),
+        Ok(r) => !r.status().is_success() || r.headers().contains_key("idempotent-replayed"),
         Err(_) => true,
     };
     if orphan {
@@ -330,7 +330,10 @@ async fn remove(caller: Caller, State(state): State<AppState>, Path(id): Path<St
         },
     )
     .await?;
-    // The metadata is gone from the ledger; the bytes go now (a crash here only leaves an orphan).
-    let _ = state.files.delete(&object_path(caller.organization_id, id)).await;
+    // Refusals come back as responses too (they are kept for idempotent replay).
+    if response.status().is_success() {
+        // The metadata is gone from the ledger; the bytes go now (a crash here only leaves an orphan).
+        let _ = state.files.delete(&object_path(caller.organization_id, id)).await;
+    }
     Ok(response)
 }

@@ -390,7 +390,7 @@ async fn a_revoked_key_is_refused_at_once_and_secrets_are_shown_only_once() {
 async fn an_expired_key_is_refused() {
     let app = spawn_app().await;
     let org = app.create_org("A").await;
-    let expires = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(4);
     let created = org
         .post(
             "/api/v1/settings/api-keys",

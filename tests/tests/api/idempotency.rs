@@ -297,7 +297,6 @@ async fn twenty_concurrent_identical_approvals_reserve_once() {
 /// API.md: the same requestId, method, path and body get "the original status
 /// and body" — a refusal included — and another body with that requestId is 409.
 #[tokio::test]
-#[ignore = "bug: ledger-core engine keeps no idempotency record for a refused command, so a retry re-executes (see report)"]
 async fn a_refused_request_is_replayed_as_refused() {
     let app = spawn_app().await;
     let pair = app.trading_pair("5.00").await;
