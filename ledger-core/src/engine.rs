@@ -169,9 +169,7 @@ impl EngineHandle {
 /// re-checks every invariant; a log that breaks one refuses to load.
 pub fn rebuild(log: &dyn EventLog) -> Result<Ledger, StartError> {
     let mut ledger = Ledger::new();
-    for event in log.read_all(1) {
-        ledger.apply(&event?)?;
-    }
+    crate::log::replay(log, 1, |event| ledger.apply(event).map_err(StartError::from))?;
     Ok(ledger)
 }
 

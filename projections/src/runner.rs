@@ -151,10 +151,8 @@ async fn feed_outbox(outbox: &Outbox, seq: u64, unwritten: &mut Vec<OutboxEntry>
 }
 
 fn catch_up(model: &mut ReadModel, log: &dyn EventLog) -> Result<(), ProjectionError> {
-    for event in log.read_all(model.last_seq() + 1) {
-        model.apply(&event?)?;
-    }
-    Ok(())
+    let from = model.last_seq() + 1;
+    ledger_core::log::replay(log, from, |event| model.apply(event).map_err(ProjectionError::from))
 }
 
 fn apply_batch(
