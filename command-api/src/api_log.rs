@@ -148,17 +148,33 @@ impl ApiLogs {
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<ApiLogRecord>, ApiError> {
-        let Some(key) = self.db.get(id_key(id)).map_err(|e| ApiError::internal("api log", e))? else {
+        let Some(key) = self
+            .db
+            .get(id_key(id))
+            .map_err(|e| ApiError::internal("api log", e))?
+        else {
             return Ok(None);
         };
-        match self.db.get(&key).map_err(|e| ApiError::internal("api log", e))? {
-            Some(v) => Ok(Some(codec::decode(&v).map_err(|e| ApiError::internal("api log", e))?)),
+        match self
+            .db
+            .get(&key)
+            .map_err(|e| ApiError::internal("api log", e))?
+        {
+            Some(v) => Ok(Some(
+                codec::decode(&v).map_err(|e| ApiError::internal("api log", e))?,
+            )),
             None => Ok(None),
         }
     }
 
     /// Records of `org` after `after` (a record key), oldest first, at most `n`.
-    pub fn scan(&self, org: OrganizationId, after: Option<Vec<u8>>, n: usize, keep: &dyn Fn(&ApiLogRecord) -> bool) -> Result<(Vec<ApiLogRecord>, Option<Vec<u8>>), ApiError> {
+    pub fn scan(
+        &self,
+        org: OrganizationId,
+        after: Option<Vec<u8>>,
+        n: usize,
+        keep: &dyn Fn(&ApiLogRecord) -> bool,
+    ) -> Result<(Vec<ApiLogRecord>, Option<Vec<u8>>), ApiError> {
         let prefix = org_prefix(org);
         let mut upper = prefix.clone();
         upper.push(0xff);
@@ -176,7 +192,8 @@ impl ApiLogs {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let rec: ApiLogRecord = codec::decode(&v).map_err(|e| ApiError::internal("api log", e))?;
+            let rec: ApiLogRecord =
+                codec::decode(&v).map_err(|e| ApiError::internal("api log", e))?;
             if keep(&rec) {
                 if out.len() == n {
                     return Ok((out, last));
@@ -210,7 +227,8 @@ fn prune_db(db: &sled::Db, before: Timestamp) -> Result<usize, ApiError> {
         n += 1;
     }
     if n > 0 {
-        db.apply_batch(batch).map_err(|e| ApiError::internal("api log", e))?;
+        db.apply_batch(batch)
+            .map_err(|e| ApiError::internal("api log", e))?;
     }
     Ok(n)
 }
@@ -224,7 +242,9 @@ async fn write_loop(db: sled::Db, mut rx: mpsc::Receiver<Message>) {
         for message in buffer.drain(..) {
             match message {
                 Message::Record(r) => {
-                    let Ok(value) = codec::encode(&*r) else { continue };
+                    let Ok(value) = codec::encode(&*r) else {
+                        continue;
+                    };
                     let key = record_key(r.organization_id, r.at, r.id);
                     batch.insert(time_key(r.at, &key), &[][..]);
                     batch.insert(id_key(r.id), key.clone());
@@ -270,7 +290,9 @@ pub fn redact(raw: &[u8]) -> String {
 
 fn is_secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
-    ["secret", "password", "token", "passphrase"].iter().any(|s| k.contains(s))
+    ["secret", "password", "token", "passphrase"]
+        .iter()
+        .any(|s| k.contains(s))
 }
 
 fn redact_value(v: &mut Value) {
@@ -343,7 +365,10 @@ pub fn mask_secret_fields(text: &str) -> String {
             i = (k + 1).min(bytes.len());
         } else {
             let mut k = j;
-            while k < bytes.len() && !matches!(bytes[k], b',' | b'&' | b';' | b'}' | b']') && !bytes[k].is_ascii_whitespace() {
+            while k < bytes.len()
+                && !matches!(bytes[k], b',' | b'&' | b';' | b'}' | b']')
+                && !bytes[k].is_ascii_whitespace()
+            {
                 k += 1;
             }
             if k > j {
@@ -363,10 +388,15 @@ fn mask_tokens(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-        let prefix = ["whsec_", "es_"].into_iter().find(|p| boundary && text[i..].starts_with(p));
+        let prefix = ["whsec_", "es_"]
+            .into_iter()
+            .find(|p| boundary && text[i..].starts_with(p));
         if let Some(p) = prefix {
             let mut j = i + p.len();
-            while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || matches!(bytes[j], b'-' | b'_' | b'+' | b'/' | b'=')) {
+            while j < bytes.len()
+                && (bytes[j].is_ascii_alphanumeric()
+                    || matches!(bytes[j], b'-' | b'_' | b'+' | b'/' | b'='))
+            {
                 j += 1;
             }
             if j - i - p.len() >= 16 {
@@ -411,7 +441,10 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     let started = Instant::now();
     let at = state.clock.now();
     let method = request.method().to_string();
-    let query = request.uri().query().map(|q| mask_tokens(&mask_secret_fields(q)));
+    let query = request
+        .uri()
+        .query()
+        .map(|q| mask_tokens(&mask_secret_fields(q)));
     let request_id = request
         .headers()
         .get(crate::app::REQUEST_ID)
@@ -421,7 +454,11 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     // Uploads are files, streamed under their own limit: never buffered here.
     let upload = request.method() == axum::http::Method::POST && path == "/api/v1/storage";
     let (request, request_body) = if upload {
@@ -436,14 +473,52 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
             }
             Err(_) => {
                 let response = ApiError::PayloadTooLarge { limit }.into_response();
-                return finish(&state, response, Partial { organization_id, api_key_id, at, method, path, query, request_id, ip, request_body: None, started }).await;
+                return finish(
+                    &state,
+                    response,
+                    Partial {
+                        organization_id,
+                        api_key_id,
+                        at,
+                        method,
+                        path,
+                        query,
+                        request_id,
+                        ip,
+                        request_body: None,
+                        started,
+                    },
+                )
+                .await;
             }
         }
     } else {
-        (request, Some(format!("[{} body not recorded]", content_type.unwrap_or_default())))
+        (
+            request,
+            Some(format!(
+                "[{} body not recorded]",
+                content_type.unwrap_or_default()
+            )),
+        )
     };
     let response = next.run(request).await;
-    finish(&state, response, Partial { organization_id, api_key_id, at, method, path, query, request_id, ip, request_body, started }).await
+    finish(
+        &state,
+        response,
+        Partial {
+            organization_id,
+            api_key_id,
+            at,
+            method,
+            path,
+            query,
+            request_id,
+            ip,
+            request_body,
+            started,
+        },
+    )
+    .await
 }
 
 struct Partial {
@@ -461,7 +536,11 @@ struct Partial {
 
 async fn finish(state: &AppState, response: Response, p: Partial) -> Response {
     let status = response.status().as_u16();
-    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (response, response_body) = if is_json(content_type.as_deref()) {
         let (parts, body) = response.into_parts();
         match axum::body::to_bytes(body, MAX_RESPONSE_CAPTURE).await {
@@ -469,10 +548,16 @@ async fn finish(state: &AppState, response: Response, p: Partial) -> Response {
                 let recorded = Some(redact(&bytes));
                 (Response::from_parts(parts, Body::from(bytes)), recorded)
             }
-            Err(_) => (ApiError::Internal("response body too large to log".into()).into_response(), None),
+            Err(_) => (
+                ApiError::Internal("response body too large to log".into()).into_response(),
+                None,
+            ),
         }
     } else {
-        (response, content_type.map(|ct| format!("[{ct} body not recorded]")))
+        (
+            response,
+            content_type.map(|ct| format!("[{ct} body not recorded]")),
+        )
     };
     state
         .api_logs
@@ -492,7 +577,10 @@ async fn finish(state: &AppState, response: Response, p: Partial) -> Response {
             response_body,
         })
         .await;
-    state.api_logs.prune_if_due(p.at, state.config.api_log_retention).await;
+    state
+        .api_logs
+        .prune_if_due(p.at, state.config.api_log_retention)
+        .await;
     response
 }
 
@@ -521,11 +609,23 @@ mod tests {
             r#"{"password":"[REDACTED]","token":"[REDACTED]","x":"c""#
         );
         let out = redact(b"user=bob&password=hunter2&client_secret=abc;x=1");
-        assert_eq!(out, "user=bob&password=[REDACTED]&client_secret=[REDACTED];x=1");
-        assert_eq!(mask_secret_fields("limit=1&access_token=xyz"), "limit=1&access_token=[REDACTED]");
-        assert_eq!(mask_secret_fields("status=DRAFT&limit=5"), "status=DRAFT&limit=5");
+        assert_eq!(
+            out,
+            "user=bob&password=[REDACTED]&client_secret=[REDACTED];x=1"
+        );
+        assert_eq!(
+            mask_secret_fields("limit=1&access_token=xyz"),
+            "limit=1&access_token=[REDACTED]"
+        );
+        assert_eq!(
+            mask_secret_fields("status=DRAFT&limit=5"),
+            "status=DRAFT&limit=5"
+        );
         assert_eq!(mask_secret_fields(r#"{"token":"#), r#"{"token":"#);
-        assert_eq!(mask_secret_fields("é secret: hunter2 é"), "é secret: [REDACTED] é");
+        assert_eq!(
+            mask_secret_fields("é secret: hunter2 é"),
+            "é secret: [REDACTED] é"
+        );
         // Misaligned quotes do not hide a secret.
         let out = mask_secret_fields(r#"{"name":"x, "password":"hunter2"}"#);
         assert!(!out.contains("hunter2"), "{out}");

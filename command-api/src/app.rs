@@ -1,11 +1,10 @@
 //! Start-up, the router, middleware and graceful shutdown.
 
+use crate::api_log::ApiLogs;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::api_log::ApiLogs;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
-use object_store::ObjectStore;
 use crate::routes;
 use anyhow::Context;
 use axum::extract::{MatchedPath, Request, State};
@@ -17,6 +16,7 @@ use ledger_core::engine::{Engine, EngineConfig, EngineHandle};
 use ledger_core::log::sled::{SledLog, SledOptions};
 use ledger_core::log::EventLog;
 use ledger_core::time::{Clock, ManualClock, SystemClock};
+use object_store::ObjectStore;
 use projections::Projections;
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,7 +46,9 @@ pub struct Started {
 
 /// Opens the log, rebuilds the write and read models, starts the writer.
 pub fn start(config: Config) -> anyhow::Result<Started> {
-    let manual_clock = config.test_clock.then(|| ManualClock::new(SystemClock.now()));
+    let manual_clock = config
+        .test_clock
+        .then(|| ManualClock::new(SystemClock.now()));
     let clock: Arc<dyn Clock> = match &manual_clock {
         Some(m) => Arc::new(m.clone()),
         None => Arc::new(SystemClock),
@@ -63,12 +65,14 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         .context("opening the event log")?,
     );
     let dyn_log: Arc<dyn EventLog> = log.clone();
-    let (engine, writer) =
-        Engine::start(dyn_log.clone(), clock.clone(), EngineConfig::default()).context("loading the write model")?;
-    let projections = Projections::start_with_outbox(dyn_log, &engine, &config.data_dir.join("outbox"))
-        .context("building the read models")?;
+    let (engine, writer) = Engine::start(dyn_log.clone(), clock.clone(), EngineConfig::default())
+        .context("loading the write model")?;
+    let projections =
+        Projections::start_with_outbox(dyn_log, &engine, &config.data_dir.join("outbox"))
+            .context("building the read models")?;
     let metrics = Arc::new(Metrics::default());
-    let api_logs = ApiLogs::open(&config.data_dir.join("api-logs")).context("opening the API log store")?;
+    let api_logs =
+        ApiLogs::open(&config.data_dir.join("api-logs")).context("opening the API log store")?;
     let files = object_store(&config)?;
     let rate_limiter = Arc::new(RateLimiter::new(config.rate_limit));
     Ok(Started {
@@ -95,13 +99,14 @@ fn object_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
             let dir = config.data_dir.join("files");
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             Ok(Arc::new(
-                object_store::local::LocalFileSystem::new_with_prefix(&dir).context("opening the file store")?,
+                object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .context("opening the file store")?,
             ))
         }
         Some(url) => {
-            let rest = url
-                .strip_prefix("s3://")
-                .ok_or_else(|| anyhow::anyhow!("EXPEREON_STORAGE_URL must be s3://bucket[/prefix]"))?;
+            let rest = url.strip_prefix("s3://").ok_or_else(|| {
+                anyhow::anyhow!("EXPEREON_STORAGE_URL must be s3://bucket[/prefix]")
+            })?;
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let s3 = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
@@ -122,7 +127,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", routes::api_router(state.clone()))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), crate::api_log::record))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::api_log::record,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -153,7 +161,11 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .metrics
         .observe_request(method.as_str(), &route, response.status().as_u16(), elapsed);
     span.in_scope(|| {
-        tracing::info!(status = response.status().as_u16(), ms = elapsed.as_secs_f64() * 1000.0, "served")
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = elapsed.as_secs_f64() * 1000.0,
+            "served"
+        )
     });
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
@@ -173,10 +185,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let background = crate::background::spawn(state.clone());
     let webhooks = crate::webhooks::spawn(state.clone());
     let app = router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving")?;
     background.abort();
     webhooks.stop().await;
     // The router (and every engine handle in it) is gone: the writer finishes

@@ -22,7 +22,10 @@ pub const ADMIN_TOKEN_HEADER: &str = "x-admin-token";
 pub fn new_secret(prefix: &str) -> (String, [u8; 32]) {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let secret = format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let secret = format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
     let hash = hash_secret(&secret);
     (secret, hash)
 }
@@ -85,7 +88,10 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         const BAD: ApiError = ApiError::Unauthorized("missing or invalid API credentials");
         let key_id = header(parts, API_KEY_HEADER).ok_or(BAD)?;
         let secret = header(parts, API_SECRET_HEADER).ok_or(BAD)?;
@@ -119,12 +125,21 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         // Admin routes do not exist when no token is configured.
-        let Some(expected) = state.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+        let Some(expected) = state
+            .config
+            .admin_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+        else {
             return Err(ApiError::RouteNotFound);
         };
-        let presented = header(parts, ADMIN_TOKEN_HEADER).ok_or(ApiError::Unauthorized("missing admin token"))?;
+        let presented = header(parts, ADMIN_TOKEN_HEADER)
+            .ok_or(ApiError::Unauthorized("missing admin token"))?;
         // Compare hashes so the comparison is constant-time whatever the lengths.
         if bool::from(hash_secret(presented).ct_eq(&hash_secret(expected))) {
             Ok(Admin)
@@ -136,7 +151,10 @@ impl FromRequestParts<AppState> for Admin {
 
 /// The organization and key behind a request's credentials, if they are valid
 /// (for the API log, which records only authenticated calls).
-pub fn identify(state: &AppState, headers: &axum::http::HeaderMap) -> Option<(OrganizationId, ApiKeyId)> {
+pub fn identify(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Option<(OrganizationId, ApiKeyId)> {
     let key_id = ApiKeyId::parse(headers.get(API_KEY_HEADER)?.to_str().ok()?).ok()?;
     let presented = hash_secret(headers.get(API_SECRET_HEADER)?.to_str().ok()?);
     let model = state.projections.read().ok()?;

@@ -28,13 +28,16 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 }
 
 async fn prune_idempotency(state: &AppState) {
-    let retention = chrono::Duration::from_std(state.config.idempotency_retention).unwrap_or(chrono::Duration::days(1));
+    let retention = chrono::Duration::from_std(state.config.idempotency_retention)
+        .unwrap_or(chrono::Duration::days(1));
     let before = ledger_core::time::Timestamp::from_micros(
         state.clock.now().as_micros() - retention.num_microseconds().unwrap_or(i64::MAX),
     );
     let log = state.log.clone();
     match tokio::task::spawn_blocking(move || log.prune_idempotency(before)).await {
-        Ok(Ok(n)) if n > 0 => tracing::info!(pruned = n, "idempotency records past retention removed"),
+        Ok(Ok(n)) if n > 0 => {
+            tracing::info!(pruned = n, "idempotency records past retention removed")
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, "pruning idempotency records"),
         _ => {}
     }
@@ -47,7 +50,9 @@ async fn scheduled_invoices(state: &AppState) {
     let today = now.date();
     let archive_after_days = i64::from(state.config.auto_archive_days);
     let commands: Vec<Command> = {
-        let Ok(model) = state.projections.read() else { return };
+        let Ok(model) = state.projections.read() else {
+            return;
+        };
         model
             .ledger
             .invoices
@@ -56,8 +61,12 @@ async fn scheduled_invoices(state: &AppState) {
                 if inv.status.is_approved() && !inv.payment_due_notified && inv.due_date <= today {
                     Some(Command::MarkPaymentDue { id: inv.id, today })
                 } else if archive_after_days > 0
-                    && matches!(inv.status, InvoiceStatus::Settled | InvoiceStatus::Cancelled)
-                    && (now.as_micros() - inv.updated_at.as_micros()) >= archive_after_days * 86_400_000_000
+                    && matches!(
+                        inv.status,
+                        InvoiceStatus::Settled | InvoiceStatus::Cancelled
+                    )
+                    && (now.as_micros() - inv.updated_at.as_micros())
+                        >= archive_after_days * 86_400_000_000
                 {
                     Some(Command::AutoArchive { id: inv.id })
                 } else {

@@ -44,10 +44,9 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let header_key = match req.headers().get(IDEMPOTENCY_KEY_HEADER) {
-            Some(v) => Some(parse_request_id(
-                v.to_str()
-                    .map_err(|_| ApiError::Validation("Idempotency-Key must be a UUID".into()))?,
-            )?),
+            Some(v) => Some(parse_request_id(v.to_str().map_err(|_| {
+                ApiError::Validation("Idempotency-Key must be a UUID".into())
+            })?)?),
             None => None,
         };
         let content_type = req
@@ -71,15 +70,22 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
                     "send the body as Content-Type: application/json".into(),
                 ));
             }
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::Validation(format!("malformed JSON: {e}")))?
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::Validation(format!("malformed JSON: {e}")))?
         };
         if !value.is_object() {
-            return Err(ApiError::Validation("the body must be a JSON object".into()));
+            return Err(ApiError::Validation(
+                "the body must be a JSON object".into(),
+            ));
         }
         let body_key = match value.get("requestId") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(parse_request_id(s)?),
-            Some(_) => return Err(ApiError::Validation("requestId must be a UUID string".into())),
+            Some(_) => {
+                return Err(ApiError::Validation(
+                    "requestId must be a UUID string".into(),
+                ))
+            }
         };
         let request_id = match (body_key, header_key) {
             (Some(a), Some(b)) if a != b => {
@@ -90,7 +96,8 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
             (a, b) => a.or(b),
         };
         let fingerprint = fingerprint(&method, &path, &value);
-        let value = serde_json::from_value(value).map_err(|e| ApiError::Validation(e.to_string()))?;
+        let value =
+            serde_json::from_value(value).map_err(|e| ApiError::Validation(e.to_string()))?;
         Ok(JsonBody {
             value,
             request_id,

@@ -16,14 +16,20 @@ use serde_json::{json, Value};
 pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()
 }
 
 pub fn json_value(value: &Value) -> Response {
-    json_bytes(StatusCode::OK, serde_json::to_vec(value).unwrap_or_default())
+    json_bytes(
+        StatusCode::OK,
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
 }
 
 /// Renders any outcome as the resource it names, from the state right after
@@ -32,7 +38,10 @@ pub fn outcome_view(ledger: &Ledger, outcome: &Outcome) -> Value {
     match outcome {
         Outcome::Organization { id, .. } => ledger.organizations.get(id).map(views::organization),
         Outcome::ApiKey(id) => ledger.api_keys.get(id).map(views::api_key),
-        Outcome::WebhookEndpoint(id) => ledger.webhook_endpoints.get(id).map(views::webhook_endpoint),
+        Outcome::WebhookEndpoint(id) => ledger
+            .webhook_endpoints
+            .get(id)
+            .map(views::webhook_endpoint),
         Outcome::Connection(id) => ledger.connections.get(id).map(views::connection),
         Outcome::Invoice(id) => ledger.invoices.get(id).map(views::invoice),
         Outcome::Payment(id) => ledger.payments.get(id).map(views::payment),
@@ -147,7 +156,8 @@ pub async fn execute(state: &AppState, req: Request) -> Result<Response, ApiErro
         } => {
             state.metrics.observe_command("committed");
             state.projections.wait_for(last_seq).await;
-            let rendered = rendered.ok_or_else(|| ApiError::Internal("command answered without a body".into()))?;
+            let rendered = rendered
+                .ok_or_else(|| ApiError::Internal("command answered without a body".into()))?;
             Ok(json_bytes(status(rendered.status), rendered.body))
         }
         Reply::Executed {

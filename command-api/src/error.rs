@@ -14,7 +14,10 @@ pub enum ApiError {
     #[error("{message}")]
     ValidationDetails { message: String, details: Value },
     #[error("{message}")]
-    InvalidState { message: String, current: &'static str },
+    InvalidState {
+        message: String,
+        current: &'static str,
+    },
     #[error("{message}")]
     InsufficientBalance { message: String, details: Value },
     #[error("{0}")]
@@ -54,14 +57,17 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            Validation(_) | ValidationDetails { .. } | InvalidState { .. } | InsufficientBalance { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Validation(_)
+            | ValidationDetails { .. }
+            | InvalidState { .. }
+            | InsufficientBalance { .. } => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) => StatusCode::FORBIDDEN,
             NotFound(_) | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            VersionConflict { .. } | IdempotencyKeyReused | RequestInProgress => StatusCode::CONFLICT,
+            VersionConflict { .. } | IdempotencyKeyReused | RequestInProgress => {
+                StatusCode::CONFLICT
+            }
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -73,7 +79,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         use ApiError::*;
         match self {
-            Validation(_) | ValidationDetails { .. } | UnsupportedMediaType(_) => "VALIDATION_ERROR",
+            Validation(_) | ValidationDetails { .. } | UnsupportedMediaType(_) => {
+                "VALIDATION_ERROR"
+            }
             InvalidState { .. } => "INVALID_STATE_TRANSITION",
             InsufficientBalance { .. } => "INSUFFICIENT_BALANCE",
             Unauthorized(_) => "UNAUTHORIZED",
@@ -93,7 +101,9 @@ impl ApiError {
     fn details(&self) -> Value {
         use ApiError::*;
         match self {
-            ValidationDetails { details, .. } | InsufficientBalance { details, .. } => details.clone(),
+            ValidationDetails { details, .. } | InsufficientBalance { details, .. } => {
+                details.clone()
+            }
             InvalidState { current, .. } => json!({ "currentState": current }),
             VersionConflict { current, .. } => json!({ "currentVersion": current }),
             PayloadTooLarge { limit } => json!({ "limitBytes": limit }),
@@ -104,7 +114,9 @@ impl ApiError {
 
     pub fn body(&self) -> Vec<u8> {
         let message = match self {
-            ApiError::Internal(_) => "internal error; it is safe to retry with the same requestId".to_string(),
+            ApiError::Internal(_) => {
+                "internal error; it is safe to retry with the same requestId".to_string()
+            }
             other => other.to_string(),
         };
         let v = json!({ "error": { "code": self.code(), "message": message, "details": self.details() } });
@@ -119,21 +131,27 @@ impl IntoResponse for ApiError {
         }
         let mut response = (
             self.status(),
-            [(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             self.body(),
         )
             .into_response();
         if let ApiError::RateLimited { retry_after_secs } = self {
             if let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string()) {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
             }
         }
         // The rest of an oversized body is never read, so the connection cannot
         // carry another request: say so, or the client reuses it and fails.
         if let ApiError::PayloadTooLarge { .. } = self {
-            response
-                .headers_mut()
-                .insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
         }
         response
     }
@@ -144,7 +162,9 @@ impl From<DomainError> for ApiError {
         let message = e.to_string();
         match e {
             DomainError::Validation(m) => ApiError::Validation(m),
-            DomainError::InvalidTransition { current, .. } => ApiError::InvalidState { message, current },
+            DomainError::InvalidTransition { current, .. } => {
+                ApiError::InvalidState { message, current }
+            }
             DomainError::InsufficientBalance {
                 currency,
                 needed,
@@ -155,7 +175,9 @@ impl From<DomainError> for ApiError {
             },
             DomainError::Forbidden(m) => ApiError::Forbidden(m),
             DomainError::NotFound(what) => ApiError::NotFound(what),
-            DomainError::VersionConflict { current, .. } => ApiError::VersionConflict { message, current },
+            DomainError::VersionConflict { current, .. } => {
+                ApiError::VersionConflict { message, current }
+            }
         }
     }
 }

@@ -43,7 +43,13 @@ fn csv_cell(v: &Value) -> String {
     }
 }
 
-fn render_chunk<Id>(model: &ReadModel, ids: &[Id], exporter: &Exporter<Id>, format: Format, with_header: bool) -> Vec<u8> {
+fn render_chunk<Id>(
+    model: &ReadModel,
+    ids: &[Id],
+    exporter: &Exporter<Id>,
+    format: Format,
+    with_header: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(ids.len() * 256);
     match format {
         Format::Jsonl => {
@@ -72,7 +78,12 @@ fn render_chunk<Id>(model: &ReadModel, ids: &[Id], exporter: &Exporter<Id>, form
     out
 }
 
-pub fn stream<Id: Send + Sync + 'static>(state: &AppState, ids: Vec<Id>, exporter: Exporter<Id>, format: Format) -> Response {
+pub fn stream<Id: Send + Sync + 'static>(
+    state: &AppState,
+    ids: Vec<Id>,
+    exporter: Exporter<Id>,
+    format: Format,
+) -> Response {
     let exporter_name = exporter.name;
     struct Cursor<Id> {
         ids: Vec<Id>,
@@ -94,7 +105,13 @@ pub fn stream<Id: Send + Sync + 'static>(state: &AppState, ids: Vec<Id>, exporte
         }
         let end = (c.at + CHUNK_ROWS).min(c.ids.len());
         let chunk = match c.projections.read() {
-            Ok(model) => Ok(render_chunk(&model, &c.ids[c.at..end], &c.exporter, format, c.at == 0)),
+            Ok(model) => Ok(render_chunk(
+                &model,
+                &c.ids[c.at..end],
+                &c.exporter,
+                format,
+                c.at == 0,
+            )),
             Err(_) => Err(std::io::Error::other("read model unavailable")),
         };
         // The first chunk always goes out (an empty CSV still has its header).
@@ -109,7 +126,9 @@ pub fn stream<Id: Send + Sync + 'static>(state: &AppState, ids: Vec<Id>, exporte
     let mut response = Body::from_stream(chunks).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.{ext}\"", exporter_name)) {
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}.{ext}\"", exporter_name))
+    {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     response

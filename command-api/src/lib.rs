@@ -25,7 +25,11 @@ pub mod cli {
     use clap::{Parser, Subcommand};
 
     #[derive(Parser)]
-    #[command(name = "expereon", version, about = "Event-sourced B2B financial ledger")]
+    #[command(
+        name = "expereon",
+        version,
+        about = "Event-sourced B2B financial ledger"
+    )]
     struct Cli {
         #[command(subcommand)]
         command: Cmd,
@@ -48,7 +52,9 @@ pub mod cli {
             .init();
         match cli.command {
             Cmd::Serve(config) => {
-                let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
                 runtime.block_on(crate::app::serve(config))
             }
         }

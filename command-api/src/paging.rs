@@ -12,7 +12,9 @@ pub fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
         None => Ok(DEFAULT_LIMIT),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(ApiError::Validation(format!("limit must be an integer from 1 to {MAX_LIMIT}"))),
+            _ => Err(ApiError::Validation(format!(
+                "limit must be an integer from 1 to {MAX_LIMIT}"
+            ))),
         },
     }
 }

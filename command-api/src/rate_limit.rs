@@ -66,7 +66,8 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
     // Only calls that authenticate as a key spend its tokens: anyone who
     // knows a key's id (it is not secret) must not be able to exhaust it.
     // Calls with bad credentials are answered 401 without a bucket.
-    let key = crate::auth::identify(&state, request.headers()).map(|(_, key_id)| key_id.to_string());
+    let key =
+        crate::auth::identify(&state, request.headers()).map(|(_, key_id)| key_id.to_string());
     if let Some(key) = key {
         if let Err(retry_after_secs) = state.rate_limiter.check(&key, Instant::now()) {
             return ApiError::RateLimited { retry_after_secs }.into_response();

@@ -10,11 +10,11 @@
 //! no locks, and group commit amortises the fdatasync over every command that
 //! arrived meanwhile.
 
+use crate::domain::ledger::InvariantViolation;
 use crate::domain::{Command, Ctx, DomainError, Ledger, Outcome};
 use crate::events::{Actor, RecordedEvent};
 use crate::log::{EventLog, Hash, IdempotencyKey, IdempotencyRecord, LogError};
 use crate::time::Clock;
-use crate::domain::ledger::InvariantViolation;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,7 +169,9 @@ impl EngineHandle {
 /// re-checks every invariant; a log that breaks one refuses to load.
 pub fn rebuild(log: &dyn EventLog) -> Result<Ledger, StartError> {
     let mut ledger = Ledger::new();
-    crate::log::replay(log, 1, |event| ledger.apply(event).map_err(StartError::from))?;
+    crate::log::replay(log, 1, |event| {
+        ledger.apply(event).map_err(StartError::from)
+    })?;
     Ok(ledger)
 }
 
@@ -237,7 +239,8 @@ impl Engine {
         self.stats.observe_batch(batch.len());
         let mut events: Vec<RecordedEvent> = Vec::new();
         let mut records: Vec<IdempotencyRecord> = Vec::new();
-        let mut answers: Vec<(Waiter, Result<Reply, EngineError>)> = Vec::with_capacity(batch.len());
+        let mut answers: Vec<(Waiter, Result<Reply, EngineError>)> =
+            Vec::with_capacity(batch.len());
         // Duplicates inside one batch wait for the first one's answer.
         let mut pending: HashMap<IdempotencyKey, (Hash, usize)> = HashMap::new();
         let mut followers: Vec<(usize, Waiter)> = Vec::new();
@@ -275,14 +278,23 @@ impl Engine {
             }
             let now = self.clock.now();
             let mut new_id = Uuid::now_v7;
-            let mut ctx = Ctx { now, ids: &mut new_id };
+            let mut ctx = Ctx {
+                now,
+                ids: &mut new_id,
+            };
             let request_id = submission.idempotency.map(|i| i.key.request_id);
             let render = submission.render;
             let ledger = &mut self.ledger;
             // A panic in a decision or a renderer is a bug like a broken invariant:
             // abandon the batch and rebuild, rather than lose the writer thread.
             let executed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let result = ledger.execute(&submission.actor, request_id, &submission.command, &mut ctx, &mut events)?;
+                let result = ledger.execute(
+                    &submission.actor,
+                    request_id,
+                    &submission.command,
+                    &mut ctx,
+                    &mut events,
+                )?;
                 let rendered = render.map(|r| r(ledger, result.as_ref()));
                 Ok::<_, InvariantViolation>((result, rendered))
             }));
@@ -291,7 +303,10 @@ impl Engine {
                 Ok(Err(violation)) => {
                     tracing::error!(%violation, "invariant violated; batch abandoned");
                     broken = Some(violation.to_string());
-                    answers.push((reply, Err(EngineError::Internal("invariant violated".into()))));
+                    answers.push((
+                        reply,
+                        Err(EngineError::Internal("invariant violated".into())),
+                    ));
                     continue;
                 }
                 Err(_) => {
@@ -304,7 +319,10 @@ impl Engine {
             // Successes are always kept; refusals too when the caller rendered
             // them, so a retry gets the original answer (API.md: "the original
             // status and body"), not a re-decision against changed state.
-            if let Some(idem) = submission.idempotency.filter(|_| result.is_ok() || rendered.is_some()) {
+            if let Some(idem) = submission
+                .idempotency
+                .filter(|_| result.is_ok() || rendered.is_some())
+            {
                 let (status, body) = rendered
                     .as_ref()
                     .map(|r| (r.status, r.body.clone()))
@@ -334,7 +352,9 @@ impl Engine {
             match self.log.append(&events, &records) {
                 Ok(_) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .events
+                        .fetch_add(events.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);

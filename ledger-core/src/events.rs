@@ -31,7 +31,9 @@ pub enum Actor {
 impl Actor {
     pub fn organization(&self) -> Option<OrganizationId> {
         match self {
-            Actor::ApiKey { organization_id, .. } => Some(*organization_id),
+            Actor::ApiKey {
+                organization_id, ..
+            } => Some(*organization_id),
             _ => None,
         }
     }
@@ -141,7 +143,10 @@ pub struct Destination {
 #[serde(rename_all_fields = "camelCase")]
 pub enum Event {
     // organizations and access
-    OrganizationCreated { id: OrganizationId, name: String },
+    OrganizationCreated {
+        id: OrganizationId,
+        name: String,
+    },
     ApiKeyCreated {
         id: ApiKeyId,
         organization_id: OrganizationId,
@@ -151,7 +156,9 @@ pub enum Event {
         secret_hash: [u8; 32],
         expires_at: Option<Timestamp>,
     },
-    ApiKeyRevoked { id: ApiKeyId },
+    ApiKeyRevoked {
+        id: ApiKeyId,
+    },
 
     // connections
     ConnectionRequested {
@@ -160,8 +167,12 @@ pub enum Event {
         buyer_organization_id: OrganizationId,
         requested_by: OrganizationId,
     },
-    ConnectionAccepted { id: ConnectionId },
-    ConnectionRejected { id: ConnectionId },
+    ConnectionAccepted {
+        id: ConnectionId,
+    },
+    ConnectionRejected {
+        id: ConnectionId,
+    },
 
     // invoices
     InvoiceCreated {
@@ -186,31 +197,67 @@ pub enum Event {
         line_items: Option<Vec<LineItem>>,
         attachments: Option<Vec<FileId>>,
     },
-    LineItemAdded { id: InvoiceId, item: LineItem },
-    LineItemUpdated { id: InvoiceId, item: LineItem },
-    LineItemRemoved { id: InvoiceId, line_item_id: LineItemId },
-    InvoiceSubmitted { id: InvoiceId },
-    InvoiceInfoRequested { id: InvoiceId, question: String },
-    InvoiceInfoProvided { id: InvoiceId, message: String },
+    LineItemAdded {
+        id: InvoiceId,
+        item: LineItem,
+    },
+    LineItemUpdated {
+        id: InvoiceId,
+        item: LineItem,
+    },
+    LineItemRemoved {
+        id: InvoiceId,
+        line_item_id: LineItemId,
+    },
+    InvoiceSubmitted {
+        id: InvoiceId,
+    },
+    InvoiceInfoRequested {
+        id: InvoiceId,
+        question: String,
+    },
+    InvoiceInfoProvided {
+        id: InvoiceId,
+        message: String,
+    },
     /// APPROVED, or APPROVED_WITH_ADJUSTMENT when `adjustment_reason` is set.
     InvoiceApproved {
         id: InvoiceId,
         approved_amount: Amount,
         adjustment_reason: Option<String>,
     },
-    InvoiceDisputed { id: InvoiceId, reason: String },
+    InvoiceDisputed {
+        id: InvoiceId,
+        reason: String,
+    },
     InvoiceCancelled {
         id: InvoiceId,
         by: Party,
         reason: Option<String>,
     },
-    InvoiceCancellationRequested { id: InvoiceId, by: Party, reason: String },
-    InvoiceCancellationRejected { id: InvoiceId },
-    InvoiceSettled { id: InvoiceId, payment_id: PaymentId },
-    InvoiceArchived { id: InvoiceId },
-    InvoiceRestored { id: InvoiceId },
+    InvoiceCancellationRequested {
+        id: InvoiceId,
+        by: Party,
+        reason: String,
+    },
+    InvoiceCancellationRejected {
+        id: InvoiceId,
+    },
+    InvoiceSettled {
+        id: InvoiceId,
+        payment_id: PaymentId,
+    },
+    InvoiceArchived {
+        id: InvoiceId,
+    },
+    InvoiceRestored {
+        id: InvoiceId,
+    },
     /// The due date of an approved invoice arrived (drives `payment.due`, once).
-    InvoicePaymentDue { id: InvoiceId, due_date: NaiveDate },
+    InvoicePaymentDue {
+        id: InvoiceId,
+        due_date: NaiveDate,
+    },
 
     // payments
     PaymentInitiated {
@@ -226,7 +273,10 @@ pub enum Event {
         payer_transaction_id: TransactionId,
         payee_transaction_id: TransactionId,
     },
-    PaymentFailed { id: PaymentId, reason: String },
+    PaymentFailed {
+        id: PaymentId,
+        reason: String,
+    },
 
     // balances
     BalanceOpened {
@@ -240,8 +290,16 @@ pub enum Event {
         amount: Amount,
         reference: String,
     },
-    FundsReserved { balance_id: BalanceId, hold: Hold, amount: Amount },
-    ReservationReleased { balance_id: BalanceId, hold: Hold, amount: Amount },
+    FundsReserved {
+        balance_id: BalanceId,
+        hold: Hold,
+        amount: Amount,
+    },
+    ReservationReleased {
+        balance_id: BalanceId,
+        hold: Hold,
+        amount: Amount,
+    },
     /// SETTLEMENT_OUT: the payer's reservation for the invoice is spent.
     SettlementDebited {
         balance_id: BalanceId,
@@ -283,9 +341,18 @@ pub enum Event {
         counterparty_organization_id: OrganizationId,
         amount: Amount,
     },
-    CollateralSet { balance_id: BalanceId, amount: Amount },
-    BalanceFrozen { balance_id: BalanceId, reason: String },
-    BalanceUnfrozen { balance_id: BalanceId, reason: String },
+    CollateralSet {
+        balance_id: BalanceId,
+        amount: Amount,
+    },
+    BalanceFrozen {
+        balance_id: BalanceId,
+        reason: String,
+    },
+    BalanceUnfrozen {
+        balance_id: BalanceId,
+        reason: String,
+    },
 
     // withdrawals
     WithdrawalSubmitted {
@@ -307,7 +374,9 @@ pub enum Event {
         rejected_by: ApiKeyId,
         reason: String,
     },
-    WithdrawalCancelled { id: WithdrawalId },
+    WithdrawalCancelled {
+        id: WithdrawalId,
+    },
 
     // refunds
     RefundCreated {
@@ -330,7 +399,10 @@ pub enum Event {
         payee_transaction_id: TransactionId,
         payer_transaction_id: TransactionId,
     },
-    RefundRejected { id: RefundId, reason: String },
+    RefundRejected {
+        id: RefundId,
+        reason: String,
+    },
 
     // webhook endpoints
     WebhookEndpointCreated {
@@ -348,7 +420,9 @@ pub enum Event {
         enabled: Option<bool>,
         description: Option<Option<String>>,
     },
-    WebhookEndpointDeleted { id: WebhookEndpointId },
+    WebhookEndpointDeleted {
+        id: WebhookEndpointId,
+    },
     /// The previous secret keeps signing alongside the new one until `previous_valid_until`.
     WebhookSecretRotated {
         id: WebhookEndpointId,
@@ -365,7 +439,9 @@ pub enum Event {
         size: u64,
         sha256: [u8; 32],
     },
-    FileDeleted { id: FileId },
+    FileDeleted {
+        id: FileId,
+    },
 }
 
 /// The aggregate an event belongs to. Derived from the event itself, so an
@@ -407,9 +483,9 @@ impl Event {
         let (kind, id) = match self {
             OrganizationCreated { id, .. } => (StreamKind::Organization, id.as_uuid()),
             ApiKeyCreated { id, .. } | ApiKeyRevoked { id } => (StreamKind::ApiKey, id.as_uuid()),
-            ConnectionRequested { id, .. } | ConnectionAccepted { id } | ConnectionRejected { id } => {
-                (StreamKind::Connection, id.as_uuid())
-            }
+            ConnectionRequested { id, .. }
+            | ConnectionAccepted { id }
+            | ConnectionRejected { id } => (StreamKind::Connection, id.as_uuid()),
             InvoiceCreated { id, .. }
             | InvoiceUpdated { id, .. }
             | LineItemAdded { id, .. }
@@ -427,9 +503,9 @@ impl Event {
             | InvoiceArchived { id }
             | InvoiceRestored { id }
             | InvoicePaymentDue { id, .. } => (StreamKind::Invoice, id.as_uuid()),
-            PaymentInitiated { id, .. } | PaymentCompleted { id, .. } | PaymentFailed { id, .. } => {
-                (StreamKind::Payment, id.as_uuid())
-            }
+            PaymentInitiated { id, .. }
+            | PaymentCompleted { id, .. }
+            | PaymentFailed { id, .. } => (StreamKind::Payment, id.as_uuid()),
             BalanceOpened { id, .. } => (StreamKind::Balance, id.as_uuid()),
             FundsDeposited { balance_id, .. }
             | FundsReserved { balance_id, .. }

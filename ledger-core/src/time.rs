@@ -68,7 +68,8 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if d.is_human_readable() {
             let s = String::deserialize(d)?;
-            Self::parse_rfc3339(&s).ok_or_else(|| serde::de::Error::custom("invalid RFC 3339 timestamp"))
+            Self::parse_rfc3339(&s)
+                .ok_or_else(|| serde::de::Error::custom("invalid RFC 3339 timestamp"))
         } else {
             i64::deserialize(d).map(Self)
         }
@@ -100,7 +101,8 @@ impl ManualClock {
         self.0.store(t.as_micros(), Ordering::SeqCst);
     }
     pub fn advance_seconds(&self, seconds: i64) {
-        self.0.fetch_add(seconds.saturating_mul(1_000_000), Ordering::SeqCst);
+        self.0
+            .fetch_add(seconds.saturating_mul(1_000_000), Ordering::SeqCst);
     }
 }
 

@@ -1500,7 +1500,15 @@ async fn a_refused_request_replays_its_refusal_even_after_the_state_changes() {
     let log: Arc<dyn EventLog> = Arc::new(SledLog::open(dir.path()).unwrap());
     let (handle, _writer) = start(log.clone(), EngineConfig::default());
     let (seller, buyer, connection) = trading_pair(&handle).await;
-    let invoice = match ok(submit(&handle, submission(org_actor(seller.0, seller.1), new_invoice(connection, "50.00", true))).await) {
+    let invoice = match ok(submit(
+        &handle,
+        submission(
+            org_actor(seller.0, seller.1),
+            new_invoice(connection, "50.00", true),
+        ),
+    )
+    .await)
+    {
         Outcome::Invoice(id) => id,
         other => panic!("unexpected {other:?}"),
     };
@@ -1528,9 +1536,16 @@ async fn a_refused_request_replays_its_refusal_even_after_the_state_changes() {
     };
     assert_eq!(status, 400, "no funds yet: refused");
     // Funds arrive; the same request (same key, same fingerprint) is retried.
-    ok(submit(&handle, submission(Actor::Admin, deposit(buyer.0, "1000.00"))).await);
+    ok(submit(
+        &handle,
+        submission(Actor::Admin, deposit(buyer.0, "1000.00")),
+    )
+    .await);
     let replayed = submit(&handle, approve()).await;
-    assert!(matches!(replayed, Ok(Reply::Replayed(_))), "replayed, not decided again: {replayed:?}");
+    assert!(
+        matches!(replayed, Ok(Reply::Replayed(_))),
+        "replayed, not decided again: {replayed:?}"
+    );
     assert_eq!(bytes_of(&replayed), (status, body));
     let ledger = snapshot(&handle).await;
     assert_eq!(

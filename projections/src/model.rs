@@ -130,7 +130,9 @@ impl ReadModel {
         use Event::*;
         match &recorded.event {
             ApiKeyCreated {
-                id, organization_id, ..
+                id,
+                organization_id,
+                ..
             } => push(&mut self.api_keys_by_org, *organization_id, *id),
             ConnectionRequested {
                 id,
@@ -166,10 +168,14 @@ impl ReadModel {
                 push(&mut self.payments_by_org, *payee_organization_id, *id);
             }
             BalanceOpened {
-                id, organization_id, ..
+                id,
+                organization_id,
+                ..
             } => push(&mut self.balances_by_org, *organization_id, *id),
             WithdrawalSubmitted {
-                id, organization_id, ..
+                id,
+                organization_id,
+                ..
             } => push(&mut self.withdrawals_by_org, *organization_id, *id),
             RefundCreated {
                 id,
@@ -181,10 +187,14 @@ impl ReadModel {
                 push(&mut self.refunds_by_org, *payer_organization_id, *id);
             }
             WebhookEndpointCreated {
-                id, organization_id, ..
+                id,
+                organization_id,
+                ..
             } => push(&mut self.endpoints_by_org, *organization_id, *id),
             FileStored {
-                id, organization_id, ..
+                id,
+                organization_id,
+                ..
             } => push(&mut self.files_by_org, *organization_id, *id),
             _ => {}
         }
@@ -194,23 +204,60 @@ impl ReadModel {
     fn index_balance(&mut self, recorded: &RecordedEvent) {
         use Event::*;
         let e = &recorded.event;
-        let (kind, amount, cause_type, cause_id): (&'static str, Amount, &'static str, Option<String>) = match e {
+        let (kind, amount, cause_type, cause_id): (
+            &'static str,
+            Amount,
+            &'static str,
+            Option<String>,
+        ) = match e {
             FundsDeposited {
-                amount, transaction_id, ..
-            } => ("DEPOSIT", *amount, "transaction", Some(transaction_id.to_string())),
-            FundsReserved { hold, amount, .. } => ("RESERVE", *amount, hold_type(hold), Some(hold_id(hold))),
-            ReservationReleased { hold, amount, .. } => ("RELEASE", *amount, hold_type(hold), Some(hold_id(hold))),
+                amount,
+                transaction_id,
+                ..
+            } => (
+                "DEPOSIT",
+                *amount,
+                "transaction",
+                Some(transaction_id.to_string()),
+            ),
+            FundsReserved { hold, amount, .. } => {
+                ("RESERVE", *amount, hold_type(hold), Some(hold_id(hold)))
+            }
+            ReservationReleased { hold, amount, .. } => {
+                ("RELEASE", *amount, hold_type(hold), Some(hold_id(hold)))
+            }
             SettlementDebited {
                 amount, payment_id, ..
-            } => ("SETTLEMENT_OUT", *amount, "payment", Some(payment_id.to_string())),
+            } => (
+                "SETTLEMENT_OUT",
+                *amount,
+                "payment",
+                Some(payment_id.to_string()),
+            ),
             SettlementCredited {
                 amount, payment_id, ..
-            } => ("SETTLEMENT_IN", *amount, "payment", Some(payment_id.to_string())),
+            } => (
+                "SETTLEMENT_IN",
+                *amount,
+                "payment",
+                Some(payment_id.to_string()),
+            ),
             WithdrawalDebited {
-                amount, withdrawal_id, ..
-            } => ("WITHDRAWAL", *amount, "withdrawal", Some(withdrawal_id.to_string())),
-            RefundDebited { amount, refund_id, .. } => ("REFUND_OUT", *amount, "refund", Some(refund_id.to_string())),
-            RefundCredited { amount, refund_id, .. } => ("REFUND_IN", *amount, "refund", Some(refund_id.to_string())),
+                amount,
+                withdrawal_id,
+                ..
+            } => (
+                "WITHDRAWAL",
+                *amount,
+                "withdrawal",
+                Some(withdrawal_id.to_string()),
+            ),
+            RefundDebited {
+                amount, refund_id, ..
+            } => ("REFUND_OUT", *amount, "refund", Some(refund_id.to_string())),
+            RefundCredited {
+                amount, refund_id, ..
+            } => ("REFUND_IN", *amount, "refund", Some(refund_id.to_string())),
             CollateralSet { amount, .. } => ("COLLATERAL", *amount, "operator", None),
             BalanceFrozen { .. } => ("FREEZE", Amount::ZERO, "operator", None),
             BalanceUnfrozen { .. } => ("UNFREEZE", Amount::ZERO, "operator", None),
@@ -220,20 +267,28 @@ impl ReadModel {
         let Some(balance) = self.ledger.balances.get(&balance_id) else {
             return;
         };
-        self.balance_changes.entry(balance_id).or_default().push(BalanceChange {
-            seq: recorded.seq,
-            at: recorded.at,
-            kind,
-            amount,
-            total_after: balance.total,
-            reserved_after: balance.reserved,
-            collateral_after: balance.collateral,
-            available_after: balance.available(),
-            frozen_after: balance.frozen,
-            cause_type,
-            cause_id,
-        });
-        if let Some(tx) = transaction_of(recorded, balance.organization_id, balance.currency, balance.total) {
+        self.balance_changes
+            .entry(balance_id)
+            .or_default()
+            .push(BalanceChange {
+                seq: recorded.seq,
+                at: recorded.at,
+                kind,
+                amount,
+                total_after: balance.total,
+                reserved_after: balance.reserved,
+                collateral_after: balance.collateral,
+                available_after: balance.available(),
+                frozen_after: balance.frozen,
+                cause_type,
+                cause_id,
+            });
+        if let Some(tx) = transaction_of(
+            recorded,
+            balance.organization_id,
+            balance.currency,
+            balance.total,
+        ) {
             push(&mut self.transactions_by_org, tx.organization_id, tx.id);
             self.transactions.insert(tx.id, tx);
         }

@@ -152,7 +152,9 @@ async fn feed_outbox(outbox: &Outbox, seq: u64, unwritten: &mut Vec<OutboxEntry>
 
 fn catch_up(model: &mut ReadModel, log: &dyn EventLog) -> Result<(), ProjectionError> {
     let from = model.last_seq() + 1;
-    ledger_core::log::replay(log, from, |event| model.apply(event).map_err(ProjectionError::from))
+    ledger_core::log::replay(log, from, |event| {
+        model.apply(event).map_err(ProjectionError::from)
+    })
 }
 
 fn apply_batch(

@@ -2,6 +2,7 @@
 //! commands (rendered inside the writer, kept for idempotent replays) and to
 //! answer reads from the projections, so both always agree byte for byte.
 
+use crate::{BalanceChange, Transaction};
 use ledger_core::domain::api_key::ApiKey;
 use ledger_core::domain::balance::Balance;
 use ledger_core::domain::connection::Connection;
@@ -15,7 +16,6 @@ use ledger_core::domain::withdrawal::Withdrawal;
 use ledger_core::events::LineItem;
 use ledger_core::money::{Amount, Currency};
 use ledger_core::time::Timestamp;
-use crate::{BalanceChange, Transaction};
 use serde::Serialize;
 use serde_json::{json, Value};
 

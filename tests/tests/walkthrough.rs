@@ -9,9 +9,19 @@ use serde_json::Value;
 use std::process::Command;
 
 fn walkthrough_script() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
-    let section = readme.split("## Walkthrough").nth(1).expect("a Walkthrough section");
-    let block = section.split("```sh\n").nth(1).expect("a sh block").split("```").next().expect("its end");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("## Walkthrough")
+        .nth(1)
+        .expect("a Walkthrough section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .expect("a sh block")
+        .split("```")
+        .next()
+        .expect("its end");
     block.to_owned()
 }
 
@@ -20,7 +30,10 @@ async fn the_readme_walkthrough_runs_as_written() {
     let app = support::spawn_app().await;
     let script = walkthrough_script()
         .replace("http://127.0.0.1:8080", &app.base)
-        .replace("X-Admin-Token: change-me", &format!("X-Admin-Token: {}", support::ADMIN_TOKEN));
+        .replace(
+            "X-Admin-Token: change-me",
+            &format!("X-Admin-Token: {}", support::ADMIN_TOKEN),
+        );
     let out_dir = tempfile::tempdir().expect("tempdir");
     let full = format!(
         "set -euo pipefail\n{script}\n\
@@ -41,7 +54,8 @@ async fn the_readme_walkthrough_runs_as_written() {
         String::from_utf8_lossy(&output.stderr)
     );
     let read = |name: &str| -> Value {
-        serde_json::from_slice(&std::fs::read(out_dir.path().join(name)).expect("output file")).expect("json")
+        serde_json::from_slice(&std::fs::read(out_dir.path().join(name)).expect("output file"))
+            .expect("json")
     };
     let usd_total = |v: &Value| -> String {
         v["data"]

@@ -25,9 +25,18 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/organizations", post(create_organization))
         .route("/admin/organizations/{org_id}/deposits", post(deposit))
-        .route("/admin/organizations/{org_id}/balances/{currency}/collateral", put(collateral))
-        .route("/admin/organizations/{org_id}/balances/{currency}/freeze", post(freeze))
-        .route("/admin/organizations/{org_id}/balances/{currency}/unfreeze", post(unfreeze))
+        .route(
+            "/admin/organizations/{org_id}/balances/{currency}/collateral",
+            put(collateral),
+        )
+        .route(
+            "/admin/organizations/{org_id}/balances/{currency}/freeze",
+            post(freeze),
+        )
+        .route(
+            "/admin/organizations/{org_id}/balances/{currency}/unfreeze",
+            post(unfreeze),
+        )
         .route("/admin/events", get(events))
 }
 
@@ -91,7 +100,8 @@ async fn deposit(
 ) -> ApiResult<Response> {
     let organization_id: OrganizationId = path_id(&org_id, "organization")?;
     let currency = currency(&body.value.currency)?;
-    let amount = Amount::parse(currency, &body.value.amount).map_err(|e| ApiError::Validation(e.to_string()))?;
+    let amount = Amount::parse(currency, &body.value.amount)
+        .map_err(|e| ApiError::Validation(e.to_string()))?;
     let reference = body.value.reference.clone();
     let render = render_with(move |ledger, outcome| match outcome {
         // The same shape as `GET /treasury/{orgId}/transactions/{id}` will show.
@@ -151,8 +161,8 @@ async fn collateral(
 ) -> ApiResult<Response> {
     let organization_id = path_id(&org_id, "organization")?;
     let currency = currency(&cur)?;
-    let amount =
-        Amount::parse_non_negative(currency, &body.value.amount).map_err(|e| ApiError::Validation(e.to_string()))?;
+    let amount = Amount::parse_non_negative(currency, &body.value.amount)
+        .map_err(|e| ApiError::Validation(e.to_string()))?;
     execute(
         &state,
         Request {
@@ -250,7 +260,9 @@ async fn events(_: Admin, State(state): State<AppState>, q: Query) -> ApiResult<
             .parse()
             .ok()
             .filter(|n| (1..=EVENTS_MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::Validation(format!("limit must be 1 to {EVENTS_MAX_LIMIT}")))?,
+            .ok_or_else(|| {
+                ApiError::Validation(format!("limit must be 1 to {EVENTS_MAX_LIMIT}"))
+            })?,
     };
     let log = state.log.clone();
     let body = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
@@ -260,7 +272,8 @@ async fn events(_: Admin, State(state): State<AppState>, q: Query) -> ApiResult<
             let event = ledger_core::codec::decode_event(&raw.encoded)
                 .map_err(|e| ApiError::internal("decoding the log", e))?;
             let line = event_line(&event, &raw.encoded, &raw.hash);
-            serde_json::to_writer(&mut out, &line).map_err(|e| ApiError::internal("encoding", e))?;
+            serde_json::to_writer(&mut out, &line)
+                .map_err(|e| ApiError::internal("encoding", e))?;
             out.push(b'\n');
         }
         Ok(out)
@@ -272,7 +285,11 @@ async fn events(_: Admin, State(state): State<AppState>, q: Query) -> ApiResult<
 
 /// One event as auditors see it: the envelope, the decoded event, and the
 /// exact stored bytes (base64) with their chain hash.
-pub fn event_line(event: &ledger_core::events::RecordedEvent, encoded: &[u8], hash: &[u8; 32]) -> serde_json::Value {
+pub fn event_line(
+    event: &ledger_core::events::RecordedEvent,
+    encoded: &[u8],
+    hash: &[u8; 32],
+) -> serde_json::Value {
     use base64::Engine as _;
     let stream = event.stream();
     json!({
@@ -292,7 +309,9 @@ pub fn event_line(event: &ledger_core::events::RecordedEvent, encoded: &[u8], ha
 fn event_data(event: &Event) -> serde_json::Value {
     // Externally tagged: `{ "InvoiceCreated": {...} }`; the payload alone reads better.
     match serde_json::to_value(event) {
-        Ok(serde_json::Value::Object(mut m)) => m.remove(event.type_name()).unwrap_or(serde_json::Value::Null),
+        Ok(serde_json::Value::Object(mut m)) => m
+            .remove(event.type_name())
+            .unwrap_or(serde_json::Value::Null),
         Ok(other) => other,
         Err(_) => serde_json::Value::Null,
     }

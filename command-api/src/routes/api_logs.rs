@@ -2,7 +2,7 @@
 
 use super::payments::time_param;
 use super::Query;
-use crate::api_log::{ApiLogRecord, org_prefix};
+use crate::api_log::{org_prefix, ApiLogRecord};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::commands::json_value;
@@ -59,7 +59,11 @@ impl Filter {
             method: q.get("method").map(|m| m.to_ascii_uppercase()),
             status: q
                 .get("status")
-                .map(|s| s.parse().map_err(|_| ApiError::Validation("status must be an HTTP status code".into())))
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        ApiError::Validation("status must be an HTTP status code".into())
+                    })
+                })
                 .transpose()?,
             path: q.get("path").cloned(),
             api_key: q.get("apiKeyId").cloned(),
@@ -72,13 +76,19 @@ impl Filter {
         self.method.as_deref().is_none_or(|m| r.method == m)
             && self.status.is_none_or(|s| r.status == s)
             && self.path.as_deref().is_none_or(|p| r.path.starts_with(p))
-            && self.api_key.as_deref().is_none_or(|k| r.api_key_id.to_string() == k)
+            && self
+                .api_key
+                .as_deref()
+                .is_none_or(|k| r.api_key_id.to_string() == k)
             && self.from.is_none_or(|f| r.at >= f)
             && self.to.is_none_or(|t| r.at < t)
     }
 }
 
-fn cursor_key(org: ledger_core::ids::OrganizationId, cursor: Option<String>) -> ApiResult<Option<Vec<u8>>> {
+fn cursor_key(
+    org: ledger_core::ids::OrganizationId,
+    cursor: Option<String>,
+) -> ApiResult<Option<Vec<u8>>> {
     match cursor {
         None => Ok(None),
         Some(c) => {
@@ -98,20 +108,28 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     caller.require(Permission::SettingsRead)?;
     let filter = Filter::parse(&q)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
-    let after = cursor_key(caller.organization_id, q.get("cursor").filter(|c| !c.is_empty()).cloned())?;
+    let after = cursor_key(
+        caller.organization_id,
+        q.get("cursor").filter(|c| !c.is_empty()).cloned(),
+    )?;
     state.api_logs.sync().await;
     let logs = state.api_logs.clone();
     let org = caller.organization_id;
-    let (records, next) = tokio::task::spawn_blocking(move || logs.scan(org, after, limit, &|r| filter.keep(r)))
-        .await
-        .map_err(|e| ApiError::internal("api log task", e))??;
+    let (records, next) =
+        tokio::task::spawn_blocking(move || logs.scan(org, after, limit, &|r| filter.keep(r)))
+            .await
+            .map_err(|e| ApiError::internal("api log task", e))??;
     Ok(json_value(&json!({
         "data": records.iter().map(view).collect::<Vec<_>>(),
         "nextCursor": next.map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k)),
     })))
 }
 
-async fn get_one(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_one(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("API log"))?;
     state.api_logs.sync().await;
@@ -124,7 +142,18 @@ async fn get_one(caller: Caller, State(state): State<AppState>, Path(id): Path<S
 }
 
 const COLUMNS: &[&str] = &[
-    "id", "at", "method", "path", "query", "status", "durationMs", "apiKeyId", "requestId", "ip", "requestBody", "responseBody",
+    "id",
+    "at",
+    "method",
+    "path",
+    "query",
+    "status",
+    "durationMs",
+    "apiKeyId",
+    "requestId",
+    "ip",
+    "requestBody",
+    "responseBody",
 ];
 const CHUNK: usize = 500;
 
@@ -135,23 +164,34 @@ async fn export(caller: Caller, State(state): State<AppState>, q: Query) -> ApiR
     state.api_logs.sync().await;
     let logs = state.api_logs.clone();
     let org = caller.organization_id;
-    let chunks = futures::stream::unfold((None::<Vec<u8>>, true, false), move |(after, first, done)| {
-        let logs = logs.clone();
-        let filter = filter.clone();
-        async move {
-            if done {
-                return None;
+    let chunks = futures::stream::unfold(
+        (None::<Vec<u8>>, true, false),
+        move |(after, first, done)| {
+            let logs = logs.clone();
+            let filter = filter.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let scanned = tokio::task::spawn_blocking(move || {
+                    logs.scan(org, after, CHUNK, &|r| filter.keep(r))
+                })
+                .await;
+                let (records, next) = match scanned {
+                    Ok(Ok(x)) => x,
+                    _ => {
+                        return Some((
+                            Err(std::io::Error::other("reading API logs")),
+                            (None, false, true),
+                        ))
+                    }
+                };
+                let bytes = render(&records, format, first);
+                let done = next.is_none();
+                Some((Ok::<_, std::io::Error>(bytes), (next, false, done)))
             }
-            let scanned = tokio::task::spawn_blocking(move || logs.scan(org, after, CHUNK, &|r| filter.keep(r))).await;
-            let (records, next) = match scanned {
-                Ok(Ok(x)) => x,
-                _ => return Some((Err(std::io::Error::other("reading API logs")), (None, false, true))),
-            };
-            let bytes = render(&records, format, first);
-            let done = next.is_none();
-            Some((Ok::<_, std::io::Error>(bytes), (next, false, done)))
-        }
-    });
+        },
+    );
     let content_type = match format {
         crate::export::Format::Csv => "text/csv; charset=utf-8",
         crate::export::Format::Jsonl => "application/x-ndjson",

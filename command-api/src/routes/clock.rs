@@ -26,10 +26,15 @@ struct SetClock {
     advance_seconds: Option<i64>,
 }
 
-async fn set_clock(_: Admin, State(state): State<AppState>, body: JsonBody<SetClock>) -> ApiResult<Response> {
+async fn set_clock(
+    _: Admin,
+    State(state): State<AppState>,
+    body: JsonBody<SetClock>,
+) -> ApiResult<Response> {
     let clock = state.manual_clock.as_ref().ok_or(ApiError::RouteNotFound)?;
     if let Some(now) = body.value.now.as_deref() {
-        let t = Timestamp::parse_rfc3339(now).ok_or_else(|| ApiError::Validation("now must be an RFC 3339 time".into()))?;
+        let t = Timestamp::parse_rfc3339(now)
+            .ok_or_else(|| ApiError::Validation("now must be an RFC 3339 time".into()))?;
         clock.set(t);
     }
     if let Some(s) = body.value.advance_seconds {

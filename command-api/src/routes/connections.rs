@@ -39,7 +39,11 @@ struct RequestConnection {
     role: String,
 }
 
-async fn request(caller: Caller, State(state): State<AppState>, body: JsonBody<RequestConnection>) -> ApiResult<Response> {
+async fn request(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: JsonBody<RequestConnection>,
+) -> ApiResult<Response> {
     require_write(&caller)?;
     let counterparty: OrganizationId = body
         .value
@@ -71,15 +75,31 @@ struct Empty {
     _request_id: Option<String>,
 }
 
-async fn accept(caller: Caller, state: State<AppState>, Path(id): Path<String>, body: JsonBody<Empty>) -> ApiResult<Response> {
+async fn accept(
+    caller: Caller,
+    state: State<AppState>,
+    Path(id): Path<String>,
+    body: JsonBody<Empty>,
+) -> ApiResult<Response> {
     answer(caller, state, &id, body, true).await
 }
 
-async fn reject(caller: Caller, state: State<AppState>, Path(id): Path<String>, body: JsonBody<Empty>) -> ApiResult<Response> {
+async fn reject(
+    caller: Caller,
+    state: State<AppState>,
+    Path(id): Path<String>,
+    body: JsonBody<Empty>,
+) -> ApiResult<Response> {
     answer(caller, state, &id, body, false).await
 }
 
-async fn answer(caller: Caller, State(state): State<AppState>, id: &str, body: JsonBody<Empty>, accept: bool) -> ApiResult<Response> {
+async fn answer(
+    caller: Caller,
+    State(state): State<AppState>,
+    id: &str,
+    body: JsonBody<Empty>,
+    accept: bool,
+) -> ApiResult<Response> {
     require_write(&caller)?;
     let id: ConnectionId = path_id(id, "connection")?;
     let command = if accept {
@@ -100,10 +120,17 @@ async fn answer(caller: Caller, State(state): State<AppState>, id: &str, body: J
     .await
 }
 
-async fn get_one(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_one(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
     let id: ConnectionId = path_id(&id, "connection")?;
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let c = model
         .ledger
         .connections
@@ -118,7 +145,10 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
     let status = q.get("status").cloned();
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let items: Vec<_> = model
         .connections_by_org
         .get(&caller.organization_id)

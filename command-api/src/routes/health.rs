@@ -9,7 +9,9 @@ use axum::Router;
 use ledger_core::log::EventLog;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -23,8 +25,10 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
-            .metrics
-            .render(state.log.head().last_seq, state.projections.applied(), state.engine.stats()),
+        state.metrics.render(
+            state.log.head().last_seq,
+            state.projections.applied(),
+            state.engine.stats(),
+        ),
     )
 }

@@ -14,7 +14,9 @@ use axum::response::Response;
 use axum::routing::{get, patch, post};
 use axum::Router;
 use chrono::NaiveDate;
-use ledger_core::domain::command::{InvoiceAction, InvoicePatch, LineItemInput, LineItemPatch, NewInvoice};
+use ledger_core::domain::command::{
+    InvoiceAction, InvoicePatch, LineItemInput, LineItemPatch, NewInvoice,
+};
 use ledger_core::domain::invoice::{Invoice, InvoiceStatus};
 use ledger_core::domain::{Command, Ctx};
 use ledger_core::events::{Party, Permission, StreamId, StreamKind};
@@ -57,31 +59,42 @@ pub fn router() -> Router<AppState> {
     for (name, permission) in ACTIONS {
         r = r.route(
             &format!("/invoices/{{id}}/{name}"),
-            post(move |caller: Caller, state: State<AppState>, Path(id): Path<String>, body: JsonBody<ActionBody>| {
-                action(caller, state, id, body, name, permission)
-            }),
+            post(
+                move |caller: Caller,
+                      state: State<AppState>,
+                      Path(id): Path<String>,
+                      body: JsonBody<ActionBody>| {
+                    action(caller, state, id, body, name, permission)
+                },
+            ),
         );
     }
     for name in BULK {
         r = r
             .route(
                 &format!("/invoices/bulk-{name}"),
-                post(move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
-                    bulk(caller, state, body, name)
-                }),
+                post(
+                    move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
+                        bulk(caller, state, body, name)
+                    },
+                ),
             )
             .route(
                 &format!("/invoices/bulk-{name}/preview"),
-                post(move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
-                    bulk_preview(caller, state, body, name)
-                }),
+                post(
+                    move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
+                        bulk_preview(caller, state, body, name)
+                    },
+                ),
             );
     }
     r
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -90,7 +103,8 @@ fn validation(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn date(field: &str, s: &str) -> ApiResult<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| ApiError::Validation(format!("{field} must be a date YYYY-MM-DD")))
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| ApiError::Validation(format!("{field} must be a date YYYY-MM-DD")))
 }
 
 #[derive(Deserialize)]
@@ -125,7 +139,10 @@ fn parse_items(items: Vec<LineItemBody>) -> ApiResult<Vec<LineItemInput>> {
 fn parse_files(files: Vec<String>) -> ApiResult<Vec<FileId>> {
     files
         .iter()
-        .map(|f| f.parse().map_err(|_| ApiError::Validation(format!("attachment `{f}` is not a file id"))))
+        .map(|f| {
+            f.parse()
+                .map_err(|_| ApiError::Validation(format!("attachment `{f}` is not a file id")))
+        })
         .collect()
 }
 
@@ -162,7 +179,11 @@ impl CreateInvoice {
                 .map_err(|_| ApiError::Validation("connectionId must be a UUID".into()))?,
             number: self.number,
             currency,
-            issue_date: self.issue_date.as_deref().map(|d| date("issueDate", d)).transpose()?,
+            issue_date: self
+                .issue_date
+                .as_deref()
+                .map(|d| date("issueDate", d))
+                .transpose()?,
             due_date: date("dueDate", &self.due_date)?,
             memo: self.memo,
             line_items: parse_items(self.line_items)?,
@@ -172,7 +193,11 @@ impl CreateInvoice {
     }
 }
 
-async fn create(caller: Caller, State(state): State<AppState>, body: JsonBody<CreateInvoice>) -> ApiResult<Response> {
+async fn create(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: JsonBody<CreateInvoice>,
+) -> ApiResult<Response> {
     caller.require(Permission::InvoicesWrite)?;
     let new = body.value.parse()?;
     execute(
@@ -214,7 +239,11 @@ async fn update(
     let patch = InvoicePatch {
         expected_version: v.expected_version,
         number: v.number,
-        due_date: v.due_date.as_deref().map(|d| date("dueDate", d)).transpose()?,
+        due_date: v
+            .due_date
+            .as_deref()
+            .map(|d| date("dueDate", d))
+            .transpose()?,
         memo: v.memo,
         line_items: v.line_items.map(parse_items).transpose()?,
         attachments: v.attachments.map(parse_files).transpose()?,
@@ -351,9 +380,17 @@ async fn update_line_item(
     let v = body.value;
     let patch = LineItemPatch {
         description: v.description,
-        quantity: v.quantity.map(|q| Quantity::parse(&q)).transpose().map_err(validation)?,
+        quantity: v
+            .quantity
+            .map(|q| Quantity::parse(&q))
+            .transpose()
+            .map_err(validation)?,
         unit_price: v.unit_price,
-        tax_rate: v.tax_rate.map(|t| TaxRate::parse(&t)).transpose().map_err(validation)?,
+        tax_rate: v
+            .tax_rate
+            .map(|t| TaxRate::parse(&t))
+            .transpose()
+            .map_err(validation)?,
     };
     execute(
         &state,
@@ -361,7 +398,11 @@ async fn update_line_item(
             actor: caller.actor(),
             request_id: body.request_id,
             fingerprint: body.fingerprint,
-            command: Command::UpdateLineItem { id, line_item_id, patch },
+            command: Command::UpdateLineItem {
+                id,
+                line_item_id,
+                patch,
+            },
             render: render_outcome(),
         },
     )
@@ -390,19 +431,33 @@ async fn remove_line_item(
     .await
 }
 
-async fn get_one(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_one(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let (inv, _) = model.ledger.visible_invoice(caller.organization_id, id)?;
     Ok(json_value(&views::invoice(inv)))
 }
 
-async fn history(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn history(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
     {
-        let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+        let model = state
+            .projections
+            .read()
+            .map_err(|e| ApiError::internal("read model", e))?;
         model.ledger.visible_invoice(caller.organization_id, id)?;
     }
     let log = state.log.clone();
@@ -450,7 +505,10 @@ impl ListFilter {
         let get = |k: &str| q.get(k).map(String::as_str).filter(|s| !s.is_empty());
         Ok(Self {
             status: get("status")
-                .map(|s| InvoiceStatus::parse(s).ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`"))))
+                .map(|s| {
+                    InvoiceStatus::parse(s)
+                        .ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`")))
+                })
                 .transpose()?,
             role: get("role")
                 .map(|r| match r {
@@ -460,12 +518,22 @@ impl ListFilter {
                 })
                 .transpose()?,
             connection: get("connectionId")
-                .map(|s| s.parse().map_err(|_| ApiError::Validation("connectionId must be a UUID".into())))
+                .map(|s| {
+                    s.parse()
+                        .map_err(|_| ApiError::Validation("connectionId must be a UUID".into()))
+                })
                 .transpose()?,
             counterparty: get("counterpartyOrganizationId")
-                .map(|s| s.parse().map_err(|_| ApiError::Validation("counterpartyOrganizationId must be a UUID".into())))
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        ApiError::Validation("counterpartyOrganizationId must be a UUID".into())
+                    })
+                })
                 .transpose()?,
-            currency: get("currency").map(Currency::parse).transpose().map_err(validation)?,
+            currency: get("currency")
+                .map(Currency::parse)
+                .transpose()
+                .map_err(validation)?,
             due_before: get("dueBefore").map(|d| date("dueBefore", d)).transpose()?,
             due_after: get("dueAfter").map(|d| date("dueAfter", d)).transpose()?,
             q: get("q").map(str::to_lowercase),
@@ -486,8 +554,14 @@ impl ListFilter {
             && self.due_after.is_none_or(|d| inv.due_date >= d)
             && self.q.as_deref().is_none_or(|q| {
                 inv.number.to_lowercase().contains(q)
-                    || inv.memo.as_deref().is_some_and(|m| m.to_lowercase().contains(q))
-                    || inv.line_items.iter().any(|l| l.description.to_lowercase().contains(q))
+                    || inv
+                        .memo
+                        .as_deref()
+                        .is_some_and(|m| m.to_lowercase().contains(q))
+                    || inv
+                        .line_items
+                        .iter()
+                        .any(|l| l.description.to_lowercase().contains(q))
             })
     }
 }
@@ -510,7 +584,9 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     let filter = ListFilter::parse(&q)?;
     let sort = q.get("sort").map(String::as_str).unwrap_or("createdAt");
     if !["createdAt", "dueDate", "total"].contains(&sort) {
-        return Err(ApiError::Validation("sort must be createdAt, dueDate or total".into()));
+        return Err(ApiError::Validation(
+            "sort must be createdAt, dueDate or total".into(),
+        ));
     }
     let descending = match q.get("order").map(String::as_str) {
         None => sort == "createdAt",
@@ -520,7 +596,10 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     };
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let org = caller.organization_id;
     let mut items: Vec<(String, &Invoice)> = model
         .invoices_by_org
@@ -553,7 +632,9 @@ pub struct BulkBody {
 
 fn bulk_commands(name: &str, body: &BulkBody) -> ApiResult<Vec<Command>> {
     if body.invoice_ids.is_empty() || body.invoice_ids.len() > BULK_MAX {
-        return Err(ApiError::Validation(format!("invoiceIds must hold 1 to {BULK_MAX} ids")));
+        return Err(ApiError::Validation(format!(
+            "invoiceIds must hold 1 to {BULK_MAX} ids"
+        )));
     }
     body.invoice_ids
         .iter()
@@ -584,7 +665,12 @@ fn bulk_permission(caller: &Caller, name: &str) -> ApiResult<()> {
     }
 }
 
-async fn bulk(caller: Caller, State(state): State<AppState>, body: JsonBody<BulkBody>, name: &'static str) -> ApiResult<Response> {
+async fn bulk(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: JsonBody<BulkBody>,
+    name: &'static str,
+) -> ApiResult<Response> {
     bulk_permission(&caller, name)?;
     let commands = bulk_commands(name, &body.value)?;
     execute(
@@ -602,10 +688,18 @@ async fn bulk(caller: Caller, State(state): State<AppState>, body: JsonBody<Bulk
 
 /// What a bulk call would do, changing nothing. Approvals are checked in
 /// order against what the earlier ones would reserve.
-async fn bulk_preview(caller: Caller, State(state): State<AppState>, body: JsonBody<BulkBody>, name: &'static str) -> ApiResult<Response> {
+async fn bulk_preview(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: JsonBody<BulkBody>,
+    name: &'static str,
+) -> ApiResult<Response> {
     bulk_permission(&caller, name)?;
     let commands = bulk_commands(name, &body.value)?;
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let actor = caller.actor();
     let mut needed: BTreeMap<Currency, Amount> = BTreeMap::new();
     let mut results = Vec::with_capacity(commands.len());
@@ -615,7 +709,9 @@ async fn bulk_preview(caller: Caller, State(state): State<AppState>, body: JsonB
         ids: &mut new_id,
     };
     for command in &commands {
-        let Command::Invoice { id, .. } = command else { continue };
+        let Command::Invoice { id, .. } = command else {
+            continue;
+        };
         let mut result = model.ledger.decide(&actor, command, &mut ctx).map(|_| ());
         if let (Ok(()), "approve") = (&result, name) {
             if let Some(inv) = model.ledger.invoices.get(id) {
@@ -627,7 +723,11 @@ async fn bulk_preview(caller: Caller, State(state): State<AppState>, body: JsonB
                     .map(|b| b.available())
                     .unwrap_or(Amount::ZERO);
                 if total > available {
-                    result = Err(ledger_core::domain::DomainError::insufficient(inv.currency, total, available));
+                    result = Err(ledger_core::domain::DomainError::insufficient(
+                        inv.currency,
+                        total,
+                        available,
+                    ));
                 } else {
                     *want = total;
                 }

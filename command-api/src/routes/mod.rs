@@ -29,7 +29,10 @@ pub fn api_router(state: AppState) -> Router<AppState> {
         .merge(api_logs::router())
         .merge(storage::router())
         .merge(webhooks::router())
-        .layer(axum::middleware::from_fn_with_state(state, crate::rate_limit::limit));
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::rate_limit::limit,
+        ));
     Router::new()
         .route("/openapi.json", axum::routing::get(crate::openapi::serve))
         .merge(admin::router())

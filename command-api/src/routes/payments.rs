@@ -45,7 +45,13 @@ fn invoice_id(raw: &str) -> ApiResult<InvoiceId> {
         .map_err(|_| ApiError::Validation(format!("`{raw}` is not an invoice id")))
 }
 
-async fn run(caller: &Caller, state: &AppState, request_id: Option<ledger_core::ids::RequestId>, fingerprint: [u8; 32], command: Command) -> ApiResult<Response> {
+async fn run(
+    caller: &Caller,
+    state: &AppState,
+    request_id: Option<ledger_core::ids::RequestId>,
+    fingerprint: [u8; 32],
+    command: Command,
+) -> ApiResult<Response> {
     caller.require(Permission::PaymentsWrite)?;
     execute(
         state,
@@ -60,9 +66,20 @@ async fn run(caller: &Caller, state: &AppState, request_id: Option<ledger_core::
     .await
 }
 
-async fn settle(caller: Caller, State(state): State<AppState>, body: JsonBody<Settle>) -> ApiResult<Response> {
+async fn settle(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: JsonBody<Settle>,
+) -> ApiResult<Response> {
     let id = invoice_id(&body.value.invoice_id)?;
-    run(&caller, &state, body.request_id, body.fingerprint, Command::SettleInvoice { id }).await
+    run(
+        &caller,
+        &state,
+        body.request_id,
+        body.fingerprint,
+        Command::SettleInvoice { id },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -73,7 +90,11 @@ struct BulkSettle {
     invoice_ids: Vec<String>,
 }
 
-async fn bulk_settle(caller: Caller, State(state): State<AppState>, body: JsonBody<BulkSettle>) -> ApiResult<Response> {
+async fn bulk_settle(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: JsonBody<BulkSettle>,
+) -> ApiResult<Response> {
     let ids = &body.value.invoice_ids;
     if ids.is_empty() || ids.len() > crate::routes::invoices::BULK_MAX {
         return Err(ApiError::Validation(format!(
@@ -85,7 +106,14 @@ async fn bulk_settle(caller: Caller, State(state): State<AppState>, body: JsonBo
         .iter()
         .map(|raw| invoice_id(raw).map(|id| Command::SettleInvoice { id }))
         .collect::<ApiResult<Vec<_>>>()?;
-    run(&caller, &state, body.request_id, body.fingerprint, Command::Bulk(commands)).await
+    run(
+        &caller,
+        &state,
+        body.request_id,
+        body.fingerprint,
+        Command::Bulk(commands),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -96,13 +124,24 @@ struct SettleAllDue {
     as_of: Option<String>,
 }
 
-async fn settle_all_due(caller: Caller, State(state): State<AppState>, body: JsonBody<SettleAllDue>) -> ApiResult<Response> {
+async fn settle_all_due(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: JsonBody<SettleAllDue>,
+) -> ApiResult<Response> {
     let as_of = match body.value.as_of.as_deref() {
         Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
             .map_err(|_| ApiError::Validation("asOf must be a date YYYY-MM-DD".into()))?,
         None => state.clock.now().date(),
     };
-    run(&caller, &state, body.request_id, body.fingerprint, Command::SettleAllDue { as_of }).await
+    run(
+        &caller,
+        &state,
+        body.request_id,
+        body.fingerprint,
+        Command::SettleAllDue { as_of },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -113,7 +152,11 @@ struct RetryFailed {
     payment_ids: Option<Vec<String>>,
 }
 
-async fn retry_failed(caller: Caller, State(state): State<AppState>, body: JsonBody<RetryFailed>) -> ApiResult<Response> {
+async fn retry_failed(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: JsonBody<RetryFailed>,
+) -> ApiResult<Response> {
     let ids = match &body.value.payment_ids {
         None => None,
         Some(ids) if ids.len() > crate::routes::invoices::BULK_MAX => {
@@ -128,18 +171,35 @@ async fn retry_failed(caller: Caller, State(state): State<AppState>, body: JsonB
                 .collect::<ApiResult<Vec<_>>>()?,
         ),
     };
-    run(&caller, &state, body.request_id, body.fingerprint, Command::RetryFailedPayments { ids }).await
+    run(
+        &caller,
+        &state,
+        body.request_id,
+        body.fingerprint,
+        Command::RetryFailedPayments { ids },
+    )
+    .await
 }
 
-async fn get_one(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_one(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Permission::PaymentsRead)?;
     let id: PaymentId = path_id(&id, "payment")?;
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let p = model
         .ledger
         .payments
         .get(&id)
-        .filter(|p| p.payer_organization_id == caller.organization_id || p.payee_organization_id == caller.organization_id)
+        .filter(|p| {
+            p.payer_organization_id == caller.organization_id
+                || p.payee_organization_id == caller.organization_id
+        })
         .ok_or(ApiError::NotFound("payment"))?;
     Ok(json_value(&views::payment(p)))
 }
@@ -151,7 +211,10 @@ pub struct PaymentFilter {
     to: Option<Timestamp>,
 }
 
-pub fn time_param(q: &std::collections::HashMap<String, String>, key: &str) -> ApiResult<Option<Timestamp>> {
+pub fn time_param(
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> ApiResult<Option<Timestamp>> {
     match q.get(key).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(s) => Timestamp::parse_rfc3339(s)
@@ -162,7 +225,9 @@ pub fn time_param(q: &std::collections::HashMap<String, String>, key: &str) -> A
                 })
             })
             .map(Some)
-            .ok_or_else(|| ApiError::Validation(format!("{key} must be an RFC 3339 time or a date"))),
+            .ok_or_else(|| {
+                ApiError::Validation(format!("{key} must be an RFC 3339 time or a date"))
+            }),
     }
 }
 
@@ -171,7 +236,10 @@ impl PaymentFilter {
         Ok(Self {
             status: q
                 .get("status")
-                .map(|s| PaymentStatus::parse(s).ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`"))))
+                .map(|s| {
+                    PaymentStatus::parse(s)
+                        .ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`")))
+                })
                 .transpose()?,
             invoice: q.get("invoiceId").map(|s| invoice_id(s)).transpose()?,
             from: time_param(q, "from")?,
@@ -192,7 +260,10 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     let filter = PaymentFilter::parse(&q)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let items: Vec<&Payment> = model
         .payments_by_org
         .get(&caller.organization_id)
@@ -227,13 +298,22 @@ async fn export(caller: Caller, State(state): State<AppState>, q: Query) -> ApiR
     let format = crate::export::format(&q)?;
     let filter = PaymentFilter::parse(&q)?;
     let ids: Vec<PaymentId> = {
-        let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+        let model = state
+            .projections
+            .read()
+            .map_err(|e| ApiError::internal("read model", e))?;
         model
             .payments_by_org
             .get(&caller.organization_id)
             .into_iter()
             .flatten()
-            .filter(|id| model.ledger.payments.get(id).is_some_and(|p| filter.matches(p)))
+            .filter(|id| {
+                model
+                    .ledger
+                    .payments
+                    .get(id)
+                    .is_some_and(|p| filter.matches(p))
+            })
             .copied()
             .collect()
     };

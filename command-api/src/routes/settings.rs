@@ -36,7 +36,11 @@ struct CreateKey {
 
 const MAX_PERMISSIONS: usize = 20;
 
-async fn create_key(caller: Caller, State(state): State<AppState>, body: JsonBody<CreateKey>) -> ApiResult<Response> {
+async fn create_key(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: JsonBody<CreateKey>,
+) -> ApiResult<Response> {
     caller.require(Permission::SettingsWrite)?;
     let v = body.value;
     if v.permissions.len() > MAX_PERMISSIONS {
@@ -45,16 +49,25 @@ async fn create_key(caller: Caller, State(state): State<AppState>, body: JsonBod
     let permissions = v
         .permissions
         .iter()
-        .map(|p| Permission::parse(p).ok_or_else(|| ApiError::Validation(format!("unknown permission `{p}`"))))
+        .map(|p| {
+            Permission::parse(p)
+                .ok_or_else(|| ApiError::Validation(format!("unknown permission `{p}`")))
+        })
         .collect::<ApiResult<Vec<_>>>()?;
     // A key cannot grant what its creator lacks.
     if let Some(p) = permissions.iter().find(|p| !caller.allows(**p)) {
-        return Err(ApiError::Forbidden(format!("cannot grant `{}`: the calling key lacks it", p.name())));
+        return Err(ApiError::Forbidden(format!(
+            "cannot grant `{}`: the calling key lacks it",
+            p.name()
+        )));
     }
     let expires_at = v
         .expires_at
         .as_deref()
-        .map(|s| Timestamp::parse_rfc3339(s).ok_or_else(|| ApiError::Validation("expiresAt must be an RFC 3339 time".into())))
+        .map(|s| {
+            Timestamp::parse_rfc3339(s)
+                .ok_or_else(|| ApiError::Validation("expiresAt must be an RFC 3339 time".into()))
+        })
         .transpose()?;
     let (secret, secret_hash) = new_secret("es_");
     let render = render_with(move |ledger, outcome| {
@@ -84,7 +97,10 @@ async fn create_key(caller: Caller, State(state): State<AppState>, body: JsonBod
 
 async fn list_keys(caller: Caller, State(state): State<AppState>) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let data: Vec<Value> = model
         .api_keys_by_org
         .get(&caller.organization_id)
@@ -96,10 +112,17 @@ async fn list_keys(caller: Caller, State(state): State<AppState>) -> ApiResult<R
     Ok(json_value(&json!({ "data": data, "nextCursor": null })))
 }
 
-async fn get_key(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_key(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
     let id: ApiKeyId = path_id(&id, "API key")?;
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let k = model
         .ledger
         .api_keys
@@ -116,7 +139,12 @@ struct Empty {
     _request_id: Option<String>,
 }
 
-async fn revoke_key(caller: Caller, State(state): State<AppState>, Path(id): Path<String>, body: JsonBody<Empty>) -> ApiResult<Response> {
+async fn revoke_key(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: JsonBody<Empty>,
+) -> ApiResult<Response> {
     caller.require(Permission::SettingsWrite)?;
     let id: ApiKeyId = path_id(&id, "API key")?;
     execute(

@@ -33,7 +33,12 @@ const MAX_FILENAME_CHARS: usize = 255;
 pub fn router() -> Router<AppState> {
     Router::new()
         // Uploads enforce EXPEREON_MAX_UPLOAD_BYTES themselves while streaming.
-        .route("/storage", axum::routing::post(upload).get(list).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/storage",
+            axum::routing::post(upload)
+                .get(list)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route("/storage/{id}", get(download).delete(remove))
         .route("/storage/{id}/metadata", get(metadata))
 }
@@ -59,10 +64,14 @@ pub fn sniff(head: &[u8]) -> &'static str {
         return ct;
     }
     let trimmed = head.trim_ascii_start();
-    if (trimmed.starts_with(b"{") || trimmed.starts_with(b"[")) && std::str::from_utf8(head).is_ok() {
+    if (trimmed.starts_with(b"{") || trimmed.starts_with(b"[")) && std::str::from_utf8(head).is_ok()
+    {
         return "application/json";
     }
-    if !head.is_empty() && std::str::from_utf8(head).is_ok_and(|s| !s.chars().any(|c| c.is_control() && !c.is_whitespace())) {
+    if !head.is_empty()
+        && std::str::from_utf8(head)
+            .is_ok_and(|s| !s.chars().any(|c| c.is_control() && !c.is_whitespace()))
+    {
         return "text/plain; charset=utf-8";
     }
     "application/octet-stream"
@@ -72,9 +81,16 @@ pub fn sniff(head: &[u8]) -> &'static str {
 pub fn content_disposition(filename: &str) -> String {
     let ascii: String = filename
         .chars()
-        .map(|c| if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/' | ';' | '%') || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/' | ';' | '%') || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    let encoded = percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC);
+    let encoded =
+        percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC);
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
@@ -86,7 +102,10 @@ struct Upload<'a> {
 
 fn valid_filename(name: &str) -> ApiResult<String> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_FILENAME_CHARS || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > MAX_FILENAME_CHARS
+        || name.chars().any(char::is_control)
+    {
         return Err(ApiError::Validation(format!(
             "filename must be 1 to {MAX_FILENAME_CHARS} characters without control characters"
         )));
@@ -102,8 +121,16 @@ struct Written {
 
 /// Streams the chunks into the store; past the limit the upload is aborted and
 /// nothing is left behind.
-async fn write_object(store: &dyn ObjectStore, path: &ObjectPath, mut chunks: ChunkStream<'_>, max: u64) -> ApiResult<Written> {
-    let upload = store.put_multipart(path).await.map_err(|e| ApiError::internal("starting upload", e))?;
+async fn write_object(
+    store: &dyn ObjectStore,
+    path: &ObjectPath,
+    mut chunks: ChunkStream<'_>,
+    max: u64,
+) -> ApiResult<Written> {
+    let upload = store
+        .put_multipart(path)
+        .await
+        .map_err(|e| ApiError::internal("starting upload", e))?;
     let mut writer = WriteMultipart::new(upload);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
@@ -132,7 +159,10 @@ async fn write_object(store: &dyn ObjectStore, path: &ObjectPath, mut chunks: Ch
         }
         writer.write(&chunk);
     }
-    writer.finish().await.map_err(|e| ApiError::internal("finishing upload", e))?;
+    writer
+        .finish()
+        .await
+        .map_err(|e| ApiError::internal("finishing upload", e))?;
     Ok(Written {
         size,
         sha256: hasher.finalize().into(),
@@ -140,13 +170,20 @@ async fn write_object(store: &dyn ObjectStore, path: &ObjectPath, mut chunks: Ch
     })
 }
 
-async fn open_upload(state: &AppState, q: &std::collections::HashMap<String, String>, request: Request) -> ApiResult<(Upload<'static>, Option<Multipart>)> {
+async fn open_upload(
+    state: &AppState,
+    q: &std::collections::HashMap<String, String>,
+    request: Request,
+) -> ApiResult<(Upload<'static>, Option<Multipart>)> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if content_type.as_deref().is_some_and(|ct| ct.starts_with("multipart/form-data")) {
+    if content_type
+        .as_deref()
+        .is_some_and(|ct| ct.starts_with("multipart/form-data"))
+    {
         let multipart = Multipart::from_request(request, state)
             .await
             .map_err(|e| ApiError::Validation(format!("malformed multipart body: {e}")))?;
@@ -174,7 +211,12 @@ async fn open_upload(state: &AppState, q: &std::collections::HashMap<String, Str
     ))
 }
 
-async fn upload(caller: Caller, State(state): State<AppState>, q: Query, request: Request) -> ApiResult<Response> {
+async fn upload(
+    caller: Caller,
+    State(state): State<AppState>,
+    q: Query,
+    request: Request,
+) -> ApiResult<Response> {
     caller.require(Permission::StorageWrite)?;
     let request_id = match request.headers().get(IDEMPOTENCY_KEY_HEADER) {
         Some(v) => Some(
@@ -196,17 +238,30 @@ async fn upload(caller: Caller, State(state): State<AppState>, q: Query, request
                 .next_field()
                 .await
                 .map_err(|e| ApiError::Validation(format!("malformed multipart body: {e}")))?
-                .ok_or_else(|| ApiError::Validation("the multipart body has no `file` part".into()))?;
+                .ok_or_else(|| {
+                    ApiError::Validation("the multipart body has no `file` part".into())
+                })?;
             if field.name() != Some("file") {
                 continue;
             }
-            upload.filename = valid_filename(field.file_name().or(q.get("filename").map(String::as_str)).unwrap_or(""))?;
-            upload.content_type = field.content_type().map(str::to_owned).filter(|c| c != "application/octet-stream");
-            let chunks = field.map(|r| r.map_err(|e| ApiError::Validation(format!("reading the upload: {e}"))));
+            upload.filename = valid_filename(
+                field
+                    .file_name()
+                    .or(q.get("filename").map(String::as_str))
+                    .unwrap_or(""),
+            )?;
+            upload.content_type = field
+                .content_type()
+                .map(str::to_owned)
+                .filter(|c| c != "application/octet-stream");
+            let chunks = field
+                .map(|r| r.map_err(|e| ApiError::Validation(format!("reading the upload: {e}"))));
             break write_object(state.files.as_ref(), &path, Box::pin(chunks), max).await?;
         },
     };
-    let content_type = upload.content_type.unwrap_or_else(|| sniff(&written.head).to_owned());
+    let content_type = upload
+        .content_type
+        .unwrap_or_else(|| sniff(&written.head).to_owned());
     let mut fp = Sha256::new();
     fp.update(b"POST /api/v1/storage\n");
     fp.update(upload.filename.as_bytes());
@@ -242,27 +297,46 @@ async fn upload(caller: Caller, State(state): State<AppState>, q: Query, request
 }
 
 /// The file, if `org` owns it or can see an invoice it is attached to.
-pub fn readable(model: &projections::ReadModel, org: OrganizationId, id: FileId) -> Option<&StoredFile> {
+pub fn readable(
+    model: &projections::ReadModel,
+    org: OrganizationId,
+    id: FileId,
+) -> Option<&StoredFile> {
     let file = model.ledger.files.get(&id).filter(|f| !f.deleted)?;
     if file.organization_id == org {
         return Some(file);
     }
-    let attached_visible = model.ledger.file_invoices.get(&id).into_iter().flatten().any(|inv| {
-        model
-            .ledger
-            .invoices
-            .get(inv)
-            .is_some_and(|i| i.attachments.contains(&id) && i.party_of(org).is_some())
-    });
+    let attached_visible = model
+        .ledger
+        .file_invoices
+        .get(&id)
+        .into_iter()
+        .flatten()
+        .any(|inv| {
+            model
+                .ledger
+                .invoices
+                .get(inv)
+                .is_some_and(|i| i.attachments.contains(&id) && i.party_of(org).is_some())
+        });
     attached_visible.then_some(file)
 }
 
-async fn download(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn download(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Permission::StorageRead)?;
     let id: FileId = path_id(&id, "file")?;
     let file = {
-        let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
-        readable(&model, caller.organization_id, id).cloned().ok_or(ApiError::NotFound("file"))?
+        let model = state
+            .projections
+            .read()
+            .map_err(|e| ApiError::internal("read model", e))?;
+        readable(&model, caller.organization_id, id)
+            .cloned()
+            .ok_or(ApiError::NotFound("file"))?
     };
     let got = state
         .files
@@ -279,14 +353,24 @@ async fn download(caller: Caller, State(state): State<AppState>, Path(id): Path<
     if let Ok(v) = HeaderValue::from_str(&content_disposition(&file.filename)) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     Ok(response)
 }
 
-async fn metadata(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn metadata(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Permission::StorageRead)?;
     let id: FileId = path_id(&id, "file")?;
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let file = readable(&model, caller.organization_id, id).ok_or(ApiError::NotFound("file"))?;
     Ok(json_value(&views::file(file)))
 }
@@ -295,7 +379,10 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     caller.require(Permission::StorageRead)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state.projections.read().map_err(|e| ApiError::internal("read model", e))?;
+    let model = state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))?;
     let items: Vec<&StoredFile> = model
         .files_by_org
         .get(&caller.organization_id)
@@ -311,14 +398,25 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     })))
 }
 
-async fn remove(caller: Caller, State(state): State<AppState>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> ApiResult<Response> {
+async fn remove(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     caller.require(Permission::StorageWrite)?;
     let id: FileId = path_id(&id, "file")?;
     let request_id = headers
         .get(IDEMPOTENCY_KEY_HEADER)
-        .map(|v| v.to_str().ok().and_then(|s| RequestId::parse(s).ok()).ok_or_else(|| ApiError::Validation("Idempotency-Key must be a UUID".into())))
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| RequestId::parse(s).ok())
+                .ok_or_else(|| ApiError::Validation("Idempotency-Key must be a UUID".into()))
+        })
         .transpose()?;
-    let fingerprint: [u8; 32] = Sha256::digest(format!("DELETE /api/v1/storage/{id}").as_bytes()).into();
+    let fingerprint: [u8; 32] =
+        Sha256::digest(format!("DELETE /api/v1/storage/{id}").as_bytes()).into();
     let response = execute(
         &state,
         CommandRequest {
@@ -333,7 +431,10 @@ async fn remove(caller: Caller, State(state): State<AppState>, Path(id): Path<St
     // Refusals come back as responses too (they are kept for idempotent replay).
     if response.status().is_success() {
         // The metadata is gone from the ledger; the bytes go now (a crash here only leaves an orphan).
-        let _ = state.files.delete(&object_path(caller.organization_id, id)).await;
+        let _ = state
+            .files
+            .delete(&object_path(caller.organization_id, id))
+            .await;
     }
     Ok(response)
 }

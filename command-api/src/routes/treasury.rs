@@ -31,20 +31,47 @@ pub fn router() -> Router<AppState> {
         .route("/treasury/{org_id}/balances", get(balances))
         .route("/treasury/{org_id}/balances/summary", get(summary))
         .route("/treasury/{org_id}/balances/{balance_id}", get(balance))
-        .route("/treasury/{org_id}/balances/{balance_id}/changes", get(changes))
+        .route(
+            "/treasury/{org_id}/balances/{balance_id}/changes",
+            get(changes),
+        )
         .route("/treasury/{org_id}/balances/{balance_id}/usage", get(usage))
         .route("/treasury/{org_id}/transactions", get(transactions))
-        .route("/treasury/{org_id}/transactions/export", get(export_transactions))
+        .route(
+            "/treasury/{org_id}/transactions/export",
+            get(export_transactions),
+        )
         .route("/treasury/{org_id}/transactions/{id}", get(transaction))
-        .route("/treasury/{org_id}/withdrawals", post(submit_withdrawal).get(withdrawals))
+        .route(
+            "/treasury/{org_id}/withdrawals",
+            post(submit_withdrawal).get(withdrawals),
+        )
         .route("/treasury/{org_id}/withdrawals/{id}", get(withdrawal))
-        .route("/treasury/{org_id}/withdrawals/{id}/approve", post(approve_withdrawal))
-        .route("/treasury/{org_id}/withdrawals/{id}/reject", post(reject_withdrawal))
-        .route("/treasury/{org_id}/withdrawals/{id}/cancel", post(cancel_withdrawal))
-        .route("/treasury/{org_id}/refunds", post(create_refund).get(refunds))
+        .route(
+            "/treasury/{org_id}/withdrawals/{id}/approve",
+            post(approve_withdrawal),
+        )
+        .route(
+            "/treasury/{org_id}/withdrawals/{id}/reject",
+            post(reject_withdrawal),
+        )
+        .route(
+            "/treasury/{org_id}/withdrawals/{id}/cancel",
+            post(cancel_withdrawal),
+        )
+        .route(
+            "/treasury/{org_id}/refunds",
+            post(create_refund).get(refunds),
+        )
         .route("/treasury/{org_id}/refunds/{id}", get(refund))
-        .route("/treasury/{org_id}/refunds/{id}/approve", post(approve_refund))
-        .route("/treasury/{org_id}/refunds/{id}/reject", post(reject_refund))
+        .route(
+            "/treasury/{org_id}/refunds/{id}/approve",
+            post(approve_refund),
+        )
+        .route(
+            "/treasury/{org_id}/refunds/{id}/reject",
+            post(reject_refund),
+        )
 }
 
 /// The path's organization must be the caller's own (or `me`).
@@ -57,10 +84,17 @@ pub fn own_org(caller: &Caller, raw: &str) -> ApiResult<OrganizationId> {
 }
 
 fn read(state: &AppState) -> ApiResult<std::sync::RwLockReadGuard<'_, projections::ReadModel>> {
-    state.projections.read().map_err(|e| ApiError::internal("read model", e))
+    state
+        .projections
+        .read()
+        .map_err(|e| ApiError::internal("read model", e))
 }
 
-async fn balances(caller: Caller, State(state): State<AppState>, Path(org): Path<String>) -> ApiResult<Response> {
+async fn balances(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let model = read(&state)?;
@@ -75,7 +109,11 @@ async fn balances(caller: Caller, State(state): State<AppState>, Path(org): Path
     Ok(json_value(&json!({ "data": data, "nextCursor": null })))
 }
 
-fn own_balance<'a>(model: &'a projections::ReadModel, org: OrganizationId, raw: &str) -> ApiResult<&'a ledger_core::domain::balance::Balance> {
+fn own_balance<'a>(
+    model: &'a projections::ReadModel,
+    org: OrganizationId,
+    raw: &str,
+) -> ApiResult<&'a ledger_core::domain::balance::Balance> {
     let id: BalanceId = path_id(raw, "balance")?;
     model
         .ledger
@@ -85,7 +123,12 @@ fn own_balance<'a>(model: &'a projections::ReadModel, org: OrganizationId, raw: 
         .ok_or(ApiError::NotFound("balance"))
 }
 
-async fn balance(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>, q: Query) -> ApiResult<Response> {
+async fn balance(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    q: Query,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let model = read(&state)?;
@@ -114,14 +157,24 @@ async fn balance(caller: Caller, State(state): State<AppState>, Path((org, id)):
     })))
 }
 
-async fn changes(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>, q: Query) -> ApiResult<Response> {
+async fn changes(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    q: Query,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
     let model = read(&state)?;
     let b = own_balance(&model, org, &id)?;
-    let items: Vec<_> = model.balance_changes.get(&b.id).into_iter().flatten().collect();
+    let items: Vec<_> = model
+        .balance_changes
+        .get(&b.id)
+        .into_iter()
+        .flatten()
+        .collect();
     let (page, next) = paging::page(items, |ch| format!("{:020}", ch.seq), cursor, limit, false);
     Ok(json_value(&json!({
         "data": page.into_iter().map(|ch| views::balance_change(ch, b.currency)).collect::<Vec<_>>(),
@@ -129,7 +182,11 @@ async fn changes(caller: Caller, State(state): State<AppState>, Path((org, id)):
     })))
 }
 
-async fn summary(caller: Caller, State(state): State<AppState>, Path(org): Path<String>) -> ApiResult<Response> {
+async fn summary(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let model = read(&state)?;
@@ -143,20 +200,38 @@ async fn summary(caller: Caller, State(state): State<AppState>, Path(org): Path<
         payable: Amount,
     }
     let mut rows: BTreeMap<Currency, Row> = BTreeMap::new();
-    for b in model.balances_by_org.get(&org).into_iter().flatten().filter_map(|id| model.ledger.balances.get(id)) {
+    for b in model
+        .balances_by_org
+        .get(&org)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| model.ledger.balances.get(id))
+    {
         let r = rows.entry(b.currency).or_default();
         r.total = b.total;
         r.reserved = b.reserved;
         r.collateral = b.collateral;
         r.available = b.available();
     }
-    for inv in model.invoices_by_org.get(&org).into_iter().flatten().filter_map(|id| model.ledger.invoices.get(id)) {
-        let (Some(amount), true) = (inv.approved_amount, inv.status.is_approved() || inv.status == ledger_core::domain::invoice::InvoiceStatus::CancellationRequested) else {
+    for inv in model
+        .invoices_by_org
+        .get(&org)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| model.ledger.invoices.get(id))
+    {
+        let (Some(amount), true) = (
+            inv.approved_amount,
+            inv.status.is_approved()
+                || inv.status == ledger_core::domain::invoice::InvoiceStatus::CancellationRequested,
+        ) else {
             continue;
         };
         let r = rows.entry(inv.currency).or_default();
         match inv.party_of(org) {
-            Some(Party::Seller) => r.receivable = r.receivable.checked_add(amount).unwrap_or(r.receivable),
+            Some(Party::Seller) => {
+                r.receivable = r.receivable.checked_add(amount).unwrap_or(r.receivable)
+            }
             Some(Party::Buyer) => r.payable = r.payable.checked_add(amount).unwrap_or(r.payable),
             None => {}
         }
@@ -187,15 +262,25 @@ fn bucket_start(d: NaiveDate, interval: &str) -> NaiveDate {
 }
 
 fn is_inflow(kind: TransactionType) -> bool {
-    matches!(kind, TransactionType::Deposit | TransactionType::SettlementIn | TransactionType::RefundIn)
+    matches!(
+        kind,
+        TransactionType::Deposit | TransactionType::SettlementIn | TransactionType::RefundIn
+    )
 }
 
-async fn usage(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>, q: Query) -> ApiResult<Response> {
+async fn usage(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    q: Query,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let interval = q.get("interval").map(String::as_str).unwrap_or("day");
     if !["day", "week", "month"].contains(&interval) {
-        return Err(ApiError::Validation("interval must be day, week or month".into()));
+        return Err(ApiError::Validation(
+            "interval must be day, week or month".into(),
+        ));
     }
     let from = time_param(&q, "from")?;
     let to = time_param(&q, "to")?;
@@ -233,7 +318,9 @@ async fn usage(caller: Caller, State(state): State<AppState>, Path((org, id)): P
             })
         })
         .collect();
-    Ok(json_value(&json!({ "interval": interval, "currency": c.code(), "data": data })))
+    Ok(json_value(
+        &json!({ "interval": interval, "currency": c.code(), "data": data }),
+    ))
 }
 
 pub struct TransactionFilter {
@@ -248,7 +335,10 @@ impl TransactionFilter {
         Ok(Self {
             kind: q
                 .get("type")
-                .map(|s| TransactionType::parse(s).ok_or_else(|| ApiError::Validation(format!("unknown type `{s}`"))))
+                .map(|s| {
+                    TransactionType::parse(s)
+                        .ok_or_else(|| ApiError::Validation(format!("unknown type `{s}`")))
+                })
                 .transpose()?,
             currency: q
                 .get("currency")
@@ -267,7 +357,12 @@ impl TransactionFilter {
     }
 }
 
-async fn transactions(caller: Caller, State(state): State<AppState>, Path(org): Path<String>, q: Query) -> ApiResult<Response> {
+async fn transactions(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let filter = TransactionFilter::parse(&q)?;
@@ -289,7 +384,11 @@ async fn transactions(caller: Caller, State(state): State<AppState>, Path(org): 
     })))
 }
 
-async fn transaction(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>) -> ApiResult<Response> {
+async fn transaction(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: TransactionId = path_id(&id, "transaction")?;
@@ -314,27 +413,59 @@ struct SubmitWithdrawal {
 
 const MAX_DESTINATION_FIELDS: usize = 20;
 
-async fn submit_withdrawal(caller: Caller, State(state): State<AppState>, Path(org): Path<String>, body: JsonBody<SubmitWithdrawal>) -> ApiResult<Response> {
+async fn submit_withdrawal(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    body: JsonBody<SubmitWithdrawal>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryWrite)?;
     own_org(&caller, &org)?;
     let v = &body.value;
     let currency = Currency::parse(&v.currency).map_err(|e| ApiError::Validation(e.to_string()))?;
-    let amount = Amount::parse(currency, &v.amount).map_err(|e| ApiError::Validation(e.to_string()))?;
+    let amount =
+        Amount::parse(currency, &v.amount).map_err(|e| ApiError::Validation(e.to_string()))?;
     let has_account = ["iban", "accountNumber"]
         .iter()
         .any(|k| v.destination.get(*k).is_some_and(|s| !s.trim().is_empty()));
-    if !has_account || v.destination.len() > MAX_DESTINATION_FIELDS || v.destination.iter().any(|(k, x)| k.len() > 64 || x.len() > 256) {
+    if !has_account
+        || v.destination.len() > MAX_DESTINATION_FIELDS
+        || v.destination
+            .iter()
+            .any(|(k, x)| k.len() > 64 || x.len() > 256)
+    {
         return Err(ApiError::Validation(
             "destination needs an iban or accountNumber (at most 20 fields, short values)".into(),
         ));
     }
     let destination = Destination {
-        fields: v.destination.iter().map(|(k, x)| (k.clone(), x.clone())).collect(),
+        fields: v
+            .destination
+            .iter()
+            .map(|(k, x)| (k.clone(), x.clone()))
+            .collect(),
     };
-    command(&state, &caller, body.request_id, body.fingerprint, Command::SubmitWithdrawal { currency, amount, destination }).await
+    command(
+        &state,
+        &caller,
+        body.request_id,
+        body.fingerprint,
+        Command::SubmitWithdrawal {
+            currency,
+            amount,
+            destination,
+        },
+    )
+    .await
 }
 
-async fn command(state: &AppState, caller: &Caller, request_id: Option<ledger_core::ids::RequestId>, fingerprint: [u8; 32], command: Command) -> ApiResult<Response> {
+async fn command(
+    state: &AppState,
+    caller: &Caller,
+    request_id: Option<ledger_core::ids::RequestId>,
+    fingerprint: [u8; 32],
+    command: Command,
+) -> ApiResult<Response> {
     execute(
         state,
         Request {
@@ -361,29 +492,70 @@ fn reason(r: Option<String>) -> ApiResult<String> {
         .ok_or_else(|| ApiError::Validation("reason is required".into()))
 }
 
-async fn approve_withdrawal(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>, body: JsonBody<ReasonBody>) -> ApiResult<Response> {
+async fn approve_withdrawal(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    body: JsonBody<ReasonBody>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryApprove)?;
     own_org(&caller, &org)?;
     let id: WithdrawalId = path_id(&id, "withdrawal")?;
-    command(&state, &caller, body.request_id, body.fingerprint, Command::ApproveWithdrawal { id }).await
+    command(
+        &state,
+        &caller,
+        body.request_id,
+        body.fingerprint,
+        Command::ApproveWithdrawal { id },
+    )
+    .await
 }
 
-async fn reject_withdrawal(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>, body: JsonBody<ReasonBody>) -> ApiResult<Response> {
+async fn reject_withdrawal(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    body: JsonBody<ReasonBody>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryApprove)?;
     own_org(&caller, &org)?;
     let id: WithdrawalId = path_id(&id, "withdrawal")?;
     let reason = reason(body.value.reason)?;
-    command(&state, &caller, body.request_id, body.fingerprint, Command::RejectWithdrawal { id, reason }).await
+    command(
+        &state,
+        &caller,
+        body.request_id,
+        body.fingerprint,
+        Command::RejectWithdrawal { id, reason },
+    )
+    .await
 }
 
-async fn cancel_withdrawal(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>, body: JsonBody<ReasonBody>) -> ApiResult<Response> {
+async fn cancel_withdrawal(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    body: JsonBody<ReasonBody>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryWrite)?;
     own_org(&caller, &org)?;
     let id: WithdrawalId = path_id(&id, "withdrawal")?;
-    command(&state, &caller, body.request_id, body.fingerprint, Command::CancelWithdrawal { id }).await
+    command(
+        &state,
+        &caller,
+        body.request_id,
+        body.fingerprint,
+        Command::CancelWithdrawal { id },
+    )
+    .await
 }
 
-async fn withdrawals(caller: Caller, State(state): State<AppState>, Path(org): Path<String>, q: Query) -> ApiResult<Response> {
+async fn withdrawals(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
@@ -404,7 +576,11 @@ async fn withdrawals(caller: Caller, State(state): State<AppState>, Path(org): P
     })))
 }
 
-async fn withdrawal(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>) -> ApiResult<Response> {
+async fn withdrawal(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: WithdrawalId = path_id(&id, "withdrawal")?;
@@ -428,7 +604,12 @@ struct CreateRefund {
     reason: String,
 }
 
-async fn create_refund(caller: Caller, State(state): State<AppState>, Path(org): Path<String>, body: JsonBody<CreateRefund>) -> ApiResult<Response> {
+async fn create_refund(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    body: JsonBody<CreateRefund>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryWrite)?;
     own_org(&caller, &org)?;
     let v = body.value;
@@ -444,22 +625,51 @@ async fn create_refund(caller: Caller, State(state): State<AppState>, Path(org):
     command(&state, &caller, body.request_id, body.fingerprint, cmd).await
 }
 
-async fn approve_refund(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>, body: JsonBody<ReasonBody>) -> ApiResult<Response> {
+async fn approve_refund(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    body: JsonBody<ReasonBody>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryApprove)?;
     own_org(&caller, &org)?;
     let id: RefundId = path_id(&id, "refund")?;
-    command(&state, &caller, body.request_id, body.fingerprint, Command::ApproveRefund { id }).await
+    command(
+        &state,
+        &caller,
+        body.request_id,
+        body.fingerprint,
+        Command::ApproveRefund { id },
+    )
+    .await
 }
 
-async fn reject_refund(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>, body: JsonBody<ReasonBody>) -> ApiResult<Response> {
+async fn reject_refund(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    body: JsonBody<ReasonBody>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryApprove)?;
     own_org(&caller, &org)?;
     let id: RefundId = path_id(&id, "refund")?;
     let reason = reason(body.value.reason)?;
-    command(&state, &caller, body.request_id, body.fingerprint, Command::RejectRefund { id, reason }).await
+    command(
+        &state,
+        &caller,
+        body.request_id,
+        body.fingerprint,
+        Command::RejectRefund { id, reason },
+    )
+    .await
 }
 
-async fn refunds(caller: Caller, State(state): State<AppState>, Path(org): Path<String>, q: Query) -> ApiResult<Response> {
+async fn refunds(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
@@ -479,7 +689,11 @@ async fn refunds(caller: Caller, State(state): State<AppState>, Path(org): Path<
     })))
 }
 
-async fn refund(caller: Caller, State(state): State<AppState>, Path((org, id)): Path<(String, String)>) -> ApiResult<Response> {
+async fn refund(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: RefundId = path_id(&id, "refund")?;
@@ -508,7 +722,12 @@ const TRANSACTION_COLUMNS: &[&str] = &[
     "createdAt",
 ];
 
-async fn export_transactions(caller: Caller, State(state): State<AppState>, Path(org): Path<String>, q: Query) -> ApiResult<Response> {
+async fn export_transactions(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let format = crate::export::format(&q)?;
@@ -520,7 +739,12 @@ async fn export_transactions(caller: Caller, State(state): State<AppState>, Path
             .get(&org)
             .into_iter()
             .flatten()
-            .filter(|id| model.transactions.get(id).is_some_and(|t| filter.matches(t)))
+            .filter(|id| {
+                model
+                    .transactions
+                    .get(id)
+                    .is_some_and(|t| filter.matches(t))
+            })
             .copied()
             .collect()
     };

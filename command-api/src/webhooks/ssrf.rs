@@ -222,6 +222,9 @@ mod tests {
         assert!(resolve(&named, false).await.is_err());
         let target = resolve(&named, true).await.unwrap();
         assert_eq!(target.domain.as_deref(), Some("localhost"));
-        assert!(target.addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 1));
+        assert!(target
+            .addrs
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 1));
     }
 }

@@ -26,7 +26,12 @@ pub struct Balance {
 }
 
 impl Balance {
-    pub fn open(id: BalanceId, organization_id: OrganizationId, currency: Currency, at: Timestamp) -> Self {
+    pub fn open(
+        id: BalanceId,
+        organization_id: OrganizationId,
+        currency: Currency,
+        at: Timestamp,
+    ) -> Self {
         Self {
             id,
             organization_id,
@@ -62,7 +67,10 @@ impl Balance {
                 self.id, self.reserved, held
             ));
         }
-        let committed = self.reserved.checked_add(self.collateral).ok_or("overflow")?;
+        let committed = self
+            .reserved
+            .checked_add(self.collateral)
+            .ok_or("overflow")?;
         if committed > self.total {
             return Err(format!(
                 "balance {}: available negative (total {}, reserved {}, collateral {})",
@@ -85,14 +93,20 @@ impl Balance {
 
     pub fn check_available(&self, amount: Amount) -> Result<(), DomainError> {
         if amount > self.available() {
-            return Err(DomainError::insufficient(self.currency, amount, self.available()));
+            return Err(DomainError::insufficient(
+                self.currency,
+                amount,
+                self.available(),
+            ));
         }
         Ok(())
     }
 
     pub fn check_reserve(&self, hold: Hold, amount: Amount) -> Result<(), DomainError> {
         if self.holds.contains_key(&hold) {
-            return Err(DomainError::Validation("funds are already reserved for this".into()));
+            return Err(DomainError::Validation(
+                "funds are already reserved for this".into(),
+            ));
         }
         self.check_available(amount)
     }
@@ -106,7 +120,10 @@ impl Balance {
 
     /// A new collateral figure must still leave `available ≥ 0`.
     pub fn check_collateral(&self, amount: Amount) -> Result<(), DomainError> {
-        let room = self.total.checked_sub(self.reserved).unwrap_or(Amount::ZERO);
+        let room = self
+            .total
+            .checked_sub(self.reserved)
+            .unwrap_or(Amount::ZERO);
         if amount > room {
             return Err(DomainError::insufficient(self.currency, amount, room));
         }

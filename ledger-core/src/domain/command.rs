@@ -50,15 +50,25 @@ pub struct InvoicePatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InvoiceAction {
     Submit,
-    RespondInfo { message: String },
+    RespondInfo {
+        message: String,
+    },
     Approve {
         adjusted_amount: Option<String>,
         reason: Option<String>,
     },
-    Dispute { reason: String },
-    RequestInfo { question: String },
-    Cancel { reason: Option<String> },
-    RequestCancellation { reason: String },
+    Dispute {
+        reason: String,
+    },
+    RequestInfo {
+        question: String,
+    },
+    Cancel {
+        reason: Option<String>,
+    },
+    RequestCancellation {
+        reason: String,
+    },
     AcceptCancellation,
     RejectCancellation,
     Archive,
@@ -119,7 +129,9 @@ pub enum Command {
         secret_hash: [u8; 32],
         expires_at: Option<Timestamp>,
     },
-    RevokeApiKey { id: ApiKeyId },
+    RevokeApiKey {
+        id: ApiKeyId,
+    },
     CreateWebhookEndpoint {
         url: String,
         events: Vec<String>,
@@ -133,7 +145,9 @@ pub enum Command {
         enabled: Option<bool>,
         description: Option<Option<String>>,
     },
-    DeleteWebhookEndpoint { id: WebhookEndpointId },
+    DeleteWebhookEndpoint {
+        id: WebhookEndpointId,
+    },
     RotateWebhookSecret {
         id: WebhookEndpointId,
         secret: String,
@@ -146,26 +160,50 @@ pub enum Command {
         /// The caller's role in the pair.
         role: Party,
     },
-    AcceptConnection { id: ConnectionId },
-    RejectConnection { id: ConnectionId },
+    AcceptConnection {
+        id: ConnectionId,
+    },
+    RejectConnection {
+        id: ConnectionId,
+    },
 
     // invoices
     CreateInvoice(NewInvoice),
-    UpdateInvoice { id: InvoiceId, patch: InvoicePatch },
-    AddLineItem { id: InvoiceId, item: LineItemInput },
+    UpdateInvoice {
+        id: InvoiceId,
+        patch: InvoicePatch,
+    },
+    AddLineItem {
+        id: InvoiceId,
+        item: LineItemInput,
+    },
     UpdateLineItem {
         id: InvoiceId,
         line_item_id: LineItemId,
         patch: LineItemPatch,
     },
-    RemoveLineItem { id: InvoiceId, line_item_id: LineItemId },
-    Invoice { id: InvoiceId, action: InvoiceAction },
+    RemoveLineItem {
+        id: InvoiceId,
+        line_item_id: LineItemId,
+    },
+    Invoice {
+        id: InvoiceId,
+        action: InvoiceAction,
+    },
 
     // payments
-    SettleInvoice { id: InvoiceId },
-    SettleAllDue { as_of: NaiveDate },
-    RetryPayment { id: PaymentId },
-    RetryFailedPayments { ids: Option<Vec<PaymentId>> },
+    SettleInvoice {
+        id: InvoiceId,
+    },
+    SettleAllDue {
+        as_of: NaiveDate,
+    },
+    RetryPayment {
+        id: PaymentId,
+    },
+    RetryFailedPayments {
+        ids: Option<Vec<PaymentId>>,
+    },
 
     // treasury
     SubmitWithdrawal {
@@ -173,16 +211,28 @@ pub enum Command {
         amount: Amount,
         destination: Destination,
     },
-    ApproveWithdrawal { id: WithdrawalId },
-    RejectWithdrawal { id: WithdrawalId, reason: String },
-    CancelWithdrawal { id: WithdrawalId },
+    ApproveWithdrawal {
+        id: WithdrawalId,
+    },
+    RejectWithdrawal {
+        id: WithdrawalId,
+        reason: String,
+    },
+    CancelWithdrawal {
+        id: WithdrawalId,
+    },
     CreateRefund {
         transaction_id: TransactionId,
         amount: String,
         reason: String,
     },
-    ApproveRefund { id: RefundId },
-    RejectRefund { id: RefundId, reason: String },
+    ApproveRefund {
+        id: RefundId,
+    },
+    RejectRefund {
+        id: RefundId,
+        reason: String,
+    },
 
     // storage (the bytes are already stored under `id` when this arrives)
     StoreFile {
@@ -192,11 +242,18 @@ pub enum Command {
         size: u64,
         sha256: [u8; 32],
     },
-    DeleteFile { id: FileId },
+    DeleteFile {
+        id: FileId,
+    },
 
     // scheduled work (actor: System)
-    MarkPaymentDue { id: InvoiceId, today: NaiveDate },
-    AutoArchive { id: InvoiceId },
+    MarkPaymentDue {
+        id: InvoiceId,
+        today: NaiveDate,
+    },
+    AutoArchive {
+        id: InvoiceId,
+    },
 
     /// Independent commands in one request: each succeeds or fails on its own.
     Bulk(Vec<Command>),

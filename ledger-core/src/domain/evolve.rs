@@ -22,7 +22,10 @@ impl Ledger {
         let seq = recorded.seq;
         let fail = |reason: String| InvariantViolation { seq, reason };
         if seq != self.last_seq + 1 {
-            return Err(fail(format!("sequence gap: expected {}, got {seq}", self.last_seq + 1)));
+            return Err(fail(format!(
+                "sequence gap: expected {}, got {seq}",
+                self.last_seq + 1
+            )));
         }
         let stream = recorded.stream();
         let version = self.version(stream);
@@ -79,7 +82,10 @@ impl Ledger {
                 );
             }
             ApiKeyRevoked { id } => {
-                let k = self.api_keys.get_mut(id).ok_or("revoked an unknown API key")?;
+                let k = self
+                    .api_keys
+                    .get_mut(id)
+                    .ok_or("revoked an unknown API key")?;
                 k.revoked_at = Some(at);
             }
             ConnectionRequested {
@@ -102,7 +108,10 @@ impl Ledger {
                 );
             }
             ConnectionAccepted { id } | ConnectionRejected { id } => {
-                let c = self.connections.get_mut(id).ok_or("answered an unknown connection")?;
+                let c = self
+                    .connections
+                    .get_mut(id)
+                    .ok_or("answered an unknown connection")?;
                 if c.status != ConnectionStatus::Pending {
                     return Err(format!("connection {id} answered twice"));
                 }
@@ -165,7 +174,10 @@ impl Ledger {
                     return Err(format!("payment {id} completed twice"));
                 }
                 p.evolve(event, at);
-                let failed = self.failed_by_payer.entry(p.payer_organization_id).or_default();
+                let failed = self
+                    .failed_by_payer
+                    .entry(p.payer_organization_id)
+                    .or_default();
                 if p.status == PaymentStatus::Failed {
                     failed.insert(*id);
                 } else {
@@ -181,10 +193,17 @@ impl Ledger {
                 organization_id,
                 currency,
             } => {
-                if self.balance_index.insert((*organization_id, *currency), *id).is_some() {
-                    return Err(format!("second balance for {organization_id} in {currency}"));
+                if self
+                    .balance_index
+                    .insert((*organization_id, *currency), *id)
+                    .is_some()
+                {
+                    return Err(format!(
+                        "second balance for {organization_id} in {currency}"
+                    ));
                 }
-                self.balances.insert(*id, Balance::open(*id, *organization_id, *currency, at));
+                self.balances
+                    .insert(*id, Balance::open(*id, *organization_id, *currency, at));
             }
             FundsDeposited { .. }
             | FundsReserved { .. }
@@ -225,7 +244,9 @@ impl Ledger {
                     },
                 );
             }
-            WithdrawalApproved { id, .. } | WithdrawalRejected { id, .. } | WithdrawalCancelled { id } => {
+            WithdrawalApproved { id, .. }
+            | WithdrawalRejected { id, .. }
+            | WithdrawalCancelled { id } => {
                 let w = self.withdrawals.get_mut(id).ok_or("unknown withdrawal")?;
                 if w.status != WithdrawalStatus::PendingApproval {
                     return Err(format!("withdrawal {id} decided twice"));
@@ -244,12 +265,17 @@ impl Ledger {
                 amount,
                 reason,
             } => {
-                let p = self.payments.get_mut(payment_id).ok_or("refund of an unknown payment")?;
+                let p = self
+                    .payments
+                    .get_mut(payment_id)
+                    .ok_or("refund of an unknown payment")?;
                 p.refunded = p
                     .refunded
                     .checked_add(*amount)
                     .filter(|r| *r <= p.amount)
-                    .ok_or_else(|| format!("refunds of payment {payment_id} exceed the settled amount"))?;
+                    .ok_or_else(|| {
+                        format!("refunds of payment {payment_id} exceed the settled amount")
+                    })?;
                 self.refunds.insert(
                     *id,
                     Refund {
@@ -310,7 +336,9 @@ impl Ledger {
                     },
                 );
             }
-            WebhookEndpointUpdated { id, .. } | WebhookEndpointDeleted { id } | WebhookSecretRotated { id, .. } => {
+            WebhookEndpointUpdated { id, .. }
+            | WebhookEndpointDeleted { id }
+            | WebhookSecretRotated { id, .. } => {
                 self.webhook_endpoints
                     .get_mut(id)
                     .ok_or("unknown webhook endpoint")?
@@ -365,7 +393,10 @@ impl Ledger {
         for f in attachments {
             self.file_invoices.entry(*f).or_default().insert(*id);
         }
-        *self.invoices_by_seller.entry(*seller_organization_id).or_default() += 1;
+        *self
+            .invoices_by_seller
+            .entry(*seller_organization_id)
+            .or_default() += 1;
         self.invoices.insert(
             *id,
             Invoice {
@@ -401,7 +432,10 @@ impl Ledger {
 
     fn evolve_invoice(&mut self, event: &Event, at: crate::time::Timestamp) -> Result<(), String> {
         let id = crate::ids::InvoiceId::from_uuid(event.stream().id);
-        let inv = self.invoices.get_mut(&id).ok_or("event for an unknown invoice")?;
+        let inv = self
+            .invoices
+            .get_mut(&id)
+            .ok_or("event for an unknown invoice")?;
         let before = inv.status;
         inv.evolve(event, at);
         let after = inv.status;
@@ -434,31 +468,48 @@ impl Ledger {
     fn evolve_balance(&mut self, event: &Event, at: crate::time::Timestamp) -> Result<(), String> {
         use Event::*;
         let balance_id = crate::ids::BalanceId::from_uuid(event.stream().id);
-        let balance = self.balances.get_mut(&balance_id).ok_or("event for an unknown balance")?;
+        let balance = self
+            .balances
+            .get_mut(&balance_id)
+            .ok_or("event for an unknown balance")?;
         let before = balance.total;
         let currency = balance.currency;
         // Guard the negative space before applying: nothing may go below zero.
         match event {
             FundsReserved { amount, .. } if *amount > balance.available() => {
-                return Err(format!("reservation of {amount} exceeds available on {balance_id}"));
+                return Err(format!(
+                    "reservation of {amount} exceeds available on {balance_id}"
+                ));
             }
             ReservationReleased { hold, amount, .. } if balance.holds.get(hold) != Some(amount) => {
                 return Err(format!("release of {amount} does not match hold {hold:?}"));
             }
             SettlementDebited {
                 invoice_id, amount, ..
-            } if balance.holds.get(&crate::events::Hold::Invoice(*invoice_id)) != Some(amount) => {
-                return Err(format!("settlement of {amount} does not match the reservation"));
+            } if balance
+                .holds
+                .get(&crate::events::Hold::Invoice(*invoice_id))
+                != Some(amount) =>
+            {
+                return Err(format!(
+                    "settlement of {amount} does not match the reservation"
+                ));
             }
             WithdrawalDebited {
                 withdrawal_id,
                 amount,
                 ..
-            } if balance.holds.get(&crate::events::Hold::Withdrawal(*withdrawal_id)) != Some(amount) => {
+            } if balance
+                .holds
+                .get(&crate::events::Hold::Withdrawal(*withdrawal_id))
+                != Some(amount) =>
+            {
                 return Err(format!("withdrawal of {amount} does not match its hold"));
             }
             RefundDebited { amount, .. } if *amount > balance.available() => {
-                return Err(format!("refund of {amount} exceeds available on {balance_id}"));
+                return Err(format!(
+                    "refund of {amount} exceeds available on {balance_id}"
+                ));
             }
             _ => {}
         }
@@ -475,7 +526,10 @@ impl Ledger {
                 supply.withdrawn = supply.withdrawn.checked_add(*amount).ok_or_else(overflow)?;
             }
             SettlementDebited { amount, .. } | RefundDebited { amount, .. } => {
-                supply.in_transit = supply.in_transit.checked_add(*amount).ok_or_else(overflow)?;
+                supply.in_transit = supply
+                    .in_transit
+                    .checked_add(*amount)
+                    .ok_or_else(overflow)?;
             }
             SettlementCredited { amount, .. } | RefundCredited { amount, .. } => {
                 supply.in_transit = supply
@@ -512,7 +566,10 @@ fn conserved(currency: Currency, s: &super::ledger::Supply) -> Result<(), String
         .deposited
         .checked_sub(s.withdrawn)
         .ok_or_else(|| format!("{currency}: withdrawn more than deposited"))?;
-    let held = s.balances_total.checked_add(s.in_transit).ok_or("supply overflow")?;
+    let held = s
+        .balances_total
+        .checked_add(s.in_transit)
+        .ok_or("supply overflow")?;
     if held != expected {
         return Err(format!(
             "{currency}: balances {} + in transit {} ≠ deposits − withdrawals {}",

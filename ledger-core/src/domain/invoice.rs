@@ -68,7 +68,10 @@ impl InvoiceStatus {
     }
 
     pub fn is_approved(self) -> bool {
-        matches!(self, InvoiceStatus::Approved | InvoiceStatus::ApprovedWithAdjustment)
+        matches!(
+            self,
+            InvoiceStatus::Approved | InvoiceStatus::ApprovedWithAdjustment
+        )
     }
 
     /// The edges of the overview's state diagram, nothing more.
@@ -238,7 +241,12 @@ impl Invoice {
     }
 
     pub fn check_submit(&self, party: Party) -> Result<(), DomainError> {
-        self.check("submit", party, &[Party::Seller], &[InvoiceStatus::Draft, InvoiceStatus::Disputed])?;
+        self.check(
+            "submit",
+            party,
+            &[Party::Seller],
+            &[InvoiceStatus::Draft, InvoiceStatus::Disputed],
+        )?;
         self.check_submittable()
     }
 
@@ -246,7 +254,8 @@ impl Invoice {
     pub fn check_submittable(&self) -> Result<(), DomainError> {
         if self.line_items.is_empty() || self.totals().total.is_zero() {
             return Err(DomainError::Validation(
-                "an invoice needs at least one line item and a total above zero to be submitted".into(),
+                "an invoice needs at least one line item and a total above zero to be submitted"
+                    .into(),
             ));
         }
         Ok(())
@@ -254,14 +263,22 @@ impl Invoice {
 
     pub fn check_cancel(&self, party: Party) -> Result<(), DomainError> {
         let from: &[InvoiceStatus] = match party {
-            Party::Seller => &[InvoiceStatus::Draft, InvoiceStatus::Submitted, InvoiceStatus::Disputed],
+            Party::Seller => &[
+                InvoiceStatus::Draft,
+                InvoiceStatus::Submitted,
+                InvoiceStatus::Disputed,
+            ],
             Party::Buyer => &[InvoiceStatus::Disputed],
         };
         self.check("cancel", party, &[Party::Seller, Party::Buyer], from)
     }
 
     /// Accepting or rejecting a cancellation: only the requester's counterparty.
-    pub fn check_answer_cancellation(&self, action: &'static str, party: Party) -> Result<(), DomainError> {
+    pub fn check_answer_cancellation(
+        &self,
+        action: &'static str,
+        party: Party,
+    ) -> Result<(), DomainError> {
         match &self.cancellation {
             Some(req) if self.status == InvoiceStatus::CancellationRequested => {
                 if req.by == party {
@@ -281,12 +298,21 @@ impl Invoice {
             "update",
             party,
             &[Party::Seller],
-            &[InvoiceStatus::Draft, InvoiceStatus::Disputed, InvoiceStatus::InfoRequested],
+            &[
+                InvoiceStatus::Draft,
+                InvoiceStatus::Disputed,
+                InvoiceStatus::InfoRequested,
+            ],
         )
     }
 
     pub fn check_line_items_editable(&self, party: Party) -> Result<(), DomainError> {
-        self.check("edit line items of", party, &[Party::Seller], &[InvoiceStatus::Draft])
+        self.check(
+            "edit line items of",
+            party,
+            &[Party::Seller],
+            &[InvoiceStatus::Draft],
+        )
     }
 
     pub fn line_item(&self, id: LineItemId) -> Result<&LineItem, DomainError> {
@@ -331,7 +357,9 @@ impl Invoice {
                     *slot = item.clone();
                 }
             }
-            LineItemRemoved { line_item_id, .. } => self.line_items.retain(|l| l.id != *line_item_id),
+            LineItemRemoved { line_item_id, .. } => {
+                self.line_items.retain(|l| l.id != *line_item_id)
+            }
             InvoiceSubmitted { .. } => {
                 self.status = InvoiceStatus::Submitted;
                 self.visible_to_buyer = true;

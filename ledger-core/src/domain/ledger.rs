@@ -85,7 +85,11 @@ impl Ledger {
 
     /// The invoice as `org` may see it, with `org`'s party; 404 otherwise
     /// (another organization's, or a draft to the buyer).
-    pub fn visible_invoice(&self, org: OrganizationId, id: InvoiceId) -> Result<(&Invoice, Party), DomainError> {
+    pub fn visible_invoice(
+        &self,
+        org: OrganizationId,
+        id: InvoiceId,
+    ) -> Result<(&Invoice, Party), DomainError> {
         let inv = need(self.invoices.get(&id), "invoice")?;
         let party = need(inv.party_of(org), "invoice")?;
         Ok((inv, party))
@@ -97,7 +101,12 @@ impl Ledger {
 
     /// Decides one command against the current state. Pure: reads `self` and
     /// `ctx`, returns the events to append or why not.
-    pub fn decide(&self, actor: &Actor, command: &Command, ctx: &mut Ctx<'_>) -> Result<(Outcome, Vec<Event>), DomainError> {
+    pub fn decide(
+        &self,
+        actor: &Actor,
+        command: &Command,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(Outcome, Vec<Event>), DomainError> {
         match actor {
             Actor::Admin => self.decide_admin(command, ctx),
             Actor::System => self.decide_system(command, ctx),
@@ -108,7 +117,11 @@ impl Ledger {
         }
     }
 
-    fn decide_admin(&self, command: &Command, ctx: &mut Ctx<'_>) -> Result<(Outcome, Vec<Event>), DomainError> {
+    fn decide_admin(
+        &self,
+        command: &Command,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(Outcome, Vec<Event>), DomainError> {
         match command {
             Command::CreateOrganization {
                 name,
@@ -118,7 +131,10 @@ impl Ledger {
                 let id: OrganizationId = ctx.id();
                 let key: ApiKeyId = ctx.id();
                 Ok((
-                    Outcome::Organization { id, api_key_id: key },
+                    Outcome::Organization {
+                        id,
+                        api_key_id: key,
+                    },
                     vec![
                         Event::OrganizationCreated { id, name },
                         Event::ApiKeyCreated {
@@ -140,12 +156,18 @@ impl Ledger {
             } => {
                 need(self.organizations.get(organization_id), "organization")?;
                 if amount.is_zero() {
-                    return Err(DomainError::Validation("amount must be greater than zero".into()));
+                    return Err(DomainError::Validation(
+                        "amount must be greater than zero".into(),
+                    ));
                 }
                 let reference = invoice::bounded_text("reference", reference, 200)?;
                 // Every sum of money in one currency stays within Amount's cap: bounding what
                 // ever came in bounds every balance and every total derived from them.
-                let deposited = self.supply.get(currency).map(|s| s.deposited).unwrap_or(Amount::ZERO);
+                let deposited = self
+                    .supply
+                    .get(currency)
+                    .map(|s| s.deposited)
+                    .unwrap_or(Amount::ZERO);
                 if deposited.checked_add(*amount).is_none() {
                     return Err(DomainError::Validation(format!(
                         "this deposit would take the {currency} held in the ledger past its limit"
@@ -221,7 +243,11 @@ impl Ledger {
         }
     }
 
-    fn decide_system(&self, command: &Command, _ctx: &mut Ctx<'_>) -> Result<(Outcome, Vec<Event>), DomainError> {
+    fn decide_system(
+        &self,
+        command: &Command,
+        _ctx: &mut Ctx<'_>,
+    ) -> Result<(Outcome, Vec<Event>), DomainError> {
         match command {
             Command::MarkPaymentDue { id, today } => {
                 let inv = need(self.invoices.get(id), "invoice")?;
@@ -238,10 +264,16 @@ impl Ledger {
             }
             Command::AutoArchive { id } => {
                 let inv = need(self.invoices.get(id), "invoice")?;
-                if !matches!(inv.status, InvoiceStatus::Settled | InvoiceStatus::Cancelled) {
+                if !matches!(
+                    inv.status,
+                    InvoiceStatus::Settled | InvoiceStatus::Cancelled
+                ) {
                     return Ok((Outcome::Invoice(*id), vec![]));
                 }
-                Ok((Outcome::Invoice(*id), vec![Event::InvoiceArchived { id: *id }]))
+                Ok((
+                    Outcome::Invoice(*id),
+                    vec![Event::InvoiceArchived { id: *id }],
+                ))
             }
             _ => Err(DomainError::Forbidden("not a scheduled command".into())),
         }
@@ -263,10 +295,14 @@ impl Ledger {
             } => {
                 let name = invoice::required_text("name", name, 200)?;
                 if permissions.is_empty() {
-                    return Err(DomainError::Validation("permissions must not be empty".into()));
+                    return Err(DomainError::Validation(
+                        "permissions must not be empty".into(),
+                    ));
                 }
                 if expires_at.is_some_and(|t| t <= ctx.now) {
-                    return Err(DomainError::Validation("expiresAt must be in the future".into()));
+                    return Err(DomainError::Validation(
+                        "expiresAt must be in the future".into(),
+                    ));
                 }
                 let id = ctx.id();
                 Ok((
@@ -282,7 +318,10 @@ impl Ledger {
                 ))
             }
             Command::RevokeApiKey { id } => {
-                let k = need(self.api_keys.get(id).filter(|k| k.organization_id == org), "API key")?;
+                let k = need(
+                    self.api_keys.get(id).filter(|k| k.organization_id == org),
+                    "API key",
+                )?;
                 let events = if k.revoked_at.is_some() {
                     vec![]
                 } else {
@@ -330,7 +369,10 @@ impl Ledger {
             }
             Command::DeleteWebhookEndpoint { id } => {
                 self.own_endpoint(org, *id)?;
-                Ok((Outcome::WebhookEndpoint(*id), vec![Event::WebhookEndpointDeleted { id: *id }]))
+                Ok((
+                    Outcome::WebhookEndpoint(*id),
+                    vec![Event::WebhookEndpointDeleted { id: *id }],
+                ))
             }
             Command::RotateWebhookSecret {
                 id,
@@ -347,9 +389,16 @@ impl Ledger {
                     }],
                 ))
             }
-            Command::RequestConnection { counterparty, role } => self.decide_request_connection(org, *counterparty, *role, ctx),
+            Command::RequestConnection { counterparty, role } => {
+                self.decide_request_connection(org, *counterparty, *role, ctx)
+            }
             Command::AcceptConnection { id } | Command::RejectConnection { id } => {
-                let c = need(self.connections.get(id).filter(|c| c.party_of(org).is_some()), "connection")?;
+                let c = need(
+                    self.connections
+                        .get(id)
+                        .filter(|c| c.party_of(org).is_some()),
+                    "connection",
+                )?;
                 c.check_answer(org)?;
                 let event = if matches!(command, Command::AcceptConnection { .. }) {
                     Event::ConnectionAccepted { id: *id }
@@ -359,7 +408,9 @@ impl Ledger {
                 Ok((Outcome::Connection(*id), vec![event]))
             }
             Command::CreateInvoice(new) => self.decide_create_invoice(org, new, ctx),
-            Command::UpdateInvoice { id, patch } => self.decide_update_invoice(org, *id, patch, ctx),
+            Command::UpdateInvoice { id, patch } => {
+                self.decide_update_invoice(org, *id, patch, ctx)
+            }
             Command::AddLineItem { id, item } => {
                 let (inv, party) = self.visible_invoice(org, *id)?;
                 inv.check_line_items_editable(party)?;
@@ -370,14 +421,24 @@ impl Ledger {
                     )));
                 }
                 let item = make_line_item(inv.currency, ctx.id(), item)?;
-                Ok((Outcome::Invoice(*id), vec![Event::LineItemAdded { id: *id, item }]))
+                Ok((
+                    Outcome::Invoice(*id),
+                    vec![Event::LineItemAdded { id: *id, item }],
+                ))
             }
-            Command::UpdateLineItem { id, line_item_id, patch } => {
+            Command::UpdateLineItem {
+                id,
+                line_item_id,
+                patch,
+            } => {
                 let (inv, party) = self.visible_invoice(org, *id)?;
                 inv.check_line_items_editable(party)?;
                 let old = inv.line_item(*line_item_id)?;
                 let input = LineItemInput {
-                    description: patch.description.clone().unwrap_or_else(|| old.description.clone()),
+                    description: patch
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| old.description.clone()),
                     quantity: patch.quantity.unwrap_or(old.quantity),
                     unit_price: patch
                         .unit_price
@@ -386,7 +447,10 @@ impl Ledger {
                     tax_rate: patch.tax_rate.unwrap_or(old.tax_rate),
                 };
                 let item = make_line_item(inv.currency, *line_item_id, &input)?;
-                Ok((Outcome::Invoice(*id), vec![Event::LineItemUpdated { id: *id, item }]))
+                Ok((
+                    Outcome::Invoice(*id),
+                    vec![Event::LineItemUpdated { id: *id, item }],
+                ))
             }
             Command::RemoveLineItem { id, line_item_id } => {
                 let (inv, party) = self.visible_invoice(org, *id)?;
@@ -409,7 +473,9 @@ impl Ledger {
                 destination,
             } => {
                 if amount.is_zero() {
-                    return Err(DomainError::Validation("amount must be greater than zero".into()));
+                    return Err(DomainError::Validation(
+                        "amount must be greater than zero".into(),
+                    ));
                 }
                 let balance = self
                     .balance_of(org, *currency)
@@ -503,11 +569,15 @@ impl Ledger {
             Command::ApproveRefund { id } => {
                 let r = self.visible_refund(org, *id)?;
                 r.check_decide("approve", org)?;
-                let payee = need(self.balance_of(r.payee_organization_id, r.currency), "balance")?;
+                let payee = need(
+                    self.balance_of(r.payee_organization_id, r.currency),
+                    "balance",
+                )?;
                 payee.check_not_frozen()?;
                 payee.check_available(r.amount)?;
                 let mut events = Vec::new();
-                let payer_balance = self.open_balance(r.payer_organization_id, r.currency, ctx, &mut events);
+                let payer_balance =
+                    self.open_balance(r.payer_organization_id, r.currency, ctx, &mut events);
                 let payee_tx = ctx.id();
                 let payer_tx = ctx.id();
                 events.push(Event::RefundApproved {
@@ -535,7 +605,10 @@ impl Ledger {
                 let r = self.visible_refund(org, *id)?;
                 r.check_decide("reject", org)?;
                 let reason = invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?;
-                Ok((Outcome::Refund(*id), vec![Event::RefundRejected { id: *id, reason }]))
+                Ok((
+                    Outcome::Refund(*id),
+                    vec![Event::RefundRejected { id: *id, reason }],
+                ))
             }
             Command::StoreFile {
                 id,
@@ -561,14 +634,17 @@ impl Ledger {
             }
             Command::DeleteFile { id } => {
                 need(
-                    self.files.get(id).filter(|f| f.organization_id == org && !f.deleted),
+                    self.files
+                        .get(id)
+                        .filter(|f| f.organization_id == org && !f.deleted),
                     "file",
                 )?;
-                let attached_beyond_draft = self.file_invoices.get(id).into_iter().flatten().any(|inv| {
-                    self.invoices
-                        .get(inv)
-                        .is_some_and(|i| i.status != InvoiceStatus::Draft && i.attachments.contains(id))
-                });
+                let attached_beyond_draft =
+                    self.file_invoices.get(id).into_iter().flatten().any(|inv| {
+                        self.invoices.get(inv).is_some_and(|i| {
+                            i.status != InvoiceStatus::Draft && i.attachments.contains(id)
+                        })
+                    });
                 if attached_beyond_draft {
                     return Err(DomainError::Validation(
                         "the file is attached to an invoice that is no longer a draft".into(),
@@ -588,27 +664,37 @@ impl Ledger {
                         due_date: None,
                         memo: None,
                         line_items: None,
-                        attachments: Some(i.attachments.iter().copied().filter(|f| f != id).collect()),
+                        attachments: Some(
+                            i.attachments.iter().copied().filter(|f| f != id).collect(),
+                        ),
                     })
                     .collect();
                 events.push(Event::FileDeleted { id: *id });
                 Ok((Outcome::File(*id), events))
             }
-            Command::Bulk(_) | Command::SettleAllDue { .. } | Command::RetryFailedPayments { .. } => Err(
-                DomainError::Validation("composite commands are expanded before deciding".into()),
-            ),
+            Command::Bulk(_)
+            | Command::SettleAllDue { .. }
+            | Command::RetryFailedPayments { .. } => Err(DomainError::Validation(
+                "composite commands are expanded before deciding".into(),
+            )),
             Command::CreateOrganization { .. }
             | Command::Deposit { .. }
             | Command::SetCollateral { .. }
             | Command::FreezeBalance { .. }
-            | Command::UnfreezeBalance { .. } => Err(DomainError::Forbidden("operator command".into())),
+            | Command::UnfreezeBalance { .. } => {
+                Err(DomainError::Forbidden("operator command".into()))
+            }
             Command::MarkPaymentDue { .. } | Command::AutoArchive { .. } => {
                 Err(DomainError::Forbidden("scheduled command".into()))
             }
         }
     }
 
-    fn own_endpoint(&self, org: OrganizationId, id: WebhookEndpointId) -> Result<&WebhookEndpoint, DomainError> {
+    fn own_endpoint(
+        &self,
+        org: OrganizationId,
+        id: WebhookEndpointId,
+    ) -> Result<&WebhookEndpoint, DomainError> {
         need(
             self.webhook_endpoints
                 .get(&id)
@@ -617,8 +703,17 @@ impl Ledger {
         )
     }
 
-    fn own_withdrawal(&self, org: OrganizationId, id: WithdrawalId) -> Result<&Withdrawal, DomainError> {
-        need(self.withdrawals.get(&id).filter(|w| w.organization_id == org), "withdrawal")
+    fn own_withdrawal(
+        &self,
+        org: OrganizationId,
+        id: WithdrawalId,
+    ) -> Result<&Withdrawal, DomainError> {
+        need(
+            self.withdrawals
+                .get(&id)
+                .filter(|w| w.organization_id == org),
+            "withdrawal",
+        )
     }
 
     fn visible_refund(&self, org: OrganizationId, id: RefundId) -> Result<&Refund, DomainError> {
@@ -631,7 +726,13 @@ impl Ledger {
     }
 
     /// The balance's id, with a `BalanceOpened` pushed first if it does not exist yet.
-    fn open_balance(&self, org: OrganizationId, currency: Currency, ctx: &mut Ctx<'_>, events: &mut Vec<Event>) -> BalanceId {
+    fn open_balance(
+        &self,
+        org: OrganizationId,
+        currency: Currency,
+        ctx: &mut Ctx<'_>,
+        events: &mut Vec<Event>,
+    ) -> BalanceId {
         if let Some(id) = self.balance_index.get(&(org, currency)) {
             return *id;
         }
@@ -658,7 +759,9 @@ impl Ledger {
     ) -> Result<(Outcome, Vec<Event>), DomainError> {
         need(self.organizations.get(&counterparty), "organization")?;
         if counterparty == org {
-            return Err(DomainError::Validation("an organization cannot connect to itself".into()));
+            return Err(DomainError::Validation(
+                "an organization cannot connect to itself".into(),
+            ));
         }
         let (seller, buyer) = match role {
             Party::Seller => (org, counterparty),
@@ -695,20 +798,31 @@ impl Ledger {
         }
         for f in files {
             need(
-                self.files.get(f).filter(|x| x.organization_id == org && !x.deleted),
+                self.files
+                    .get(f)
+                    .filter(|x| x.organization_id == org && !x.deleted),
                 "file",
             )?;
         }
         Ok(())
     }
 
-    fn decide_create_invoice(&self, org: OrganizationId, new: &NewInvoice, ctx: &mut Ctx<'_>) -> Result<(Outcome, Vec<Event>), DomainError> {
+    fn decide_create_invoice(
+        &self,
+        org: OrganizationId,
+        new: &NewInvoice,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(Outcome, Vec<Event>), DomainError> {
         let conn = need(
-            self.connections.get(&new.connection_id).filter(|c| c.party_of(org).is_some()),
+            self.connections
+                .get(&new.connection_id)
+                .filter(|c| c.party_of(org).is_some()),
             "connection",
         )?;
         if conn.seller_organization_id != org {
-            return Err(DomainError::Forbidden("only the seller of a connection may invoice over it".into()));
+            return Err(DomainError::Forbidden(
+                "only the seller of a connection may invoice over it".into(),
+            ));
         }
         if conn.status != ConnectionStatus::Active {
             return Err(DomainError::Validation(format!(
@@ -720,7 +834,9 @@ impl Ledger {
         let line_items = make_line_items(new.currency, &new.line_items, ctx)?;
         let issue_date = new.issue_date.unwrap_or_else(|| ctx.now.date());
         if new.due_date < issue_date {
-            return Err(DomainError::Validation("dueDate must not be before issueDate".into()));
+            return Err(DomainError::Validation(
+                "dueDate must not be before issueDate".into(),
+            ));
         }
         let number = match &new.number {
             Some(n) => invoice::required_text("number", n, invoice::MAX_NUMBER_CHARS)?,
@@ -785,15 +901,25 @@ impl Ledger {
         };
         if let Some(d) = patch.due_date {
             if d < inv.issue_date {
-                return Err(DomainError::Validation("dueDate must not be before issueDate".into()));
+                return Err(DomainError::Validation(
+                    "dueDate must not be before issueDate".into(),
+                ));
             }
         }
         let number = match &patch.number {
-            Some(n) => Some(invoice::required_text("number", n, invoice::MAX_NUMBER_CHARS)?),
+            Some(n) => Some(invoice::required_text(
+                "number",
+                n,
+                invoice::MAX_NUMBER_CHARS,
+            )?),
             None => None,
         };
         let memo = match &patch.memo {
-            Some(Some(m)) => Some(Some(invoice::bounded_text("memo", m, invoice::MAX_TEXT_CHARS)?)),
+            Some(Some(m)) => Some(Some(invoice::bounded_text(
+                "memo",
+                m,
+                invoice::MAX_TEXT_CHARS,
+            )?)),
             Some(None) => Some(None),
             None => None,
         };
@@ -810,7 +936,12 @@ impl Ledger {
         ))
     }
 
-    fn decide_invoice_action(&self, org: OrganizationId, id: InvoiceId, action: &InvoiceAction) -> Result<(Outcome, Vec<Event>), DomainError> {
+    fn decide_invoice_action(
+        &self,
+        org: OrganizationId,
+        id: InvoiceId,
+        action: &InvoiceAction,
+    ) -> Result<(Outcome, Vec<Event>), DomainError> {
         use InvoiceStatus as S;
         let (inv, party) = self.visible_invoice(org, id)?;
         let text = |field: &str, v: &str| invoice::required_text(field, v, invoice::MAX_TEXT_CHARS);
@@ -831,7 +962,14 @@ impl Ledger {
             InvoiceAction::Approve {
                 adjusted_amount,
                 reason,
-            } => return self.decide_approve(inv, party, adjusted_amount.as_deref(), reason.as_deref()),
+            } => {
+                return self.decide_approve(
+                    inv,
+                    party,
+                    adjusted_amount.as_deref(),
+                    reason.as_deref(),
+                )
+            }
             InvoiceAction::Dispute { reason } => {
                 inv.check("dispute", party, &[Party::Buyer], &[S::Submitted])?;
                 vec![Event::InvoiceDisputed {
@@ -840,7 +978,12 @@ impl Ledger {
                 }]
             }
             InvoiceAction::RequestInfo { question } => {
-                inv.check("request information on", party, &[Party::Buyer], &[S::Submitted])?;
+                inv.check(
+                    "request information on",
+                    party,
+                    &[Party::Buyer],
+                    &[S::Submitted],
+                )?;
                 vec![Event::InvoiceInfoRequested {
                     id,
                     question: text("question", question)?,
@@ -852,7 +995,11 @@ impl Ledger {
                     Some(r) => Some(invoice::bounded_text("reason", r, invoice::MAX_TEXT_CHARS)?),
                     None => None,
                 };
-                vec![Event::InvoiceCancelled { id, by: party, reason }]
+                vec![Event::InvoiceCancelled {
+                    id,
+                    by: party,
+                    reason,
+                }]
             }
             InvoiceAction::RequestCancellation { reason } => {
                 inv.check(
@@ -882,11 +1029,21 @@ impl Ledger {
                 vec![Event::InvoiceCancellationRejected { id }]
             }
             InvoiceAction::Archive => {
-                inv.check("archive", party, &[Party::Seller, Party::Buyer], &[S::Settled, S::Cancelled])?;
+                inv.check(
+                    "archive",
+                    party,
+                    &[Party::Seller, Party::Buyer],
+                    &[S::Settled, S::Cancelled],
+                )?;
                 vec![Event::InvoiceArchived { id }]
             }
             InvoiceAction::Restore => {
-                inv.check("restore", party, &[Party::Seller, Party::Buyer], &[S::Archived])?;
+                inv.check(
+                    "restore",
+                    party,
+                    &[Party::Seller, Party::Buyer],
+                    &[S::Archived],
+                )?;
                 vec![Event::InvoiceRestored { id }]
             }
         };
@@ -915,7 +1072,12 @@ impl Ledger {
         adjusted: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(Outcome, Vec<Event>), DomainError> {
-        inv.check("approve", party, &[Party::Buyer], &[InvoiceStatus::Submitted])?;
+        inv.check(
+            "approve",
+            party,
+            &[Party::Buyer],
+            &[InvoiceStatus::Submitted],
+        )?;
         let total = inv.totals().total;
         let (amount, adjustment_reason) = match adjusted {
             None => (total, None),
@@ -927,12 +1089,23 @@ impl Ledger {
                         total.format(inv.currency)
                     )));
                 }
-                let reason = reason.ok_or_else(|| DomainError::Validation("reason is required with adjustedAmount".into()))?;
-                (amount, Some(invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?))
+                let reason = reason.ok_or_else(|| {
+                    DomainError::Validation("reason is required with adjustedAmount".into())
+                })?;
+                (
+                    amount,
+                    Some(invoice::required_text(
+                        "reason",
+                        reason,
+                        invoice::MAX_TEXT_CHARS,
+                    )?),
+                )
             }
         };
         if amount.is_zero() {
-            return Err(DomainError::Validation("an invoice with a total of zero cannot be approved".into()));
+            return Err(DomainError::Validation(
+                "an invoice with a total of zero cannot be approved".into(),
+            ));
         }
         let balance = self
             .balance_of(inv.buyer_organization_id, inv.currency)
@@ -955,9 +1128,22 @@ impl Ledger {
         ))
     }
 
-    fn decide_settle(&self, org: OrganizationId, id: InvoiceId, ctx: &mut Ctx<'_>) -> Result<(Outcome, Vec<Event>), DomainError> {
+    fn decide_settle(
+        &self,
+        org: OrganizationId,
+        id: InvoiceId,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(Outcome, Vec<Event>), DomainError> {
         let (inv, party) = self.visible_invoice(org, id)?;
-        inv.check("settle", party, &[Party::Buyer], &[InvoiceStatus::Approved, InvoiceStatus::ApprovedWithAdjustment])?;
+        inv.check(
+            "settle",
+            party,
+            &[Party::Buyer],
+            &[
+                InvoiceStatus::Approved,
+                InvoiceStatus::ApprovedWithAdjustment,
+            ],
+        )?;
         // An earlier attempt that failed is retried rather than duplicated.
         if let Some(failed) = self
             .failed_by_payer
@@ -986,7 +1172,12 @@ impl Ledger {
         Ok((Outcome::Payment(payment_id), events))
     }
 
-    fn decide_retry(&self, org: OrganizationId, id: PaymentId, ctx: &mut Ctx<'_>) -> Result<(Outcome, Vec<Event>), DomainError> {
+    fn decide_retry(
+        &self,
+        org: OrganizationId,
+        id: PaymentId,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(Outcome, Vec<Event>), DomainError> {
         let p = need(
             self.payments
                 .get(&id)
@@ -994,7 +1185,9 @@ impl Ledger {
             "payment",
         )?;
         if p.payer_organization_id != org {
-            return Err(DomainError::Forbidden("only the payer may retry a payment".into()));
+            return Err(DomainError::Forbidden(
+                "only the payer may retry a payment".into(),
+            ));
         }
         if p.status != PaymentStatus::Failed {
             return Err(DomainError::InvalidTransition {
@@ -1025,10 +1218,15 @@ impl Ledger {
         ctx: &mut Ctx<'_>,
         events: &mut Vec<Event>,
     ) -> Result<(), DomainError> {
-        let payer = need(self.balance_of(inv.buyer_organization_id, inv.currency), "balance")?;
+        let payer = need(
+            self.balance_of(inv.buyer_organization_id, inv.currency),
+            "balance",
+        )?;
         let held = payer.hold(Hold::Invoice(inv.id))?;
         if held != amount {
-            return Err(DomainError::Validation("reservation does not match the approved amount".into()));
+            return Err(DomainError::Validation(
+                "reservation does not match the approved amount".into(),
+            ));
         }
         let payee_frozen = self
             .balance_of(inv.seller_organization_id, inv.currency)
@@ -1045,7 +1243,8 @@ impl Ledger {
             });
             return Ok(());
         }
-        let payee_balance = self.open_balance(inv.seller_organization_id, inv.currency, ctx, events);
+        let payee_balance =
+            self.open_balance(inv.seller_organization_id, inv.currency, ctx, events);
         let payer_tx = ctx.id();
         let payee_tx = ctx.id();
         events.push(Event::PaymentCompleted {
@@ -1125,8 +1324,13 @@ fn subject_of(command: &Command) -> Option<uuid::Uuid> {
     }
 }
 
-fn make_line_item(currency: Currency, id: LineItemId, input: &LineItemInput) -> Result<LineItem, DomainError> {
-    let description = invoice::required_text("description", &input.description, invoice::MAX_TEXT_CHARS)?;
+fn make_line_item(
+    currency: Currency,
+    id: LineItemId,
+    input: &LineItemInput,
+) -> Result<LineItem, DomainError> {
+    let description =
+        invoice::required_text("description", &input.description, invoice::MAX_TEXT_CHARS)?;
     let unit_price = Amount::parse_non_negative(currency, &input.unit_price)?;
     let figures = line_figures(currency, input.quantity, unit_price, input.tax_rate)?;
     Ok(LineItem {
@@ -1140,14 +1344,21 @@ fn make_line_item(currency: Currency, id: LineItemId, input: &LineItemInput) -> 
     })
 }
 
-fn make_line_items(currency: Currency, inputs: &[LineItemInput], ctx: &mut Ctx<'_>) -> Result<Vec<LineItem>, DomainError> {
+fn make_line_items(
+    currency: Currency,
+    inputs: &[LineItemInput],
+    ctx: &mut Ctx<'_>,
+) -> Result<Vec<LineItem>, DomainError> {
     if inputs.len() > invoice::MAX_LINE_ITEMS {
         return Err(DomainError::Validation(format!(
             "an invoice holds at most {} line items",
             invoice::MAX_LINE_ITEMS
         )));
     }
-    inputs.iter().map(|i| make_line_item(currency, ctx.id(), i)).collect()
+    inputs
+        .iter()
+        .map(|i| make_line_item(currency, ctx.id(), i))
+        .collect()
 }
 
 /// Whose scheduled or composite work a command expands into.
@@ -1188,7 +1399,11 @@ impl Ledger {
                         .copied()
                         .collect(),
                 };
-                Some(ids.into_iter().map(|id| Command::RetryPayment { id }).collect())
+                Some(
+                    ids.into_iter()
+                        .map(|id| Command::RetryPayment { id })
+                        .collect(),
+                )
             }
             _ => None,
         }

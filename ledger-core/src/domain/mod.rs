@@ -38,7 +38,9 @@ pub enum DomainError {
         action: &'static str,
         current: &'static str,
     },
-    #[error("insufficient available balance in {currency}: needed {needed}, available {available}")]
+    #[error(
+        "insufficient available balance in {currency}: needed {needed}, available {available}"
+    )]
     InsufficientBalance {
         currency: Currency,
         needed: String,

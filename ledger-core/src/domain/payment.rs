@@ -75,6 +75,8 @@ impl Payment {
 
     /// What may still be refunded.
     pub fn refundable(&self) -> Amount {
-        self.amount.checked_sub(self.refunded).unwrap_or(Amount::ZERO)
+        self.amount
+            .checked_sub(self.refunded)
+            .unwrap_or(Amount::ZERO)
     }
 }

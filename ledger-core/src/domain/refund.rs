@@ -45,7 +45,11 @@ pub struct Refund {
 }
 
 impl Refund {
-    pub fn check_decide(&self, action: &'static str, by: OrganizationId) -> Result<(), DomainError> {
+    pub fn check_decide(
+        &self,
+        action: &'static str,
+        by: OrganizationId,
+    ) -> Result<(), DomainError> {
         if by != self.payee_organization_id {
             return Err(DomainError::Forbidden(format!(
                 "only the party that received the settlement may {action} a refund"

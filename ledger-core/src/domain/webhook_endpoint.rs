@@ -26,8 +26,11 @@ impl WebhookEndpoint {
         self.events.iter().any(|f| {
             f == "*"
                 || f == event_type
-                || f.strip_suffix(".*")
-                    .is_some_and(|p| event_type.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
+                || f.strip_suffix(".*").is_some_and(|p| {
+                    event_type
+                        .strip_prefix(p)
+                        .is_some_and(|r| r.starts_with('.'))
+                })
         })
     }
 

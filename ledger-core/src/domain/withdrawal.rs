@@ -86,7 +86,9 @@ impl Withdrawal {
                 self.transaction_id = Some(*transaction_id);
             }
             Event::WithdrawalRejected {
-                rejected_by, reason, ..
+                rejected_by,
+                reason,
+                ..
             } => {
                 self.status = WithdrawalStatus::Rejected;
                 self.decided_by = Some(*rejected_by);

@@ -114,7 +114,11 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Durably appends `events` (already numbered, continuing the head) and the
     /// idempotency records, atomically. Returns only once both are durable.
-    fn append(&self, events: &[RecordedEvent], idempotency: &[IdempotencyRecord]) -> Result<LogHead, LogError>;
+    fn append(
+        &self,
+        events: &[RecordedEvent],
+        idempotency: &[IdempotencyRecord],
+    ) -> Result<LogHead, LogError>;
 
     fn read_all(&self, from_seq: u64) -> EventIter<'_>;
     fn read_raw(&self, from_seq: u64) -> RawIter<'_>;
@@ -169,7 +173,11 @@ pub fn replay<E: From<LogError>>(
                         return;
                     }
                 }
-                if chunk.len() == CHUNK && tx.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).is_err() {
+                if chunk.len() == CHUNK
+                    && tx
+                        .send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))))
+                        .is_err()
+                {
                     return; // the applier stopped
                 }
             }

@@ -153,7 +153,9 @@ fn check_head_record(db: &::sled::Db, found: LogHead) -> Result<LogHead, LogErro
 /// Makes a directory's entries durable (files created or removed in it).
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
     #[cfg(unix)]
-    File::open(dir).and_then(|d| d.sync_all()).map_err(storage)?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(storage)?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
@@ -226,11 +228,16 @@ impl SledLog {
     fn open_data_files(dir: &Path) -> Result<Vec<File>, LogError> {
         let conf = dir.join("conf");
         if conf.exists() {
-            File::open(&conf).and_then(|f| f.sync_all()).map_err(storage)?;
+            File::open(&conf)
+                .and_then(|f| f.sync_all())
+                .map_err(storage)?;
         }
         let db = dir.join("db");
         if !db.exists() {
-            return Err(LogError::Storage(format!("sled data file not found in {}", dir.display())));
+            return Err(LogError::Storage(format!(
+                "sled data file not found in {}",
+                dir.display()
+            )));
         }
         Ok(vec![File::open(&db).map_err(storage)?])
     }
@@ -238,7 +245,12 @@ impl SledLog {
     /// Re-checks the last events of the chain so a torn or tampered tail is
     /// refused at start, naming the sequence number.
     fn verify_tail(db: &::sled::Db) -> Result<LogHead, LogError> {
-        let Some((last_key, _)) = db.scan_prefix([EVENT]).next_back().transpose().map_err(storage)? else {
+        let Some((last_key, _)) = db
+            .scan_prefix([EVENT])
+            .next_back()
+            .transpose()
+            .map_err(storage)?
+        else {
             return check_head_record(
                 db,
                 LogHead {
@@ -283,7 +295,11 @@ impl SledLog {
         )
     }
 
-    fn stream_version(&self, versions: &mut HashMap<StreamId, u64>, stream: StreamId) -> Result<u64, LogError> {
+    fn stream_version(
+        &self,
+        versions: &mut HashMap<StreamId, u64>,
+        stream: StreamId,
+    ) -> Result<u64, LogError> {
         if let Some(v) = versions.get(&stream) {
             return Ok(*v);
         }
@@ -358,7 +374,11 @@ impl EventLog for SledLog {
         }
     }
 
-    fn append(&self, events: &[RecordedEvent], idempotency: &[IdempotencyRecord]) -> Result<LogHead, LogError> {
+    fn append(
+        &self,
+        events: &[RecordedEvent],
+        idempotency: &[IdempotencyRecord],
+    ) -> Result<LogHead, LogError> {
         let mut state = self
             .state
             .lock()
@@ -391,7 +411,10 @@ impl EventLog for SledLog {
             let hash = chain_hash(&head.last_hash, &value);
             value.extend_from_slice(&hash);
             batch.insert(&event_key(event.seq)[..], value);
-            batch.insert(&stream_key(stream, event.version)[..], &event.seq.to_be_bytes()[..]);
+            batch.insert(
+                &stream_key(stream, event.version)[..],
+                &event.seq.to_be_bytes()[..],
+            );
             head = LogHead {
                 last_seq: event.seq,
                 last_hash: hash,
@@ -442,15 +465,21 @@ impl EventLog for SledLog {
                     .try_into()
                     .map_err(|_| LogError::Storage("malformed stream index".into()))?,
             );
-            let value = self.db.get(event_key(seq)).map_err(storage)?.ok_or(LogError::Corrupt {
-                seq,
-                reason: "indexed by its stream but missing".into(),
-            })?;
+            let value = self
+                .db
+                .get(event_key(seq))
+                .map_err(storage)?
+                .ok_or(LogError::Corrupt {
+                    seq,
+                    reason: "indexed by its stream but missing".into(),
+                })?;
             let raw = split_stored(seq, &value)?;
-            out.push(codec::decode_event(&raw.encoded).map_err(|e| LogError::Corrupt {
-                seq,
-                reason: e.to_string(),
-            })?);
+            out.push(
+                codec::decode_event(&raw.encoded).map_err(|e| LogError::Corrupt {
+                    seq,
+                    reason: e.to_string(),
+                })?,
+            );
         }
         Ok(out)
     }
