@@ -6,6 +6,7 @@ pub mod api_log;
 pub mod app;
 pub mod auth;
 pub mod background;
+pub mod backup;
 pub mod body;
 pub mod commands;
 pub mod config;
@@ -39,6 +40,8 @@ pub mod cli {
     enum Cmd {
         /// Serve the REST API on the embedded store.
         Serve(Config),
+        /// Copy the event log, hot through the admin API or from a stopped data dir.
+        Backup(crate::backup::BackupArgs),
     }
 
     pub fn main() -> anyhow::Result<()> {
@@ -57,6 +60,7 @@ pub mod cli {
                     .build()?;
                 runtime.block_on(crate::app::serve(config))
             }
+            Cmd::Backup(args) => crate::backup::run(args),
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::source::{Events, Failure, Range, Source};
 use anyhow::{anyhow, Context};
 use ledger_core::codec;
 use ledger_core::events::RecordedEvent;
-use ledger_core::log::sled::SledLog;
+use ledger_core::log::sled::{SledLog, SledOptions};
 use ledger_core::log::{EventLog, Hash, GENESIS_HASH};
 use serde_json::json;
 use std::io::Write;
@@ -69,8 +69,8 @@ pub fn run(source: &Source, out_dir: &Path, out: &mut dyn Write) -> Result<(), F
     append(&mut batch, last)?;
     drop(log);
     // Reopening re-verifies the copy's tail against its head record.
-    let reopened =
-        SledLog::open(&log_path).map_err(|e| Failure::Io(anyhow!("reopening the copy: {e}")))?;
+    let reopened = crate::source::open_sled(&log_path, SledOptions::default())
+        .map_err(|e| Failure::Io(anyhow!("reopening the copy: {e}")))?;
     let head = reopened.head();
     drop(reopened);
     if (head.last_seq, head.last_hash) != last {

@@ -559,7 +559,7 @@ pub fn open_log(dir: &Path) -> Result<SledLog, Failure> {
     let options = SledOptions {
         cache_capacity_bytes: 64 * 1024 * 1024,
     };
-    SledLog::open_with(&log, options).map_err(|e| match e {
+    open_sled(&log, options).map_err(|e| match e {
         LogError::Corrupt { seq, reason } => Failure::Bad { seq, reason },
         other => Failure::Io(anyhow!(
             "cannot open the event log at {}: {other} (is the server still running on it? stop it, \
@@ -568,6 +568,27 @@ pub fn open_log(dir: &Path) -> Result<SledLog, Failure> {
         )),
     })
 }
+
+/// Opens a sled log, waiting a little if this very process closed it a
+/// moment ago: sled finishes closing on its own threads, and holds the
+/// directory's lock until then. Another process holding it (a running
+/// server) still fails, after that short wait.
+pub fn open_sled(path: &Path, options: SledOptions) -> Result<SledLog, LogError> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match SledLog::open_with(path, options.clone()) {
+            Err(LogError::Storage(msg))
+                if msg.contains("could not acquire lock") && waited < LOCK_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+                waited += Duration::from_millis(20);
+            }
+            other => return other,
+        }
+    }
+}
+
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Reader `k` of `readers`: chunks `k`, `k + readers`, … of `range`, each
 /// read from the stored hash of the event before it and sent as one batch.

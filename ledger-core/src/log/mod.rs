@@ -193,3 +193,56 @@ pub fn replay<E: From<LogError>>(
         Ok(())
     })
 }
+
+/// Copies stored events, in order from sequence 1, into `to` (an empty log),
+/// checking the chain from genesis and that every event re-encodes to its
+/// stored bytes, so the copy is byte for byte the original and ends on the
+/// same head hash. The log is append-only, so any prefix is a consistent copy.
+pub fn copy_verified(
+    source: impl Iterator<Item = Result<RawEvent, LogError>>,
+    to: &dyn EventLog,
+) -> Result<LogHead, LogError> {
+    const BATCH: usize = 10_000;
+    if to.head().last_seq != 0 {
+        return Err(LogError::Storage("the destination log is not empty".into()));
+    }
+    let mut previous = GENESIS_HASH;
+    let mut batch = Vec::with_capacity(BATCH);
+    let flush = |batch: &mut Vec<RecordedEvent>, expected: &Hash| -> Result<(), LogError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let head = to.append(batch, &[])?;
+        batch.clear();
+        if head.last_hash != *expected {
+            return Err(LogError::Corrupt {
+                seq: head.last_seq,
+                reason: "the copy's chain differs from the source's".into(),
+            });
+        }
+        Ok(())
+    };
+    for (expected_seq, raw) in (1u64..).zip(source) {
+        let raw = raw?;
+        if raw.seq != expected_seq {
+            return Err(LogError::Corrupt {
+                seq: expected_seq,
+                reason: format!("missing (the source jumps to {})", raw.seq),
+            });
+        }
+        let event = verify_link(&previous, &raw)?;
+        if crate::codec::encode_event(&event)? != raw.encoded {
+            return Err(LogError::Corrupt {
+                seq: raw.seq,
+                reason: "does not re-encode to its stored bytes".into(),
+            });
+        }
+        previous = raw.hash;
+        batch.push(event);
+        if batch.len() == BATCH {
+            flush(&mut batch, &previous)?;
+        }
+    }
+    flush(&mut batch, &previous)?;
+    Ok(to.head())
+}

@@ -22,18 +22,41 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Runs `replay-tool` with `args`.
+/// Runs `replay-tool` with `args`. A log still locked for a moment by a
+/// handle this test process just closed (sled finishes closing on its own
+/// threads, and a child forked meanwhile by another test thread holds a
+/// copy of the descriptor until it execs) is waited for, not reported.
 pub fn tool(args: &[&str]) -> Run {
-    let output = Process::new(env!("CARGO_BIN_EXE_replay-tool"))
-        .args(args)
-        .env_remove("EXPEREON_ADMIN_TOKEN")
-        .output()
-        .expect("run replay-tool");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    for _ in 0..100 {
+        let output = Process::new(env!("CARGO_BIN_EXE_replay-tool"))
+            .args(args)
+            .env_remove("EXPEREON_ADMIN_TOKEN")
+            .output()
+            .expect("run replay-tool");
+        let run = Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        if !(run.code == 2 && run.stderr.contains("could not acquire lock")) {
+            return run;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    panic!("the log stayed locked: {args:?}");
+}
+
+/// Waits until nothing holds the sled lock on `<data_dir>/log/db`.
+pub fn wait_unlocked(data_dir: &Path) {
+    let path = data_dir.join("log").join("db");
+    for _ in 0..200 {
+        let file = std::fs::File::open(&path).expect("open db file");
+        if file.try_lock().is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{} stayed locked", path.display());
 }
 
 /// Runs `replay-tool --data-dir DIR args…`, expecting success.
@@ -403,10 +426,18 @@ pub fn event_key(seq: u64) -> [u8; 9] {
     k
 }
 
+/// Opens the closed log raw. No background flusher: it would keep the
+/// directory locked for a moment after the handle is dropped.
 pub fn with_raw_db(data_dir: &Path, f: impl FnOnce(&sled::Db)) {
-    let db = sled::open(data_dir.join("log")).expect("raw sled open");
+    let db = sled::Config::new()
+        .path(data_dir.join("log"))
+        .flush_every_ms(None)
+        .open()
+        .expect("raw sled open");
     f(&db);
     db.flush().expect("raw flush");
+    drop(db);
+    wait_unlocked(data_dir);
 }
 
 /// Flips the lowest bit of the byte `from_end` bytes before the end of the
