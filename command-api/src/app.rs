@@ -67,9 +67,15 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
     let dyn_log: Arc<dyn EventLog> = log.clone();
     let (engine, writer) = Engine::start(dyn_log.clone(), clock.clone(), EngineConfig::default())
         .context("loading the write model")?;
-    let projections =
-        Projections::start_with_outbox(dyn_log, &engine, &config.data_dir.join("outbox"))
-            .context("building the read models")?;
+    let projections = Projections::start_with_checkpoints(
+        dyn_log,
+        &engine,
+        &config.data_dir.join("outbox"),
+        projections::snapshot::SnapshotStore::open(&config.data_dir.join("read-models"))
+            .context("opening the read-model checkpoints")?,
+        config.checkpoint_every_events,
+    )
+    .context("building the read models")?;
     let metrics = Arc::new(Metrics::default());
     let api_logs =
         ApiLogs::open(&config.data_dir.join("api-logs")).context("opening the API log store")?;

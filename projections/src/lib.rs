@@ -16,6 +16,7 @@
 pub mod model;
 pub mod outbox;
 pub mod runner;
+pub mod snapshot;
 pub mod views;
 pub mod webhooks;
 

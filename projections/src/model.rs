@@ -6,9 +6,10 @@ use ledger_core::events::{Event, Hold, RecordedEvent};
 use ledger_core::ids::*;
 use ledger_core::money::{Amount, Currency};
 use ledger_core::time::Timestamp;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TransactionType {
     Deposit,
     Withdrawal,
@@ -45,7 +46,7 @@ impl TransactionType {
 }
 
 /// One money movement on a balance (the API's `transactions`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transaction {
     pub id: TransactionId,
     pub seq: u64,
@@ -65,22 +66,22 @@ pub struct Transaction {
 }
 
 /// One entry of a balance's change log, with the figures after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceChange {
     pub seq: u64,
     pub at: Timestamp,
-    pub kind: &'static str,
+    pub kind: String,
     pub amount: Amount,
     pub total_after: Amount,
     pub reserved_after: Amount,
     pub collateral_after: Amount,
     pub available_after: Amount,
     pub frozen_after: bool,
-    pub cause_type: &'static str,
+    pub cause_type: String,
     pub cause_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReadModel {
     pub ledger: Ledger,
     /// Every invoice an organization is party to (as seller, or as buyer once
@@ -99,7 +100,9 @@ pub struct ReadModel {
     pub balance_changes: HashMap<BalanceId, Vec<BalanceChange>>,
     /// When set, the fold derives the webhook outbox entries of every event
     /// after this seq into `webhook_outbox` (drained by the runner).
+    #[serde(skip)]
     pub webhooks_after: Option<u64>,
+    #[serde(skip)]
     pub webhook_outbox: Vec<crate::webhooks::OutboxEntry>,
 }
 
@@ -273,14 +276,14 @@ impl ReadModel {
             .push(BalanceChange {
                 seq: recorded.seq,
                 at: recorded.at,
-                kind,
+                kind: kind.to_owned(),
                 amount,
                 total_after: balance.total,
                 reserved_after: balance.reserved,
                 collateral_after: balance.collateral,
                 available_after: balance.available(),
                 frozen_after: balance.frozen,
-                cause_type,
+                cause_type: cause_type.to_owned(),
                 cause_id,
             });
         if let Some(tx) = transaction_of(

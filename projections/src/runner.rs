@@ -3,6 +3,7 @@
 
 use crate::model::ReadModel;
 use crate::outbox::{Outbox, OutboxError};
+use crate::snapshot::SnapshotStore;
 use crate::webhooks::OutboxEntry;
 use ledger_core::engine::EngineHandle;
 use ledger_core::log::EventLog;
@@ -32,7 +33,7 @@ pub struct Projections {
 impl Projections {
     /// Builds the read model from sequence 0, then follows the engine.
     pub fn start(log: Arc<dyn EventLog>, engine: &EngineHandle) -> Result<Self, ProjectionError> {
-        Self::start_inner(log, engine, None)
+        Self::start_inner(log, engine, None, None)
     }
 
     /// As [`Projections::start`], and feeds the webhook outbox kept in
@@ -44,20 +45,47 @@ impl Projections {
         outbox_dir: &std::path::Path,
     ) -> Result<Self, ProjectionError> {
         let outbox = Outbox::open(outbox_dir, log.head().last_seq)?;
-        Self::start_inner(log, engine, Some(outbox))
+        Self::start_inner(log, engine, Some(outbox), None)
+    }
+
+    /// As [`Projections::start_with_outbox`], starting from the durable
+    /// checkpoint in `checkpoints` (when one is usable) and writing a new one
+    /// every `checkpoint_every` events.
+    pub fn start_with_checkpoints(
+        log: Arc<dyn EventLog>,
+        engine: &EngineHandle,
+        outbox_dir: &std::path::Path,
+        checkpoints: SnapshotStore,
+        checkpoint_every: u64,
+    ) -> Result<Self, ProjectionError> {
+        let outbox = Outbox::open(outbox_dir, log.head().last_seq)?;
+        Self::start_inner(
+            log,
+            engine,
+            Some(outbox),
+            Some((checkpoints, checkpoint_every.max(1))),
+        )
     }
 
     fn start_inner(
         log: Arc<dyn EventLog>,
         engine: &EngineHandle,
         outbox: Option<Outbox>,
+        checkpoints: Option<(SnapshotStore, u64)>,
     ) -> Result<Self, ProjectionError> {
         // Subscribe before catching up so no batch falls between the two.
         let mut events = engine.subscribe();
-        let mut model = ReadModel::new();
-        if let Some(o) = &outbox {
-            model.webhooks_after = Some(o.checkpoint()?);
-        }
+        let outbox_checkpoint = match &outbox {
+            Some(o) => Some(o.checkpoint()?),
+            None => None,
+        };
+        // A checkpoint past the outbox's would skip deriving those events' deliveries.
+        let mut model = checkpoints
+            .as_ref()
+            .and_then(|(store, _)| store.load(log.as_ref(), outbox_checkpoint.unwrap_or(u64::MAX)))
+            .unwrap_or_default();
+        model.webhooks_after = outbox_checkpoint;
+        let loaded_seq = model.last_seq();
         catch_up(&mut model, log.as_ref())?;
         if let Some(o) = &outbox {
             o.record(model.last_seq(), &std::mem::take(&mut model.webhook_outbox))?;
@@ -66,6 +94,10 @@ impl Projections {
         let model = Arc::new(RwLock::new(model));
         let shared = model.clone();
         let feed = outbox.clone();
+        let checkpointing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Counted from the checkpoint loaded (0 if none), so a long replay at
+        // start is checkpointed with the first batch after it.
+        let mut last_checkpoint = loaded_seq;
         tokio::spawn(async move {
             // Outbox entries not yet written (kept for the next try on failure).
             let mut unwritten: Vec<OutboxEntry> = Vec::new();
@@ -91,6 +123,19 @@ impl Projections {
                             feed_outbox(outbox, seq, &mut unwritten).await;
                         }
                         applied_tx.send_replace(seq);
+                        if let Some((store, every)) = &checkpoints {
+                            if seq >= last_checkpoint + every
+                                && !checkpointing.swap(true, std::sync::atomic::Ordering::AcqRel)
+                            {
+                                last_checkpoint = seq;
+                                checkpoint(
+                                    store.clone(),
+                                    shared.clone(),
+                                    log.clone(),
+                                    checkpointing.clone(),
+                                );
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "projection stopped");
@@ -124,6 +169,27 @@ impl Projections {
         let mut rx = self.applied.clone();
         let _ = rx.wait_for(|applied| *applied >= seq).await;
     }
+}
+
+/// Writes a read-model checkpoint off the async threads; readers wait only
+/// while the model is encoded.
+fn checkpoint(
+    store: SnapshotStore,
+    model: Arc<RwLock<ReadModel>>,
+    log: Arc<dyn EventLog>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+) {
+    tokio::task::spawn_blocking(move || {
+        let saved = match model.read() {
+            Ok(m) => store.save(&m, log.as_ref()),
+            Err(_) => Err(std::io::Error::other("read model poisoned")),
+        };
+        match saved {
+            Ok(seq) => tracing::info!(seq, "read-model checkpoint written"),
+            Err(e) => tracing::warn!(error = %e, "read-model checkpoint failed"),
+        }
+        busy.store(false, std::sync::atomic::Ordering::Release);
+    });
 }
 
 /// Writes the entries derived through `seq` and moves the checkpoint there.

@@ -4,7 +4,7 @@ use crate::events::Permission;
 use crate::ids::{ApiKeyId, OrganizationId};
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApiKey {
     pub id: ApiKeyId,
     pub organization_id: OrganizationId,

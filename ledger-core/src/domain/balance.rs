@@ -11,7 +11,7 @@ use crate::money::{Amount, Currency};
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Balance {
     pub id: BalanceId,
     pub organization_id: OrganizationId,

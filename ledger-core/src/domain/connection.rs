@@ -5,7 +5,7 @@ use crate::events::Party;
 use crate::ids::{ConnectionId, OrganizationId};
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ConnectionStatus {
     Pending,
     Active,
@@ -22,7 +22,7 @@ impl ConnectionStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Connection {
     pub id: ConnectionId,
     pub seller_organization_id: OrganizationId,

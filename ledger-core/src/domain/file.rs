@@ -3,7 +3,7 @@
 use crate::ids::{FileId, OrganizationId};
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredFile {
     pub id: FileId,
     pub organization_id: OrganizationId,

@@ -20,7 +20,9 @@ use crate::money::{Amount, Currency};
 use crate::time::Timestamp;
 use chrono::NaiveDate;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum InvoiceStatus {
     Draft,
     Submitted,
@@ -104,7 +106,7 @@ impl InvoiceStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CancellationRequest {
     pub by: Party,
     pub reason: String,
@@ -112,7 +114,7 @@ pub struct CancellationRequest {
     pub return_to: InvoiceStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Invoice {
     pub id: InvoiceId,
     pub connection_id: ConnectionId,

@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 /// one side and not yet credited to the other). After every event
 /// `balances_total + in_transit == deposited − withdrawn`; after every command
 /// `in_transit == 0` as well.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Supply {
     pub deposited: Amount,
     pub withdrawn: Amount,
@@ -30,7 +30,7 @@ pub struct Supply {
     pub in_transit: Amount,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Ledger {
     pub organizations: HashMap<OrganizationId, Organization>,
     pub api_keys: HashMap<ApiKeyId, ApiKey>,

@@ -3,7 +3,7 @@
 use crate::ids::OrganizationId;
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Organization {
     pub id: OrganizationId,
     pub name: String,

@@ -6,7 +6,7 @@ use crate::ids::{InvoiceId, OrganizationId, PaymentId, TransactionId};
 use crate::money::{Amount, Currency};
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PaymentStatus {
     Pending,
     Completed,
@@ -28,7 +28,7 @@ impl PaymentStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Payment {
     pub id: PaymentId,
     pub invoice_id: InvoiceId,

@@ -7,7 +7,7 @@ use crate::ids::{InvoiceId, OrganizationId, PaymentId, RefundId, TransactionId};
 use crate::money::{Amount, Currency};
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RefundStatus {
     Pending,
     Approved,
@@ -24,7 +24,7 @@ impl RefundStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Refund {
     pub id: RefundId,
     pub transaction_id: TransactionId,

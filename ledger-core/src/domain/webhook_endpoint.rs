@@ -4,7 +4,7 @@ use crate::events::Event;
 use crate::ids::{OrganizationId, WebhookEndpointId};
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WebhookEndpoint {
     pub id: WebhookEndpointId,
     pub organization_id: OrganizationId,

@@ -7,7 +7,7 @@ use crate::ids::{ApiKeyId, BalanceId, OrganizationId, TransactionId, WithdrawalI
 use crate::money::{Amount, Currency};
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum WithdrawalStatus {
     PendingApproval,
     Completed,
@@ -26,7 +26,7 @@ impl WithdrawalStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Withdrawal {
     pub id: WithdrawalId,
     pub organization_id: OrganizationId,
