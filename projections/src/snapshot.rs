@@ -111,3 +111,58 @@ impl SnapshotStore {
         Ok(seq)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_core::domain::{Command, Ctx, Ledger};
+    use ledger_core::events::Actor;
+    use ledger_core::log::sled::SledLog;
+    use ledger_core::time::Timestamp;
+
+    /// A log of `n` organizations (two events each) and its read model.
+    fn log_with(dir: &Path, names: &[&str]) -> (SledLog, ReadModel) {
+        let log = SledLog::open(dir).unwrap();
+        let mut ledger = Ledger::new();
+        let mut ids = uuid::Uuid::now_v7;
+        let mut events = Vec::new();
+        for name in names {
+            let command = Command::CreateOrganization {
+                name: (*name).into(),
+                api_key_secret_hash: [1; 32],
+            };
+            let mut ctx = Ctx {
+                now: Timestamp::from_micros(1),
+                ids: &mut ids,
+            };
+            ledger
+                .execute(&Actor::Admin, None, &command, &mut ctx, &mut events)
+                .unwrap()
+                .unwrap();
+        }
+        log.append(&events, &[]).unwrap();
+        let mut model = ReadModel::new();
+        for e in &events {
+            model.apply(e).unwrap();
+        }
+        (log, model)
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_is_refused_by_another_history() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(&tmp.path().join("cp")).unwrap();
+        let (log, model) = log_with(&tmp.path().join("a"), &["Acme", "Globex"]);
+        assert_eq!(store.save(&model, &log).unwrap(), 4);
+        let loaded = store.load(&log, u64::MAX).expect("usable checkpoint");
+        assert_eq!(loaded.last_seq(), 4);
+        assert_eq!(loaded.ledger.organizations.len(), 2);
+        // Same length, other events: the hash at seq 4 differs.
+        let (other, _) = log_with(&tmp.path().join("b"), &["Initech", "Umbrella"]);
+        assert!(store.load(&other, u64::MAX).is_none());
+        // A shorter log, or a limit below the checkpoint: refused too.
+        let (short, _) = log_with(&tmp.path().join("c"), &["Acme"]);
+        assert!(store.load(&short, u64::MAX).is_none());
+        assert!(store.load(&log, 3).is_none());
+    }
+}
