@@ -459,66 +459,45 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let mut partial = Partial {
+        organization_id,
+        api_key_id,
+        at,
+        method,
+        path,
+        query,
+        request_id,
+        ip,
+        request_body: None,
+        started,
+    };
     // Uploads are files, streamed under their own limit: never buffered here.
-    let upload = request.method() == axum::http::Method::POST && path == "/api/v1/storage";
-    let (request, request_body) = if upload {
-        (request, Some("[upload body not recorded]".to_owned()))
+    let upload = request.method() == axum::http::Method::POST && partial.path == "/api/v1/storage";
+    let request = if upload {
+        partial.request_body = Some("[upload body not recorded]".to_owned());
+        request
     } else if is_json(content_type.as_deref()) || content_type.is_none() {
         let (parts, body) = request.into_parts();
         let limit = state.config.max_body_bytes;
         match axum::body::to_bytes(body, limit).await {
             Ok(bytes) => {
-                let recorded = (!bytes.is_empty()).then(|| redact(&bytes));
-                (Request::from_parts(parts, Body::from(bytes)), recorded)
+                partial.request_body = (!bytes.is_empty()).then(|| redact(&bytes));
+                Request::from_parts(parts, Body::from(bytes))
             }
             Err(_) => {
                 let response = ApiError::PayloadTooLarge { limit }.into_response();
-                return finish(
-                    &state,
-                    response,
-                    Partial {
-                        organization_id,
-                        api_key_id,
-                        at,
-                        method,
-                        path,
-                        query,
-                        request_id,
-                        ip,
-                        request_body: None,
-                        started,
-                    },
-                )
-                .await;
+                return finish(&state, response, partial).await;
             }
         }
     } else {
-        (
-            request,
-            Some(format!(
-                "[{} body not recorded]",
-                content_type.unwrap_or_default()
-            )),
-        )
+        partial.request_body = Some(format!(
+            "[{} body not recorded]",
+            content_type.unwrap_or_default()
+        ));
+        request
     };
     let response = next.run(request).await;
-    finish(
-        &state,
-        response,
-        Partial {
-            organization_id,
-            api_key_id,
-            at,
-            method,
-            path,
-            query,
-            request_id,
-            ip,
-            request_body,
-            started,
-        },
-    )
-    .await
+    finish(&state, response, partial).await
 }
 
 struct Partial {
