@@ -492,60 +492,80 @@ fn reason(r: Option<String>) -> ApiResult<String> {
         .ok_or_else(|| ApiError::Validation("reason is required".into()))
 }
 
-async fn approve_withdrawal(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    body: JsonBody<ReasonBody>,
+/// A decision on one pending withdrawal or refund: the same checks for all,
+/// then the command `make` builds from the id and the body's reason.
+async fn decide_on<Id: std::str::FromStr>(
+    (caller, state, org, id, body): (Caller, AppState, String, String, JsonBody<ReasonBody>),
+    permission: Permission,
+    what: &'static str,
+    make: impl FnOnce(Id, Option<String>) -> ApiResult<Command>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryApprove)?;
+    caller.require(permission)?;
     own_org(&caller, &org)?;
-    let id: WithdrawalId = path_id(&id, "withdrawal")?;
-    command(
-        &state,
-        &caller,
-        body.request_id,
-        body.fingerprint,
-        Command::ApproveWithdrawal { id },
+    let id: Id = path_id(&id, what)?;
+    let command_ = make(id, body.value.reason)?;
+    command(&state, &caller, body.request_id, body.fingerprint, command_).await
+}
+
+type DecisionArgs = (
+    Caller,
+    State<AppState>,
+    Path<(String, String)>,
+    JsonBody<ReasonBody>,
+);
+
+fn unpack(
+    (caller, State(state), Path((org, id)), body): DecisionArgs,
+) -> (Caller, AppState, String, String, JsonBody<ReasonBody>) {
+    (caller, state, org, id, body)
+}
+
+async fn approve_withdrawal(
+    c: Caller,
+    s: State<AppState>,
+    p: Path<(String, String)>,
+    b: JsonBody<ReasonBody>,
+) -> ApiResult<Response> {
+    decide_on(
+        unpack((c, s, p, b)),
+        Permission::TreasuryApprove,
+        "withdrawal",
+        |id, _| Ok(Command::ApproveWithdrawal { id }),
     )
     .await
 }
 
 async fn reject_withdrawal(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    body: JsonBody<ReasonBody>,
+    c: Caller,
+    s: State<AppState>,
+    p: Path<(String, String)>,
+    b: JsonBody<ReasonBody>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryApprove)?;
-    own_org(&caller, &org)?;
-    let id: WithdrawalId = path_id(&id, "withdrawal")?;
-    let reason = reason(body.value.reason)?;
-    command(
-        &state,
-        &caller,
-        body.request_id,
-        body.fingerprint,
-        Command::RejectWithdrawal { id, reason },
+    decide_on(
+        unpack((c, s, p, b)),
+        Permission::TreasuryApprove,
+        "withdrawal",
+        |id, r| {
+            Ok(Command::RejectWithdrawal {
+                id,
+                reason: reason(r)?,
+            })
+        },
     )
     .await
 }
 
 async fn cancel_withdrawal(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    body: JsonBody<ReasonBody>,
+    c: Caller,
+    s: State<AppState>,
+    p: Path<(String, String)>,
+    b: JsonBody<ReasonBody>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryWrite)?;
-    own_org(&caller, &org)?;
-    let id: WithdrawalId = path_id(&id, "withdrawal")?;
-    command(
-        &state,
-        &caller,
-        body.request_id,
-        body.fingerprint,
-        Command::CancelWithdrawal { id },
+    decide_on(
+        unpack((c, s, p, b)),
+        Permission::TreasuryWrite,
+        "withdrawal",
+        |id, _| Ok(Command::CancelWithdrawal { id }),
     )
     .await
 }
@@ -626,40 +646,36 @@ async fn create_refund(
 }
 
 async fn approve_refund(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    body: JsonBody<ReasonBody>,
+    c: Caller,
+    s: State<AppState>,
+    p: Path<(String, String)>,
+    b: JsonBody<ReasonBody>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryApprove)?;
-    own_org(&caller, &org)?;
-    let id: RefundId = path_id(&id, "refund")?;
-    command(
-        &state,
-        &caller,
-        body.request_id,
-        body.fingerprint,
-        Command::ApproveRefund { id },
+    decide_on(
+        unpack((c, s, p, b)),
+        Permission::TreasuryApprove,
+        "refund",
+        |id, _| Ok(Command::ApproveRefund { id }),
     )
     .await
 }
 
 async fn reject_refund(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    body: JsonBody<ReasonBody>,
+    c: Caller,
+    s: State<AppState>,
+    p: Path<(String, String)>,
+    b: JsonBody<ReasonBody>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryApprove)?;
-    own_org(&caller, &org)?;
-    let id: RefundId = path_id(&id, "refund")?;
-    let reason = reason(body.value.reason)?;
-    command(
-        &state,
-        &caller,
-        body.request_id,
-        body.fingerprint,
-        Command::RejectRefund { id, reason },
+    decide_on(
+        unpack((c, s, p, b)),
+        Permission::TreasuryApprove,
+        "refund",
+        |id, r| {
+            Ok(Command::RejectRefund {
+                id,
+                reason: reason(r)?,
+            })
+        },
     )
     .await
 }
