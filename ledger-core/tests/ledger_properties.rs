@@ -1746,6 +1746,10 @@ impl Model {
             InvoiceAction::RespondInfo { message } => {
                 who(&[Party::Seller])?;
                 from(&[InfoRequested])?;
+                // It returns to SUBMITTED, so the submit rule applies again.
+                if inv.lines.is_empty() || inv.total().is_zero() {
+                    return Err(Validation);
+                }
                 text(message)
             }
             InvoiceAction::Approve {
