@@ -10,7 +10,7 @@ use anyhow::Context;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
 use ledger_core::engine::{Engine, EngineConfig, EngineHandle};
 use ledger_core::log::sled::{SledLog, SledOptions};
@@ -37,6 +37,17 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     pub api_logs: ApiLogs,
     pub files: Arc<dyn ObjectStore>,
+}
+
+impl AppState {
+    /// The read models, for a query; a poisoned lock is a 500 like any other fault.
+    pub fn read_model(
+        &self,
+    ) -> Result<std::sync::RwLockReadGuard<'_, projections::ReadModel>, ApiError> {
+        self.projections
+            .read()
+            .map_err(|e| ApiError::internal("read model", e))
+    }
 }
 
 pub struct Started {
@@ -229,8 +240,4 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown signal received");
-}
-
-pub fn into_response(e: ApiError) -> Response {
-    e.into_response()
 }

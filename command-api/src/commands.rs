@@ -186,8 +186,3 @@ pub async fn execute(state: &AppState, req: Request) -> Result<Response, ApiErro
 fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::OK)
 }
-
-/// The rendered bytes of a successful command, for routes that reshape them.
-pub fn rendered_json(r: &Rendered) -> Option<Value> {
-    serde_json::from_slice(&r.body).ok()
-}

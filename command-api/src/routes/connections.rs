@@ -127,10 +127,7 @@ async fn get_one(
 ) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
     let id: ConnectionId = path_id(&id, "connection")?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let c = model
         .ledger
         .connections
@@ -145,10 +142,7 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
     let status = q.get("status").cloned();
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let items: Vec<_> = model
         .connections_by_org
         .get(&caller.organization_id)

@@ -438,10 +438,7 @@ async fn get_one(
 ) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let (inv, _) = model.ledger.visible_invoice(caller.organization_id, id)?;
     Ok(json_value(&views::invoice(inv)))
 }
@@ -454,10 +451,7 @@ async fn history(
     caller.require(Permission::InvoicesRead)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
     {
-        let model = state
-            .projections
-            .read()
-            .map_err(|e| ApiError::internal("read model", e))?;
+        let model = state.read_model()?;
         model.ledger.visible_invoice(caller.organization_id, id)?;
     }
     let log = state.log.clone();
@@ -596,10 +590,7 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     };
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let org = caller.organization_id;
     let mut items: Vec<(String, &Invoice)> = model
         .invoices_by_org
@@ -696,10 +687,7 @@ async fn bulk_preview(
 ) -> ApiResult<Response> {
     bulk_permission(&caller, name)?;
     let commands = bulk_commands(name, &body.value)?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let actor = caller.actor();
     let mut needed: BTreeMap<Currency, Amount> = BTreeMap::new();
     let mut results = Vec::with_capacity(commands.len());

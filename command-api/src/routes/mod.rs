@@ -15,7 +15,6 @@ pub mod webhooks;
 use crate::app::AppState;
 use crate::error::ApiError;
 use axum::Router;
-use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 
 pub fn api_router(state: AppState) -> Router<AppState> {
@@ -47,8 +46,3 @@ pub fn path_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T,
 
 /// Query strings parsed by hand so a bad value gets our error shape.
 pub type Query = axum::extract::Query<HashMap<String, String>>;
-
-pub fn parse_query<T: DeserializeOwned>(q: &HashMap<String, String>) -> Result<T, ApiError> {
-    let v = serde_json::to_value(q).map_err(|e| ApiError::Validation(e.to_string()))?;
-    serde_json::from_value(v).map_err(|e| ApiError::Validation(format!("query: {e}")))
-}

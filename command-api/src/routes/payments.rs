@@ -188,10 +188,7 @@ async fn get_one(
 ) -> ApiResult<Response> {
     caller.require(Permission::PaymentsRead)?;
     let id: PaymentId = path_id(&id, "payment")?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let p = model
         .ledger
         .payments
@@ -260,10 +257,7 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     let filter = PaymentFilter::parse(&q)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let items: Vec<&Payment> = model
         .payments_by_org
         .get(&caller.organization_id)
@@ -298,10 +292,7 @@ async fn export(caller: Caller, State(state): State<AppState>, q: Query) -> ApiR
     let format = crate::export::format(&q)?;
     let filter = PaymentFilter::parse(&q)?;
     let ids: Vec<PaymentId> = {
-        let model = state
-            .projections
-            .read()
-            .map_err(|e| ApiError::internal("read model", e))?;
+        let model = state.read_model()?;
         model
             .payments_by_org
             .get(&caller.organization_id)

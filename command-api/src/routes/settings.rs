@@ -97,10 +97,7 @@ async fn create_key(
 
 async fn list_keys(caller: Caller, State(state): State<AppState>) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let data: Vec<Value> = model
         .api_keys_by_org
         .get(&caller.organization_id)
@@ -119,10 +116,7 @@ async fn get_key(
 ) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
     let id: ApiKeyId = path_id(&id, "API key")?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let k = model
         .ledger
         .api_keys

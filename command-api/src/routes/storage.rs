@@ -330,10 +330,7 @@ async fn download(
     caller.require(Permission::StorageRead)?;
     let id: FileId = path_id(&id, "file")?;
     let file = {
-        let model = state
-            .projections
-            .read()
-            .map_err(|e| ApiError::internal("read model", e))?;
+        let model = state.read_model()?;
         readable(&model, caller.organization_id, id)
             .cloned()
             .ok_or(ApiError::NotFound("file"))?
@@ -367,10 +364,7 @@ async fn metadata(
 ) -> ApiResult<Response> {
     caller.require(Permission::StorageRead)?;
     let id: FileId = path_id(&id, "file")?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let file = readable(&model, caller.organization_id, id).ok_or(ApiError::NotFound("file"))?;
     Ok(json_value(&views::file(file)))
 }
@@ -379,10 +373,7 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     caller.require(Permission::StorageRead)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let items: Vec<&StoredFile> = model
         .files_by_org
         .get(&caller.organization_id)

@@ -83,13 +83,6 @@ pub fn own_org(caller: &Caller, raw: &str) -> ApiResult<OrganizationId> {
     }
 }
 
-fn read(state: &AppState) -> ApiResult<std::sync::RwLockReadGuard<'_, projections::ReadModel>> {
-    state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))
-}
-
 async fn balances(
     caller: Caller,
     State(state): State<AppState>,
@@ -97,7 +90,7 @@ async fn balances(
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     let data: Vec<Value> = model
         .balances_by_org
         .get(&org)
@@ -131,7 +124,7 @@ async fn balance(
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     let b = own_balance(&model, org, &id)?;
     let Some(as_of) = time_param(&q, "asOf")? else {
         return Ok(json_value(&views::balance(b)));
@@ -167,7 +160,7 @@ async fn changes(
     let org = own_org(&caller, &org)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     let b = own_balance(&model, org, &id)?;
     let items: Vec<_> = model
         .balance_changes
@@ -189,7 +182,7 @@ async fn summary(
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     #[derive(Default)]
     struct Row {
         total: Amount,
@@ -284,7 +277,7 @@ async fn usage(
     }
     let from = time_param(&q, "from")?;
     let to = time_param(&q, "to")?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     let b = own_balance(&model, org, &id)?;
     let c = b.currency;
     let mut buckets: BTreeMap<NaiveDate, (Amount, Amount, Amount)> = BTreeMap::new();
@@ -368,7 +361,7 @@ async fn transactions(
     let filter = TransactionFilter::parse(&q)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     let items: Vec<&Transaction> = model
         .transactions_by_org
         .get(&org)
@@ -392,7 +385,7 @@ async fn transaction(
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: TransactionId = path_id(&id, "transaction")?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     let t = model
         .transactions
         .get(&id)
@@ -580,7 +573,7 @@ async fn withdrawals(
     let org = own_org(&caller, &org)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     let items: Vec<_> = model
         .withdrawals_by_org
         .get(&org)
@@ -604,7 +597,7 @@ async fn withdrawal(
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: WithdrawalId = path_id(&id, "withdrawal")?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     let w = model
         .ledger
         .withdrawals
@@ -690,7 +683,7 @@ async fn refunds(
     let org = own_org(&caller, &org)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     let items: Vec<_> = model
         .refunds_by_org
         .get(&org)
@@ -713,7 +706,7 @@ async fn refund(
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: RefundId = path_id(&id, "refund")?;
-    let model = read(&state)?;
+    let model = state.read_model()?;
     let r = model
         .ledger
         .refunds
@@ -749,7 +742,7 @@ async fn export_transactions(
     let format = crate::export::format(&q)?;
     let filter = TransactionFilter::parse(&q)?;
     let ids: Vec<TransactionId> = {
-        let model = read(&state)?;
+        let model = state.read_model()?;
         model
             .transactions_by_org
             .get(&org)

@@ -104,10 +104,7 @@ fn outbox(state: &AppState) -> ApiResult<&Outbox> {
 /// The caller's endpoint (not deleted); anything else is 404.
 fn own_endpoint(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<WebhookEndpoint> {
     let id: WebhookEndpointId = path_id(raw, "webhook endpoint")?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     model
         .ledger
         .webhook_endpoints
@@ -191,10 +188,7 @@ async fn list(caller: Caller, State(state): State<AppState>, query: Query) -> Ap
     caller.require(Permission::SettingsRead)?;
     let limit = paging::limit(query.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(query.get("cursor").map(String::as_str))?;
-    let model = state
-        .projections
-        .read()
-        .map_err(|e| ApiError::internal("read model", e))?;
+    let model = state.read_model()?;
     let mut endpoints: Vec<&WebhookEndpoint> = model
         .endpoints_by_org
         .get(&caller.organization_id)
