@@ -50,6 +50,22 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Runs a query on the SQL read models (one consistent snapshot).
+    pub fn sql<T>(
+        &self,
+        query: impl FnOnce(&rusqlite::Connection) -> Result<T, projections::sql::SqlError>,
+    ) -> Result<T, ApiError> {
+        let readers = self
+            .projections
+            .sql()
+            .ok_or_else(|| ApiError::Internal("SQL read models are not running".into()))?;
+        readers
+            .with(query)
+            .map_err(|e| ApiError::internal("SQL read models", e))
+    }
+}
+
 pub struct Started {
     pub state: AppState,
     pub writer: std::thread::JoinHandle<()>,
@@ -85,6 +101,7 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         projections::snapshot::SnapshotStore::open(&config.data_dir.join("read-models"))
             .context("opening the read-model checkpoints")?,
         config.checkpoint_every_events,
+        Some(&config.data_dir.join(projections::sql::FILE)),
     )
     .context("building the read models")?;
     let metrics = Arc::new(Metrics::default());

@@ -486,6 +486,12 @@ impl Amount {
         Self::from_stored(d)
     }
 
+    /// Reads back an amount written by [`Amount::format`] (read models, exports):
+    /// sums up to [`Self::MAX_SUM_MAJOR_UNITS`] are accepted, signs are not.
+    pub fn parse_stored(s: &str) -> Result<Amount, MoneyError> {
+        Self::from_stored_str(s)
+    }
+
     pub fn as_decimal(self) -> Decimal {
         self.0
     }

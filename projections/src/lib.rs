@@ -17,6 +17,7 @@ pub mod model;
 pub mod outbox;
 pub mod runner;
 pub mod snapshot;
+pub mod sql;
 pub mod views;
 pub mod webhooks;
 

@@ -205,14 +205,38 @@ impl ReadModel {
     }
 
     fn index_balance(&mut self, recorded: &RecordedEvent) {
-        use Event::*;
-        let e = &recorded.event;
-        let (kind, amount, cause_type, cause_id): (
-            &'static str,
-            Amount,
-            &'static str,
-            Option<String>,
-        ) = match e {
+        let balance_id = BalanceId::from_uuid(recorded.event.stream().id);
+        let Some(balance) = self.ledger.balances.get(&balance_id) else {
+            return;
+        };
+        let Some(change) = balance_change(recorded, balance) else {
+            return;
+        };
+        self.balance_changes
+            .entry(balance_id)
+            .or_default()
+            .push(change);
+        if let Some(tx) = transaction_of(
+            recorded,
+            balance.organization_id,
+            balance.currency,
+            balance.total,
+        ) {
+            push(&mut self.transactions_by_org, tx.organization_id, tx.id);
+            self.transactions.insert(tx.id, tx);
+        }
+    }
+}
+
+/// The change-log entry a balance event makes, with the balance's figures
+/// right after it; `None` for events that are not balance changes.
+pub(crate) fn balance_change(
+    recorded: &RecordedEvent,
+    balance: &ledger_core::domain::balance::Balance,
+) -> Option<BalanceChange> {
+    use Event::*;
+    let (kind, amount, cause_type, cause_id): (&'static str, Amount, &'static str, Option<String>) =
+        match &recorded.event {
             FundsDeposited {
                 amount,
                 transaction_id,
@@ -264,55 +288,38 @@ impl ReadModel {
             CollateralSet { amount, .. } => ("COLLATERAL", *amount, "operator", None),
             BalanceFrozen { .. } => ("FREEZE", Amount::ZERO, "operator", None),
             BalanceUnfrozen { .. } => ("UNFREEZE", Amount::ZERO, "operator", None),
-            _ => return,
+            _ => return None,
         };
-        let balance_id = BalanceId::from_uuid(e.stream().id);
-        let Some(balance) = self.ledger.balances.get(&balance_id) else {
-            return;
-        };
-        self.balance_changes
-            .entry(balance_id)
-            .or_default()
-            .push(BalanceChange {
-                seq: recorded.seq,
-                at: recorded.at,
-                kind: kind.to_owned(),
-                amount,
-                total_after: balance.total,
-                reserved_after: balance.reserved,
-                collateral_after: balance.collateral,
-                available_after: balance.available(),
-                frozen_after: balance.frozen,
-                cause_type: cause_type.to_owned(),
-                cause_id,
-            });
-        if let Some(tx) = transaction_of(
-            recorded,
-            balance.organization_id,
-            balance.currency,
-            balance.total,
-        ) {
-            push(&mut self.transactions_by_org, tx.organization_id, tx.id);
-            self.transactions.insert(tx.id, tx);
-        }
-    }
+    Some(BalanceChange {
+        seq: recorded.seq,
+        at: recorded.at,
+        kind: kind.to_owned(),
+        amount,
+        total_after: balance.total,
+        reserved_after: balance.reserved,
+        collateral_after: balance.collateral,
+        available_after: balance.available(),
+        frozen_after: balance.frozen,
+        cause_type: cause_type.to_owned(),
+        cause_id,
+    })
 }
 
-fn hold_type(hold: &Hold) -> &'static str {
+pub(crate) fn hold_type(hold: &Hold) -> &'static str {
     match hold {
         Hold::Invoice(_) => "invoice",
         Hold::Withdrawal(_) => "withdrawal",
     }
 }
 
-fn hold_id(hold: &Hold) -> String {
+pub(crate) fn hold_id(hold: &Hold) -> String {
     match hold {
         Hold::Invoice(id) => id.to_string(),
         Hold::Withdrawal(id) => id.to_string(),
     }
 }
 
-fn transaction_of(
+pub(crate) fn transaction_of(
     recorded: &RecordedEvent,
     organization_id: OrganizationId,
     currency: Currency,

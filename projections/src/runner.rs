@@ -4,9 +4,11 @@
 use crate::model::ReadModel;
 use crate::outbox::{Outbox, OutboxError};
 use crate::snapshot::SnapshotStore;
+use crate::sql::{self, Readers};
 use crate::webhooks::OutboxEntry;
 use ledger_core::engine::EngineHandle;
 use ledger_core::log::EventLog;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use tokio::sync::{broadcast, watch};
 
@@ -20,6 +22,8 @@ pub enum ProjectionError {
     Poisoned,
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Sql(#[from] crate::sql::SqlError),
 }
 
 /// Cheap to clone; shares one read model.
@@ -28,12 +32,13 @@ pub struct Projections {
     model: Arc<RwLock<ReadModel>>,
     applied: watch::Receiver<u64>,
     outbox: Option<Outbox>,
+    sql: Option<Readers>,
 }
 
 impl Projections {
     /// Builds the read model from sequence 0, then follows the engine.
     pub fn start(log: Arc<dyn EventLog>, engine: &EngineHandle) -> Result<Self, ProjectionError> {
-        Self::start_inner(log, engine, None, None)
+        Self::start_inner(log, engine, None, None, None)
     }
 
     /// As [`Projections::start`], and feeds the webhook outbox kept in
@@ -45,18 +50,20 @@ impl Projections {
         outbox_dir: &std::path::Path,
     ) -> Result<Self, ProjectionError> {
         let outbox = Outbox::open(outbox_dir, log.head().last_seq)?;
-        Self::start_inner(log, engine, Some(outbox), None)
+        Self::start_inner(log, engine, Some(outbox), None, None)
     }
 
     /// As [`Projections::start_with_outbox`], starting from the durable
     /// checkpoint in `checkpoints` (when one is usable) and writing a new one
-    /// every `checkpoint_every` events.
+    /// every `checkpoint_every` events; and keeps the SQL read models in the
+    /// SQLite database at `sql_path` (resuming where it stopped).
     pub fn start_with_checkpoints(
         log: Arc<dyn EventLog>,
         engine: &EngineHandle,
         outbox_dir: &std::path::Path,
         checkpoints: SnapshotStore,
         checkpoint_every: u64,
+        sql_path: Option<&Path>,
     ) -> Result<Self, ProjectionError> {
         let outbox = Outbox::open(outbox_dir, log.head().last_seq)?;
         Self::start_inner(
@@ -64,6 +71,7 @@ impl Projections {
             engine,
             Some(outbox),
             Some((checkpoints, checkpoint_every.max(1))),
+            sql_path.map(Path::to_path_buf),
         )
     }
 
@@ -72,9 +80,25 @@ impl Projections {
         engine: &EngineHandle,
         outbox: Option<Outbox>,
         checkpoints: Option<(SnapshotStore, u64)>,
+        sql_path: Option<PathBuf>,
     ) -> Result<Self, ProjectionError> {
         // Subscribe before catching up so no batch falls between the two.
         let mut events = engine.subscribe();
+        let mut sql_writer = match &sql_path {
+            Some(path) => {
+                let mut conn = sql::open_checked(path, log.as_ref())?;
+                let started = std::time::Instant::now();
+                let seq = sql::fold::catch_up(&mut conn, log.as_ref(), CATCH_UP_CHUNK)?;
+                tracing::info!(
+                    seq,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "SQL read models caught up"
+                );
+                Some(conn)
+            }
+            None => None,
+        };
+        let readers = sql_path.as_deref().map(Readers::new);
         let outbox_checkpoint = match &outbox {
             Some(o) => Some(o.checkpoint()?),
             None => None,
@@ -109,8 +133,8 @@ impl Projections {
                 };
                 let result = {
                     let Ok(mut m) = shared.write() else { break };
-                    let result = match batch {
-                        Some(batch) => apply_batch(&mut m, &batch, log.as_ref()),
+                    let result = match &batch {
+                        Some(batch) => apply_batch(&mut m, batch, log.as_ref()),
                         None => catch_up(&mut m, log.as_ref()),
                     }
                     .map(|_| m.last_seq());
@@ -121,6 +145,12 @@ impl Projections {
                     Ok(seq) => {
                         if let Some(outbox) = &feed {
                             feed_outbox(outbox, seq, &mut unwritten).await;
+                        }
+                        if let Some(conn) = sql_writer.take() {
+                            match feed_sql(conn, log.clone(), batch.clone(), seq).await {
+                                Some(conn) => sql_writer = Some(conn),
+                                None => break,
+                            }
                         }
                         applied_tx.send_replace(seq);
                         if let Some((store, every)) = &checkpoints {
@@ -148,7 +178,13 @@ impl Projections {
             model,
             applied,
             outbox,
+            sql: readers,
         })
+    }
+
+    /// The SQL read models' readers, when started with them.
+    pub fn sql(&self) -> Option<&Readers> {
+        self.sql.as_ref()
     }
 
     /// The webhook outbox, when started with one.
@@ -213,6 +249,50 @@ async fn feed_outbox(outbox: &Outbox, seq: u64, unwritten: &mut Vec<OutboxEntry>
     };
     if let Err(e) = result {
         tracing::error!(error = %e, "webhook outbox write failed; retrying with the next batch");
+    }
+}
+
+/// Events per SQL transaction when catching up from the log.
+const CATCH_UP_CHUNK: usize = 8192;
+
+/// Applies a committed batch to the SQL read models, off the async threads;
+/// when it does not follow on from where they stand (a lagged subscriber),
+/// they catch up from the log instead. `None` when they cannot be written:
+/// the projection stops rather than let readers see SQL behind `applied`.
+async fn feed_sql(
+    mut conn: rusqlite::Connection,
+    log: Arc<dyn EventLog>,
+    batch: Option<Arc<[ledger_core::events::RecordedEvent]>>,
+    seq: u64,
+) -> Option<rusqlite::Connection> {
+    let done = tokio::task::spawn_blocking(move || {
+        let applied = match batch.as_deref().and_then(|b| b.last()) {
+            Some(last) => match sql::hash_at(log.as_ref(), last.seq) {
+                Some(hash) => {
+                    sql::fold::apply_batch(&mut conn, batch.as_deref().unwrap_or(&[]), hash)
+                }
+                None => sql::fold::catch_up(&mut conn, log.as_ref(), CATCH_UP_CHUNK),
+            },
+            None => sql::fold::catch_up(&mut conn, log.as_ref(), CATCH_UP_CHUNK),
+        };
+        let result = match applied {
+            Ok(at) if at >= seq => Ok(at),
+            // Out of step (or behind the in-memory model): the log has it all.
+            _ => sql::fold::catch_up(&mut conn, log.as_ref(), CATCH_UP_CHUNK),
+        };
+        (conn, result)
+    })
+    .await;
+    match done {
+        Ok((conn, Ok(_))) => Some(conn),
+        Ok((_, Err(e))) => {
+            tracing::error!(error = %e, "SQL read models could not be written; projection stopped");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SQL read-model task failed; projection stopped");
+            None
+        }
     }
 }
 

@@ -17,12 +17,13 @@ use chrono::NaiveDate;
 use ledger_core::domain::command::{
     InvoiceAction, InvoicePatch, LineItemInput, LineItemPatch, NewInvoice,
 };
-use ledger_core::domain::invoice::{Invoice, InvoiceStatus};
+use ledger_core::domain::invoice::InvoiceStatus;
 use ledger_core::domain::{Command, Ctx};
 use ledger_core::events::{Party, Permission, StreamId, StreamKind};
-use ledger_core::ids::{ConnectionId, FileId, InvoiceId, LineItemId, OrganizationId};
+use ledger_core::ids::{ConnectionId, FileId, InvoiceId, LineItemId};
 use ledger_core::log::EventLog;
 use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
+use projections::sql::queries::{self, InvoiceSort};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -438,9 +439,11 @@ async fn get_one(
 ) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
-    let model = state.read_model()?;
-    let (inv, _) = model.ledger.visible_invoice(caller.organization_id, id)?;
-    Ok(json_value(&views::invoice(inv)))
+    let org = caller.organization_id;
+    let inv = state
+        .sql(|c| queries::visible_invoice(c, org, id))?
+        .ok_or(ApiError::NotFound("invoice"))?;
+    Ok(json_value(&views::invoice(&inv)))
 }
 
 async fn history(
@@ -483,132 +486,79 @@ async fn history(
     Ok(json_value(&json!({ "data": data })))
 }
 
-struct ListFilter {
-    status: Option<InvoiceStatus>,
-    role: Option<Party>,
-    connection: Option<ConnectionId>,
-    counterparty: Option<OrganizationId>,
-    currency: Option<Currency>,
-    due_before: Option<NaiveDate>,
-    due_after: Option<NaiveDate>,
-    q: Option<String>,
-}
-
-impl ListFilter {
-    fn parse(q: &std::collections::HashMap<String, String>) -> ApiResult<Self> {
-        let get = |k: &str| q.get(k).map(String::as_str).filter(|s| !s.is_empty());
-        Ok(Self {
-            status: get("status")
-                .map(|s| {
-                    InvoiceStatus::parse(s)
-                        .ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`")))
-                })
-                .transpose()?,
-            role: get("role")
-                .map(|r| match r {
-                    "seller" | "SELLER" => Ok(Party::Seller),
-                    "buyer" | "BUYER" => Ok(Party::Buyer),
-                    _ => Err(ApiError::Validation("role must be seller or buyer".into())),
-                })
-                .transpose()?,
-            connection: get("connectionId")
-                .map(|s| {
-                    s.parse()
-                        .map_err(|_| ApiError::Validation("connectionId must be a UUID".into()))
-                })
-                .transpose()?,
-            counterparty: get("counterpartyOrganizationId")
-                .map(|s| {
-                    s.parse().map_err(|_| {
-                        ApiError::Validation("counterpartyOrganizationId must be a UUID".into())
-                    })
-                })
-                .transpose()?,
-            currency: get("currency")
-                .map(Currency::parse)
-                .transpose()
-                .map_err(validation)?,
-            due_before: get("dueBefore").map(|d| date("dueBefore", d)).transpose()?,
-            due_after: get("dueAfter").map(|d| date("dueAfter", d)).transpose()?,
-            q: get("q").map(str::to_lowercase),
-        })
-    }
-
-    fn matches(&self, inv: &Invoice, org: OrganizationId) -> bool {
-        let Some(party) = inv.party_of(org) else {
-            return false;
-        };
-        let counterparty = inv.organization_of(party.other());
-        self.status.is_none_or(|s| inv.status == s)
-            && self.role.is_none_or(|r| party == r)
-            && self.connection.is_none_or(|c| inv.connection_id == c)
-            && self.counterparty.is_none_or(|c| counterparty == c)
-            && self.currency.is_none_or(|c| inv.currency == c)
-            && self.due_before.is_none_or(|d| inv.due_date <= d)
-            && self.due_after.is_none_or(|d| inv.due_date >= d)
-            && self.q.as_deref().is_none_or(|q| {
-                inv.number.to_lowercase().contains(q)
-                    || inv
-                        .memo
-                        .as_deref()
-                        .is_some_and(|m| m.to_lowercase().contains(q))
-                    || inv
-                        .line_items
-                        .iter()
-                        .any(|l| l.description.to_lowercase().contains(q))
+/// The list's filters, parsed at the edge.
+fn parse_filter(
+    q: &std::collections::HashMap<String, String>,
+) -> ApiResult<queries::InvoiceFilter> {
+    let get = |k: &str| q.get(k).map(String::as_str).filter(|s| !s.is_empty());
+    Ok(queries::InvoiceFilter {
+        status: get("status")
+            .map(|s| {
+                InvoiceStatus::parse(s)
+                    .ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`")))
             })
-    }
-}
-
-/// A sort key that orders as a string exactly as the field orders.
-fn sort_key(inv: &Invoice, sort: &str) -> String {
-    let created = format!("{:020}:{}", inv.created_at.as_micros().max(0), inv.id);
-    match sort {
-        "dueDate" => format!("{}:{created}", inv.due_date),
-        "total" => {
-            let scaled = inv.totals().total.as_decimal() * rust_decimal::Decimal::from(1000);
-            format!("{:030}:{created}", scaled.trunc().mantissa().max(0))
-        }
-        _ => created,
-    }
+            .transpose()?,
+        role: get("role")
+            .map(|r| match r {
+                "seller" | "SELLER" => Ok(Party::Seller),
+                "buyer" | "BUYER" => Ok(Party::Buyer),
+                _ => Err(ApiError::Validation("role must be seller or buyer".into())),
+            })
+            .transpose()?,
+        connection: get("connectionId")
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| ApiError::Validation("connectionId must be a UUID".into()))
+            })
+            .transpose()?,
+        counterparty: get("counterpartyOrganizationId")
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    ApiError::Validation("counterpartyOrganizationId must be a UUID".into())
+                })
+            })
+            .transpose()?,
+        currency: get("currency")
+            .map(Currency::parse)
+            .transpose()
+            .map_err(validation)?,
+        due_before: get("dueBefore").map(|d| date("dueBefore", d)).transpose()?,
+        due_after: get("dueAfter").map(|d| date("dueAfter", d)).transpose()?,
+        q: get("q").map(str::to_lowercase),
+    })
 }
 
 async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
-    let filter = ListFilter::parse(&q)?;
-    let sort = q.get("sort").map(String::as_str).unwrap_or("createdAt");
-    if !["createdAt", "dueDate", "total"].contains(&sort) {
-        return Err(ApiError::Validation(
-            "sort must be createdAt, dueDate or total".into(),
-        ));
-    }
+    let filter = parse_filter(&q)?;
+    let sort = match q.get("sort").map(String::as_str).unwrap_or("createdAt") {
+        "createdAt" => InvoiceSort::CreatedAt,
+        "dueDate" => InvoiceSort::DueDate,
+        "total" => InvoiceSort::Total,
+        _ => {
+            return Err(ApiError::Validation(
+                "sort must be createdAt, dueDate or total".into(),
+            ))
+        }
+    };
     let descending = match q.get("order").map(String::as_str) {
-        None => sort == "createdAt",
+        None => sort == InvoiceSort::CreatedAt,
         Some("asc") => false,
         Some("desc") => true,
         Some(_) => return Err(ApiError::Validation("order must be asc or desc".into())),
     };
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state.read_model()?;
     let org = caller.organization_id;
-    let mut items: Vec<(String, &Invoice)> = model
-        .invoices_by_org
-        .get(&org)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.invoices.get(id))
-        .filter(|inv| filter.matches(inv, org))
-        .map(|inv| (sort_key(inv, sort), inv))
-        .collect();
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    if descending {
-        items.reverse();
-    }
-    let (page, next) = paging::page(items, |(k, _)| k.clone(), cursor, limit, descending);
+    let page = queries::PageRequest {
+        after_key: cursor.as_deref(),
+        limit,
+        descending,
+    };
+    let (items, next) = state.sql(|c| queries::list_invoices(c, org, &filter, sort, &page))?;
     Ok(json_value(&json!({
-        "data": page.into_iter().map(|(_, inv)| views::invoice(inv)).collect::<Vec<_>>(),
-        "nextCursor": next,
+        "data": items.iter().map(views::invoice).collect::<Vec<_>>(),
+        "nextCursor": next.as_deref().map(paging::encode_cursor),
     })))
 }
 

@@ -42,6 +42,18 @@ impl Ledger {
         Ok(())
     }
 
+    /// Applies an event's effect without the log-position checks. For read
+    /// models that keep their aggregates elsewhere (SQL) and build a new one
+    /// with this ledger's own code, on a scratch ledger holding just what the
+    /// event reads.
+    pub fn evolve_detached(
+        &mut self,
+        event: &Event,
+        at: crate::time::Timestamp,
+    ) -> Result<(), String> {
+        self.evolve(event, at)
+    }
+
     fn supply_mut(&mut self, currency: Currency) -> &mut super::ledger::Supply {
         self.supply.entry(currency).or_default()
     }

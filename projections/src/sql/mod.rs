@@ -1,0 +1,221 @@
+//! The read models as SQL tables: an SQLite database in the data directory
+//! (WAL mode, so analysts may open it read-only while the server writes).
+//!
+//! The projection ([`fold`]) writes one SQL transaction per engine batch and
+//! records the last applied sequence number (with that event's chain hash) in
+//! the same transaction, so a restart resumes exactly there; the API reads
+//! through [`queries`]. The schema is the migration files in
+//! `projections/migrations/`, applied in order at open; the SQL is kept to
+//! what SQLite and PostgreSQL both accept.
+
+pub mod fold;
+pub mod queries;
+pub mod rows;
+
+use ledger_core::log::{EventLog, Hash};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The migrations, in order. Version n is `MIGRATIONS[n - 1]`.
+pub const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/0001_read_models.sql")];
+
+/// The database file inside a data directory.
+pub const FILE: &str = "read-models.sqlite";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("read-model database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("read-model row {table}/{id} does not decode: {reason}")]
+    Corrupt {
+        table: &'static str,
+        id: String,
+        reason: String,
+    },
+    #[error("read-model database {0} was written by a newer version (schema {1})")]
+    TooNew(PathBuf, i64),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Log(#[from] ledger_core::log::LogError),
+}
+
+pub fn corrupt(table: &'static str, id: impl ToString, reason: impl ToString) -> SqlError {
+    SqlError::Corrupt {
+        table,
+        id: id.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Opens (creating if needed) the database at `path` for writing, applies
+/// pending migrations, and sets the pragmas the projection relies on.
+pub fn open_writer(path: &Path) -> Result<Connection, SqlError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let conn = Connection::open(path)?;
+    // WAL: readers never block the writer nor see a half-applied batch.
+    // synchronous=NORMAL: a commit is not fsync'ed; after a power loss the
+    // database is consistent at some earlier batch and the projection
+    // re-derives the rest from the log, which is the durable truth.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    migrate(&conn, path)?;
+    Ok(conn)
+}
+
+/// Opens the database read-only (the API's readers, analysts' tools).
+pub fn open_reader(path: &Path) -> Result<Connection, SqlError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "cache_size", -16384)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), SqlError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version BIGINT PRIMARY KEY,
+             applied_at_utc TEXT NOT NULL
+         )",
+    )?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    if current > MIGRATIONS.len() as i64 {
+        return Err(SqlError::TooNew(path.to_path_buf(), current));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at_utc) VALUES (?1, ?2)",
+            rusqlite::params![
+                i as i64 + 1,
+                ledger_core::time::Timestamp::from_datetime(chrono::Utc::now()).rfc3339()
+            ],
+        )?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "read-model schema migrated");
+    }
+    Ok(())
+}
+
+/// The last applied event and its chain hash (0 and zeros when empty).
+pub fn position(conn: &Connection) -> Result<(u64, Hash), SqlError> {
+    let row: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT last_seq, last_hash FROM projection_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        None => Ok((0, [0; 32])),
+        Some((seq, hash)) => {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(&hash, &mut out).map_err(|e| corrupt("projection_state", 1, e))?;
+            Ok((seq.max(0) as u64, out))
+        }
+    }
+}
+
+/// The chain hash the log holds at `seq`, if it holds `seq`.
+pub fn hash_at(log: &dyn EventLog, seq: u64) -> Option<Hash> {
+    if seq == 0 {
+        return Some([0; 32]);
+    }
+    match log.read_raw(seq).next() {
+        Some(Ok(raw)) if raw.seq == seq => Some(raw.hash),
+        _ => None,
+    }
+}
+
+/// Opens the read models at `path` and checks them against `log`: a database
+/// ahead of the log, or whose hash at its position differs from the log's
+/// (another history, or a restored backup), is deleted and rebuilt from 0.
+pub fn open_checked(path: &Path, log: &dyn EventLog) -> Result<Connection, SqlError> {
+    let conn = open_writer(path)?;
+    let (seq, hash) = position(&conn)?;
+    let head = log.head().last_seq;
+    let refused = if seq > head {
+        Some(format!("it is at seq {seq}, past the log's head {head}"))
+    } else if hash_at(log, seq) != Some(hash) {
+        Some(format!("its hash at seq {seq} is not the log's"))
+    } else {
+        None
+    };
+    let Some(reason) = refused else {
+        return Ok(conn);
+    };
+    tracing::warn!(path = %path.display(), %reason, "read-model database refused; rebuilding from seq 0");
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    open_writer(path)
+}
+
+/// A small pool of read-only connections for the API's queries.
+#[derive(Clone)]
+pub struct Readers {
+    path: Arc<PathBuf>,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// At most this many idle connections are kept; more are opened on demand.
+const MAX_IDLE: usize = 16;
+
+impl Readers {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: Arc::new(path.to_path_buf()),
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a pooled read-only connection. Each call sees one
+    /// consistent snapshot (a read transaction) of the database.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, SqlError>,
+    ) -> Result<T, SqlError> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => open_reader(&self.path)?,
+        };
+        let result = {
+            let tx = conn.transaction()?;
+            let out = f(&tx);
+            // A read transaction: nothing to keep, rolling back just ends it.
+            drop(tx);
+            out
+        };
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+}
