@@ -44,6 +44,7 @@ pub fn apply_batch(
             ));
         }
         apply(&tx, e)?;
+        super::outbox::derive(&tx, e)?;
         at = e.seq;
     }
     tx.prepare_cached(

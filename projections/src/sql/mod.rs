@@ -9,6 +9,7 @@
 //! what SQLite and PostgreSQL both accept.
 
 pub mod fold;
+pub mod outbox;
 pub mod queries;
 pub mod rows;
 

@@ -1,8 +1,8 @@
-//! What the API asks of the read models: every lookup by id and every list
-//! page is one indexed query (no scan of an organization's history).
+//! Invoices: lookups as a party may see them, and the filtered, sorted list.
 
-use super::rows::decode;
-use super::SqlError;
+use super::PageRequest;
+use crate::sql::rows::decode;
+use crate::sql::SqlError;
 use chrono::NaiveDate;
 use ledger_core::domain::invoice::{Invoice, InvoiceStatus};
 use ledger_core::events::Party;
@@ -57,13 +57,6 @@ pub struct InvoiceFilter {
     pub due_after: Option<NaiveDate>,
     /// Lower-case text searched in the number, memo and line descriptions.
     pub q: Option<String>,
-}
-
-pub struct PageRequest<'a> {
-    /// The sort key of the last item of the previous page.
-    pub after_key: Option<&'a str>,
-    pub limit: usize,
-    pub descending: bool,
 }
 
 /// `%` and `_` are wildcards in LIKE; a search for them means the characters.

@@ -1,0 +1,1 @@
+//! Payments: lookups by either party, the filtered list, exports.
