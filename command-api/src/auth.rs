@@ -4,6 +4,7 @@
 //! high-entropy secret needs no slow hash), and comparison is constant-time.
 
 use crate::app::AppState;
+use projections::sql::queries;
 use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -97,11 +98,9 @@ impl FromRequestParts<AppState> for Caller {
         let secret = header(parts, API_SECRET_HEADER).ok_or(BAD)?;
         let key_id = ApiKeyId::parse(key_id).map_err(|_| BAD)?;
         let presented = hash_secret(secret);
-        let model = state
-            .projections
-            .read()
-            .map_err(|e| ApiError::internal("reading API keys", e))?;
-        let key = model.ledger.api_keys.get(&key_id).ok_or(BAD)?;
+        let key = state
+            .sql(|c| queries::access::credential(c, key_id))?
+            .ok_or(BAD)?;
         if !bool::from(key.secret_hash.ct_eq(&presented)) {
             return Err(BAD);
         }
@@ -157,7 +156,9 @@ pub fn identify(
 ) -> Option<(OrganizationId, ApiKeyId)> {
     let key_id = ApiKeyId::parse(headers.get(API_KEY_HEADER)?.to_str().ok()?).ok()?;
     let presented = hash_secret(headers.get(API_SECRET_HEADER)?.to_str().ok()?);
-    let model = state.projections.read().ok()?;
-    let key = model.ledger.api_keys.get(&key_id)?;
+    let key = state
+        .sql(|c| queries::access::credential(c, key_id))
+        .ok()
+        .flatten()?;
     bool::from(key.secret_hash.ct_eq(&presented)).then_some((key.organization_id, key.id))
 }

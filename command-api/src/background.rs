@@ -2,7 +2,7 @@
 //! `payment.due`, auto-archive.
 
 use crate::app::AppState;
-use ledger_core::domain::invoice::InvoiceStatus;
+use projections::sql::queries;
 use ledger_core::domain::Command;
 use ledger_core::engine::Submission;
 use ledger_core::events::Actor;
@@ -49,32 +49,33 @@ async fn scheduled_invoices(state: &AppState) {
     let now = state.clock.now();
     let today = now.date();
     let archive_after_days = i64::from(state.config.auto_archive_days);
-    let commands: Vec<Command> = {
-        let Ok(model) = state.projections.read() else {
+    let archive_before = (archive_after_days > 0).then(|| {
+        ledger_core::time::Timestamp::from_micros(
+            now.as_micros()
+                .saturating_sub(archive_after_days.saturating_mul(86_400_000_000)),
+        )
+    });
+    let found = state.sql(|c| {
+        let mut commands: Vec<Command> = queries::payment_due(c, today, MAX_PER_TICK)?
+            .into_iter()
+            .map(|id| Command::MarkPaymentDue { id, today })
+            .collect();
+        if let Some(before) = archive_before {
+            let room = MAX_PER_TICK - commands.len();
+            commands.extend(
+                queries::archivable(c, before, room)?
+                    .into_iter()
+                    .map(|id| Command::AutoArchive { id }),
+            );
+        }
+        Ok(commands)
+    });
+    let commands = match found {
+        Ok(commands) => commands,
+        Err(e) => {
+            tracing::warn!(error = %e, "finding scheduled invoice work");
             return;
-        };
-        model
-            .ledger
-            .invoices
-            .values()
-            .filter_map(|inv| {
-                if inv.status.is_approved() && !inv.payment_due_notified && inv.due_date <= today {
-                    Some(Command::MarkPaymentDue { id: inv.id, today })
-                } else if archive_after_days > 0
-                    && matches!(
-                        inv.status,
-                        InvoiceStatus::Settled | InvoiceStatus::Cancelled
-                    )
-                    && (now.as_micros() - inv.updated_at.as_micros())
-                        >= archive_after_days * 86_400_000_000
-                {
-                    Some(Command::AutoArchive { id: inv.id })
-                } else {
-                    None
-                }
-            })
-            .take(MAX_PER_TICK)
-            .collect()
+        }
     };
     if commands.is_empty() {
         return;

@@ -3,14 +3,16 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::views;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ledger_core::domain::{Command, Ledger, Outcome};
+use ledger_core::domain::{Command, Outcome};
 use ledger_core::engine::{Idempotency, Render, Rendered, Reply, Submission};
 use ledger_core::events::Actor;
-use ledger_core::ids::RequestId;
-use ledger_core::log::{Hash, IdempotencyKey};
+use ledger_core::ids::*;
+use ledger_core::log::{EventLog, Hash, IdempotencyKey, IdempotencyRecord};
+use projections::sql::{rows, SqlError};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
@@ -32,69 +34,199 @@ pub fn json_value(value: &Value) -> Response {
     )
 }
 
-/// Renders any outcome as the resource it names, from the state right after
-/// the command.
-pub fn outcome_view(ledger: &Ledger, outcome: &Outcome) -> Value {
-    match outcome {
-        Outcome::Organization { id, .. } => ledger.organizations.get(id).map(views::organization),
-        Outcome::ApiKey(id) => ledger.api_keys.get(id).map(views::api_key),
-        Outcome::WebhookEndpoint(id) => ledger
-            .webhook_endpoints
-            .get(id)
-            .map(views::webhook_endpoint),
-        Outcome::Connection(id) => ledger.connections.get(id).map(views::connection),
-        Outcome::Invoice(id) => ledger.invoices.get(id).map(views::invoice),
-        Outcome::Payment(id) => ledger.payments.get(id).map(views::payment),
-        Outcome::Transaction { id, balance_id } => ledger.balances.get(balance_id).map(|b| {
-            json!({
-                "id": id.to_string(),
-                "type": "DEPOSIT",
-                "balanceId": b.id.to_string(),
-                "organizationId": b.organization_id.to_string(),
-                "currency": b.currency.code(),
-                "totalAfter": b.total.format(b.currency),
-                "balance": views::balance(b),
-            })
-        }),
-        Outcome::Balance(id) => ledger.balances.get(id).map(views::balance),
-        Outcome::Withdrawal(id) => ledger.withdrawals.get(id).map(views::withdrawal),
-        Outcome::Refund(id) => ledger.refunds.get(id).map(views::refund),
-        Outcome::File(id) => ledger.files.get(id).map(views::file),
-        Outcome::Bulk(results) => Some(json!({
-            "results": results.iter().map(|(subject, result)| match result {
-                Ok(o) => json!({
-                    "id": subject.map(|s| s.to_string()),
-                    "ok": true,
-                    "data": outcome_view(ledger, o),
-                }),
-                Err(e) => {
-                    let e = ApiError::from(e.clone());
-                    json!({
-                        "id": subject.map(|s| s.to_string()),
-                        "ok": false,
-                        "error": { "code": e.code(), "message": e.to_string() },
+/// How a success is shown. Kept, with the outcome, in the idempotency record
+/// until the response is rendered, so a retry renders what the first call
+/// would have (secrets included: they exist nowhere else).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum View {
+    /// The resource the outcome names.
+    Resource,
+    /// The resource plus the `secret` shown only now (API keys, webhook endpoints).
+    WithSecret(String),
+    /// The resource plus `"deleted": true`.
+    Deleted,
+    /// `{organization, apiKey: {id, secret, permissions: ["*"]}}`.
+    NewOrganization { secret: String },
+    /// The DEPOSIT transaction as `GET /treasury/{orgId}/transactions/{id}` shows it.
+    Deposit,
+}
+
+/// An error as a bulk result shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ErrorRow {
+    code: String,
+    message: String,
+}
+
+/// [`Outcome`] in a storable form: bulk refusals already as their error rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Stored {
+    Organization(OrganizationId, ApiKeyId),
+    ApiKey(ApiKeyId),
+    WebhookEndpoint(WebhookEndpointId),
+    Connection(ConnectionId),
+    Invoice(InvoiceId),
+    Payment(PaymentId),
+    Transaction(TransactionId, BalanceId),
+    Balance(BalanceId),
+    Withdrawal(WithdrawalId),
+    Refund(RefundId),
+    File(FileId),
+    Bulk(Vec<(Option<uuid::Uuid>, Result<Stored, ErrorRow>)>),
+    Nothing,
+}
+
+impl From<&Outcome> for Stored {
+    fn from(o: &Outcome) -> Self {
+        match o {
+            Outcome::Organization { id, api_key_id } => Stored::Organization(*id, *api_key_id),
+            Outcome::ApiKey(id) => Stored::ApiKey(*id),
+            Outcome::WebhookEndpoint(id) => Stored::WebhookEndpoint(*id),
+            Outcome::Connection(id) => Stored::Connection(*id),
+            Outcome::Invoice(id) => Stored::Invoice(*id),
+            Outcome::Payment(id) => Stored::Payment(*id),
+            Outcome::Transaction { id, balance_id } => Stored::Transaction(*id, *balance_id),
+            Outcome::Balance(id) => Stored::Balance(*id),
+            Outcome::Withdrawal(id) => Stored::Withdrawal(*id),
+            Outcome::Refund(id) => Stored::Refund(*id),
+            Outcome::File(id) => Stored::File(*id),
+            Outcome::Bulk(results) => Stored::Bulk(
+                results
+                    .iter()
+                    .map(|(subject, result)| {
+                        let row = match result {
+                            Ok(o) => Ok(Stored::from(o)),
+                            Err(e) => {
+                                let e = ApiError::from(e.clone());
+                                Err(ErrorRow {
+                                    code: e.code().to_owned(),
+                                    message: e.to_string(),
+                                })
+                            }
+                        };
+                        (*subject, row)
                     })
-                }
-            }).collect::<Vec<_>>(),
-            "succeeded": results.iter().filter(|(_, r)| r.is_ok()).count(),
-            "failed": results.iter().filter(|(_, r)| r.is_err()).count(),
-        })),
-        Outcome::Nothing => Some(json!({})),
+                    .collect(),
+            ),
+            Outcome::Nothing => Stored::Nothing,
+        }
     }
-    .unwrap_or(Value::Null)
+}
+
+/// What the writer keeps for a success: how to render it, and what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Recipe {
+    view: View,
+    outcome: Stored,
+}
+
+fn load<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    table: &'static str,
+    id: impl ToString,
+) -> Result<Option<T>, SqlError> {
+    rows::load(c, table, &id.to_string())
+}
+
+/// The resource an outcome names, as the read models hold it now.
+fn resource(c: &Connection, outcome: &Stored) -> Result<Value, SqlError> {
+    use projections::views as v;
+    let found = match outcome {
+        Stored::Organization(id, _) => load(c, "organizations", id)?.map(|o| v::organization(&o)),
+        Stored::ApiKey(id) => load(c, "api_keys", id)?.map(|k| v::api_key(&k)),
+        Stored::WebhookEndpoint(id) => {
+            load(c, "webhook_endpoints", id)?.map(|e| v::webhook_endpoint(&e))
+        }
+        Stored::Connection(id) => load(c, "connections", id)?.map(|x| v::connection(&x)),
+        Stored::Invoice(id) => load(c, "invoices", id)?.map(|i| v::invoice(&i)),
+        Stored::Payment(id) => load(c, "payments", id)?.map(|p| v::payment(&p)),
+        Stored::Transaction(id, balance_id) => {
+            let t = rows::load_transaction(c, *id)?;
+            let b = rows::load_balance(c, &balance_id.to_string())?;
+            match (t, b) {
+                (Some(t), Some(b)) => Some(json!({
+                    "id": id.to_string(),
+                    "type": t.kind.as_str(),
+                    "balanceId": b.id.to_string(),
+                    "organizationId": b.organization_id.to_string(),
+                    "currency": b.currency.code(),
+                    "totalAfter": t.total_after.format(b.currency),
+                    "balance": v::balance(&b),
+                })),
+                _ => None,
+            }
+        }
+        Stored::Balance(id) => rows::load_balance(c, &id.to_string())?.map(|b| v::balance(&b)),
+        Stored::Withdrawal(id) => load(c, "withdrawals", id)?.map(|w| v::withdrawal(&w)),
+        Stored::Refund(id) => load(c, "refunds", id)?.map(|r| v::refund(&r)),
+        Stored::File(id) => load(c, "files", id)?.map(|f| v::file(&f)),
+        Stored::Bulk(results) => {
+            let mut rows = Vec::with_capacity(results.len());
+            for (subject, result) in results {
+                let id = subject.map(|s| s.to_string());
+                rows.push(match result {
+                    Ok(o) => json!({ "id": id, "ok": true, "data": resource(c, o)? }),
+                    Err(e) => json!({
+                        "id": id,
+                        "ok": false,
+                        "error": { "code": e.code, "message": e.message },
+                    }),
+                });
+            }
+            Some(json!({
+                "results": rows,
+                "succeeded": results.iter().filter(|(_, r)| r.is_ok()).count(),
+                "failed": results.iter().filter(|(_, r)| r.is_err()).count(),
+            }))
+        }
+        Stored::Nothing => Some(json!({})),
+    };
+    Ok(found.unwrap_or(Value::Null))
+}
+
+fn with_field(mut view: Value, name: &str, value: Value) -> Value {
+    if let Value::Object(m) = &mut view {
+        m.insert(name.into(), value);
+    }
+    view
+}
+
+/// Renders a success from the read models.
+fn render_recipe(c: &Connection, recipe: &Recipe) -> Result<Value, SqlError> {
+    Ok(match (&recipe.view, &recipe.outcome) {
+        (View::Resource, o) => resource(c, o)?,
+        (View::WithSecret(secret), o) => {
+            with_field(resource(c, o)?, "secret", Value::String(secret.clone()))
+        }
+        (View::Deleted, o) => with_field(resource(c, o)?, "deleted", Value::Bool(true)),
+        (View::NewOrganization { secret }, Stored::Organization(id, api_key_id)) => json!({
+            "organization": load(c, "organizations", id)?
+                .map(|o| projections::views::organization(&o)),
+            "apiKey": { "id": api_key_id.to_string(), "secret": secret, "permissions": ["*"] },
+        }),
+        (View::Deposit, Stored::Transaction(id, _)) => rows::load_transaction(c, *id)?
+            .map(|t| projections::views::transaction(&t))
+            .unwrap_or(Value::Null),
+        (_, o) => resource(c, o)?,
+    })
 }
 
 pub fn render_outcome() -> Render {
-    render_with(outcome_view)
+    render_view(View::Resource)
 }
 
-/// Renders a success with `f`; a refusal as the error response it maps to, so
-/// a retry of a refused request replays the same error.
-pub fn render_with(f: impl FnOnce(&Ledger, &Outcome) -> Value + Send + 'static) -> Render {
-    Box::new(move |ledger, result| match result {
+/// A success is kept as its recipe, rendered from the read models once they
+/// hold the command's effect; a refusal is rendered now (it needs no state),
+/// so a retry of a refused request replays the same error.
+pub fn render_view(view: View) -> Render {
+    Box::new(move |result| match result {
         Ok(outcome) => Rendered {
-            status: 200,
-            body: serde_json::to_vec(&f(ledger, outcome)).unwrap_or_default(),
+            status: IdempotencyRecord::PENDING_RENDER,
+            body: serde_json::to_vec(&Recipe {
+                view,
+                outcome: Stored::from(outcome),
+            })
+            .unwrap_or_default(),
         },
         Err(e) => {
             let e = ApiError::from(e.clone());
@@ -104,6 +236,43 @@ pub fn render_with(f: impl FnOnce(&Ledger, &Outcome) -> Value + Send + 'static) 
             }
         }
     })
+}
+
+/// The response for what the writer kept: a recipe is rendered now, from the
+/// read models (which have reached the command), and the rendered bytes
+/// replace the recipe in the idempotency record, first renderer wins, so
+/// every later retry gets exactly these bytes.
+async fn finish(
+    state: &AppState,
+    key: Option<IdempotencyKey>,
+    rendered: Rendered,
+) -> Result<(u16, Vec<u8>), ApiError> {
+    if rendered.status != IdempotencyRecord::PENDING_RENDER {
+        return Ok((rendered.status, rendered.body));
+    }
+    let recipe: Recipe = serde_json::from_slice(&rendered.body)
+        .map_err(|e| ApiError::internal("decoding a kept answer", e))?;
+    let value = state.sql(|c| render_recipe(c, &recipe))?;
+    let body = serde_json::to_vec(&value).map_err(|e| ApiError::internal("rendering", e))?;
+    let Some(key) = key else {
+        return Ok((200, body));
+    };
+    let log = state.log.clone();
+    let completed = tokio::task::spawn_blocking(move || {
+        match log.idempotency(&key)? {
+            Some(pending) if pending.is_pending_render() => {
+                log.complete_idempotency(&pending, 200, body).map(Some)
+            }
+            other => Ok(other),
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal("keeping the answer", e))?
+    .map_err(|e| ApiError::internal("keeping the answer", e))?;
+    match completed {
+        Some(record) if !record.is_pending_render() => Ok((record.status, record.body)),
+        _ => Err(ApiError::Internal("the kept answer vanished".into())),
+    }
 }
 
 /// Who the idempotency key belongs to.
@@ -158,7 +327,8 @@ pub async fn execute(state: &AppState, req: Request) -> Result<Response, ApiErro
             state.projections.wait_for(last_seq).await;
             let rendered = rendered
                 .ok_or_else(|| ApiError::Internal("command answered without a body".into()))?;
-            Ok(json_bytes(status(rendered.status), rendered.body))
+            let (code, body) = finish(state, idempotency.map(|i| i.key), rendered).await?;
+            Ok(json_bytes(status(code), body))
         }
         Reply::Executed {
             result: Err(e),
@@ -174,7 +344,17 @@ pub async fn execute(state: &AppState, req: Request) -> Result<Response, ApiErro
         Reply::Replayed(record) => {
             state.metrics.observe_command("replayed");
             state.projections.wait_for(record.last_seq).await;
-            let mut response = json_bytes(status(record.status), record.body);
+            let key = record.key;
+            let (code, body) = finish(
+                state,
+                Some(key),
+                Rendered {
+                    status: record.status,
+                    body: record.body,
+                },
+            )
+            .await?;
+            let mut response = json_bytes(status(code), body);
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));

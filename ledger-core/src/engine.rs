@@ -46,9 +46,11 @@ pub struct Rendered {
     pub body: Vec<u8>,
 }
 
-/// Renders a command's answer (its outcome, or why it was refused) against
-/// the state right after it.
-pub type Render = Box<dyn FnOnce(&Ledger, Result<&Outcome, &DomainError>) -> Rendered + Send>;
+/// Turns a command's answer (its outcome, or why it was refused) into what is
+/// kept for idempotent replays. It sees no state: rendering a resource is the
+/// read side's work (from the read models, after the fact), so the writer
+/// only encodes; see [`IdempotencyRecord::PENDING_RENDER`].
+pub type Render = Box<dyn FnOnce(Result<&Outcome, &DomainError>) -> Rendered + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Idempotency {
@@ -125,9 +127,15 @@ impl EngineStats {
     }
 }
 
-struct Queued {
-    submission: Submission,
-    reply: Waiter,
+/// A read-only look at the write model, run on the writer between batches.
+type Inspection = Box<dyn FnOnce(&Ledger) + Send>;
+
+enum Queued {
+    Command {
+        submission: Submission,
+        reply: Waiter,
+    },
+    Inspect(Inspection),
 }
 
 /// Cheap to clone; every clone talks to the same writer.
@@ -143,10 +151,28 @@ impl EngineHandle {
     pub async fn submit(&self, submission: Submission) -> Result<Reply, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Queued { submission, reply })
+            .send(Queued::Command { submission, reply })
             .await
             .map_err(|_| EngineError::Unavailable)?;
         rx.await.map_err(|_| EngineError::Unavailable)?
+    }
+
+    /// Runs `look` against the committed write model, after whatever the
+    /// writer holds now: what-if questions (bulk previews) are answered by the
+    /// same decisions as the commands, on the same state, without a copy of it.
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        look: impl FnOnce(&Ledger) -> T + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        let job: Inspection = Box::new(move |ledger| {
+            let _ = reply.send(look(ledger));
+        });
+        self.tx
+            .send(Queued::Inspect(job))
+            .await
+            .map_err(|_| EngineError::Unavailable)?;
+        rx.await.map_err(|_| EngineError::Unavailable)
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -236,6 +262,28 @@ impl Engine {
     }
 
     fn process(&mut self, batch: &mut Vec<Queued>) {
+        // Inspections see committed state only: they run after the batch.
+        let mut inspections: Vec<Inspection> = Vec::new();
+        let mut commands = Vec::with_capacity(batch.len());
+        for queued in batch.drain(..) {
+            match queued {
+                Queued::Command { submission, reply } => commands.push((submission, reply)),
+                Queued::Inspect(job) => inspections.push(job),
+            }
+        }
+        if !commands.is_empty() {
+            self.process_commands(commands);
+        }
+        for job in inspections {
+            // A panic in a look is the asker's bug; the writer lives on.
+            let ledger = &self.ledger;
+            if std::panic::catch_unwind(AssertUnwindSafe(|| job(ledger))).is_err() {
+                tracing::error!("panic while inspecting the write model");
+            }
+        }
+    }
+
+    fn process_commands(&mut self, batch: Vec<(Submission, Waiter)>) {
         self.stats.observe_batch(batch.len());
         let mut events: Vec<RecordedEvent> = Vec::new();
         let mut records: Vec<IdempotencyRecord> = Vec::new();
@@ -246,7 +294,7 @@ impl Engine {
         let mut followers: Vec<(usize, Waiter)> = Vec::new();
         let mut broken: Option<String> = None;
 
-        for Queued { submission, reply } in batch.drain(..) {
+        for (submission, reply) in batch {
             if broken.is_some() {
                 answers.push((reply, Err(EngineError::Internal("batch aborted".into()))));
                 continue;
@@ -295,7 +343,7 @@ impl Engine {
                     &mut ctx,
                     &mut events,
                 )?;
-                let rendered = render.map(|r| r(ledger, result.as_ref()));
+                let rendered = render.map(|r| r(result.as_ref()));
                 Ok::<_, InvariantViolation>((result, rendered))
             }));
             let (result, rendered) = match executed {

@@ -30,12 +30,15 @@ CREATE TABLE organizations (
     state   BLOB NOT NULL    -- the whole resource in the projection's own encoding (postcard); analysts use the columns
 );
 
--- API keys without secrets (nor their hashes).
+-- API keys. Never their secrets: `secret_sha256` is the SHA-256 of a 256-bit
+-- random secret, which checks a presented secret and reveals nothing usable
+-- (authentication reads it; `state` has it zeroed).
 CREATE TABLE api_keys (
     id               TEXT PRIMARY KEY,
     organization_id  TEXT NOT NULL,
     name             TEXT NOT NULL,
     permissions      TEXT NOT NULL,          -- space-separated, e.g. "invoices:read payments:read"
+    secret_sha256    TEXT NOT NULL,          -- hex
     expires_at_utc   TEXT,
     revoked_at_utc   TEXT,
     created_at_utc   TEXT NOT NULL,

@@ -5,15 +5,15 @@ use super::{path_id, Query};
 use crate::app::AppState;
 use crate::auth::{new_secret, Admin};
 use crate::body::JsonBody;
-use crate::commands::{execute, outcome_view, render_with, Request};
+use crate::commands::{execute, render_view, Request, View};
 use crate::error::{ApiError, ApiResult};
-use crate::views;
+
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use ledger_core::domain::{Command, Outcome};
+use ledger_core::domain::Command;
 use ledger_core::events::{Actor, Event};
 use ledger_core::ids::OrganizationId;
 use ledger_core::log::EventLog;
@@ -54,13 +54,7 @@ async fn create_organization(
     body: JsonBody<CreateOrganization>,
 ) -> ApiResult<Response> {
     let (secret, hash) = new_secret("es_");
-    let render = render_with(move |ledger, outcome| match outcome {
-        Outcome::Organization { id, api_key_id } => json!({
-            "organization": ledger.organizations.get(id).map(views::organization),
-            "apiKey": { "id": api_key_id.to_string(), "secret": secret, "permissions": ["*"] },
-        }),
-        other => outcome_view(ledger, other),
-    });
+    let render = render_view(View::NewOrganization { secret });
     execute(
         &state,
         Request {
@@ -102,31 +96,7 @@ async fn deposit(
     let currency = currency(&body.value.currency)?;
     let amount = Amount::parse(currency, &body.value.amount)
         .map_err(|e| ApiError::Validation(e.to_string()))?;
-    let reference = body.value.reference.clone();
-    let render = render_with(move |ledger, outcome| match outcome {
-        // The same shape as `GET /treasury/{orgId}/transactions/{id}` will show.
-        Outcome::Transaction { id, balance_id } => match ledger.balances.get(balance_id) {
-            Some(b) => views::transaction(&projections::Transaction {
-                id: *id,
-                seq: ledger.last_seq,
-                kind: projections::TransactionType::Deposit,
-                organization_id,
-                balance_id: *balance_id,
-                currency,
-                amount,
-                total_after: b.total,
-                reference: Some(reference),
-                invoice_id: None,
-                payment_id: None,
-                withdrawal_id: None,
-                refund_id: None,
-                counterparty_organization_id: None,
-                created_at: b.updated_at,
-            }),
-            None => serde_json::Value::Null,
-        },
-        other => outcome_view(ledger, other),
-    });
+    let render = render_view(View::Deposit);
     execute(
         &state,
         Request {

@@ -2,6 +2,7 @@
 
 use super::{path_id, Query};
 use crate::app::AppState;
+use projections::sql::queries;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::commands::{execute, json_value, render_outcome, Request};
@@ -127,14 +128,11 @@ async fn get_one(
 ) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
     let id: ConnectionId = path_id(&id, "connection")?;
-    let model = state.read_model()?;
-    let c = model
-        .ledger
-        .connections
-        .get(&id)
-        .filter(|c| c.party_of(caller.organization_id).is_some())
+    let org = caller.organization_id;
+    let c = state
+        .sql(|c| queries::access::connection_of(c, org, id))?
         .ok_or(ApiError::NotFound("connection"))?;
-    Ok(json_value(&views::connection(c)))
+    Ok(json_value(&views::connection(&c)))
 }
 
 async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
@@ -142,18 +140,16 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
     let status = q.get("status").cloned();
-    let model = state.read_model()?;
-    let items: Vec<_> = model
-        .connections_by_org
-        .get(&caller.organization_id)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.connections.get(id))
-        .filter(|c| status.as_deref().is_none_or(|s| c.status.as_str() == s))
-        .collect();
-    let (page, next) = paging::page(items, |c| c.id.to_string(), cursor, limit, false);
+    let org = caller.organization_id;
+    let page = queries::PageRequest {
+        after_key: cursor.as_deref(),
+        limit,
+        descending: false,
+    };
+    let (items, next) =
+        state.sql(|c| queries::access::connections_of(c, org, status.as_deref(), &page))?;
     Ok(json_value(&json!({
-        "data": page.into_iter().map(views::connection).collect::<Vec<_>>(),
-        "nextCursor": next,
+        "data": items.iter().map(views::connection).collect::<Vec<_>>(),
+        "nextCursor": next.as_deref().map(paging::encode_cursor),
     })))
 }

@@ -18,7 +18,10 @@ use ledger_core::domain::command::{
     InvoiceAction, InvoicePatch, LineItemInput, LineItemPatch, NewInvoice,
 };
 use ledger_core::domain::invoice::InvoiceStatus;
-use ledger_core::domain::{Command, Ctx};
+use ledger_core::domain::{Command, Ctx, Ledger};
+use ledger_core::events::Actor;
+use ledger_core::ids::OrganizationId;
+use ledger_core::time::Timestamp;
 use ledger_core::events::{Party, Permission, StreamId, StreamKind};
 use ledger_core::ids::{ConnectionId, FileId, InvoiceId, LineItemId};
 use ledger_core::log::EventLog;
@@ -453,10 +456,10 @@ async fn history(
 ) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
-    {
-        let model = state.read_model()?;
-        model.ledger.visible_invoice(caller.organization_id, id)?;
-    }
+    let org = caller.organization_id;
+    state
+        .sql(|c| queries::visible_invoice(c, org, id))?
+        .ok_or(ApiError::NotFound("invoice"))?;
     let log = state.log.clone();
     let stream = StreamId {
         kind: StreamKind::Invoice,
@@ -637,34 +640,54 @@ async fn bulk_preview(
 ) -> ApiResult<Response> {
     bulk_permission(&caller, name)?;
     let commands = bulk_commands(name, &body.value)?;
-    let model = state.read_model()?;
     let actor = caller.actor();
+    let org = caller.organization_id;
+    let now = state.clock.now();
+    let preview = state
+        .engine
+        .inspect(move |ledger| preview(ledger, &actor, org, name, &commands, now))
+        .await?;
+    Ok(json_value(&preview))
+}
+
+/// The bulk call's results as the engine would decide them now, approvals
+/// checked in order against what the earlier ones would reserve.
+fn preview(
+    ledger: &Ledger,
+    actor: &Actor,
+    org: OrganizationId,
+    name: &str,
+    commands: &[Command],
+    now: Timestamp,
+) -> serde_json::Value {
     let mut needed: BTreeMap<Currency, Amount> = BTreeMap::new();
     let mut results = Vec::with_capacity(commands.len());
     let mut new_id = uuid::Uuid::now_v7;
     let mut ctx = Ctx {
-        now: state.clock.now(),
+        now,
         ids: &mut new_id,
     };
-    for command in &commands {
+    let available = |c: Currency| {
+        ledger
+            .balance_of(org, c)
+            .map(|b| b.available())
+            .unwrap_or(Amount::ZERO)
+    };
+    for command in commands {
         let Command::Invoice { id, .. } = command else {
             continue;
         };
-        let mut result = model.ledger.decide(&actor, command, &mut ctx).map(|_| ());
+        let mut result = ledger.decide(actor, command, &mut ctx).map(|_| ());
         if let (Ok(()), "approve") = (&result, name) {
-            if let Some(inv) = model.ledger.invoices.get(id) {
+            if let Some(inv) = ledger.invoices.get(id) {
                 let want = needed.entry(inv.currency).or_insert(Amount::ZERO);
                 let total = want.checked_add(inv.totals().total).unwrap_or(*want);
-                let available = model
-                    .ledger
-                    .balance_of(caller.organization_id, inv.currency)
-                    .map(|b| b.available())
-                    .unwrap_or(Amount::ZERO);
-                if total > available {
+                let have = available(inv.currency);
+                if total > have {
                     result = Err(ledger_core::domain::DomainError::insufficient(
                         inv.currency,
                         total,
-                        available,
+                        have,
                     ));
                 } else {
                     *want = total;
@@ -682,18 +705,13 @@ async fn bulk_preview(
     let totals: Vec<_> = needed
         .iter()
         .map(|(c, amount)| {
-            let available = model
-                .ledger
-                .balance_of(caller.organization_id, *c)
-                .map(|b| b.available())
-                .unwrap_or(Amount::ZERO);
-            json!({ "currency": c.code(), "needed": amount.format(*c), "available": available.format(*c) })
+            json!({ "currency": c.code(), "needed": amount.format(*c), "available": available(*c).format(*c) })
         })
         .collect();
-    Ok(json_value(&json!({
+    json!({
         "results": results,
         "succeeded": results.iter().filter(|r| r["ok"] == true).count(),
         "failed": results.iter().filter(|r| r["ok"] == false).count(),
         "totals": totals,
-    })))
+    })
 }

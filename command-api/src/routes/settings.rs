@@ -2,9 +2,10 @@
 
 use super::path_id;
 use crate::app::AppState;
+use projections::sql::queries;
 use crate::auth::{new_secret, Caller};
 use crate::body::JsonBody;
-use crate::commands::{execute, json_value, outcome_view, render_outcome, render_with, Request};
+use crate::commands::{execute, json_value, render_outcome, render_view, Request, View};
 use crate::error::{ApiError, ApiResult};
 use crate::views;
 use axum::extract::{Path, State};
@@ -70,13 +71,7 @@ async fn create_key(
         })
         .transpose()?;
     let (secret, secret_hash) = new_secret("es_");
-    let render = render_with(move |ledger, outcome| {
-        let mut view = outcome_view(ledger, outcome);
-        if let Value::Object(m) = &mut view {
-            m.insert("secret".into(), Value::String(secret));
-        }
-        view
-    });
+    let render = render_view(View::WithSecret(secret));
     execute(
         &state,
         Request {
@@ -97,13 +92,10 @@ async fn create_key(
 
 async fn list_keys(caller: Caller, State(state): State<AppState>) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
-    let model = state.read_model()?;
-    let data: Vec<Value> = model
-        .api_keys_by_org
-        .get(&caller.organization_id)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.api_keys.get(id))
+    let org = caller.organization_id;
+    let data: Vec<Value> = state
+        .sql(|c| queries::access::api_keys_of(c, org))?
+        .iter()
         .map(views::api_key)
         .collect();
     Ok(json_value(&json!({ "data": data, "nextCursor": null })))
@@ -116,14 +108,11 @@ async fn get_key(
 ) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
     let id: ApiKeyId = path_id(&id, "API key")?;
-    let model = state.read_model()?;
-    let k = model
-        .ledger
-        .api_keys
-        .get(&id)
-        .filter(|k| k.organization_id == caller.organization_id)
+    let org = caller.organization_id;
+    let k = state
+        .sql(|c| queries::access::api_key_of(c, org, id))?
         .ok_or(ApiError::NotFound("API key"))?;
-    Ok(json_value(&views::api_key(k)))
+    Ok(json_value(&views::api_key(&k)))
 }
 
 #[derive(Deserialize, Default)]

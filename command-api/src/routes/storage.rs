@@ -4,6 +4,7 @@
 
 use super::{path_id, Query};
 use crate::app::AppState;
+use projections::sql::queries;
 use crate::auth::Caller;
 use crate::body::IDEMPOTENCY_KEY_HEADER;
 use crate::commands::{execute, json_value, render_outcome, Request as CommandRequest};
@@ -18,7 +19,6 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use ledger_core::domain::file::StoredFile;
 use ledger_core::domain::Command;
 use ledger_core::events::Permission;
 use ledger_core::ids::{FileId, OrganizationId, RequestId};
@@ -296,32 +296,6 @@ async fn upload(
     result
 }
 
-/// The file, if `org` owns it or can see an invoice it is attached to.
-pub fn readable(
-    model: &projections::ReadModel,
-    org: OrganizationId,
-    id: FileId,
-) -> Option<&StoredFile> {
-    let file = model.ledger.files.get(&id).filter(|f| !f.deleted)?;
-    if file.organization_id == org {
-        return Some(file);
-    }
-    let attached_visible = model
-        .ledger
-        .file_invoices
-        .get(&id)
-        .into_iter()
-        .flatten()
-        .any(|inv| {
-            model
-                .ledger
-                .invoices
-                .get(inv)
-                .is_some_and(|i| i.attachments.contains(&id) && i.party_of(org).is_some())
-        });
-    attached_visible.then_some(file)
-}
-
 async fn download(
     caller: Caller,
     State(state): State<AppState>,
@@ -329,12 +303,10 @@ async fn download(
 ) -> ApiResult<Response> {
     caller.require(Permission::StorageRead)?;
     let id: FileId = path_id(&id, "file")?;
-    let file = {
-        let model = state.read_model()?;
-        readable(&model, caller.organization_id, id)
-            .cloned()
-            .ok_or(ApiError::NotFound("file"))?
-    };
+    let org = caller.organization_id;
+    let file = state
+        .sql(|c| queries::access::readable_file(c, org, id))?
+        .ok_or(ApiError::NotFound("file"))?;
     let got = state
         .files
         .get(&object_path(file.organization_id, file.id))
@@ -364,28 +336,27 @@ async fn metadata(
 ) -> ApiResult<Response> {
     caller.require(Permission::StorageRead)?;
     let id: FileId = path_id(&id, "file")?;
-    let model = state.read_model()?;
-    let file = readable(&model, caller.organization_id, id).ok_or(ApiError::NotFound("file"))?;
-    Ok(json_value(&views::file(file)))
+    let org = caller.organization_id;
+    let file = state
+        .sql(|c| queries::access::readable_file(c, org, id))?
+        .ok_or(ApiError::NotFound("file"))?;
+    Ok(json_value(&views::file(&file)))
 }
 
 async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
     caller.require(Permission::StorageRead)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state.read_model()?;
-    let items: Vec<&StoredFile> = model
-        .files_by_org
-        .get(&caller.organization_id)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.files.get(id))
-        .filter(|f| !f.deleted)
-        .collect();
-    let (page, next) = paging::page(items, |f| f.id.to_string(), cursor, limit, false);
+    let org = caller.organization_id;
+    let page = queries::PageRequest {
+        after_key: cursor.as_deref(),
+        limit,
+        descending: false,
+    };
+    let (items, next) = state.sql(|c| queries::access::files_of(c, org, &page))?;
     Ok(json_value(&json!({
-        "data": page.into_iter().map(views::file).collect::<Vec<_>>(),
-        "nextCursor": next,
+        "data": items.iter().map(views::file).collect::<Vec<_>>(),
+        "nextCursor": next.as_deref().map(paging::encode_cursor),
     })))
 }
 

@@ -77,6 +77,16 @@ pub struct IdempotencyRecord {
     pub last_seq: u64,
 }
 
+impl IdempotencyRecord {
+    /// `status` of a record whose `body` is not a response yet but what the
+    /// caller needs to render it (from the read models, after the fact).
+    pub const PENDING_RENDER: u16 = 0;
+
+    pub fn is_pending_render(&self) -> bool {
+        self.status == Self::PENDING_RENDER
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogError {
     #[error("storage failure: {0}")]
@@ -127,6 +137,16 @@ pub trait EventLog: Send + Sync + 'static {
     fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, LogError>;
     /// Drops idempotency records written before `before`; returns how many.
     fn prune_idempotency(&self, before: Timestamp) -> Result<usize, LogError>;
+    /// Replaces a record written with [`IdempotencyRecord::PENDING_RENDER`]
+    /// by the response rendered for it, unless another caller did first;
+    /// returns the record as it now stands. Made durable with the log's next
+    /// commit: the answer is derived data, the decision it describes already is.
+    fn complete_idempotency(
+        &self,
+        pending: &IdempotencyRecord,
+        status: u16,
+        body: Vec<u8>,
+    ) -> Result<IdempotencyRecord, LogError>;
 }
 
 /// Checks one raw event against the hash of the one before it.

@@ -491,6 +491,31 @@ impl EventLog for SledLog {
         }
     }
 
+    fn complete_idempotency(
+        &self,
+        pending: &IdempotencyRecord,
+        status: u16,
+        body: Vec<u8>,
+    ) -> Result<IdempotencyRecord, LogError> {
+        let key = idem_key(&pending.key);
+        let old = codec::encode(pending)?;
+        let done = IdempotencyRecord {
+            status,
+            body,
+            ..pending.clone()
+        };
+        let new = codec::encode(&done)?;
+        match self
+            .db
+            .compare_and_swap(&key[..], Some(old), Some(new))
+            .map_err(storage)?
+        {
+            Ok(()) => Ok(done),
+            // Someone completed (or pruned) it first: theirs stands.
+            Err(_) => Ok(self.idempotency(&pending.key)?.unwrap_or(done)),
+        }
+    }
+
     fn prune_idempotency(&self, before: Timestamp) -> Result<usize, LogError> {
         let start = [IDEM_TIME];
         let mut end = [IDEM_TIME; 9];

@@ -71,15 +71,17 @@ pub fn save_organization(c: &Connection, o: &Organization, seq: u64) -> Result<(
     Ok(())
 }
 
-/// API keys are stored without their secret hash: the table is for reading.
+/// API keys keep their secret's hash in its own column for authentication
+/// (see the migration), and out of `state`.
 pub fn save_api_key(c: &Connection, k: &ApiKey, seq: u64) -> Result<(), SqlError> {
+    let hash = hex::encode(k.secret_hash);
     let mut k = k.clone();
     k.secret_hash = [0; 32];
     let permissions: Vec<&str> = k.permissions.iter().map(|p| p.name()).collect();
     c.prepare_cached(
         "INSERT INTO api_keys (id, organization_id, name, permissions, expires_at_utc, revoked_at_utc,
-                               created_at_utc, seq, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                               created_at_utc, seq, state, secret_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (id) DO UPDATE SET revoked_at_utc = excluded.revoked_at_utc, state = excluded.state",
     )?
     .execute(params![
@@ -91,7 +93,8 @@ pub fn save_api_key(c: &Connection, k: &ApiKey, seq: u64) -> Result<(), SqlError
         k.revoked_at.map(ts),
         ts(k.created_at),
         seq as i64,
-        blob("api_keys", k.id, &k)?
+        blob("api_keys", k.id, &k)?,
+        hash
     ])?;
     Ok(())
 }
@@ -535,4 +538,70 @@ pub fn save_file(c: &Connection, f: &StoredFile, seq: u64) -> Result<(), SqlErro
         blob("files", f.id, f)?
     ])?;
     Ok(())
+}
+
+const TRANSACTION_COLUMNS: &str = "id, seq, type, organization_id, balance_id, currency, amount, \
+     total_after, reference, invoice_id, payment_id, withdrawal_id, refund_id, \
+     counterparty_organization_id, created_micros";
+
+fn parse_opt<T: std::str::FromStr>(v: Option<String>) -> Result<Option<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.map(|s| s.parse::<T>().map_err(|e| e.to_string()))
+        .transpose()
+}
+
+/// A transaction from its row (transactions have no `state`: every field is a column).
+pub fn transaction_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<crate::Transaction, String>> {
+    let id: String = r.get(0)?;
+    let seq: i64 = r.get(1)?;
+    let kind: String = r.get(2)?;
+    let org: String = r.get(3)?;
+    let balance: String = r.get(4)?;
+    let currency: String = r.get(5)?;
+    let amount: String = r.get(6)?;
+    let total_after: String = r.get(7)?;
+    let reference: Option<String> = r.get(8)?;
+    let invoice: Option<String> = r.get(9)?;
+    let payment: Option<String> = r.get(10)?;
+    let withdrawal: Option<String> = r.get(11)?;
+    let refund: Option<String> = r.get(12)?;
+    let counterparty: Option<String> = r.get(13)?;
+    let created: i64 = r.get(14)?;
+    Ok((|| {
+        let money = |s: &str| Amount::parse_stored(s).map_err(|e| e.to_string());
+        Ok(crate::Transaction {
+            id: id.parse().map_err(|e: ledger_core::ids::IdError| e.to_string())?,
+            seq: seq.max(0) as u64,
+            kind: crate::TransactionType::parse(&kind).ok_or_else(|| format!("type {kind}"))?,
+            organization_id: org.parse().map_err(|e: ledger_core::ids::IdError| e.to_string())?,
+            balance_id: balance
+                .parse()
+                .map_err(|e: ledger_core::ids::IdError| e.to_string())?,
+            currency: Currency::parse(&currency).map_err(|e| e.to_string())?,
+            amount: money(&amount)?,
+            total_after: money(&total_after)?,
+            reference,
+            invoice_id: parse_opt(invoice)?,
+            payment_id: parse_opt(payment)?,
+            withdrawal_id: parse_opt(withdrawal)?,
+            refund_id: parse_opt(refund)?,
+            counterparty_organization_id: parse_opt(counterparty)?,
+            created_at: Timestamp::from_micros(created),
+        })
+    })())
+}
+
+pub fn load_transaction(
+    c: &Connection,
+    id: ledger_core::ids::TransactionId,
+) -> Result<Option<crate::Transaction>, SqlError> {
+    let sql = format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = ?1");
+    let row = c
+        .prepare_cached(&sql)?
+        .query_row([id.to_string()], transaction_row)
+        .optional()?;
+    row.map(|r| r.map_err(|e| corrupt("transactions", id, e)))
+        .transpose()
 }

@@ -147,3 +147,43 @@ pub fn list_invoices(
     };
     Ok((items.into_iter().map(|(i, _)| i).collect(), next))
 }
+
+/// Approved invoices whose due date has come and whose `payment.due` has not
+/// fired yet (index `invoices_due`).
+pub fn payment_due(c: &Connection, today: NaiveDate, limit: usize) -> Result<Vec<InvoiceId>, SqlError> {
+    ids(
+        c,
+        "SELECT id FROM invoices WHERE payment_due_notified = 0
+           AND status IN ('APPROVED', 'APPROVED_WITH_ADJUSTMENT') AND due_date <= ?1
+         ORDER BY due_date LIMIT ?2",
+        &today.to_string(),
+        limit,
+    )
+}
+
+/// Settled or cancelled invoices unchanged since `before` (index
+/// `invoices_by_status_updated`; RFC 3339 UTC text of one width orders as time).
+pub fn archivable(
+    c: &Connection,
+    before: ledger_core::time::Timestamp,
+    limit: usize,
+) -> Result<Vec<InvoiceId>, SqlError> {
+    ids(
+        c,
+        "SELECT id FROM invoices WHERE status IN ('SETTLED', 'CANCELLED') AND updated_at_utc <= ?1
+         ORDER BY updated_at_utc LIMIT ?2",
+        &before.rfc3339(),
+        limit,
+    )
+}
+
+fn ids(c: &Connection, sql: &str, arg: &str, limit: usize) -> Result<Vec<InvoiceId>, SqlError> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(rusqlite::params![arg, limit as i64], |r| r.get::<_, String>(0))?;
+    rows.map(|id| {
+        let id = id?;
+        id.parse()
+            .map_err(|e| crate::sql::corrupt("invoices", &id, e))
+    })
+    .collect()
+}
