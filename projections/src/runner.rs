@@ -2,11 +2,11 @@
 //! a sequence number (read-your-writes).
 
 use crate::model::ReadModel;
-use crate::outbox::{Outbox, OutboxError};
 use crate::snapshot::SnapshotStore;
+use crate::sql::outbox::Outbox;
 use crate::sql::{self, Readers};
-use crate::webhooks::OutboxEntry;
 use ledger_core::engine::EngineHandle;
+use ledger_core::events::RecordedEvent;
 use ledger_core::log::EventLog;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -21,8 +21,6 @@ pub enum ProjectionError {
     #[error("the read model lock was poisoned")]
     Poisoned,
     #[error(transparent)]
-    Outbox(#[from] OutboxError),
-    #[error(transparent)]
     Sql(#[from] crate::sql::SqlError),
 }
 
@@ -35,28 +33,42 @@ pub struct Projections {
     sql: Option<Readers>,
 }
 
+/// Where the SQL read models (and with them the webhook outbox) live.
+struct SqlSetup {
+    path: PathBuf,
+    /// The previous version's outbox directory, imported on first start.
+    legacy_outbox: Option<PathBuf>,
+}
+
 impl Projections {
-    /// Builds the read model from sequence 0, then follows the engine.
+    /// Builds the in-memory read model from sequence 0, then follows the
+    /// engine. No SQL read models, hence no webhook outbox.
     pub fn start(log: Arc<dyn EventLog>, engine: &EngineHandle) -> Result<Self, ProjectionError> {
-        Self::start_inner(log, engine, None, None, None)
+        Self::start_inner(log, engine, None, None)
     }
 
-    /// As [`Projections::start`], and feeds the webhook outbox kept in
-    /// `outbox_dir`: the deliveries of an event are durable before the event
-    /// counts as applied, so a reader that sees an event sees its deliveries.
-    pub fn start_with_outbox(
+    /// As [`Projections::start`], and keeps the SQL read models, webhook
+    /// outbox included, in the SQLite database at `sql_path` (resuming where
+    /// it stopped). `legacy_outbox` is where the previous version kept its
+    /// outbox: imported on the first start, then set aside.
+    pub fn start_with_sql(
         log: Arc<dyn EventLog>,
         engine: &EngineHandle,
-        outbox_dir: &std::path::Path,
+        sql_path: &Path,
+        legacy_outbox: Option<&Path>,
     ) -> Result<Self, ProjectionError> {
-        let outbox = Outbox::open(outbox_dir, log.head().last_seq)?;
-        Self::start_inner(log, engine, Some(outbox), None, None)
+        let setup = SqlSetup {
+            path: sql_path.to_path_buf(),
+            legacy_outbox: legacy_outbox.map(Path::to_path_buf),
+        };
+        Self::start_inner(log, engine, None, Some(setup))
     }
 
-    /// As [`Projections::start_with_outbox`], starting from the durable
-    /// checkpoint in `checkpoints` (when one is usable) and writing a new one
-    /// every `checkpoint_every` events; and keeps the SQL read models in the
-    /// SQLite database at `sql_path` (resuming where it stopped).
+    /// As [`Projections::start`], starting from the durable checkpoint in
+    /// `checkpoints` (when one is usable) and writing a new one every
+    /// `checkpoint_every` events; and keeps the SQL read models and the
+    /// webhook outbox at `sql_path` (see [`Projections::start_with_sql`],
+    /// `outbox_dir` being the previous version's outbox).
     pub fn start_with_checkpoints(
         log: Arc<dyn EventLog>,
         engine: &EngineHandle,
@@ -65,66 +77,48 @@ impl Projections {
         checkpoint_every: u64,
         sql_path: Option<&Path>,
     ) -> Result<Self, ProjectionError> {
-        let outbox = Outbox::open(outbox_dir, log.head().last_seq)?;
+        let setup = sql_path.map(|path| SqlSetup {
+            path: path.to_path_buf(),
+            legacy_outbox: Some(outbox_dir.to_path_buf()),
+        });
         Self::start_inner(
             log,
             engine,
-            Some(outbox),
             Some((checkpoints, checkpoint_every.max(1))),
-            sql_path.map(Path::to_path_buf),
+            setup,
         )
     }
 
     fn start_inner(
         log: Arc<dyn EventLog>,
         engine: &EngineHandle,
-        outbox: Option<Outbox>,
         checkpoints: Option<(SnapshotStore, u64)>,
-        sql_path: Option<PathBuf>,
+        sql_setup: Option<SqlSetup>,
     ) -> Result<Self, ProjectionError> {
         // Subscribe before catching up so no batch falls between the two.
         let mut events = engine.subscribe();
-        let mut sql_writer = match &sql_path {
-            Some(path) => {
-                let mut conn = sql::open_checked(path, log.as_ref())?;
-                let started = std::time::Instant::now();
-                let seq = sql::fold::catch_up(&mut conn, log.as_ref(), CATCH_UP_CHUNK)?;
-                tracing::info!(
-                    seq,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "SQL read models caught up"
-                );
-                Some(conn)
+        let (mut sql_writer, readers, outbox) = match &sql_setup {
+            Some(setup) => {
+                let (conn, readers, outbox) = open_sql(setup, log.as_ref())?;
+                (Some(conn), Some(readers), Some(outbox))
             }
-            None => None,
+            None => (None, None, None),
         };
-        let readers = sql_path.as_deref().map(Readers::new);
-        let outbox_checkpoint = match &outbox {
-            Some(o) => Some(o.checkpoint()?),
-            None => None,
-        };
-        // A checkpoint past the outbox's would skip deriving those events' deliveries.
         let mut model = checkpoints
             .as_ref()
-            .and_then(|(store, _)| store.load(log.as_ref(), outbox_checkpoint.unwrap_or(u64::MAX)))
+            .and_then(|(store, _)| store.load(log.as_ref(), u64::MAX))
             .unwrap_or_default();
-        model.webhooks_after = outbox_checkpoint;
         let loaded_seq = model.last_seq();
         catch_up(&mut model, log.as_ref())?;
-        if let Some(o) = &outbox {
-            o.record(model.last_seq(), &std::mem::take(&mut model.webhook_outbox))?;
-        }
         let (applied_tx, applied) = watch::channel(model.last_seq());
         let model = Arc::new(RwLock::new(model));
         let shared = model.clone();
-        let feed = outbox.clone();
+        let wake = outbox.clone();
         let checkpointing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Counted from the checkpoint loaded (0 if none), so a long replay at
         // start is checkpointed with the first batch after it.
         let mut last_checkpoint = loaded_seq;
         tokio::spawn(async move {
-            // Outbox entries not yet written (kept for the next try on failure).
-            let mut unwritten: Vec<OutboxEntry> = Vec::new();
             loop {
                 let batch = match events.recv().await {
                     Ok(batch) => Some(batch),
@@ -133,23 +127,21 @@ impl Projections {
                 };
                 let result = {
                     let Ok(mut m) = shared.write() else { break };
-                    let result = match &batch {
+                    match &batch {
                         Some(batch) => apply_batch(&mut m, batch, log.as_ref()),
                         None => catch_up(&mut m, log.as_ref()),
                     }
-                    .map(|_| m.last_seq());
-                    unwritten.append(&mut m.webhook_outbox);
-                    result
+                    .map(|_| m.last_seq())
                 };
                 match result {
                     Ok(seq) => {
-                        if let Some(outbox) = &feed {
-                            feed_outbox(outbox, seq, &mut unwritten).await;
-                        }
                         if let Some(conn) = sql_writer.take() {
                             match feed_sql(conn, log.clone(), batch.clone(), seq).await {
                                 Some(conn) => sql_writer = Some(conn),
                                 None => break,
+                            }
+                            if let Some(outbox) = wake.as_ref().filter(|_| may_deliver(&batch)) {
+                                outbox.notify();
                             }
                         }
                         applied_tx.send_replace(seq);
@@ -187,7 +179,7 @@ impl Projections {
         self.sql.as_ref()
     }
 
-    /// The webhook outbox, when started with one.
+    /// The webhook outbox (rows of the SQL read models), when started with them.
     pub fn outbox(&self) -> Option<&Outbox> {
         self.outbox.as_ref()
     }
@@ -228,27 +220,37 @@ fn checkpoint(
     });
 }
 
-/// Writes the entries derived through `seq` and moves the checkpoint there.
-/// On failure the entries are kept and written with the next batch (the
-/// checkpoint has not moved, so a restart re-derives them too).
-async fn feed_outbox(outbox: &Outbox, seq: u64, unwritten: &mut Vec<OutboxEntry>) {
-    let result = if unwritten.is_empty() {
-        // Only the checkpoint moves; no flush needed, so no blocking worth a thread.
-        outbox.record(seq, &[])
-    } else {
-        let outbox = outbox.clone();
-        let entries = std::mem::take(unwritten);
-        match tokio::task::spawn_blocking(move || (outbox.record(seq, &entries), entries)).await {
-            Ok((Ok(n), _)) => Ok(n),
-            Ok((Err(e), entries)) => {
-                *unwritten = entries;
-                Err(e)
-            }
-            Err(e) => Err(OutboxError::Storage(e.to_string())),
-        }
-    };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "webhook outbox write failed; retrying with the next batch");
+/// Opens the SQL read models (webhook outbox set up, see
+/// [`sql::outbox::open_projection`]) and brings them up to the log's head.
+fn open_sql(
+    setup: &SqlSetup,
+    log: &dyn EventLog,
+) -> Result<(rusqlite::Connection, Readers, Outbox), ProjectionError> {
+    let mut conn = sql::outbox::open_projection(&setup.path, log, setup.legacy_outbox.as_deref())?;
+    // The outbox writes from its own connection: a deferred transaction that
+    // read first could not upgrade to write past one of its commits, so each
+    // batch takes the write lock up front (waiting up to the busy timeout).
+    conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+    let started = std::time::Instant::now();
+    let seq = sql::fold::catch_up(&mut conn, log, CATCH_UP_CHUNK)?;
+    tracing::info!(
+        seq,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "SQL read models caught up"
+    );
+    let readers = Readers::new(&setup.path);
+    let outbox = Outbox::open(readers.clone())?;
+    Ok((conn, readers, outbox))
+}
+
+/// Whether a batch may have made deliveries (then the worker is woken rather
+/// than left to its next poll). A batch unknown (the subscriber lagged): yes.
+fn may_deliver(batch: &Option<Arc<[RecordedEvent]>>) -> bool {
+    match batch.as_deref() {
+        None => true,
+        Some(events) => events
+            .iter()
+            .any(|e| crate::webhooks::event_type(&e.event).is_some()),
     }
 }
 
@@ -262,7 +264,7 @@ const CATCH_UP_CHUNK: usize = 8192;
 async fn feed_sql(
     mut conn: rusqlite::Connection,
     log: Arc<dyn EventLog>,
-    batch: Option<Arc<[ledger_core::events::RecordedEvent]>>,
+    batch: Option<Arc<[RecordedEvent]>>,
     seq: u64,
 ) -> Option<rusqlite::Connection> {
     let done = tokio::task::spawn_blocking(move || {
@@ -305,7 +307,7 @@ fn catch_up(model: &mut ReadModel, log: &dyn EventLog) -> Result<(), ProjectionE
 
 fn apply_batch(
     model: &mut ReadModel,
-    batch: &[ledger_core::events::RecordedEvent],
+    batch: &[RecordedEvent],
     log: &dyn EventLog,
 ) -> Result<(), ProjectionError> {
     let Some(first) = batch.first() else {

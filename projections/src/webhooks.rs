@@ -1,21 +1,29 @@
 //! Webhook messages, derived purely from a committed event and the read model
 //! right after it: which `type` the event is, which organizations it goes to,
-//! and the payload they receive. The outbox ([`crate::outbox`]) turns each
-//! message into one delivery per matching endpoint.
+//! and the payload they receive. The outbox ([`crate::sql::outbox`]) turns
+//! each message into one delivery per matching endpoint.
 //!
 //! Everything here is a function of the log, so rebuilding the projection
-//! from sequence 0 derives exactly the same messages, ids and bytes again.
+//! from sequence 0 derives exactly the same messages, ids and bytes again;
+//! and the derivation is written once ([`route`]), whichever read model
+//! (in memory or SQL) the subject and the endpoints are loaded from.
 
-use crate::model::ReadModel;
+use crate::model::{ReadModel, Transaction};
 use crate::views;
 use ledger_core::domain::balance::Balance;
 use ledger_core::domain::connection::Connection;
 use ledger_core::domain::invoice::Invoice;
 use ledger_core::domain::payment::Payment;
 use ledger_core::domain::refund::Refund;
+use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::domain::withdrawal::Withdrawal;
-use ledger_core::events::{Event, RecordedEvent};
-use ledger_core::ids::{OrganizationId, TransactionId, WebhookEndpointId};
+use ledger_core::domain::Ledger;
+use ledger_core::events::{Event, RecordedEvent, StreamId, StreamKind};
+use ledger_core::ids::{
+    BalanceId, ConnectionId, InvoiceId, OrganizationId, PaymentId, RefundId, TransactionId,
+    WebhookEndpointId, WithdrawalId,
+};
+use ledger_core::log::{EventLog, LogError};
 use ledger_core::time::Timestamp;
 use serde_json::{json, Value};
 
@@ -133,20 +141,21 @@ pub fn event_type(event: &Event) -> Option<&'static str> {
     })
 }
 
-/// The resource an event is about, as it stands after the event.
-enum Subject<'a> {
-    Invoice(&'a Invoice),
-    Payment(&'a Payment),
-    Deposit(&'a Balance, TransactionId),
-    Withdrawal(&'a Withdrawal),
-    Refund(&'a Refund),
-    Connection(&'a Connection),
+/// Which resource an event is about: what must be loaded to derive its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKey {
+    Invoice(InvoiceId),
+    Payment(PaymentId),
+    /// The balance the deposit landed on, and its DEPOSIT transaction.
+    Deposit(BalanceId, TransactionId),
+    Withdrawal(WithdrawalId),
+    Refund(RefundId),
+    Connection(ConnectionId),
 }
 
-impl Subject<'_> {
-    fn of<'m>(event: &Event, model: &'m ReadModel) -> Option<Subject<'m>> {
+impl SubjectKey {
+    pub fn of(event: &Event) -> Option<SubjectKey> {
         use Event::*;
-        let ledger = &model.ledger;
         Some(match event {
             InvoiceCreated { id, .. }
             | InvoiceUpdated { id, .. }
@@ -164,40 +173,74 @@ impl Subject<'_> {
             | InvoiceSettled { id, .. }
             | InvoiceArchived { id }
             | InvoiceRestored { id }
-            | InvoicePaymentDue { id, .. } => Subject::Invoice(ledger.invoices.get(id)?),
-            PaymentCompleted { id, .. } | PaymentFailed { id, .. } => {
-                Subject::Payment(ledger.payments.get(id)?)
-            }
+            | InvoicePaymentDue { id, .. } => SubjectKey::Invoice(*id),
+            PaymentCompleted { id, .. } | PaymentFailed { id, .. } => SubjectKey::Payment(*id),
             FundsDeposited {
                 balance_id,
                 transaction_id,
                 ..
-            } => Subject::Deposit(ledger.balances.get(balance_id)?, *transaction_id),
+            } => SubjectKey::Deposit(*balance_id, *transaction_id),
             WithdrawalSubmitted { id, .. }
             | WithdrawalApproved { id, .. }
             | WithdrawalRejected { id, .. }
-            | WithdrawalCancelled { id } => Subject::Withdrawal(ledger.withdrawals.get(id)?),
+            | WithdrawalCancelled { id } => SubjectKey::Withdrawal(*id),
             RefundCreated { id, .. } | RefundApproved { id, .. } | RefundRejected { id, .. } => {
-                Subject::Refund(ledger.refunds.get(id)?)
+                SubjectKey::Refund(*id)
             }
             ConnectionRequested { id, .. } | ConnectionAccepted { id } => {
-                Subject::Connection(ledger.connections.get(id)?)
+                SubjectKey::Connection(*id)
             }
             _ => return None,
+        })
+    }
+}
+
+/// The resource an event is about, as it stands after the event. Owned, so
+/// it can come from the in-memory model or from the SQL read models alike.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    Invoice(Invoice),
+    Payment(Payment),
+    Deposit {
+        balance: Balance,
+        transaction_id: TransactionId,
+        /// None only if the read model lacks it (then a stub is sent).
+        transaction: Option<Transaction>,
+    },
+    Withdrawal(Withdrawal),
+    Refund(Refund),
+    Connection(Connection),
+}
+
+impl Subject {
+    /// The subject as the in-memory read model holds it.
+    pub fn from_model(key: SubjectKey, model: &ReadModel) -> Option<Subject> {
+        let ledger = &model.ledger;
+        Some(match key {
+            SubjectKey::Invoice(id) => Subject::Invoice(ledger.invoices.get(&id)?.clone()),
+            SubjectKey::Payment(id) => Subject::Payment(ledger.payments.get(&id)?.clone()),
+            SubjectKey::Deposit(balance, transaction_id) => Subject::Deposit {
+                balance: ledger.balances.get(&balance)?.clone(),
+                transaction_id,
+                transaction: model.transactions.get(&transaction_id).cloned(),
+            },
+            SubjectKey::Withdrawal(id) => Subject::Withdrawal(ledger.withdrawals.get(&id)?.clone()),
+            SubjectKey::Refund(id) => Subject::Refund(ledger.refunds.get(&id)?.clone()),
+            SubjectKey::Connection(id) => Subject::Connection(ledger.connections.get(&id)?.clone()),
         })
     }
 
     /// The organizations party to it, each once: both invoice parties (the
     /// seller alone while the invoice was never submitted), payer and payee,
     /// the balance's or withdrawal's owner, both connection parties.
-    fn parties(&self) -> Vec<OrganizationId> {
+    pub fn parties(&self) -> Vec<OrganizationId> {
         let mut parties = match self {
             Subject::Invoice(i) if i.visible_to_buyer => {
                 vec![i.seller_organization_id, i.buyer_organization_id]
             }
             Subject::Invoice(i) => vec![i.seller_organization_id],
             Subject::Payment(p) => vec![p.payer_organization_id, p.payee_organization_id],
-            Subject::Deposit(b, _) => vec![b.organization_id],
+            Subject::Deposit { balance, .. } => vec![balance.organization_id],
             Subject::Withdrawal(w) => vec![w.organization_id],
             Subject::Refund(r) => vec![r.payee_organization_id, r.payer_organization_id],
             Subject::Connection(c) => vec![c.seller_organization_id, c.buyer_organization_id],
@@ -206,22 +249,27 @@ impl Subject<'_> {
         parties
     }
 
-    fn data(&self, model: &ReadModel) -> Value {
+    /// The payload's `data`: the resource as the API shows it.
+    pub fn data(&self) -> Value {
         match self {
             Subject::Invoice(i) => views::invoice(i),
             Subject::Payment(p) => views::payment(p),
-            Subject::Deposit(b, transaction_id) => {
+            Subject::Deposit {
+                balance,
+                transaction_id,
+                transaction,
+            } => {
                 // The DEPOSIT transaction, with the balance it landed on.
-                let mut v = match model.transactions.get(transaction_id) {
+                let mut v = match transaction {
                     Some(t) => views::transaction(t),
                     None => json!({ "id": transaction_id.to_string(), "type": "DEPOSIT" }),
                 };
                 if let Value::Object(m) = &mut v {
                     m.insert(
                         "organizationId".into(),
-                        Value::String(b.organization_id.to_string()),
+                        Value::String(balance.organization_id.to_string()),
                     );
-                    m.insert("balance".into(), views::balance(b));
+                    m.insert("balance".into(), views::balance(balance));
                 }
                 v
             }
@@ -250,23 +298,6 @@ pub fn payload(
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// The messages one event makes, one per party, in party order.
-pub fn messages(recorded: &RecordedEvent, model: &ReadModel) -> Vec<WebhookMessage> {
-    let Some(event_type) = event_type(&recorded.event) else {
-        return Vec::new();
-    };
-    let Some(subject) = Subject::of(&recorded.event, model) else {
-        return Vec::new();
-    };
-    let data = subject.data(model);
-    subject
-        .parties()
-        .into_iter()
-        .enumerate()
-        .map(|(i, org)| message(recorded, event_type, i, org, data.clone()))
-        .collect()
-}
-
 fn message(
     recorded: &RecordedEvent,
     event_type: &'static str,
@@ -285,6 +316,45 @@ fn message(
     }
 }
 
+/// What the outbox must hold for this event: each message that has at least
+/// one endpoint to go to, given where the subject and the endpoints are
+/// read from (the in-memory model, or the SQL read models). Cheap when the
+/// event has no webhook type (nothing is loaded) or nobody listens (no
+/// payload is built).
+pub fn route<E>(
+    recorded: &RecordedEvent,
+    load: impl FnOnce(SubjectKey) -> Result<Option<Subject>, E>,
+    mut targets: impl FnMut(OrganizationId, &'static str) -> Result<Vec<WebhookEndpointId>, E>,
+) -> Result<Vec<OutboxEntry>, E> {
+    let Some(event_type) = event_type(&recorded.event) else {
+        return Ok(Vec::new());
+    };
+    let Some(key) = SubjectKey::of(&recorded.event) else {
+        return Ok(Vec::new());
+    };
+    let Some(subject) = load(key)? else {
+        return Ok(Vec::new());
+    };
+    let mut routed: Vec<(usize, OrganizationId, Vec<WebhookEndpointId>)> = Vec::new();
+    for (i, org) in subject.parties().into_iter().enumerate() {
+        let endpoints = targets(org, event_type)?;
+        if !endpoints.is_empty() {
+            routed.push((i, org, endpoints));
+        }
+    }
+    if routed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let data = subject.data();
+    Ok(routed
+        .into_iter()
+        .map(|(i, org, endpoints)| OutboxEntry {
+            message: message(recorded, event_type, i, org, data.clone()),
+            endpoints,
+        })
+        .collect())
+}
+
 /// The organization's enabled, not deleted endpoints whose filter wants the type.
 pub fn targets(model: &ReadModel, org: OrganizationId, event_type: &str) -> Vec<WebhookEndpointId> {
     model
@@ -293,38 +363,44 @@ pub fn targets(model: &ReadModel, org: OrganizationId, event_type: &str) -> Vec<
         .into_iter()
         .flatten()
         .filter_map(|id| model.ledger.webhook_endpoints.get(id))
-        .filter(|e| e.enabled && !e.deleted && e.wants(event_type))
+        .filter(|e| wanted_by(e, event_type))
         .map(|e| e.id)
         .collect()
 }
 
-/// What the outbox must hold for this event: each message that has at least
-/// one endpoint to go to. Cheap when nobody listens (no payload is built).
+/// Whether the endpoint takes a new message of this type now.
+pub fn wanted_by(e: &WebhookEndpoint, event_type: &str) -> bool {
+    e.enabled && !e.deleted && e.wants(event_type)
+}
+
+/// [`route`] over the in-memory read model.
 pub fn outbox_entries(recorded: &RecordedEvent, model: &ReadModel) -> Vec<OutboxEntry> {
-    let Some(event_type) = event_type(&recorded.event) else {
-        return Vec::new();
-    };
-    let Some(subject) = Subject::of(&recorded.event, model) else {
-        return Vec::new();
-    };
-    let routed: Vec<(usize, OrganizationId, Vec<WebhookEndpointId>)> = subject
-        .parties()
-        .into_iter()
-        .enumerate()
-        .map(|(i, org)| (i, org, targets(model, org, event_type)))
-        .filter(|(_, _, endpoints)| !endpoints.is_empty())
-        .collect();
-    if routed.is_empty() {
-        return Vec::new();
+    let routed: Result<_, std::convert::Infallible> = route(
+        recorded,
+        |key| Ok(Subject::from_model(key, model)),
+        |org, event_type| Ok(targets(model, org, event_type)),
+    );
+    routed.unwrap_or_else(|never| match never {})
+}
+
+/// An endpoint as its own event stream leaves it, signing secrets included
+/// (the read models keep none). None when the log has no such endpoint.
+pub fn endpoint_from_log(
+    log: &dyn EventLog,
+    id: WebhookEndpointId,
+) -> Result<Option<WebhookEndpoint>, LogError> {
+    let events = log.read_stream(StreamId {
+        kind: StreamKind::WebhookEndpoint,
+        id: id.as_uuid(),
+    })?;
+    // The write model's own fold, on a scratch ledger holding only this stream.
+    let mut scratch = Ledger::new();
+    for e in &events {
+        scratch
+            .evolve_detached(&e.event, e.at)
+            .map_err(|reason| LogError::Corrupt { seq: e.seq, reason })?;
     }
-    let data = subject.data(model);
-    routed
-        .into_iter()
-        .map(|(i, org, endpoints)| OutboxEntry {
-            message: message(recorded, event_type, i, org, data.clone()),
-            endpoints,
-        })
-        .collect()
+    Ok(scratch.webhook_endpoints.remove(&id))
 }
 
 #[cfg(test)]

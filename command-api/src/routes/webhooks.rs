@@ -1,12 +1,14 @@
 //! Settings: webhook endpoints, their deliveries, test messages and manual
-//! redelivery. Endpoint changes are commands (events in the log); deliveries
-//! live in the outbox (`projections::outbox`), drained by `crate::webhooks`.
+//! redelivery. Endpoint changes are commands (events in the log), read back
+//! from the SQL read models (`webhook_endpoints`, secrets blanked); deliveries
+//! live in the outbox (`projections::sql::outbox`, rows of the same
+//! database), drained by `crate::webhooks`.
 
 use super::{path_id, Query};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
-use crate::commands::{execute, json_value, outcome_view, render_with, Request};
+use crate::commands::{execute, json_value, render_view, Request, View};
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
 use crate::views;
@@ -19,7 +21,7 @@ use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::domain::Command;
 use ledger_core::events::Permission;
 use ledger_core::ids::WebhookEndpointId;
-use projections::outbox::{Delivery, DeliveryStatus, Outbox};
+use projections::sql::outbox::{self, Delivery, DeliveryStatus, Outbox};
 use projections::webhooks::{is_valid_filter, TEST_EVENT_TYPE};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
@@ -94,35 +96,26 @@ async fn check_url(state: &AppState, raw: &str) -> ApiResult<String> {
     Ok(raw.to_string())
 }
 
-fn outbox(state: &AppState) -> ApiResult<&Outbox> {
+fn outbox_of(state: &AppState) -> ApiResult<&Outbox> {
     state
         .projections
         .outbox()
         .ok_or_else(|| ApiError::Internal("the webhook outbox is not open".into()))
 }
 
-/// The caller's endpoint (not deleted); anything else is 404.
+/// The caller's endpoint (not deleted); anything else is 404. Without its
+/// secrets: the read models keep none.
 fn own_endpoint(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<WebhookEndpoint> {
     let id: WebhookEndpointId = path_id(raw, "webhook endpoint")?;
-    let model = state.read_model()?;
-    model
-        .ledger
-        .webhook_endpoints
-        .get(&id)
+    state
+        .sql(|c| outbox::endpoint(c, id))?
         .filter(|e| e.organization_id == caller.organization_id && !e.deleted)
-        .cloned()
         .ok_or(ApiError::NotFound("webhook endpoint"))
 }
 
 /// The endpoint view with its secret added (create and rotate only).
 fn render_with_secret(secret: String) -> ledger_core::engine::Render {
-    render_with(move |ledger, outcome| {
-        let mut view = outcome_view(ledger, outcome);
-        if let Value::Object(m) = &mut view {
-            m.insert("secret".into(), Value::String(secret));
-        }
-        view
-    })
+    render_view(View::WithSecret(secret))
 }
 
 pub fn delivery_view(d: &Delivery) -> Value {
@@ -188,18 +181,17 @@ async fn list(caller: Caller, State(state): State<AppState>, query: Query) -> Ap
     caller.require(Permission::SettingsRead)?;
     let limit = paging::limit(query.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(query.get("cursor").map(String::as_str))?;
-    let model = state.read_model()?;
-    let mut endpoints: Vec<&WebhookEndpoint> = model
-        .endpoints_by_org
-        .get(&caller.organization_id)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.webhook_endpoints.get(id))
-        .filter(|e| !e.deleted)
-        .collect();
-    endpoints.sort_by_key(|e| e.id);
-    let (page, next) = paging::page(endpoints, |e| e.id.to_string(), cursor, limit, false);
-    let data: Vec<Value> = page.into_iter().map(views::webhook_endpoint).collect();
+    let org = caller.organization_id;
+    // One more than the page: whether a next page exists.
+    let mut page = state.sql(|c| outbox::endpoints_of(c, org, cursor.as_deref(), limit + 1))?;
+    let next = if page.len() > limit {
+        page.truncate(limit);
+        page.last()
+            .map(|e| paging::encode_cursor(&e.id.to_string()))
+    } else {
+        None
+    };
+    let data: Vec<Value> = page.iter().map(views::webhook_endpoint).collect();
     Ok(json_value(&json!({ "data": data, "nextCursor": next })))
 }
 
@@ -256,13 +248,13 @@ async fn update(
                 enabled: v.enabled,
                 description,
             },
-            render: render_with(outcome_view),
+            render: render_view(View::Resource),
         },
     )
     .await?;
     if v.enabled == Some(true) && response.status().is_success() {
         // Deliveries held while it was disabled go out again.
-        let outbox = outbox(&state)?.clone();
+        let outbox = outbox_of(&state)?.clone();
         let now = state.clock.now();
         tokio::task::spawn_blocking(move || outbox.resume(endpoint.id, now))
             .await
@@ -294,13 +286,7 @@ async fn remove(
             request_id: body.request_id,
             fingerprint: body.fingerprint,
             command: Command::DeleteWebhookEndpoint { id: endpoint.id },
-            render: render_with(|ledger, outcome| {
-                let mut view = outcome_view(ledger, outcome);
-                if let Value::Object(m) = &mut view {
-                    m.insert("deleted".into(), Value::Bool(true));
-                }
-                view
-            }),
+            render: render_view(View::Deleted),
         },
     )
     .await
@@ -344,7 +330,7 @@ async fn send_test(
 ) -> ApiResult<Response> {
     caller.require(Permission::SettingsWrite)?;
     let endpoint = own_endpoint(&state, &caller, &id)?;
-    let outbox = outbox(&state)?.clone();
+    let outbox = outbox_of(&state)?.clone();
     let event_id = format!(
         "evt_test_{}",
         body.request_id
@@ -402,7 +388,7 @@ async fn deliveries(
             })
         })
         .transpose()?;
-    let (page, next) = outbox(&state)?
+    let (page, next) = outbox_of(&state)?
         .list(endpoint.id, before, status, limit)
         .map_err(|e| ApiError::internal("webhook outbox", e))?;
     let data: Vec<Value> = page.iter().map(delivery_view).collect();
@@ -423,7 +409,7 @@ async fn redeliver(
     caller.require(Permission::SettingsWrite)?;
     let endpoint = own_endpoint(&state, &caller, &id)?;
     let delivery_id = Uuid::parse_str(&delivery_id).map_err(|_| ApiError::NotFound("delivery"))?;
-    let outbox = outbox(&state)?.clone();
+    let outbox = outbox_of(&state)?.clone();
     match outbox.get(delivery_id) {
         Ok(Some(d)) if d.endpoint_id == endpoint.id => {}
         Ok(_) => return Err(ApiError::NotFound("delivery")),

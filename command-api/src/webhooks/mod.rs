@@ -1,5 +1,6 @@
 //! Webhook delivery: signing, the SSRF guard and the worker that drains the
-//! outbox (`projections::outbox`). Endpoints' routes are in
+//! outbox (`projections::sql::outbox`: rows of the SQL read models, derived
+//! in the projection's own transactions). Endpoints' routes are in
 //! `routes/webhooks.rs`.
 //!
 //! Guarantees: every delivery in the outbox is attempted until it succeeds or

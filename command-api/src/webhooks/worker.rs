@@ -1,17 +1,26 @@
-//! The delivery worker: polls the outbox for due deliveries (by the injected
-//! clock), sends each as a signed POST, records the attempt durably, and
-//! schedules the next one on `EXPEREON_WEBHOOK_RETRY_SCHEDULE`.
+//! The delivery worker: polls the outbox (rows of the SQL read models) for
+//! due deliveries (by the injected clock), sends each as a signed POST,
+//! records the attempt durably, and schedules the next one on
+//! `EXPEREON_WEBHOOK_RETRY_SCHEDULE`.
 //!
 //! Concurrency is bounded overall ([`MAX_IN_FLIGHT`]) and per endpoint
 //! ([`MAX_PER_ENDPOINT`]), and a delivery is never in flight twice: a slow or
-//! dead endpoint holds at most its own few slots while the rest flow.
+//! dead endpoint holds at most its own few slots while the rest flow. This
+//! process is the database's only writer, so claiming a delivery is taking
+//! it into `in_flight`; before sending, the delivery is read again and must
+//! still be PENDING and due (a redelivery or another attempt may have moved it).
+//!
+//! Signing secrets are not in the read models. Each attempt folds the
+//! endpoint's own event stream from the log ([`endpoint_of`]): a few indexed
+//! reads, next to an HTTP request, and never stale, so there is no cache to
+//! invalidate when a rotation, an update or a deletion commits.
 
 use crate::app::AppState;
 use crate::webhooks::{signing, ssrf};
 use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::ids::WebhookEndpointId;
 use ledger_core::time::Timestamp;
-use projections::outbox::{Attempt, Delivery, DeliveryStatus, Outbox, MAX_RESPONSE_BODY};
+use projections::sql::outbox::{Attempt, Delivery, DeliveryStatus, Outbox, MAX_RESPONSE_BODY};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -133,29 +142,31 @@ struct Outcome {
 }
 
 async fn attempt(state: AppState, outbox: Outbox, id: Uuid) {
+    let now = state.clock.now();
     let loaded = {
         let outbox = outbox.clone();
-        tokio::task::spawn_blocking(move || outbox.get(id)).await
+        let log = state.log.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let Some(delivery) = outbox.get(id).map_err(|e| e.to_string())? else {
+                return Ok(None);
+            };
+            // The schedule entry may be stale (another attempt or a redelivery moved it).
+            if delivery.status != DeliveryStatus::Pending
+                || !matches!(delivery.next_attempt_at, Some(t) if t <= now)
+            {
+                return Ok(None);
+            }
+            let endpoint = endpoint_of(log.as_ref(), delivery.endpoint_id)?;
+            Ok(Some((delivery, endpoint)))
+        })
+        .await
     };
-    let delivery = match loaded {
-        Ok(Ok(Some(d))) => d,
+    let (delivery, endpoint) = match loaded {
+        Ok(Ok(Some(loaded))) => loaded,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => return tracing::error!(error = %e, %id, "loading a webhook delivery"),
         Err(e) => return tracing::error!(error = %e, %id, "loading a webhook delivery"),
     };
-    let now = state.clock.now();
-    // The schedule entry may be stale (another attempt or a redelivery moved it).
-    if delivery.status != DeliveryStatus::Pending
-        || !matches!(delivery.next_attempt_at, Some(t) if t <= now)
-    {
-        return;
-    }
-    let endpoint: Option<WebhookEndpoint> = state.projections.read().ok().and_then(|m| {
-        m.ledger
-            .webhook_endpoints
-            .get(&delivery.endpoint_id)
-            .cloned()
-    });
     let outcome = match endpoint {
         None => not_sent(now, "endpoint not found"),
         Some(e) if e.deleted => not_sent(now, "endpoint deleted; not sent"),
@@ -218,17 +229,13 @@ async fn hold(state: &AppState, outbox: Outbox, id: Uuid, endpoint: WebhookEndpo
     if let Ok(Err(e)) = result {
         return tracing::error!(error = %e, %id, "holding a webhook delivery");
     }
-    let enabled_now = state
-        .projections
-        .read()
+    let log = state.log.clone();
+    let enabled_now = tokio::task::spawn_blocking(move || endpoint_of(log.as_ref(), endpoint))
+        .await
         .ok()
-        .and_then(|m| {
-            m.ledger
-                .webhook_endpoints
-                .get(&endpoint)
-                .map(|e| e.enabled && !e.deleted)
-        })
-        .unwrap_or(false);
+        .and_then(Result::ok)
+        .flatten()
+        .is_some_and(|e| e.enabled && !e.deleted);
     if enabled_now {
         let now = state.clock.now();
         let resumed = tokio::task::spawn_blocking(move || outbox.resume(endpoint, now)).await;
@@ -236,6 +243,14 @@ async fn hold(state: &AppState, outbox: Outbox, id: Uuid, endpoint: WebhookEndpo
             tracing::error!(error = %e, %endpoint, "resuming webhook deliveries");
         }
     }
+}
+
+/// The endpoint as its own event stream leaves it, with its signing secrets.
+fn endpoint_of(
+    log: &dyn ledger_core::log::EventLog,
+    id: WebhookEndpointId,
+) -> Result<Option<WebhookEndpoint>, String> {
+    projections::webhooks::endpoint_from_log(log, id).map_err(|e| e.to_string())
 }
 
 fn after(t: Timestamp, d: Duration) -> Timestamp {

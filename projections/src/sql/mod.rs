@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// The migrations, in order. Version n is `MIGRATIONS[n - 1]`.
-pub const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/0001_read_models.sql")];
+pub const MIGRATIONS: [&str; 2] = [
+    include_str!("../../migrations/0001_read_models.sql"),
+    include_str!("../../migrations/0002_webhook_outbox.sql"),
+];
 
 /// The database file inside a data directory.
 pub const FILE: &str = "read-models.sqlite";

@@ -2,6 +2,7 @@
 //! lookup by id and every list page is one indexed query, never a scan of an
 //! organization's history.
 
+pub mod access;
 pub mod invoices;
 pub mod payments;
 pub mod treasury;
