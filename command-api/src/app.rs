@@ -40,27 +40,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The read models, for a query; a poisoned lock is a 500 like any other fault.
-    pub fn read_model(
-        &self,
-    ) -> Result<std::sync::RwLockReadGuard<'_, projections::ReadModel>, ApiError> {
-        self.projections
-            .read()
-            .map_err(|e| ApiError::internal("read model", e))
-    }
-}
-
-impl AppState {
     /// Runs a query on the SQL read models (one consistent snapshot).
     pub fn sql<T>(
         &self,
         query: impl FnOnce(&rusqlite::Connection) -> Result<T, projections::sql::SqlError>,
     ) -> Result<T, ApiError> {
-        let readers = self
-            .projections
+        self.projections
             .sql()
-            .ok_or_else(|| ApiError::Internal("SQL read models are not running".into()))?;
-        readers
             .with(query)
             .map_err(|e| ApiError::internal("SQL read models", e))
     }
@@ -94,14 +80,19 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
     let dyn_log: Arc<dyn EventLog> = log.clone();
     let (engine, writer) = Engine::start(dyn_log.clone(), clock.clone(), EngineConfig::default())
         .context("loading the write model")?;
-    let projections = Projections::start_with_checkpoints(
+    // The previous version's read-model checkpoints: the SQL read models
+    // replace them.
+    let old_checkpoints = config.data_dir.join("read-models");
+    if old_checkpoints.is_dir() {
+        std::fs::remove_dir_all(&old_checkpoints)
+            .with_context(|| format!("removing {}", old_checkpoints.display()))?;
+        tracing::info!(dir = %old_checkpoints.display(), "old read-model checkpoints removed");
+    }
+    let projections = Projections::start(
         dyn_log,
         &engine,
-        &config.data_dir.join("outbox"),
-        projections::snapshot::SnapshotStore::open(&config.data_dir.join("read-models"))
-            .context("opening the read-model checkpoints")?,
-        config.checkpoint_every_events,
-        Some(&config.data_dir.join(projections::sql::FILE)),
+        &config.data_dir.join(projections::sql::FILE),
+        Some(&config.data_dir.join("outbox")),
     )
     .context("building the read models")?;
     let metrics = Arc::new(Metrics::default());

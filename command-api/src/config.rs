@@ -51,9 +51,6 @@ pub struct Config {
     /// How long API log records are kept.
     #[arg(long, env = "EXPEREON_API_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub api_log_retention: Duration,
-    /// A durable read-model checkpoint is written every this many events.
-    #[arg(long, env = "EXPEREON_CHECKPOINT_EVERY", default_value_t = 50_000)]
-    pub checkpoint_every_events: u64,
     /// sled page cache size.
     #[arg(long, env = "EXPEREON_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_bytes: u64,

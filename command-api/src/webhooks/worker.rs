@@ -54,10 +54,8 @@ impl WebhookWorker {
 pub fn spawn(state: AppState) -> WebhookWorker {
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
-        match state.projections.outbox().cloned() {
-            Some(outbox) => run(state, outbox, stopped).await,
-            None => tracing::warn!("no webhook outbox: webhook delivery is off"),
-        }
+        let outbox = state.projections.outbox().clone();
+        run(state, outbox, stopped).await;
     });
     WebhookWorker { stop, task }
 }

@@ -11,6 +11,7 @@ mod isolation;
 mod lifecycle;
 mod listing;
 mod observability;
+mod read_models;
 mod restart;
 #[allow(dead_code)]
 mod support;
