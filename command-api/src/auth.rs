@@ -4,13 +4,13 @@
 //! high-entropy secret needs no slow hash), and comparison is constant-time.
 
 use crate::app::AppState;
-use projections::sql::queries;
 use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine as _;
 use ledger_core::events::{Actor, Permission};
 use ledger_core::ids::{ApiKeyId, OrganizationId};
+use projections::sql::queries;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

@@ -2,11 +2,11 @@
 //! `payment.due`, auto-archive.
 
 use crate::app::AppState;
-use projections::sql::queries;
 use ledger_core::domain::Command;
 use ledger_core::engine::Submission;
 use ledger_core::events::Actor;
 use ledger_core::log::EventLog;
+use projections::sql::queries;
 use std::time::Duration;
 
 const TICK: Duration = Duration::from_secs(1);

@@ -258,13 +258,11 @@ async fn finish(
         return Ok((200, body));
     };
     let log = state.log.clone();
-    let completed = tokio::task::spawn_blocking(move || {
-        match log.idempotency(&key)? {
-            Some(pending) if pending.is_pending_render() => {
-                log.complete_idempotency(&pending, 200, body).map(Some)
-            }
-            other => Ok(other),
+    let completed = tokio::task::spawn_blocking(move || match log.idempotency(&key)? {
+        Some(pending) if pending.is_pending_render() => {
+            log.complete_idempotency(&pending, 200, body).map(Some)
         }
+        other => Ok(other),
     })
     .await
     .map_err(|e| ApiError::internal("keeping the answer", e))?

@@ -53,14 +53,18 @@ fn fold_memory(events: &[(RecordedEvent, [u8; 32])]) -> ReadModel {
 }
 
 fn count(conn: &Connection, table: &str) -> usize {
-    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
-        .unwrap() as usize
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap() as usize
 }
 
 fn check(conn: &Connection, m: &ReadModel) {
     let l = &m.ledger;
     for inv in l.invoices.values() {
-        let row: Invoice = rows::load(conn, "invoices", &inv.id.to_string()).unwrap().unwrap();
+        let row: Invoice = rows::load(conn, "invoices", &inv.id.to_string())
+            .unwrap()
+            .unwrap();
         assert_eq!(&row, inv);
         let lines = conn
             .query_row(
@@ -74,51 +78,72 @@ fn check(conn: &Connection, m: &ReadModel) {
     assert_eq!(count(conn, "invoices"), l.invoices.len());
     for p in l.payments.values() {
         let row: ledger_core::domain::payment::Payment =
-            rows::load(conn, "payments", &p.id.to_string()).unwrap().unwrap();
+            rows::load(conn, "payments", &p.id.to_string())
+                .unwrap()
+                .unwrap();
         assert_eq!(&row, p);
     }
     for w in l.withdrawals.values() {
         let row: ledger_core::domain::withdrawal::Withdrawal =
-            rows::load(conn, "withdrawals", &w.id.to_string()).unwrap().unwrap();
+            rows::load(conn, "withdrawals", &w.id.to_string())
+                .unwrap()
+                .unwrap();
         assert_eq!(&row, w);
     }
     for r in l.refunds.values() {
         let row: ledger_core::domain::refund::Refund =
-            rows::load(conn, "refunds", &r.id.to_string()).unwrap().unwrap();
+            rows::load(conn, "refunds", &r.id.to_string())
+                .unwrap()
+                .unwrap();
         assert_eq!(&row, r);
     }
     for c in l.connections.values() {
         let row: ledger_core::domain::connection::Connection =
-            rows::load(conn, "connections", &c.id.to_string()).unwrap().unwrap();
+            rows::load(conn, "connections", &c.id.to_string())
+                .unwrap()
+                .unwrap();
         assert_eq!(&row, c);
     }
     for f in l.files.values() {
         let row: ledger_core::domain::file::StoredFile =
-            rows::load(conn, "files", &f.id.to_string()).unwrap().unwrap();
+            rows::load(conn, "files", &f.id.to_string())
+                .unwrap()
+                .unwrap();
         assert_eq!(&row, f);
     }
     for o in l.organizations.values() {
         let row: ledger_core::domain::organization::Organization =
-            rows::load(conn, "organizations", &o.id.to_string()).unwrap().unwrap();
+            rows::load(conn, "organizations", &o.id.to_string())
+                .unwrap()
+                .unwrap();
         assert_eq!(&row, o);
     }
     for k in l.api_keys.values() {
         let mut row: ledger_core::domain::api_key::ApiKey =
-            rows::load(conn, "api_keys", &k.id.to_string()).unwrap().unwrap();
-        assert_eq!(row.secret_hash, [0; 32], "no secret hash in the read models");
+            rows::load(conn, "api_keys", &k.id.to_string())
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            row.secret_hash, [0; 32],
+            "no secret hash in the read models"
+        );
         row.secret_hash = k.secret_hash;
         assert_eq!(&row, k);
     }
     for e in l.webhook_endpoints.values() {
         let mut row: ledger_core::domain::webhook_endpoint::WebhookEndpoint =
-            rows::load(conn, "webhook_endpoints", &e.id.to_string()).unwrap().unwrap();
+            rows::load(conn, "webhook_endpoints", &e.id.to_string())
+                .unwrap()
+                .unwrap();
         assert!(row.secret.is_empty() && row.previous_secret.is_none());
         row.secret = e.secret.clone();
         row.previous_secret = e.previous_secret.clone();
         assert_eq!(&row, e);
     }
     for b in l.balances.values() {
-        let row = rows::load_balance(conn, &b.id.to_string()).unwrap().unwrap();
+        let row = rows::load_balance(conn, &b.id.to_string())
+            .unwrap()
+            .unwrap();
         assert_eq!(
             projections::views::balance(&row),
             projections::views::balance(b)
@@ -197,14 +222,9 @@ fn check_invoice_lists(conn: &Connection, m: &ReadModel) {
                         limit: 2,
                         descending,
                     };
-                    let (items, next) = queries::list_invoices(
-                        conn,
-                        *org,
-                        &InvoiceFilter::default(),
-                        sort,
-                        &page,
-                    )
-                    .unwrap();
+                    let (items, next) =
+                        queries::list_invoices(conn, *org, &InvoiceFilter::default(), sort, &page)
+                            .unwrap();
                     got.extend(items.into_iter().map(|i| i.id));
                     match next {
                         Some(k) => after = Some(k),
@@ -237,7 +257,10 @@ fn a_batch_already_applied_is_skipped_and_a_gap_is_refused() {
     let (_dir, mut conn) = fold_sql(&events[..10], 10);
     // The same batch again changes nothing.
     let again: Vec<RecordedEvent> = events[..10].iter().map(|(e, _)| e.clone()).collect();
-    assert_eq!(sql::fold::apply_batch(&mut conn, &again, events[9].1).unwrap(), 10);
+    assert_eq!(
+        sql::fold::apply_batch(&mut conn, &again, events[9].1).unwrap(),
+        10
+    );
     // A batch that skips seq 11 is refused, and nothing of it is written.
     let gap: Vec<RecordedEvent> = events[11..13].iter().map(|(e, _)| e.clone()).collect();
     assert!(sql::fold::apply_batch(&mut conn, &gap, events[12].1).is_err());
@@ -252,10 +275,7 @@ fn the_documented_analyst_queries_run_against_the_schema() {
     let (_dir, conn) = fold_sql(&events, events.len());
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/analyst-queries.sql");
     let text = std::fs::read_to_string(path).unwrap();
-    let statements: Vec<&str> = text
-        .split(';')
-        .filter(|s| s.contains("SELECT"))
-        .collect();
+    let statements: Vec<&str> = text.split(';').filter(|s| s.contains("SELECT")).collect();
     assert_eq!(statements.len(), 5);
     let mut with_rows = 0;
     for sql in statements {

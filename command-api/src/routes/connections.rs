@@ -2,7 +2,6 @@
 
 use super::{path_id, Query};
 use crate::app::AppState;
-use projections::sql::queries;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::commands::{execute, json_value, render_outcome, Request};
@@ -16,6 +15,7 @@ use axum::Router;
 use ledger_core::domain::Command;
 use ledger_core::events::{Party, Permission};
 use ledger_core::ids::{ConnectionId, OrganizationId};
+use projections::sql::queries;
 use serde::Deserialize;
 use serde_json::json;
 

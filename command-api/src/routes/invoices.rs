@@ -20,12 +20,12 @@ use ledger_core::domain::command::{
 use ledger_core::domain::invoice::InvoiceStatus;
 use ledger_core::domain::{Command, Ctx, Ledger};
 use ledger_core::events::Actor;
-use ledger_core::ids::OrganizationId;
-use ledger_core::time::Timestamp;
 use ledger_core::events::{Party, Permission, StreamId, StreamKind};
+use ledger_core::ids::OrganizationId;
 use ledger_core::ids::{ConnectionId, FileId, InvoiceId, LineItemId};
 use ledger_core::log::EventLog;
 use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
+use ledger_core::time::Timestamp;
 use projections::sql::queries::{self, InvoiceSort};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;

@@ -2,7 +2,6 @@
 
 use super::path_id;
 use crate::app::AppState;
-use projections::sql::queries;
 use crate::auth::{new_secret, Caller};
 use crate::body::JsonBody;
 use crate::commands::{execute, json_value, render_outcome, render_view, Request, View};
@@ -16,6 +15,7 @@ use ledger_core::domain::Command;
 use ledger_core::events::Permission;
 use ledger_core::ids::ApiKeyId;
 use ledger_core::time::Timestamp;
+use projections::sql::queries;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

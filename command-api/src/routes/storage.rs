@@ -4,7 +4,6 @@
 
 use super::{path_id, Query};
 use crate::app::AppState;
-use projections::sql::queries;
 use crate::auth::Caller;
 use crate::body::IDEMPOTENCY_KEY_HEADER;
 use crate::commands::{execute, json_value, render_outcome, Request as CommandRequest};
@@ -24,6 +23,7 @@ use ledger_core::events::Permission;
 use ledger_core::ids::{FileId, OrganizationId, RequestId};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
+use projections::sql::queries;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::pin::Pin;

@@ -553,7 +553,9 @@ where
 }
 
 /// A transaction from its row (transactions have no `state`: every field is a column).
-pub fn transaction_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<crate::Transaction, String>> {
+pub fn transaction_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<crate::Transaction, String>> {
     let id: String = r.get(0)?;
     let seq: i64 = r.get(1)?;
     let kind: String = r.get(2)?;
@@ -572,10 +574,14 @@ pub fn transaction_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<crate::
     Ok((|| {
         let money = |s: &str| Amount::parse_stored(s).map_err(|e| e.to_string());
         Ok(crate::Transaction {
-            id: id.parse().map_err(|e: ledger_core::ids::IdError| e.to_string())?,
+            id: id
+                .parse()
+                .map_err(|e: ledger_core::ids::IdError| e.to_string())?,
             seq: seq.max(0) as u64,
             kind: crate::TransactionType::parse(&kind).ok_or_else(|| format!("type {kind}"))?,
-            organization_id: org.parse().map_err(|e: ledger_core::ids::IdError| e.to_string())?,
+            organization_id: org
+                .parse()
+                .map_err(|e: ledger_core::ids::IdError| e.to_string())?,
             balance_id: balance
                 .parse()
                 .map_err(|e: ledger_core::ids::IdError| e.to_string())?,

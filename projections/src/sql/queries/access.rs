@@ -29,9 +29,8 @@ pub fn credential(c: &Connection, id: ApiKeyId) -> Result<Option<ApiKey>, SqlErr
 
 /// The organization's keys, oldest first (without their hashes).
 pub fn api_keys_of(c: &Connection, org: OrganizationId) -> Result<Vec<ApiKey>, SqlError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT state FROM api_keys WHERE organization_id = ?1 ORDER BY seq",
-    )?;
+    let mut stmt =
+        c.prepare_cached("SELECT state FROM api_keys WHERE organization_id = ?1 ORDER BY seq")?;
     let rows = stmt.query_map([org.to_string()], |r| r.get::<_, Vec<u8>>(0))?;
     rows.map(|b| decode("api_keys", &b?)).collect()
 }

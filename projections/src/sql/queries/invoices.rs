@@ -150,7 +150,11 @@ pub fn list_invoices(
 
 /// Approved invoices whose due date has come and whose `payment.due` has not
 /// fired yet (index `invoices_due`).
-pub fn payment_due(c: &Connection, today: NaiveDate, limit: usize) -> Result<Vec<InvoiceId>, SqlError> {
+pub fn payment_due(
+    c: &Connection,
+    today: NaiveDate,
+    limit: usize,
+) -> Result<Vec<InvoiceId>, SqlError> {
     ids(
         c,
         "SELECT id FROM invoices WHERE payment_due_notified = 0
@@ -179,7 +183,9 @@ pub fn archivable(
 
 fn ids(c: &Connection, sql: &str, arg: &str, limit: usize) -> Result<Vec<InvoiceId>, SqlError> {
     let mut stmt = c.prepare_cached(sql)?;
-    let rows = stmt.query_map(rusqlite::params![arg, limit as i64], |r| r.get::<_, String>(0))?;
+    let rows = stmt.query_map(rusqlite::params![arg, limit as i64], |r| {
+        r.get::<_, String>(0)
+    })?;
     rows.map(|id| {
         let id = id?;
         id.parse()
