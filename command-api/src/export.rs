@@ -1,18 +1,27 @@
 //! Streamed exports (CSV or JSON lines).
 //!
-//! The matching ids are collected first (16 bytes each); rows are then rendered
-//! a chunk at a time, each chunk under a short read lock, and sent as they are
-//! made. Memory stays bounded by the chunk, not by the export.
+//! Rows are read from the SQL read models a chunk at a time, each chunk one
+//! keyset query over `seq` (after the last row sent, up to where the log
+//! stood when the export began), rendered and sent as it is made. Memory
+//! stays bounded by the chunk, not by the export.
+//!
+//! An export reads through a connection of its own with a small page cache:
+//! it reads each page of its range once, so the pool's 16 MiB caches would
+//! only hold megabytes for as long as it streams, and lose their hot pages.
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use axum::body::Body;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use projections::ReadModel;
+use projections::sql::queries::payments::ExportChunk;
+use projections::sql::SqlError;
 use serde_json::Value;
 
 const CHUNK_ROWS: usize = 1000;
+
+/// The export connection's page cache, in KiB.
+const CACHE_KIB: i64 = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -28,11 +37,16 @@ pub fn format(q: &std::collections::HashMap<String, String>) -> ApiResult<Format
     }
 }
 
+/// Reads one chunk of an export: its rows rendered as the API shows them,
+/// each with the seq the next chunk resumes after.
+pub type ReadChunk =
+    dyn Fn(&rusqlite::Connection, ExportChunk) -> Result<Vec<(u64, Value)>, SqlError> + Send + Sync;
+
 /// How one kind of record is exported.
-pub struct Exporter<Id> {
+pub struct Exporter {
     pub name: &'static str,
     pub columns: &'static [&'static str],
-    pub json: fn(&ReadModel, &Id) -> Option<Value>,
+    pub read: Box<ReadChunk>,
 }
 
 fn csv_cell(v: &Value) -> String {
@@ -43,33 +57,23 @@ fn csv_cell(v: &Value) -> String {
     }
 }
 
-fn render_chunk<Id>(
-    model: &ReadModel,
-    ids: &[Id],
-    exporter: &Exporter<Id>,
-    format: Format,
-    with_header: bool,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ids.len() * 256);
+fn render_chunk(rows: &[(u64, Value)], columns: &[&str], format: Format, header: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 256);
     match format {
         Format::Jsonl => {
-            for id in ids {
-                if let Some(v) = (exporter.json)(model, id) {
-                    if serde_json::to_writer(&mut out, &v).is_ok() {
-                        out.push(b'\n');
-                    }
+            for (_, v) in rows {
+                if serde_json::to_writer(&mut out, v).is_ok() {
+                    out.push(b'\n');
                 }
             }
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(&mut out);
-            if with_header {
-                let _ = w.write_record(exporter.columns);
+            if header {
+                let _ = w.write_record(columns);
             }
-            for id in ids {
-                if let Some(v) = (exporter.json)(model, id) {
-                    let _ = w.write_record(exporter.columns.iter().map(|c| csv_cell(&v[*c])));
-                }
+            for (_, v) in rows {
+                let _ = w.write_record(columns.iter().map(|c| csv_cell(&v[*c])));
             }
             let _ = w.flush();
             drop(w);
@@ -78,47 +82,95 @@ fn render_chunk<Id>(
     out
 }
 
-pub fn stream<Id: Send + Sync + 'static>(
-    state: &AppState,
-    ids: Vec<Id>,
-    exporter: Exporter<Id>,
+fn export_connection(state: &AppState) -> ApiResult<rusqlite::Connection> {
+    let unavailable = |e: SqlError| ApiError::internal("SQL read models", e);
+    let path = state.projections.sql().path();
+    let conn = projections::sql::open_reader(path).map_err(unavailable)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
+        .map_err(|e| unavailable(e.into()))?;
+    Ok(conn)
+}
+
+/// Where an export stands between chunks.
+struct Progress {
+    conn: rusqlite::Connection,
+    exporter: Exporter,
     format: Format,
-) -> Response {
-    let exporter_name = exporter.name;
-    struct Cursor<Id> {
-        ids: Vec<Id>,
-        at: usize,
-        done: bool,
-        projections: projections::Projections,
-        exporter: Exporter<Id>,
-    }
-    let start = Cursor {
-        ids,
-        at: 0,
-        done: false,
-        projections: state.projections.clone(),
-        exporter,
-    };
-    let chunks = futures::stream::unfold(start, move |mut c| async move {
-        if c.done {
-            return None;
-        }
-        let end = (c.at + CHUNK_ROWS).min(c.ids.len());
-        let chunk = match c.projections.read() {
-            Ok(model) => Ok(render_chunk(
-                &model,
-                &c.ids[c.at..end],
-                &c.exporter,
-                format,
-                c.at == 0,
-            )),
-            Err(_) => Err(std::io::Error::other("read model unavailable")),
+    /// The log position when the export began: rows made later are left out.
+    through: u64,
+    /// The seq of the last row sent.
+    after: u64,
+    /// False once a chunk came back short (or failed).
+    more: bool,
+}
+
+impl Progress {
+    /// Reads and renders the next chunk; `None` when no rows are left (the
+    /// first chunk is rendered even then, for the CSV header).
+    fn next_chunk(&mut self, header: bool) -> ApiResult<Option<Vec<u8>>> {
+        let chunk = ExportChunk {
+            after: self.after,
+            through: self.through,
+            limit: CHUNK_ROWS,
         };
-        // The first chunk always goes out (an empty CSV still has its header).
-        c.done = end >= c.ids.len() || chunk.is_err();
-        c.at = end;
-        Some((chunk, c))
-    });
+        // One statement: one consistent snapshot of the chunk.
+        let rows = (self.exporter.read)(&self.conn, chunk)
+            .map_err(|e| ApiError::internal("SQL read models", e))?;
+        self.more = rows.len() >= CHUNK_ROWS;
+        match rows.last() {
+            Some((last, _)) => self.after = *last,
+            None if !header => return Ok(None),
+            None => {}
+        }
+        let columns = self.exporter.columns;
+        Ok(Some(render_chunk(&rows, columns, self.format, header)))
+    }
+}
+
+/// The export as a streamed response. The first chunk is read before the
+/// response starts, so a failing read is a 500 rather than a cut-off body.
+pub fn stream(state: &AppState, exporter: Exporter, format: Format) -> ApiResult<Response> {
+    let exporter_name = exporter.name;
+    let conn = export_connection(state)?;
+    let (through, _) =
+        projections::sql::position(&conn).map_err(|e| ApiError::internal("SQL read models", e))?;
+    let mut progress = Progress {
+        conn,
+        exporter,
+        format,
+        through,
+        after: 0,
+        more: true,
+    };
+    let first = progress.next_chunk(true)?.unwrap_or_default();
+    let chunks = futures::stream::unfold(
+        (Some(first), Some(progress)),
+        |(pending, progress)| async move {
+            if let Some(bytes) = pending {
+                return Some((Ok(bytes), (None, progress)));
+            }
+            let mut progress = progress.filter(|p| p.more)?;
+            // The query blocks on SQLite: off the async threads.
+            let read = tokio::task::spawn_blocking(move || {
+                let chunk = progress.next_chunk(false);
+                (chunk, progress)
+            })
+            .await;
+            let failed = match read {
+                Ok((Ok(Some(bytes)), progress)) => {
+                    return Some((Ok(bytes), (None, Some(progress))))
+                }
+                Ok((Ok(None), _)) => return None,
+                Ok((Err(e), _)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            // An error ends the body abruptly, so the client cannot take a
+            // partial export for a whole one.
+            tracing::error!(error = %failed, "export chunk failed");
+            let e = std::io::Error::other("read model unavailable");
+            Some((Err(e), (None, None)))
+        },
+    );
     let (content_type, ext) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Jsonl => ("application/x-ndjson", "jsonl"),
@@ -131,5 +183,5 @@ pub fn stream<Id: Send + Sync + 'static>(
     {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
-    response
+    Ok(response)
 }

@@ -13,11 +13,12 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::NaiveDate;
-use ledger_core::domain::payment::{Payment, PaymentStatus};
+use ledger_core::domain::payment::PaymentStatus;
 use ledger_core::domain::Command;
 use ledger_core::events::Permission;
 use ledger_core::ids::{InvoiceId, PaymentId};
 use ledger_core::time::Timestamp;
+use projections::sql::queries::payments::{self, LogPage, PaymentFilter};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -188,24 +189,11 @@ async fn get_one(
 ) -> ApiResult<Response> {
     caller.require(Permission::PaymentsRead)?;
     let id: PaymentId = path_id(&id, "payment")?;
-    let model = state.read_model()?;
-    let p = model
-        .ledger
-        .payments
-        .get(&id)
-        .filter(|p| {
-            p.payer_organization_id == caller.organization_id
-                || p.payee_organization_id == caller.organization_id
-        })
+    let org = caller.organization_id;
+    let p = state
+        .sql(|c| payments::visible_payment(c, org, id))?
         .ok_or(ApiError::NotFound("payment"))?;
-    Ok(json_value(&views::payment(p)))
-}
-
-pub struct PaymentFilter {
-    status: Option<PaymentStatus>,
-    invoice: Option<InvoiceId>,
-    from: Option<Timestamp>,
-    to: Option<Timestamp>,
+    Ok(json_value(&views::payment(&p)))
 }
 
 pub fn time_param(
@@ -228,48 +216,36 @@ pub fn time_param(
     }
 }
 
-impl PaymentFilter {
-    pub fn parse(q: &std::collections::HashMap<String, String>) -> ApiResult<Self> {
-        Ok(Self {
-            status: q
-                .get("status")
-                .map(|s| {
-                    PaymentStatus::parse(s)
-                        .ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`")))
-                })
-                .transpose()?,
-            invoice: q.get("invoiceId").map(|s| invoice_id(s)).transpose()?,
-            from: time_param(q, "from")?,
-            to: time_param(q, "to")?,
-        })
-    }
-
-    pub fn matches(&self, p: &Payment) -> bool {
-        self.status.is_none_or(|s| p.status == s)
-            && self.invoice.is_none_or(|i| p.invoice_id == i)
-            && self.from.is_none_or(|f| p.created_at >= f)
-            && self.to.is_none_or(|t| p.created_at < t)
-    }
+/// The list's and the export's filters, parsed at the edge.
+pub fn parse_filter(q: &std::collections::HashMap<String, String>) -> ApiResult<PaymentFilter> {
+    Ok(PaymentFilter {
+        status: q
+            .get("status")
+            .map(|s| {
+                PaymentStatus::parse(s)
+                    .ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`")))
+            })
+            .transpose()?,
+        invoice: q.get("invoiceId").map(|s| invoice_id(s)).transpose()?,
+        from: time_param(q, "from")?,
+        to: time_param(q, "to")?,
+    })
 }
 
 async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
     caller.require(Permission::PaymentsRead)?;
-    let filter = PaymentFilter::parse(&q)?;
+    let filter = parse_filter(&q)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state.read_model()?;
-    let items: Vec<&Payment> = model
-        .payments_by_org
-        .get(&caller.organization_id)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.payments.get(id))
-        .filter(|p| filter.matches(p))
-        .collect();
-    let (page, next) = paging::page(items, |p| p.id.to_string(), cursor, limit, false);
+    let org = caller.organization_id;
+    let page = LogPage {
+        after_key: cursor.as_deref(),
+        limit,
+    };
+    let (items, next) = state.sql(|c| payments::list_payments(c, org, &filter, &page))?;
     Ok(json_value(&json!({
-        "data": page.into_iter().map(views::payment).collect::<Vec<_>>(),
-        "nextCursor": next,
+        "data": items.iter().map(views::payment).collect::<Vec<_>>(),
+        "nextCursor": next.map(|k| paging::encode_cursor(&k)),
     })))
 }
 
@@ -290,28 +266,18 @@ const PAYMENT_COLUMNS: &[&str] = &[
 async fn export(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
     caller.require(Permission::PaymentsRead)?;
     let format = crate::export::format(&q)?;
-    let filter = PaymentFilter::parse(&q)?;
-    let ids: Vec<PaymentId> = {
-        let model = state.read_model()?;
-        model
-            .payments_by_org
-            .get(&caller.organization_id)
-            .into_iter()
-            .flatten()
-            .filter(|id| {
-                model
-                    .ledger
-                    .payments
-                    .get(id)
-                    .is_some_and(|p| filter.matches(p))
-            })
-            .copied()
-            .collect()
-    };
+    let filter = parse_filter(&q)?;
+    let org = caller.organization_id;
     let exporter = crate::export::Exporter {
         name: "payments",
         columns: PAYMENT_COLUMNS,
-        json: |model, id| model.ledger.payments.get(id).map(views::payment),
+        read: Box::new(move |c, chunk| {
+            let rows = payments::export_payments(c, org, &filter, chunk)?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, p)| (seq, views::payment(&p)))
+                .collect())
+        }),
     };
-    Ok(crate::export::stream(&state, ids, exporter, format))
+    crate::export::stream(&state, exporter, format)
 }

@@ -15,13 +15,14 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::{Datelike, Duration as Days, NaiveDate};
+use ledger_core::domain::balance::Balance;
 use ledger_core::domain::Command;
-use ledger_core::events::{Destination, Party, Permission};
+use ledger_core::events::{Destination, Permission};
 use ledger_core::ids::{BalanceId, OrganizationId, RefundId, TransactionId, WithdrawalId};
 use ledger_core::money::{Amount, Currency};
-use ledger_core::time::Timestamp;
-use projections::{Transaction, TransactionType};
+use projections::sql::queries::payments::LogPage;
+use projections::sql::queries::treasury::{self, Interval, TransactionFilter};
+use projections::TransactionType;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -90,29 +91,18 @@ async fn balances(
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let model = state.read_model()?;
-    let data: Vec<Value> = model
-        .balances_by_org
-        .get(&org)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.balances.get(id))
+    let data: Vec<Value> = state
+        .sql(|c| treasury::balances(c, org))?
+        .iter()
         .map(views::balance)
         .collect();
     Ok(json_value(&json!({ "data": data, "nextCursor": null })))
 }
 
-fn own_balance<'a>(
-    model: &'a projections::ReadModel,
-    org: OrganizationId,
-    raw: &str,
-) -> ApiResult<&'a ledger_core::domain::balance::Balance> {
+fn own_balance(state: &AppState, org: OrganizationId, raw: &str) -> ApiResult<Balance> {
     let id: BalanceId = path_id(raw, "balance")?;
-    model
-        .ledger
-        .balances
-        .get(&id)
-        .filter(|b| b.organization_id == org)
+    state
+        .sql(|c| treasury::own_balance(c, org, id))?
         .ok_or(ApiError::NotFound("balance"))
 }
 
@@ -124,17 +114,13 @@ async fn balance(
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let model = state.read_model()?;
-    let b = own_balance(&model, org, &id)?;
+    let b = own_balance(&state, org, &id)?;
     let Some(as_of) = time_param(&q, "asOf")? else {
-        return Ok(json_value(&views::balance(b)));
+        return Ok(json_value(&views::balance(&b)));
     };
     let c = b.currency;
-    // The last change at or before the moment holds the figures as they stood.
-    let last = model
-        .balance_changes
-        .get(&b.id)
-        .and_then(|changes| changes.iter().take_while(|ch| ch.at <= as_of).last());
+    let last = state.sql(|conn| treasury::balance_as_of(conn, b.id, as_of))?;
+    let last = last.as_ref();
     let zero = Amount::ZERO.format(c);
     Ok(json_value(&json!({
         "id": b.id.to_string(),
@@ -160,18 +146,15 @@ async fn changes(
     let org = own_org(&caller, &org)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state.read_model()?;
-    let b = own_balance(&model, org, &id)?;
-    let items: Vec<_> = model
-        .balance_changes
-        .get(&b.id)
-        .into_iter()
-        .flatten()
-        .collect();
-    let (page, next) = paging::page(items, |ch| format!("{:020}", ch.seq), cursor, limit, false);
+    let b = own_balance(&state, org, &id)?;
+    let page = LogPage {
+        after_key: cursor.as_deref(),
+        limit,
+    };
+    let (items, next) = state.sql(|c| treasury::list_balance_changes(c, b.id, &page))?;
     Ok(json_value(&json!({
-        "data": page.into_iter().map(|ch| views::balance_change(ch, b.currency)).collect::<Vec<_>>(),
-        "nextCursor": next,
+        "data": items.iter().map(|ch| views::balance_change(ch, b.currency)).collect::<Vec<_>>(),
+        "nextCursor": next.map(|k| paging::encode_cursor(&k)),
     })))
 }
 
@@ -182,53 +165,7 @@ async fn summary(
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let model = state.read_model()?;
-    #[derive(Default)]
-    struct Row {
-        total: Amount,
-        reserved: Amount,
-        collateral: Amount,
-        available: Amount,
-        receivable: Amount,
-        payable: Amount,
-    }
-    let mut rows: BTreeMap<Currency, Row> = BTreeMap::new();
-    for b in model
-        .balances_by_org
-        .get(&org)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.balances.get(id))
-    {
-        let r = rows.entry(b.currency).or_default();
-        r.total = b.total;
-        r.reserved = b.reserved;
-        r.collateral = b.collateral;
-        r.available = b.available();
-    }
-    for inv in model
-        .invoices_by_org
-        .get(&org)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.invoices.get(id))
-    {
-        let (Some(amount), true) = (
-            inv.approved_amount,
-            inv.status.is_approved()
-                || inv.status == ledger_core::domain::invoice::InvoiceStatus::CancellationRequested,
-        ) else {
-            continue;
-        };
-        let r = rows.entry(inv.currency).or_default();
-        match inv.party_of(org) {
-            Some(Party::Seller) => {
-                r.receivable = r.receivable.checked_add(amount).unwrap_or(r.receivable)
-            }
-            Some(Party::Buyer) => r.payable = r.payable.checked_add(amount).unwrap_or(r.payable),
-            None => {}
-        }
-    }
+    let rows = state.sql(|c| treasury::summary(c, org))?;
     let data: Vec<Value> = rows
         .iter()
         .map(|(c, r)| {
@@ -246,21 +183,6 @@ async fn summary(
     Ok(json_value(&json!({ "data": data })))
 }
 
-fn bucket_start(d: NaiveDate, interval: &str) -> NaiveDate {
-    match interval {
-        "week" => d - Days::days(i64::from(d.weekday().num_days_from_monday())),
-        "month" => d.with_day(1).unwrap_or(d),
-        _ => d,
-    }
-}
-
-fn is_inflow(kind: TransactionType) -> bool {
-    matches!(
-        kind,
-        TransactionType::Deposit | TransactionType::SettlementIn | TransactionType::RefundIn
-    )
-}
-
 async fn usage(
     caller: Caller,
     State(state): State<AppState>,
@@ -270,84 +192,48 @@ async fn usage(
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let interval = q.get("interval").map(String::as_str).unwrap_or("day");
-    if !["day", "week", "month"].contains(&interval) {
-        return Err(ApiError::Validation(
-            "interval must be day, week or month".into(),
-        ));
-    }
+    let interval = Interval::parse(interval)
+        .ok_or_else(|| ApiError::Validation("interval must be day, week or month".into()))?;
     let from = time_param(&q, "from")?;
     let to = time_param(&q, "to")?;
-    let model = state.read_model()?;
-    let b = own_balance(&model, org, &id)?;
+    let b = own_balance(&state, org, &id)?;
     let c = b.currency;
-    let mut buckets: BTreeMap<NaiveDate, (Amount, Amount, Amount)> = BTreeMap::new();
-    let txs = model
-        .transactions_by_org
-        .get(&org)
-        .into_iter()
-        .flatten()
-        .filter_map(|t| model.transactions.get(t))
-        .filter(|t| t.balance_id == b.id)
-        .filter(|t| from.is_none_or(|f| t.created_at >= f) && to.is_none_or(|x| t.created_at < x));
-    for t in txs {
-        let e = buckets
-            .entry(bucket_start(t.created_at.date(), interval))
-            .or_insert((Amount::ZERO, Amount::ZERO, Amount::ZERO));
-        if is_inflow(t.kind) {
-            e.0 = e.0.checked_add(t.amount).unwrap_or(e.0);
-        } else {
-            e.1 = e.1.checked_add(t.amount).unwrap_or(e.1);
-        }
-        e.2 = t.total_after;
-    }
+    let buckets = state.sql(|conn| treasury::usage(conn, b.id, interval, from, to))?;
     let data: Vec<Value> = buckets
         .iter()
-        .map(|(start, (inflow, outflow, closing))| {
+        .map(|u| {
             json!({
-                "start": start.to_string(),
-                "inflow": inflow.format(c),
-                "outflow": outflow.format(c),
-                "closingBalance": closing.format(c),
+                "start": u.start.to_string(),
+                "inflow": u.inflow.format(c),
+                "outflow": u.outflow.format(c),
+                "closingBalance": u.closing.format(c),
             })
         })
         .collect();
     Ok(json_value(
-        &json!({ "interval": interval, "currency": c.code(), "data": data }),
+        &json!({ "interval": interval.as_str(), "currency": c.code(), "data": data }),
     ))
 }
 
-pub struct TransactionFilter {
-    kind: Option<TransactionType>,
-    currency: Option<Currency>,
-    from: Option<Timestamp>,
-    to: Option<Timestamp>,
-}
-
-impl TransactionFilter {
-    pub fn parse(q: &std::collections::HashMap<String, String>) -> ApiResult<Self> {
-        Ok(Self {
-            kind: q
-                .get("type")
-                .map(|s| {
-                    TransactionType::parse(s)
-                        .ok_or_else(|| ApiError::Validation(format!("unknown type `{s}`")))
-                })
-                .transpose()?,
-            currency: q
-                .get("currency")
-                .map(|c| Currency::parse(c).map_err(|e| ApiError::Validation(e.to_string())))
-                .transpose()?,
-            from: time_param(q, "from")?,
-            to: time_param(q, "to")?,
-        })
-    }
-
-    pub fn matches(&self, t: &Transaction) -> bool {
-        self.kind.is_none_or(|k| t.kind == k)
-            && self.currency.is_none_or(|c| t.currency == c)
-            && self.from.is_none_or(|f| t.created_at >= f)
-            && self.to.is_none_or(|x| t.created_at < x)
-    }
+/// The transaction list's and export's filters, parsed at the edge.
+pub fn parse_transaction_filter(
+    q: &std::collections::HashMap<String, String>,
+) -> ApiResult<TransactionFilter> {
+    Ok(TransactionFilter {
+        kind: q
+            .get("type")
+            .map(|s| {
+                TransactionType::parse(s)
+                    .ok_or_else(|| ApiError::Validation(format!("unknown type `{s}`")))
+            })
+            .transpose()?,
+        currency: q
+            .get("currency")
+            .map(|c| Currency::parse(c).map_err(|e| ApiError::Validation(e.to_string())))
+            .transpose()?,
+        from: time_param(q, "from")?,
+        to: time_param(q, "to")?,
+    })
 }
 
 async fn transactions(
@@ -358,22 +244,17 @@ async fn transactions(
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let filter = TransactionFilter::parse(&q)?;
+    let filter = parse_transaction_filter(&q)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state.read_model()?;
-    let items: Vec<&Transaction> = model
-        .transactions_by_org
-        .get(&org)
-        .into_iter()
-        .flatten()
-        .filter_map(|t| model.transactions.get(t))
-        .filter(|t| filter.matches(t))
-        .collect();
-    let (page, next) = paging::page(items, |t| format!("{:020}", t.seq), cursor, limit, false);
+    let page = LogPage {
+        after_key: cursor.as_deref(),
+        limit,
+    };
+    let (items, next) = state.sql(|c| treasury::list_transactions(c, org, &filter, &page))?;
     Ok(json_value(&json!({
-        "data": page.into_iter().map(views::transaction).collect::<Vec<_>>(),
-        "nextCursor": next,
+        "data": items.iter().map(views::transaction).collect::<Vec<_>>(),
+        "nextCursor": next.map(|k| paging::encode_cursor(&k)),
     })))
 }
 
@@ -385,13 +266,10 @@ async fn transaction(
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: TransactionId = path_id(&id, "transaction")?;
-    let model = state.read_model()?;
-    let t = model
-        .transactions
-        .get(&id)
-        .filter(|t| t.organization_id == org)
+    let t = state
+        .sql(|c| treasury::own_transaction(c, org, id))?
         .ok_or(ApiError::NotFound("transaction"))?;
-    Ok(json_value(&views::transaction(t)))
+    Ok(json_value(&views::transaction(&t)))
 }
 
 #[derive(Deserialize)]
@@ -573,19 +451,15 @@ async fn withdrawals(
     let org = own_org(&caller, &org)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state.read_model()?;
-    let items: Vec<_> = model
-        .withdrawals_by_org
-        .get(&org)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.withdrawals.get(id))
-        .filter(|w| q.get("status").is_none_or(|s| w.status.as_str() == s))
-        .collect();
-    let (page, next) = paging::page(items, |w| w.id.to_string(), cursor, limit, false);
+    let status = q.get("status").map(String::as_str);
+    let page = LogPage {
+        after_key: cursor.as_deref(),
+        limit,
+    };
+    let (items, next) = state.sql(|c| treasury::list_withdrawals(c, org, status, &page))?;
     Ok(json_value(&json!({
-        "data": page.into_iter().map(views::withdrawal).collect::<Vec<_>>(),
-        "nextCursor": next,
+        "data": items.iter().map(views::withdrawal).collect::<Vec<_>>(),
+        "nextCursor": next.map(|k| paging::encode_cursor(&k)),
     })))
 }
 
@@ -597,14 +471,10 @@ async fn withdrawal(
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: WithdrawalId = path_id(&id, "withdrawal")?;
-    let model = state.read_model()?;
-    let w = model
-        .ledger
-        .withdrawals
-        .get(&id)
-        .filter(|w| w.organization_id == org)
+    let w = state
+        .sql(|c| treasury::own_withdrawal(c, org, id))?
         .ok_or(ApiError::NotFound("withdrawal"))?;
-    Ok(json_value(&views::withdrawal(w)))
+    Ok(json_value(&views::withdrawal(&w)))
 }
 
 #[derive(Deserialize)]
@@ -683,18 +553,14 @@ async fn refunds(
     let org = own_org(&caller, &org)?;
     let limit = paging::limit(q.get("limit").map(String::as_str))?;
     let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
-    let model = state.read_model()?;
-    let items: Vec<_> = model
-        .refunds_by_org
-        .get(&org)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| model.ledger.refunds.get(id))
-        .collect();
-    let (page, next) = paging::page(items, |r| r.id.to_string(), cursor, limit, false);
+    let page = LogPage {
+        after_key: cursor.as_deref(),
+        limit,
+    };
+    let (items, next) = state.sql(|c| treasury::list_refunds(c, org, &page))?;
     Ok(json_value(&json!({
-        "data": page.into_iter().map(views::refund).collect::<Vec<_>>(),
-        "nextCursor": next,
+        "data": items.iter().map(views::refund).collect::<Vec<_>>(),
+        "nextCursor": next.map(|k| paging::encode_cursor(&k)),
     })))
 }
 
@@ -706,14 +572,10 @@ async fn refund(
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: RefundId = path_id(&id, "refund")?;
-    let model = state.read_model()?;
-    let r = model
-        .ledger
-        .refunds
-        .get(&id)
-        .filter(|r| r.payee_organization_id == org || r.payer_organization_id == org)
+    let r = state
+        .sql(|c| treasury::visible_refund(c, org, id))?
         .ok_or(ApiError::NotFound("refund"))?;
-    Ok(json_value(&views::refund(r)))
+    Ok(json_value(&views::refund(&r)))
 }
 
 const TRANSACTION_COLUMNS: &[&str] = &[
@@ -740,27 +602,17 @@ async fn export_transactions(
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let format = crate::export::format(&q)?;
-    let filter = TransactionFilter::parse(&q)?;
-    let ids: Vec<TransactionId> = {
-        let model = state.read_model()?;
-        model
-            .transactions_by_org
-            .get(&org)
-            .into_iter()
-            .flatten()
-            .filter(|id| {
-                model
-                    .transactions
-                    .get(id)
-                    .is_some_and(|t| filter.matches(t))
-            })
-            .copied()
-            .collect()
-    };
+    let filter = parse_transaction_filter(&q)?;
     let exporter = crate::export::Exporter {
         name: "transactions",
         columns: TRANSACTION_COLUMNS,
-        json: |model, id| model.transactions.get(id).map(views::transaction),
+        read: Box::new(move |c, chunk| {
+            let rows = treasury::export_transactions(c, org, &filter, chunk)?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, t)| (seq, views::transaction(&t)))
+                .collect())
+        }),
     };
-    Ok(crate::export::stream(&state, ids, exporter, format))
+    crate::export::stream(&state, exporter, format)
 }
