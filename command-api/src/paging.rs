@@ -1,5 +1,5 @@
-//! Cursor paging over in-memory lists. The cursor is the position after the
-//! last item returned, encoded opaquely; `limit` is 1..=200 (default 50).
+//! Cursor paging: the cursor is the sort key of the last item returned,
+//! encoded opaquely; `limit` is 1..=200 (default 50).
 
 use crate::error::ApiError;
 use base64::Engine as _;
@@ -35,30 +35,4 @@ pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
             .map(Some)
             .ok_or_else(|| ApiError::Validation("cursor is not valid".into())),
     }
-}
-
-/// Takes a page from `items`, already filtered and sorted by `key`, starting
-/// after the cursor's key.
-pub fn page<T>(
-    items: Vec<T>,
-    key: impl Fn(&T) -> String,
-    cursor: Option<String>,
-    limit: usize,
-    descending: bool,
-) -> (Vec<T>, Option<String>) {
-    let start = match cursor {
-        None => 0,
-        Some(c) => items
-            .iter()
-            .position(|i| if descending { key(i) < c } else { key(i) > c })
-            .unwrap_or(items.len()),
-    };
-    let mut rest: Vec<T> = items.into_iter().skip(start).collect();
-    let next = if rest.len() > limit {
-        rest.truncate(limit);
-        rest.last().map(|l| encode_cursor(&key(l)))
-    } else {
-        None
-    };
-    (rest, next)
 }

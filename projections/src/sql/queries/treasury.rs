@@ -5,7 +5,7 @@
 
 use super::payments::keyset::{self, Args, ExportChunk, LogPage, Window};
 use crate::model::{BalanceChange, Transaction, TransactionType};
-use crate::sql::rows::{self, decode};
+use crate::sql::rows::{self, decode, TRANSACTION_COLUMNS};
 use crate::sql::{corrupt, SqlError};
 use chrono::{Datelike, Duration, NaiveDate};
 use ledger_core::domain::balance::Balance;
@@ -312,10 +312,6 @@ pub struct TransactionFilter {
     pub to: Option<Timestamp>,
 }
 
-/// The columns `rows::transaction_row` reads, in its order.
-const TRANSACTION_COLUMNS: &str = "id, seq, type, organization_id, balance_id, currency, amount,
-    total_after, reference, invoice_id, payment_id, withdrawal_id, refund_id,
-    counterparty_organization_id, created_micros";
 
 fn transaction_row(r: &Row<'_>) -> Result<(i64, Transaction), SqlError> {
     let t = rows::transaction_row(r)?.map_err(|e| corrupt("transactions", "?", e))?;
