@@ -341,10 +341,13 @@ fn balance_total(ledger: &Ledger, org: OrganizationId) -> Amount {
 
 /// The writer's own state, as it stands after what it holds now.
 async fn snapshot(handle: &EngineHandle) -> Ledger {
-    tokio::time::timeout(Duration::from_secs(30), handle.inspect(|ledger| ledger.clone()))
-        .await
-        .expect("the engine answers")
-        .expect("the engine runs")
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        handle.inspect(|ledger| ledger.clone()),
+    )
+    .await
+    .expect("the engine answers")
+    .expect("the engine runs")
 }
 
 fn assert_same_ledger(a: &Ledger, b: &Ledger) {

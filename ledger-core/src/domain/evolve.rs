@@ -5,7 +5,7 @@ use super::api_key::ApiKey;
 use super::balance::Balance;
 use super::connection::{Connection, ConnectionStatus};
 use super::file::StoredFile;
-use super::invoice::{Invoice, InvoiceStatus};
+use super::invoice::InvoiceState;
 use super::ledger::{InvariantViolation, Ledger};
 use super::organization::Organization;
 use super::payment::{Payment, PaymentStatus};
@@ -386,60 +386,17 @@ impl Ledger {
     }
 
     fn create_invoice(&mut self, event: &Event, at: crate::time::Timestamp) {
-        let Event::InvoiceCreated {
-            id,
-            connection_id,
-            seller_organization_id,
-            buyer_organization_id,
-            number,
-            currency,
-            issue_date,
-            due_date,
-            memo,
-            line_items,
-            attachments,
-        } = event
-        else {
+        let Some(inv) = InvoiceState::created(event, at) else {
             return;
         };
-        for f in attachments {
-            self.file_invoices.entry(*f).or_default().insert(*id);
+        for f in &inv.attachments {
+            self.file_invoices.entry(*f).or_default().insert(inv.id);
         }
         *self
             .invoices_by_seller
-            .entry(*seller_organization_id)
+            .entry(inv.seller_organization_id)
             .or_default() += 1;
-        self.invoices.insert(
-            *id,
-            Invoice {
-                id: *id,
-                connection_id: *connection_id,
-                seller_organization_id: *seller_organization_id,
-                buyer_organization_id: *buyer_organization_id,
-                number: number.clone(),
-                currency: *currency,
-                issue_date: *issue_date,
-                due_date: *due_date,
-                memo: memo.clone(),
-                line_items: line_items.clone(),
-                attachments: attachments.clone(),
-                status: InvoiceStatus::Draft,
-                approved_amount: None,
-                adjustment_reason: None,
-                dispute_reason: None,
-                info_request: None,
-                info_response: None,
-                cancellation: None,
-                cancellation_reason: None,
-                archived_from: None,
-                payment_id: None,
-                visible_to_buyer: false,
-                payment_due_notified: false,
-                version: 1,
-                created_at: at,
-                updated_at: at,
-            },
-        );
+        self.invoices.insert(inv.id, inv);
     }
 
     fn evolve_invoice(&mut self, event: &Event, at: crate::time::Timestamp) -> Result<(), String> {

@@ -192,136 +192,65 @@ pub fn totals(items: &[LineItem]) -> Totals {
 }
 
 impl Invoice {
+    /// The invoice a creation event makes.
+    pub fn created(event: &Event, at: Timestamp) -> Option<Invoice> {
+        let Event::InvoiceCreated {
+            id,
+            connection_id,
+            seller_organization_id,
+            buyer_organization_id,
+            number,
+            currency,
+            issue_date,
+            due_date,
+            memo,
+            line_items,
+            attachments,
+        } = event
+        else {
+            return None;
+        };
+        Some(Invoice {
+            id: *id,
+            connection_id: *connection_id,
+            seller_organization_id: *seller_organization_id,
+            buyer_organization_id: *buyer_organization_id,
+            number: number.clone(),
+            currency: *currency,
+            issue_date: *issue_date,
+            due_date: *due_date,
+            memo: memo.clone(),
+            line_items: line_items.clone(),
+            attachments: attachments.clone(),
+            status: InvoiceStatus::Draft,
+            approved_amount: None,
+            adjustment_reason: None,
+            dispute_reason: None,
+            info_request: None,
+            info_response: None,
+            cancellation: None,
+            cancellation_reason: None,
+            archived_from: None,
+            payment_id: None,
+            visible_to_buyer: false,
+            payment_due_notified: false,
+            version: 1,
+            created_at: at,
+            updated_at: at,
+        })
+    }
+
     pub fn totals(&self) -> Totals {
         totals(&self.line_items)
     }
 
     pub fn party_of(&self, org: OrganizationId) -> Option<Party> {
-        if org == self.seller_organization_id {
-            Some(Party::Seller)
-        } else if org == self.buyer_organization_id && self.visible_to_buyer {
-            Some(Party::Buyer)
-        } else {
-            None
-        }
-    }
-
-    pub fn organization_of(&self, party: Party) -> OrganizationId {
-        match party {
-            Party::Seller => self.seller_organization_id,
-            Party::Buyer => self.buyer_organization_id,
-        }
-    }
-
-    fn refuse(&self, action: &'static str) -> DomainError {
-        DomainError::InvalidTransition {
-            entity: "invoice",
-            action,
-            current: self.status.as_str(),
-        }
-    }
-
-    /// Checks an action's actor and state. `who` lists the parties that may take
-    /// the action at all (else 403); `from` the states it may start in (else 400).
-    pub fn check(
-        &self,
-        action: &'static str,
-        party: Party,
-        who: &[Party],
-        from: &[InvoiceStatus],
-    ) -> Result<(), DomainError> {
-        if !who.contains(&party) {
-            return Err(DomainError::Forbidden(format!(
-                "the {} may not {action} this invoice",
-                party_name(party)
-            )));
-        }
-        if !from.contains(&self.status) {
-            return Err(self.refuse(action));
-        }
-        Ok(())
-    }
-
-    pub fn check_submit(&self, party: Party) -> Result<(), DomainError> {
-        self.check(
-            "submit",
-            party,
-            &[Party::Seller],
-            &[InvoiceStatus::Draft, InvoiceStatus::Disputed],
-        )?;
-        self.check_submittable()
-    }
-
-    /// What an invoice needs before the buyer may be asked to approve it.
-    pub fn check_submittable(&self) -> Result<(), DomainError> {
-        if self.line_items.is_empty() || self.totals().total.is_zero() {
-            return Err(DomainError::Validation(
-                "an invoice needs at least one line item and a total above zero to be submitted"
-                    .into(),
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn check_cancel(&self, party: Party) -> Result<(), DomainError> {
-        let from: &[InvoiceStatus] = match party {
-            Party::Seller => &[
-                InvoiceStatus::Draft,
-                InvoiceStatus::Submitted,
-                InvoiceStatus::Disputed,
-            ],
-            Party::Buyer => &[InvoiceStatus::Disputed],
-        };
-        self.check("cancel", party, &[Party::Seller, Party::Buyer], from)
-    }
-
-    /// Accepting or rejecting a cancellation: only the requester's counterparty.
-    pub fn check_answer_cancellation(
-        &self,
-        action: &'static str,
-        party: Party,
-    ) -> Result<(), DomainError> {
-        match &self.cancellation {
-            Some(req) if self.status == InvoiceStatus::CancellationRequested => {
-                if req.by == party {
-                    Err(DomainError::Forbidden(format!(
-                        "only the counterparty of the requester may {action}"
-                    )))
-                } else {
-                    Ok(())
-                }
-            }
-            _ => Err(self.refuse(action)),
-        }
-    }
-
-    pub fn check_editable(&self, party: Party) -> Result<(), DomainError> {
-        self.check(
-            "update",
-            party,
-            &[Party::Seller],
-            &[
-                InvoiceStatus::Draft,
-                InvoiceStatus::Disputed,
-                InvoiceStatus::InfoRequested,
-            ],
+        party_of(
+            self.seller_organization_id,
+            self.buyer_organization_id,
+            self.visible_to_buyer,
+            org,
         )
-    }
-
-    pub fn check_line_items_editable(&self, party: Party) -> Result<(), DomainError> {
-        self.check(
-            "edit line items of",
-            party,
-            &[Party::Seller],
-            &[InvoiceStatus::Draft],
-        )
-    }
-
-    pub fn line_item(&self, id: LineItemId) -> Result<&LineItem, DomainError> {
-        self.line_items
-            .iter()
-            .find(|l| l.id == id)
-            .ok_or(DomainError::NotFound("line item"))
     }
 
     /// Applies one of this invoice's events. Panics never; an event that does not
@@ -426,6 +355,277 @@ impl Invoice {
         }
         self.version += 1;
         self.updated_at = at;
+    }
+}
+
+fn party_of(
+    seller: OrganizationId,
+    buyer: OrganizationId,
+    visible_to_buyer: bool,
+    org: OrganizationId,
+) -> Option<Party> {
+    if org == seller {
+        Some(Party::Seller)
+    } else if org == buyer && visible_to_buyer {
+        Some(Party::Buyer)
+    } else {
+        None
+    }
+}
+
+/// What decisions need of an invoice, and all the write model keeps of one:
+/// no number, memo, reasons or line descriptions once they can no longer be
+/// edited. Its lines are kept while it is a DRAFT (line edits merge with
+/// them), its cancellation request while one is open (accepting it repeats
+/// the reason); afterwards the total and the line count are enough. Memory
+/// is thus bounded by open business, not by history.
+///
+/// It evolves through [`Invoice::evolve`] itself (on a hollow invoice), so
+/// the state machine exists once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InvoiceState {
+    pub id: InvoiceId,
+    pub seller_organization_id: OrganizationId,
+    pub buyer_organization_id: OrganizationId,
+    pub currency: Currency,
+    pub status: InvoiceStatus,
+    pub visible_to_buyer: bool,
+    pub payment_due_notified: bool,
+    pub issue_date: NaiveDate,
+    pub due_date: NaiveDate,
+    pub total: Amount,
+    pub line_count: u32,
+    pub approved_amount: Option<Amount>,
+    pub archived_from: Option<InvoiceStatus>,
+    pub payment_id: Option<PaymentId>,
+    pub version: u64,
+    /// Only while DRAFT.
+    pub lines: Vec<LineItem>,
+    pub attachments: Vec<FileId>,
+    /// Only while CANCELLATION_REQUESTED.
+    pub cancellation: Option<CancellationRequest>,
+}
+
+impl InvoiceState {
+    pub fn created(event: &Event, at: Timestamp) -> Option<InvoiceState> {
+        Invoice::created(event, at).map(|full| {
+            let t = full.totals();
+            InvoiceState::keep(full, t.total)
+        })
+    }
+
+    /// The decision state of a full invoice.
+    pub fn of(full: &Invoice) -> InvoiceState {
+        InvoiceState::keep(full.clone(), full.totals().total)
+    }
+
+    fn keep(full: Invoice, total: Amount) -> InvoiceState {
+        let draft = full.status == InvoiceStatus::Draft;
+        let requested = full.status == InvoiceStatus::CancellationRequested;
+        let line_count = u32::try_from(full.line_items.len()).unwrap_or(u32::MAX);
+        InvoiceState {
+            id: full.id,
+            seller_organization_id: full.seller_organization_id,
+            buyer_organization_id: full.buyer_organization_id,
+            currency: full.currency,
+            status: full.status,
+            visible_to_buyer: full.visible_to_buyer,
+            payment_due_notified: full.payment_due_notified,
+            issue_date: full.issue_date,
+            due_date: full.due_date,
+            total,
+            line_count,
+            approved_amount: full.approved_amount,
+            archived_from: full.archived_from,
+            payment_id: full.payment_id,
+            version: full.version,
+            lines: if draft { full.line_items } else { Vec::new() },
+            attachments: full.attachments,
+            cancellation: if requested { full.cancellation } else { None },
+        }
+    }
+
+    /// The invoice as far as this state knows it: what `Invoice::evolve` reads.
+    fn hollow(&mut self) -> Invoice {
+        Invoice {
+            id: self.id,
+            connection_id: crate::ids::ConnectionId::from_uuid(uuid::Uuid::nil()),
+            seller_organization_id: self.seller_organization_id,
+            buyer_organization_id: self.buyer_organization_id,
+            number: String::new(),
+            currency: self.currency,
+            issue_date: self.issue_date,
+            due_date: self.due_date,
+            memo: None,
+            line_items: std::mem::take(&mut self.lines),
+            attachments: std::mem::take(&mut self.attachments),
+            status: self.status,
+            approved_amount: self.approved_amount,
+            adjustment_reason: None,
+            dispute_reason: None,
+            info_request: None,
+            info_response: None,
+            cancellation: self.cancellation.take(),
+            cancellation_reason: None,
+            archived_from: self.archived_from,
+            payment_id: self.payment_id,
+            visible_to_buyer: self.visible_to_buyer,
+            payment_due_notified: self.payment_due_notified,
+            version: self.version,
+            created_at: Timestamp::default(),
+            updated_at: Timestamp::default(),
+        }
+    }
+
+    pub fn evolve(&mut self, event: &Event, at: Timestamp) {
+        let (line_count, total) = (self.line_count, self.total);
+        let mut full = self.hollow();
+        full.evolve(event, at);
+        let relined = matches!(
+            event,
+            Event::InvoiceUpdated {
+                line_items: Some(_),
+                ..
+            } | Event::LineItemAdded { .. }
+                | Event::LineItemUpdated { .. }
+                | Event::LineItemRemoved { .. }
+        );
+        let total = if relined { full.totals().total } else { total };
+        let count = full.line_items.len();
+        *self = InvoiceState::keep(full, total);
+        if !relined {
+            self.line_count = line_count;
+        } else {
+            self.line_count = u32::try_from(count).unwrap_or(u32::MAX);
+        }
+    }
+
+    pub fn party_of(&self, org: OrganizationId) -> Option<Party> {
+        party_of(
+            self.seller_organization_id,
+            self.buyer_organization_id,
+            self.visible_to_buyer,
+            org,
+        )
+    }
+
+    pub fn organization_of(&self, party: Party) -> OrganizationId {
+        match party {
+            Party::Seller => self.seller_organization_id,
+            Party::Buyer => self.buyer_organization_id,
+        }
+    }
+
+    fn refuse(&self, action: &'static str) -> DomainError {
+        DomainError::InvalidTransition {
+            entity: "invoice",
+            action,
+            current: self.status.as_str(),
+        }
+    }
+
+    /// Checks an action's actor and state. `who` lists the parties that may take
+    /// the action at all (else 403); `from` the states it may start in (else 400).
+    pub fn check(
+        &self,
+        action: &'static str,
+        party: Party,
+        who: &[Party],
+        from: &[InvoiceStatus],
+    ) -> Result<(), DomainError> {
+        if !who.contains(&party) {
+            return Err(DomainError::Forbidden(format!(
+                "the {} may not {action} this invoice",
+                party_name(party)
+            )));
+        }
+        if !from.contains(&self.status) {
+            return Err(self.refuse(action));
+        }
+        Ok(())
+    }
+
+    pub fn check_submit(&self, party: Party) -> Result<(), DomainError> {
+        self.check(
+            "submit",
+            party,
+            &[Party::Seller],
+            &[InvoiceStatus::Draft, InvoiceStatus::Disputed],
+        )?;
+        self.check_submittable()
+    }
+
+    /// What an invoice needs before the buyer may be asked to approve it.
+    pub fn check_submittable(&self) -> Result<(), DomainError> {
+        if self.line_count == 0 || self.total.is_zero() {
+            return Err(DomainError::Validation(
+                "an invoice needs at least one line item and a total above zero to be submitted"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn check_cancel(&self, party: Party) -> Result<(), DomainError> {
+        let from: &[InvoiceStatus] = match party {
+            Party::Seller => &[
+                InvoiceStatus::Draft,
+                InvoiceStatus::Submitted,
+                InvoiceStatus::Disputed,
+            ],
+            Party::Buyer => &[InvoiceStatus::Disputed],
+        };
+        self.check("cancel", party, &[Party::Seller, Party::Buyer], from)
+    }
+
+    /// Accepting or rejecting a cancellation: only the requester's counterparty.
+    pub fn check_answer_cancellation(
+        &self,
+        action: &'static str,
+        party: Party,
+    ) -> Result<(), DomainError> {
+        match &self.cancellation {
+            Some(req) if self.status == InvoiceStatus::CancellationRequested => {
+                if req.by == party {
+                    Err(DomainError::Forbidden(format!(
+                        "only the counterparty of the requester may {action}"
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err(self.refuse(action)),
+        }
+    }
+
+    pub fn check_editable(&self, party: Party) -> Result<(), DomainError> {
+        self.check(
+            "update",
+            party,
+            &[Party::Seller],
+            &[
+                InvoiceStatus::Draft,
+                InvoiceStatus::Disputed,
+                InvoiceStatus::InfoRequested,
+            ],
+        )
+    }
+
+    pub fn check_line_items_editable(&self, party: Party) -> Result<(), DomainError> {
+        self.check(
+            "edit line items of",
+            party,
+            &[Party::Seller],
+            &[InvoiceStatus::Draft],
+        )
+    }
+
+    /// A line of a draft (the only state whose lines can be edited one by one).
+    pub fn line_item(&self, id: LineItemId) -> Result<&LineItem, DomainError> {
+        self.lines
+            .iter()
+            .find(|l| l.id == id)
+            .ok_or(DomainError::NotFound("line item"))
     }
 }
 

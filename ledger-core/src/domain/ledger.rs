@@ -5,7 +5,7 @@ use super::balance::Balance;
 use super::command::*;
 use super::connection::{Connection, ConnectionStatus};
 use super::file::StoredFile;
-use super::invoice::{self, Invoice, InvoiceStatus};
+use super::invoice::{self, InvoiceState, InvoiceStatus};
 use super::organization::{self, Organization};
 use super::payment::{Payment, PaymentStatus};
 use super::refund::Refund;
@@ -35,7 +35,7 @@ pub struct Ledger {
     pub organizations: HashMap<OrganizationId, Organization>,
     pub api_keys: HashMap<ApiKeyId, ApiKey>,
     pub connections: HashMap<ConnectionId, Connection>,
-    pub invoices: HashMap<InvoiceId, Invoice>,
+    pub invoices: HashMap<InvoiceId, InvoiceState>,
     pub payments: HashMap<PaymentId, Payment>,
     pub balances: HashMap<BalanceId, Balance>,
     pub withdrawals: HashMap<WithdrawalId, Withdrawal>,
@@ -89,7 +89,7 @@ impl Ledger {
         &self,
         org: OrganizationId,
         id: InvoiceId,
-    ) -> Result<(&Invoice, Party), DomainError> {
+    ) -> Result<(&InvoiceState, Party), DomainError> {
         let inv = need(self.invoices.get(&id), "invoice")?;
         let party = need(inv.party_of(org), "invoice")?;
         Ok((inv, party))
@@ -414,7 +414,7 @@ impl Ledger {
             Command::AddLineItem { id, item } => {
                 let (inv, party) = self.visible_invoice(org, *id)?;
                 inv.check_line_items_editable(party)?;
-                if inv.line_items.len() >= invoice::MAX_LINE_ITEMS {
+                if inv.line_count as usize >= invoice::MAX_LINE_ITEMS {
                     return Err(DomainError::Validation(format!(
                         "an invoice holds at most {} line items",
                         invoice::MAX_LINE_ITEMS
@@ -1050,7 +1050,7 @@ impl Ledger {
         Ok((Outcome::Invoice(id), events))
     }
 
-    fn release_invoice_hold(&self, inv: &Invoice) -> Result<Vec<Event>, DomainError> {
+    fn release_invoice_hold(&self, inv: &InvoiceState) -> Result<Vec<Event>, DomainError> {
         let Some(balance) = self.balance_of(inv.buyer_organization_id, inv.currency) else {
             return Ok(vec![]);
         };
@@ -1067,7 +1067,7 @@ impl Ledger {
 
     fn decide_approve(
         &self,
-        inv: &Invoice,
+        inv: &InvoiceState,
         party: Party,
         adjusted: Option<&str>,
         reason: Option<&str>,
@@ -1078,7 +1078,7 @@ impl Ledger {
             &[Party::Buyer],
             &[InvoiceStatus::Submitted],
         )?;
-        let total = inv.totals().total;
+        let total = inv.total;
         let (amount, adjustment_reason) = match adjusted {
             None => (total, None),
             Some(raw) => {
@@ -1212,7 +1212,7 @@ impl Ledger {
     /// The transfer itself: completes, or fails (frozen side) keeping the reservation.
     fn attempt_transfer(
         &self,
-        inv: &Invoice,
+        inv: &InvoiceState,
         payment_id: PaymentId,
         amount: Amount,
         ctx: &mut Ctx<'_>,

@@ -9,7 +9,7 @@
 use chrono::{NaiveDate, TimeZone, Utc};
 use ledger_core::domain::balance::Balance;
 use ledger_core::domain::command::{InvoiceAction, LineItemInput, NewInvoice};
-use ledger_core::domain::invoice::{Invoice, InvoiceStatus};
+use ledger_core::domain::invoice::{Invoice, InvoiceState, InvoiceStatus};
 use ledger_core::domain::payment::Payment;
 use ledger_core::domain::refund::Refund;
 use ledger_core::domain::withdrawal::Withdrawal;
@@ -128,6 +128,10 @@ pub struct Snapshot {
 
 pub struct World {
     pub ledger: Ledger,
+    /// Every invoice in full, folded from the events with `Invoice::evolve`:
+    /// the write model keeps only what decisions need of them
+    /// (`InvoiceState`), and must always equal `InvoiceState::of` these.
+    pub invoices: HashMap<InvoiceId, Invoice>,
     pub now: Timestamp,
     /// The events of the last command run.
     pub last_events: Vec<RecordedEvent>,
@@ -148,6 +152,7 @@ impl World {
     pub fn new() -> Self {
         World {
             ledger: Ledger::new(),
+            invoices: HashMap::new(),
             now: Timestamp::from_datetime(Utc.with_ymd_and_hms(2025, 3, 10, 9, 30, 0).unwrap()),
             last_events: Vec::new(),
             deposited: BTreeMap::new(),
@@ -190,10 +195,41 @@ impl World {
             "last_seq vs events"
         );
         self.book(&command, &result);
+        self.fold_invoices(&out);
         self.last_events = out;
         // Money is conserved after every command, not just at the end.
         self.assert_conserved();
         result
+    }
+
+    /// Folds the full invoices and checks the write model keeps exactly
+    /// their decision state.
+    fn fold_invoices(&mut self, events: &[RecordedEvent]) {
+        for e in events {
+            if let Some(inv) = Invoice::created(&e.event, e.at) {
+                self.invoices.insert(inv.id, inv);
+                continue;
+            }
+            if e.event.stream().kind != StreamKind::Invoice {
+                continue;
+            }
+            let id = InvoiceId::from_uuid(e.event.stream().id);
+            let full = self
+                .invoices
+                .get_mut(&id)
+                .expect("an event of a known invoice");
+            full.evolve(&e.event, e.at);
+        }
+        for e in events {
+            if e.event.stream().kind == StreamKind::Invoice {
+                let id = InvoiceId::from_uuid(e.event.stream().id);
+                assert_eq!(
+                    InvoiceState::of(&self.invoices[&id]),
+                    self.ledger.invoices[&id],
+                    "the write model's invoice is the decision state of the full one"
+                );
+            }
+        }
     }
 
     fn book(&mut self, command: &Command, result: &Result<Outcome, DomainError>) {
@@ -232,7 +268,7 @@ impl World {
         let l = &self.ledger;
         Snapshot {
             last_seq: l.last_seq,
-            invoices: l.invoices.clone(),
+            invoices: self.invoices.clone(),
             balances: l.balances.clone(),
             payments: l.payments.clone(),
             withdrawals: l.withdrawals.clone(),
@@ -455,7 +491,7 @@ impl World {
     // --- reading ----------------------------------------------------------
 
     pub fn invoice(&self, id: InvoiceId) -> &Invoice {
-        &self.ledger.invoices[&id]
+        &self.invoices[&id]
     }
 
     pub fn status(&self, id: InvoiceId) -> InvoiceStatus {
