@@ -13,6 +13,7 @@
 use crate::domain::ledger::InvariantViolation;
 use crate::domain::{Command, Ctx, DomainError, Ledger, Outcome};
 use crate::events::{Actor, RecordedEvent};
+use crate::log::snapshots::WriteModelSnapshots;
 use crate::log::{EventLog, Hash, IdempotencyKey, IdempotencyRecord, LogError};
 use crate::time::Clock;
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// Commands waiting for the writer before senders are made to wait.
     pub queue_capacity: usize,
+    /// Events between durable write-model snapshots (with a snapshot store).
+    pub snapshot_every_events: u64,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +38,7 @@ impl Default for EngineConfig {
         Self {
             max_batch: 4096,
             queue_capacity: 16_384,
+            snapshot_every_events: 1_000_000,
         }
     }
 }
@@ -130,6 +134,9 @@ impl EngineStats {
 /// A read-only look at the write model, run on the writer between batches.
 type Inspection = Box<dyn FnOnce(&Ledger) + Send>;
 
+// Commands are the common case: boxing them to shrink the rare inspection
+// would cost an allocation per command.
+#[allow(clippy::large_enum_variant)]
 enum Queued {
     Command {
         submission: Submission,
@@ -194,8 +201,17 @@ impl EngineHandle {
 /// Rebuilds the write model by replaying the whole log through `apply`, which
 /// re-checks every invariant; a log that breaks one refuses to load.
 pub fn rebuild(log: &dyn EventLog) -> Result<Ledger, StartError> {
-    let mut ledger = Ledger::new();
-    crate::log::replay(log, 1, |event| {
+    rebuild_from(log, None)
+}
+
+/// As [`rebuild`], from the newest snapshot the log vouches for (if any) and
+/// the tail of the log after it.
+pub fn rebuild_from(
+    log: &dyn EventLog,
+    snapshots: Option<&WriteModelSnapshots>,
+) -> Result<Ledger, StartError> {
+    let mut ledger = snapshots.and_then(|s| s.load(log)).unwrap_or_default();
+    crate::log::replay(log, ledger.last_seq + 1, |event| {
         ledger.apply(event).map_err(StartError::from)
     })?;
     Ok(ledger)
@@ -203,6 +219,11 @@ pub fn rebuild(log: &dyn EventLog) -> Result<Ledger, StartError> {
 
 pub struct Engine {
     log: Arc<dyn EventLog>,
+    snapshots: Option<WriteModelSnapshots>,
+    /// Seq of the last snapshot taken (or loaded), and whether one is being written.
+    snapshot_seq: u64,
+    snapshotting: Arc<std::sync::atomic::AtomicBool>,
+    snapshot_thread: Option<std::thread::JoinHandle<()>>,
     clock: Arc<dyn Clock>,
     ledger: Ledger,
     config: EngineConfig,
@@ -219,7 +240,19 @@ impl Engine {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StartError> {
-        let ledger = rebuild(log.as_ref())?;
+        Self::start_with_snapshots(log, clock, config, None)
+    }
+
+    /// As [`Engine::start`], loading from and writing write-model snapshots
+    /// every `config.snapshot_every_events` events.
+    pub fn start_with_snapshots(
+        log: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        snapshots: Option<WriteModelSnapshots>,
+    ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StartError> {
+        let ledger = rebuild_from(log.as_ref(), snapshots.as_ref())?;
+        let snapshot_seq = ledger.last_seq;
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let (committed, committed_rx) = watch::channel(ledger.last_seq);
         let (events, _) = broadcast::channel(1024);
@@ -232,6 +265,10 @@ impl Engine {
         };
         let engine = Engine {
             log,
+            snapshots,
+            snapshot_seq,
+            snapshotting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            snapshot_thread: None,
             clock,
             ledger,
             config,
@@ -258,6 +295,31 @@ impl Engine {
                 }
             }
             self.process(&mut batch);
+        }
+        self.final_snapshot();
+    }
+
+    /// At a clean stop: the snapshot in flight finishes, and one is written at
+    /// the last seq, so the next start replays nothing.
+    fn final_snapshot(&mut self) {
+        if let Some(t) = self.snapshot_thread.take() {
+            let _ = t.join();
+        }
+        let Some(store) = &self.snapshots else {
+            return;
+        };
+        if self.ledger.last_seq == self.snapshot_seq {
+            return;
+        }
+        let hash = match self.log.read_raw(self.ledger.last_seq).next() {
+            Some(Ok(raw)) if raw.seq == self.ledger.last_seq => raw.hash,
+            _ => return,
+        };
+        match store.save(&self.ledger, hash) {
+            Ok(path) => {
+                tracing::info!(seq = self.ledger.last_seq, path = %path.display(), "write-model snapshot written at stop")
+            }
+            Err(e) => tracing::warn!(error = %e, "write-model snapshot at stop failed"),
         }
     }
 
@@ -396,9 +458,11 @@ impl Engine {
             ));
         }
 
+        let mut head = None;
         if broken.is_none() && !(events.is_empty() && records.is_empty()) {
             match self.log.append(&events, &records) {
-                Ok(_) => {
+                Ok(h) => {
+                    head = Some(h);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.stats
                         .events
@@ -434,12 +498,53 @@ impl Engine {
         for (waiter, answer) in answers {
             let _ = waiter.send(answer);
         }
+        if let Some(head) = head {
+            self.maybe_snapshot(head.last_hash);
+        }
+    }
+
+    /// Every `snapshot_every_events`, a copy of the write model is written
+    /// off the writer thread (one at a time); the writer pauses only to copy.
+    fn maybe_snapshot(&mut self, hash: Hash) {
+        let Some(store) = &self.snapshots else {
+            return;
+        };
+        let every = self.config.snapshot_every_events.max(1);
+        if self.ledger.last_seq < self.snapshot_seq + every
+            || self.snapshotting.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.snapshot_seq = self.ledger.last_seq;
+        let copy = self.ledger.clone();
+        let (store, busy) = (store.clone(), self.snapshotting.clone());
+        if let Some(t) = self.snapshot_thread.take() {
+            let _ = t.join(); // finished: `snapshotting` was false
+        }
+        let spawned = std::thread::Builder::new()
+            .name("write-model-snapshot".into())
+            .spawn(move || {
+                match store.save(&copy, hash) {
+                    Ok(path) => {
+                        tracing::info!(seq = copy.last_seq, path = %path.display(), "write-model snapshot written")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "write-model snapshot failed"),
+                }
+                busy.store(false, Ordering::Release);
+            });
+        match spawned {
+            Ok(t) => self.snapshot_thread = Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the snapshot thread");
+                self.snapshotting.store(false, Ordering::Release);
+            }
+        }
     }
 
     /// After a failed commit or a broken invariant, the in-memory state holds
     /// effects that are not durable: throw it away and rebuild from the log.
     fn recover(&mut self) {
-        match rebuild(self.log.as_ref()) {
+        match rebuild_from(self.log.as_ref(), self.snapshots.as_ref()) {
             Ok(ledger) => self.ledger = ledger,
             Err(e) => {
                 // The durable log itself no longer loads: serving on would risk money.

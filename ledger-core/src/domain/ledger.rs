@@ -30,7 +30,7 @@ pub struct Supply {
     pub in_transit: Amount,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ledger {
     pub organizations: HashMap<OrganizationId, Organization>,
     pub api_keys: HashMap<ApiKeyId, ApiKey>,

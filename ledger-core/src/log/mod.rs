@@ -10,6 +10,7 @@
 //!   not at all, before `append` returns.
 
 pub mod sled;
+pub mod snapshots;
 
 use crate::codec::CodecError;
 use crate::events::{RecordedEvent, StreamId};

@@ -1,0 +1,176 @@
+//! Write-model snapshots: taken every N events off the writer, loaded at
+//! start when the log vouches for them (then only the tail is replayed), and
+//! refused, with the next older one used, when damaged or of another history.
+
+use ledger_core::domain::{Command, Ledger, Outcome};
+use ledger_core::engine::{self, Engine, EngineConfig, Reply, Submission};
+use ledger_core::events::Actor;
+use ledger_core::log::sled::SledLog;
+use ledger_core::log::snapshots::{Refused, WriteModelSnapshots};
+use ledger_core::log::EventLog;
+use ledger_core::money::{Amount, Currency};
+use ledger_core::time::SystemClock;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn config(every: u64) -> EngineConfig {
+    EngineConfig {
+        snapshot_every_events: every,
+        ..EngineConfig::default()
+    }
+}
+
+/// Organizations and deposits, one command at a time (each its own commit).
+async fn fill(log: Arc<dyn EventLog>, snapshots: &WriteModelSnapshots, every: u64, n: usize) {
+    let (handle, thread) = Engine::start_with_snapshots(
+        log,
+        Arc::new(SystemClock),
+        config(every),
+        Some(snapshots.clone()),
+    )
+    .unwrap();
+    let usd = Currency::parse("USD").unwrap();
+    for i in 0..n {
+        let reply = handle
+            .submit(Submission {
+                actor: Actor::Admin,
+                idempotency: None,
+                command: Command::CreateOrganization {
+                    name: format!("org {i}"),
+                    api_key_secret_hash: [1; 32],
+                },
+                render: None,
+            })
+            .await
+            .unwrap();
+        let Reply::Executed {
+            result: Ok(Outcome::Organization { id, .. }),
+            ..
+        } = reply
+        else {
+            panic!("{reply:?}")
+        };
+        handle
+            .submit(Submission {
+                actor: Actor::Admin,
+                idempotency: None,
+                command: Command::Deposit {
+                    organization_id: id,
+                    currency: usd,
+                    amount: Amount::parse(usd, "10.00").unwrap(),
+                    reference: format!("wire {i}"),
+                },
+                render: None,
+            })
+            .await
+            .unwrap();
+    }
+    drop(handle);
+    thread.join().unwrap();
+}
+
+/// Waits for the snapshot thread (it runs after the commit that triggers it).
+fn wait_for_files(
+    snapshots: &WriteModelSnapshots,
+    at_least: usize,
+) -> Vec<(u64, std::path::PathBuf)> {
+    for _ in 0..500 {
+        let files = snapshots.list().unwrap();
+        if files.len() >= at_least {
+            return files;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no snapshot written");
+}
+
+fn open(dir: &Path) -> Arc<SledLog> {
+    Arc::new(SledLog::open(dir.join("log")).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_loads_the_newest_snapshot_and_replays_only_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = WriteModelSnapshots::open(&dir.path().join("wm")).unwrap();
+    let log = open(dir.path());
+    fill(log.clone(), &snapshots, 20, 30).await;
+    let files = wait_for_files(&snapshots, 2);
+    assert_eq!(files.len(), 2, "older snapshots are dropped: {files:?}");
+    // A clean stop wrote one at the head; the periodic one is older.
+    let head = log.head().last_seq;
+    assert_eq!(files[0].0, head);
+    let periodic = files[1].0;
+    assert!(periodic >= 20 && periodic < head, "{periodic}");
+    let from_zero = engine::rebuild(log.as_ref()).unwrap();
+    assert_eq!(snapshots.load(log.as_ref()).unwrap(), from_zero);
+    // Without the last one (as after a SIGKILL): the periodic one plus the tail.
+    std::fs::remove_file(&files[0].1).unwrap();
+    assert_eq!(snapshots.load(log.as_ref()).unwrap().last_seq, periodic);
+    let resumed = engine::rebuild_from(log.as_ref(), Some(&snapshots)).unwrap();
+    assert_eq!(resumed, from_zero);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_is_refused_and_the_older_one_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = WriteModelSnapshots::open(&dir.path().join("wm")).unwrap();
+    let log = open(dir.path());
+    fill(log.clone(), &snapshots, 20, 30).await;
+    let files = wait_for_files(&snapshots, 2);
+    let (newest, older) = (&files[0], &files[1]);
+    let mut bytes = std::fs::read(&newest.1).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&newest.1, &bytes).unwrap();
+    assert_eq!(
+        snapshots.read(&newest.1, log.as_ref()).unwrap_err(),
+        Refused::Checksum
+    );
+    let loaded = snapshots.load(log.as_ref()).unwrap();
+    assert_eq!(loaded.last_seq, older.0);
+    let resumed = engine::rebuild_from(log.as_ref(), Some(&snapshots)).unwrap();
+    assert_eq!(resumed, engine::rebuild(log.as_ref()).unwrap());
+    // Truncated to nothing: refused too, and with neither usable, seq 0.
+    std::fs::write(&older.1, b"EXWM").unwrap();
+    assert!(matches!(
+        snapshots.read(&older.1, log.as_ref()),
+        Err(Refused::Unreadable(_))
+    ));
+    assert!(snapshots.load(log.as_ref()).is_none());
+    assert_eq!(
+        engine::rebuild_from(log.as_ref(), Some(&snapshots)).unwrap(),
+        engine::rebuild(log.as_ref()).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_another_history_or_past_the_head_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = WriteModelSnapshots::open(&dir.path().join("wm")).unwrap();
+    let log = open(dir.path());
+    fill(log.clone(), &snapshots, 20, 12).await;
+    let files = wait_for_files(&snapshots, 1);
+    // Another log, as long, with other events: the hash at the seq differs.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_snaps = WriteModelSnapshots::open(&other_dir.path().join("wm")).unwrap();
+    let other = open(other_dir.path());
+    fill(other.clone(), &other_snaps, 1_000_000, 12).await;
+    assert_eq!(
+        snapshots.read(&files[0].1, other.as_ref()).unwrap_err(),
+        Refused::OtherHistory(files[0].0)
+    );
+    // A shorter log than the snapshot: refused as ahead of it.
+    let short_dir = tempfile::tempdir().unwrap();
+    let short = open(short_dir.path());
+    let head = short.head().last_seq;
+    assert_eq!(
+        snapshots.read(&files[0].1, short.as_ref()).unwrap_err(),
+        Refused::AheadOfLog {
+            seq: files[0].0,
+            head
+        }
+    );
+    let empty: Ledger = engine::rebuild_from(short.as_ref(), Some(&snapshots)).unwrap();
+    assert_eq!(empty.last_seq, 0);
+}
