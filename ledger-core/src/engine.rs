@@ -210,11 +210,20 @@ pub fn rebuild_from(
     log: &dyn EventLog,
     snapshots: Option<&WriteModelSnapshots>,
 ) -> Result<Ledger, StartError> {
+    load(log, snapshots).map(|(ledger, _)| ledger)
+}
+
+/// The write model, and the seq of the snapshot it started from (0: none).
+fn load(
+    log: &dyn EventLog,
+    snapshots: Option<&WriteModelSnapshots>,
+) -> Result<(Ledger, u64), StartError> {
     let mut ledger = snapshots.and_then(|s| s.load(log)).unwrap_or_default();
-    crate::log::replay(log, ledger.last_seq + 1, |event| {
+    let from = ledger.last_seq;
+    crate::log::replay(log, from + 1, |event| {
         ledger.apply(event).map_err(StartError::from)
     })?;
-    Ok(ledger)
+    Ok((ledger, from))
 }
 
 pub struct Engine {
@@ -251,8 +260,7 @@ impl Engine {
         config: EngineConfig,
         snapshots: Option<WriteModelSnapshots>,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StartError> {
-        let ledger = rebuild_from(log.as_ref(), snapshots.as_ref())?;
-        let snapshot_seq = ledger.last_seq;
+        let (ledger, snapshot_seq) = load(log.as_ref(), snapshots.as_ref())?;
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let (committed, committed_rx) = watch::channel(ledger.last_seq);
         let (events, _) = broadcast::channel(1024);
@@ -284,6 +292,12 @@ impl Engine {
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+        // A long replay at start (no snapshot, or an old one): snapshot now,
+        // so a crash soon after does not replay it all again.
+        let head = self.log.head();
+        if head.last_seq == self.ledger.last_seq {
+            self.maybe_snapshot(head.last_hash);
+        }
         let max = self.config.max_batch.max(1);
         let mut batch = Vec::with_capacity(max);
         while let Some(first) = rx.blocking_recv() {

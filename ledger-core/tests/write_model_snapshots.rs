@@ -112,6 +112,27 @@ async fn a_start_loads_the_newest_snapshot_and_replays_only_the_tail() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_replay_at_start_is_snapshotted_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    // Filled without snapshots: a start must replay all of it.
+    let none = WriteModelSnapshots::open(&dir.path().join("unused")).unwrap();
+    fill(log.clone(), &none, u64::MAX / 2, 10).await;
+    let snapshots = WriteModelSnapshots::open(&dir.path().join("wm")).unwrap();
+    let (handle, thread) = Engine::start_with_snapshots(
+        log.clone(),
+        Arc::new(SystemClock),
+        config(15),
+        Some(snapshots.clone()),
+    )
+    .unwrap();
+    let files = wait_for_files(&snapshots, 1);
+    assert_eq!(files[0].0, log.head().last_seq);
+    drop(handle);
+    thread.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_snapshot_is_refused_and_the_older_one_used() {
     let dir = tempfile::tempdir().unwrap();
     let snapshots = WriteModelSnapshots::open(&dir.path().join("wm")).unwrap();
