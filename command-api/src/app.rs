@@ -14,6 +14,7 @@ use axum::response::Response;
 use axum::Router;
 use ledger_core::engine::{Engine, EngineConfig, EngineHandle};
 use ledger_core::log::sled::{SledLog, SledOptions};
+use ledger_core::log::snapshots::WriteModelSnapshots;
 use ledger_core::log::EventLog;
 use ledger_core::time::{Clock, ManualClock, SystemClock};
 use object_store::ObjectStore;
@@ -78,8 +79,15 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         .context("opening the event log")?,
     );
     let dyn_log: Arc<dyn EventLog> = log.clone();
-    let (engine, writer) = Engine::start(dyn_log.clone(), clock.clone(), EngineConfig::default())
-        .context("loading the write model")?;
+    let snapshots = WriteModelSnapshots::open(&config.data_dir.join("write-model"))
+        .context("opening the write-model snapshots")?;
+    let engine_config = EngineConfig {
+        snapshot_every_events: config.snapshot_every_events,
+        ..EngineConfig::default()
+    };
+    let (engine, writer) =
+        Engine::start_with_snapshots(dyn_log.clone(), clock.clone(), engine_config, Some(snapshots))
+            .context("loading the write model")?;
     // The previous version's read-model checkpoints: the SQL read models
     // replace them.
     let old_checkpoints = config.data_dir.join("read-models");

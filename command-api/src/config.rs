@@ -51,6 +51,10 @@ pub struct Config {
     /// How long API log records are kept.
     #[arg(long, env = "EXPEREON_API_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub api_log_retention: Duration,
+    /// A durable write-model snapshot is written every this many events (and
+    /// one at a clean stop); a start replays only the log after the newest.
+    #[arg(long, env = "EXPEREON_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
+    pub snapshot_every_events: u64,
     /// sled page cache size.
     #[arg(long, env = "EXPEREON_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_bytes: u64,

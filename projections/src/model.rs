@@ -1,6 +1,7 @@
 //! The read model and its fold.
 
 use ledger_core::domain::ledger::InvariantViolation;
+use ledger_core::domain::invoice::Invoice;
 use ledger_core::domain::Ledger;
 use ledger_core::events::{Event, Hold, RecordedEvent};
 use ledger_core::ids::*;
@@ -84,6 +85,9 @@ pub struct BalanceChange {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReadModel {
     pub ledger: Ledger,
+    /// Every invoice in full (the write model keeps only their decision
+    /// state), folded with `Invoice::evolve`.
+    pub invoices: HashMap<InvoiceId, Invoice>,
     /// Every invoice an organization is party to (as seller, or as buyer once
     /// submitted), in creation order.
     pub invoices_by_org: HashMap<OrganizationId, Vec<InvoiceId>>,
@@ -121,12 +125,24 @@ impl ReadModel {
 
     pub fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), InvariantViolation> {
         self.ledger.apply(recorded)?;
+        self.fold_invoice(recorded);
         self.index(recorded);
         if matches!(self.webhooks_after, Some(after) if recorded.seq > after) {
             let entries = crate::webhooks::outbox_entries(recorded, self);
             self.webhook_outbox.extend(entries);
         }
         Ok(())
+    }
+
+    fn fold_invoice(&mut self, recorded: &RecordedEvent) {
+        if let Some(inv) = Invoice::created(&recorded.event, recorded.at) {
+            self.invoices.insert(inv.id, inv);
+        } else if recorded.event.stream().kind == ledger_core::events::StreamKind::Invoice {
+            let id = InvoiceId::from_uuid(recorded.event.stream().id);
+            if let Some(inv) = self.invoices.get_mut(&id) {
+                inv.evolve(&recorded.event, recorded.at);
+            }
+        }
     }
 
     fn index(&mut self, recorded: &RecordedEvent) {

@@ -217,7 +217,7 @@ impl Subject {
     pub fn from_model(key: SubjectKey, model: &ReadModel) -> Option<Subject> {
         let ledger = &model.ledger;
         Some(match key {
-            SubjectKey::Invoice(id) => Subject::Invoice(ledger.invoices.get(&id)?.clone()),
+            SubjectKey::Invoice(id) => Subject::Invoice(model.invoices.get(&id)?.clone()),
             SubjectKey::Payment(id) => Subject::Payment(ledger.payments.get(&id)?.clone()),
             SubjectKey::Deposit(balance, transaction_id) => Subject::Deposit {
                 balance: ledger.balances.get(&balance)?.clone(),

@@ -61,7 +61,7 @@ fn count(conn: &Connection, table: &str) -> usize {
 
 fn check(conn: &Connection, m: &ReadModel) {
     let l = &m.ledger;
-    for inv in l.invoices.values() {
+    for inv in m.invoices.values() {
         let row: Invoice = rows::load(conn, "invoices", &inv.id.to_string())
             .unwrap()
             .unwrap();
@@ -75,7 +75,7 @@ fn check(conn: &Connection, m: &ReadModel) {
             .unwrap();
         assert_eq!(lines as usize, inv.line_items.len());
     }
-    assert_eq!(count(conn, "invoices"), l.invoices.len());
+    assert_eq!(count(conn, "invoices"), m.invoices.len());
     for p in l.payments.values() {
         let row: ledger_core::domain::payment::Payment =
             rows::load(conn, "payments", &p.id.to_string())
@@ -203,7 +203,7 @@ fn check_invoice_lists(conn: &Connection, m: &ReadModel) {
             for descending in [false, true] {
                 let mut expected: Vec<(String, Invoice)> = ids
                     .iter()
-                    .map(|id| m.ledger.invoices[id].clone())
+                    .map(|id| m.invoices[id].clone())
                     .filter(|inv| inv.party_of(*org).is_some())
                     .map(|inv| {
                         let k = rows::invoice_keys(&inv);

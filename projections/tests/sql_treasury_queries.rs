@@ -571,7 +571,7 @@ fn summary_and_usage_add_up_as_the_in_memory_routes_did() {
             s.available = b.available();
         }
         for id in m.invoices_by_org.get(&org).into_iter().flatten() {
-            let inv = &m.ledger.invoices[id];
+            let inv = &m.invoices[id];
             let owed =
                 inv.status.is_approved() || inv.status == InvoiceStatus::CancellationRequested;
             let (Some(amount), true) = (inv.approved_amount, owed) else {

@@ -681,7 +681,7 @@ fn preview(
         if let (Ok(()), "approve") = (&result, name) {
             if let Some(inv) = ledger.invoices.get(id) {
                 let want = needed.entry(inv.currency).or_insert(Amount::ZERO);
-                let total = want.checked_add(inv.totals().total).unwrap_or(*want);
+                let total = want.checked_add(inv.total).unwrap_or(*want);
                 let have = available(inv.currency);
                 if total > have {
                     result = Err(ledger_core::domain::DomainError::insufficient(

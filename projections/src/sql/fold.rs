@@ -141,7 +141,8 @@ fn apply(c: &Connection, r: &RecordedEvent) -> Result<(), SqlError> {
             rows::save_connection(c, &l, seq)
         }
         InvoiceCreated { .. } => {
-            let inv = only(created(&r.event, at)?.invoices, "invoices")?;
+            let inv = Invoice::created(&r.event, at)
+                .ok_or_else(|| corrupt("invoices", "?", "not a creation event"))?;
             let change = InvoiceChange {
                 created: true,
                 line_items: true,
