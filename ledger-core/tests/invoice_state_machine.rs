@@ -1405,6 +1405,22 @@ fn submitting_needs_a_positive_total() {
         Command::CreateInvoice(with_submit),
         Refusal::Validation,
     );
+    // Lines, but nothing to pay: refused too (lines alone are not enough).
+    let free = s.w.new_invoice(
+        s.connection,
+        "USD",
+        vec![line("Courtesy visit", "1", "0.00", "0")],
+        false,
+    );
+    let id = s.w.create_invoice(&seller, free);
+    s.w.refused(
+        &seller.actor(),
+        Command::Invoice {
+            id,
+            action: InvoiceAction::Submit,
+        },
+        Refusal::Validation,
+    );
 }
 
 // ---------------------------------------------------------------------------
