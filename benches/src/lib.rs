@@ -504,6 +504,15 @@ impl<L: EventLog> EventLog for TimedLog<L> {
     fn prune_idempotency(&self, before: Timestamp) -> Result<usize, LogError> {
         self.inner.prune_idempotency(before)
     }
+
+    fn complete_idempotency(
+        &self,
+        pending: &IdempotencyRecord,
+        status: u16,
+        body: Vec<u8>,
+    ) -> Result<IdempotencyRecord, LogError> {
+        self.inner.complete_idempotency(pending, status, body)
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -85,9 +85,13 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         snapshot_every_events: config.snapshot_every_events,
         ..EngineConfig::default()
     };
-    let (engine, writer) =
-        Engine::start_with_snapshots(dyn_log.clone(), clock.clone(), engine_config, Some(snapshots))
-            .context("loading the write model")?;
+    let (engine, writer) = Engine::start_with_snapshots(
+        dyn_log.clone(),
+        clock.clone(),
+        engine_config,
+        Some(snapshots),
+    )
+    .context("loading the write model")?;
     // The previous version's read-model checkpoints: the SQL read models
     // replace them.
     let old_checkpoints = config.data_dir.join("read-models");

@@ -1,7 +1,7 @@
 //! The read model and its fold.
 
-use ledger_core::domain::ledger::InvariantViolation;
 use ledger_core::domain::invoice::Invoice;
+use ledger_core::domain::ledger::InvariantViolation;
 use ledger_core::domain::Ledger;
 use ledger_core::events::{Event, Hold, RecordedEvent};
 use ledger_core::ids::*;

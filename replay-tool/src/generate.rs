@@ -17,14 +17,22 @@
 //! 2024-01-01T00:00:00Z and moves 10 s per command. The last events are
 //! single-event deposits so the log holds exactly N events and every command
 //! is whole (nothing left in transit).
+//!
+//! Memory is bounded by what is in flight, not by history: a finished
+//! lifecycle's invoice, payment, refund and withdrawal leave the generator's
+//! write model (`Generator::forget`), at most one `--batch` of events waits
+//! to be appended, and sled's freed nodes are collected after every append
+//! (`crate::sled_gc`). Measured: about 1 GB resident for 10M events.
 
 use anyhow::{anyhow, bail, Context};
 use chrono::NaiveDate;
 use ledger_core::domain::command::{InvoiceAction, LineItemInput, NewInvoice};
 use ledger_core::domain::invoice::InvoiceStatus;
 use ledger_core::domain::{Command, Ctx, Ledger, Outcome};
-use ledger_core::events::{Actor, Destination, Party, Permission, RecordedEvent};
-use ledger_core::ids::{ApiKeyId, ConnectionId, InvoiceId, OrganizationId};
+use ledger_core::events::{
+    Actor, Destination, Hold, Party, Permission, RecordedEvent, StreamId, StreamKind,
+};
+use ledger_core::ids::{ApiKeyId, ConnectionId, InvoiceId, OrganizationId, RefundId, WithdrawalId};
 use ledger_core::log::sled::SledLog;
 use ledger_core::log::EventLog;
 use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
@@ -72,6 +80,8 @@ struct Lifecycle {
     kind: Kind,
     stage: u8,
     invoice: Option<InvoiceId>,
+    withdrawal: Option<WithdrawalId>,
+    refund: Option<RefundId>,
 }
 
 struct Generator {
@@ -271,6 +281,7 @@ impl Generator {
                     Outcome::Withdrawal(id) => id,
                     other => bail!("expected a withdrawal, got {other:?}"),
                 };
+                l.withdrawal = Some(withdrawal);
                 let approver = Actor::ApiKey {
                     organization_id: org_of(&p.seller)?,
                     api_key_id: p.seller_second_key,
@@ -357,12 +368,93 @@ impl Generator {
                     Outcome::Refund(id) => id,
                     other => bail!("expected a refund, got {other:?}"),
                 };
+                l.refund = Some(refund);
                 self.exec(p.seller, &Command::ApproveRefund { id: refund })?;
             }
             _ => return Ok(false),
         }
         Ok(true)
     }
+}
+
+impl Generator {
+    /// Drops from the write model what a finished lifecycle made: its
+    /// invoice, payment, refund and withdrawal, their streams' versions and
+    /// the indexes naming them. The generator never touches them again (ids
+    /// are fresh UUIDs, nothing lists or settles old invoices), so keeping
+    /// them would only make memory grow with history: 10M events took more
+    /// than 20 GB before this. What stays is what a later command can read:
+    /// organizations, keys, connections, balances, the money supply, the
+    /// per-seller invoice counter (invoice numbers), and the lifecycles in flight.
+    fn forget(&mut self, l: &Lifecycle) -> anyhow::Result<()> {
+        let ledger = &mut self.ledger;
+        let buyer = org_of(&l.pair.buyer)?;
+        let seller = org_of(&l.pair.seller)?;
+        // A lifecycle ends with every reservation it made released or spent;
+        // a hold left behind would mean the workload (not the domain) is wrong,
+        // and pruning would then hide a dangling reference.
+        let holds_left = |org: OrganizationId, hold: Hold, ledger: &Ledger| {
+            ledger
+                .balance_of(org, l.pair.currency)
+                .is_some_and(|b| b.holds.contains_key(&hold))
+        };
+        if let Some(id) = l.invoice {
+            if holds_left(buyer, Hold::Invoice(id), ledger) {
+                bail!("lifecycle of invoice {id} ended with its reservation still held");
+            }
+            let invoice = ledger
+                .invoices
+                .remove(&id)
+                .ok_or_else(|| anyhow!("finished invoice {id} is not in the write model"))?;
+            ledger
+                .versions
+                .remove(&stream(StreamKind::Invoice, id.as_uuid()));
+            if let Some(approved) = ledger.approved_by_buyer.get_mut(&buyer) {
+                approved.remove(&id);
+            }
+            for file in &invoice.attachments {
+                if let Some(invoices) = ledger.file_invoices.get_mut(file) {
+                    invoices.remove(&id);
+                }
+            }
+            if let Some(pid) = invoice.payment_id {
+                if let Some(p) = ledger.payments.remove(&pid) {
+                    for t in [p.payer_transaction_id, p.payee_transaction_id]
+                        .into_iter()
+                        .flatten()
+                    {
+                        ledger.settlement_transactions.remove(&t);
+                    }
+                    if let Some(failed) = ledger.failed_by_payer.get_mut(&p.payer_organization_id) {
+                        failed.remove(&pid);
+                    }
+                }
+                ledger
+                    .versions
+                    .remove(&stream(StreamKind::Payment, pid.as_uuid()));
+            }
+        }
+        if let Some(id) = l.refund {
+            ledger.refunds.remove(&id);
+            ledger
+                .versions
+                .remove(&stream(StreamKind::Refund, id.as_uuid()));
+        }
+        if let Some(id) = l.withdrawal {
+            if holds_left(seller, Hold::Withdrawal(id), ledger) {
+                bail!("withdrawal {id} ended with its reservation still held");
+            }
+            ledger.withdrawals.remove(&id);
+            ledger
+                .versions
+                .remove(&stream(StreamKind::Withdrawal, id.as_uuid()));
+        }
+        Ok(())
+    }
+}
+
+fn stream(kind: StreamKind, id: uuid::Uuid) -> StreamId {
+    StreamId { kind, id }
 }
 
 fn line(
@@ -399,15 +491,42 @@ pub fn run(out: &Path, options: &Options, progress_out: &mut dyn Write) -> anyho
     }
     crate::fresh_dir(out)?;
     let log = SledLog::open(out.join("log")).context("creating the log")?;
+    let generator = generate(&log, options)?;
+    let head = log.head();
+    if head.last_seq != options.events {
+        bail!(
+            "wrote {} events instead of {}",
+            head.last_seq,
+            options.events
+        );
+    }
+    writeln!(
+        progress_out,
+        "generate: wrote {} events ({} organizations, {} invoices) to {}; head hash {}",
+        head.last_seq,
+        generator.ledger.organizations.len(),
+        generator.ledger.invoices_by_seller.values().sum::<u64>(),
+        out.join("log").display(),
+        hex::encode(head.last_hash)
+    )?;
+    Ok(())
+}
+
+/// Appends the workload to `log`; returns the generator as it ended (what it
+/// still holds in memory).
+fn generate(log: &SledLog, options: &Options) -> anyhow::Result<Generator> {
+    let pairs = options.pairs.max(1);
     let mut generator = Generator {
         ledger: Ledger::new(),
         pending: Vec::with_capacity(options.batch + 16),
         now: START_MICROS,
         rng: options.seed,
     };
+    // At most one batch of events is held before it is appended.
     let flush = |generator: &mut Generator, all: bool| -> anyhow::Result<()> {
         if generator.pending.len() >= options.batch || (all && !generator.pending.is_empty()) {
             log.append(&generator.pending, &[]).context("appending")?;
+            crate::sled_gc::reclaim_after_append(generator.pending.len());
             generator.pending.clear();
         }
         Ok(())
@@ -430,6 +549,8 @@ pub fn run(out: &Path, options: &Options, progress_out: &mut dyn Write) -> anyho
                 kind: kind_of(started / pairs as u64),
                 stage: 0,
                 invoice: None,
+                withdrawal: None,
+                refund: None,
             });
             started += 1;
         }
@@ -438,6 +559,8 @@ pub fn run(out: &Path, options: &Options, progress_out: &mut dyn Write) -> anyho
         };
         if generator.step(&mut lifecycle)? {
             open.push_back(lifecycle);
+        } else {
+            generator.forget(&lifecycle)?;
         }
         flush(&mut generator, false)?;
     }
@@ -448,20 +571,7 @@ pub fn run(out: &Path, options: &Options, progress_out: &mut dyn Write) -> anyho
         generator.deposit(buyer, first.currency, "1.00")?;
     }
     flush(&mut generator, true)?;
-    let head = log.head();
-    if head.last_seq != target {
-        bail!("wrote {} events instead of {target}", head.last_seq);
-    }
-    writeln!(
-        progress_out,
-        "generate: wrote {} events ({} organizations, {} invoices) to {}; head hash {}",
-        head.last_seq,
-        generator.ledger.organizations.len(),
-        generator.ledger.invoices.len(),
-        out.join("log").display(),
-        hex::encode(head.last_hash)
-    )?;
-    Ok(())
+    Ok(generator)
 }
 
 #[cfg(test)]
@@ -481,6 +591,51 @@ mod tests {
         ] {
             assert!(kinds.contains(&k));
         }
+    }
+
+    #[test]
+    fn memory_holds_what_is_in_flight_not_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = SledLog::open(dir.path().join("log")).expect("log");
+        let options = Options {
+            events: 30_000,
+            pairs: 4,
+            seed: 7,
+            batch: 1_000,
+        };
+        let g = generate(&log, &options).expect("generate");
+        assert_eq!(log.head().last_seq, 30_000);
+        let l = &g.ledger;
+        let created: u64 = l.invoices_by_seller.values().sum();
+        assert!(created > 2_000, "{created} invoices");
+        // At most the lifecycles in flight keep their invoice, payment,
+        // refund or withdrawal.
+        assert!(l.invoices.len() <= IN_FLIGHT, "{}", l.invoices.len());
+        assert!(l.payments.len() <= IN_FLIGHT, "{}", l.payments.len());
+        assert!(l.refunds.len() <= IN_FLIGHT, "{}", l.refunds.len());
+        assert!(l.withdrawals.len() <= IN_FLIGHT, "{}", l.withdrawals.len());
+        assert!(l.settlement_transactions.len() <= 2 * IN_FLIGHT);
+        // One version per stream: the organizations, their keys, the
+        // connections and balances stay, plus the streams in flight.
+        let fixed =
+            l.organizations.len() + l.api_keys.len() + l.connections.len() + l.balances.len();
+        assert!(
+            l.versions.len() <= fixed + 4 * IN_FLIGHT,
+            "{} versions",
+            l.versions.len()
+        );
+        assert!(g.pending.is_empty());
+        // What is left is consistent: no hold names a forgotten invoice or
+        // withdrawal, and the money still adds up.
+        for b in l.balances.values() {
+            for hold in b.holds.keys() {
+                match hold {
+                    Hold::Invoice(id) => assert!(l.invoices.contains_key(id)),
+                    Hold::Withdrawal(id) => assert!(l.withdrawals.contains_key(id)),
+                }
+            }
+        }
+        l.check_settled().expect("settled");
     }
 
     #[test]

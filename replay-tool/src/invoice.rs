@@ -88,19 +88,19 @@ fn change(
             item.description,
             item.quantity,
             money(item.unit_price, c),
-            total(&inv.line_items, c)
+            money(inv.total, c)
         ),
         LineItemUpdated { item, .. } if own => format!(
             "line item changed: {} {} × {} (total now {})",
             item.description,
             item.quantity,
             money(item.unit_price, c),
-            total(&inv.line_items, c)
+            money(inv.total, c)
         ),
         LineItemRemoved { line_item_id, .. } if own => {
             format!(
                 "line item {line_item_id} removed (total now {})",
-                total(&inv.line_items, c)
+                money(inv.total, c)
             )
         }
         InvoiceSubmitted { .. } if own => "submitted".into(),

@@ -17,7 +17,9 @@ mod generate;
 mod invoice;
 mod progress;
 mod rebuild;
+mod sled_gc;
 mod source;
+mod sql_out;
 mod stats;
 mod verify;
 
@@ -99,12 +101,26 @@ enum Cmd {
         #[arg(long)]
         bench: bool,
     },
-    /// Rebuild every projection from sequence 0 into a fresh directory,
-    /// compare with the other models of the same state, report differences.
+    /// Rebuild every projection from sequence 0 into a fresh directory
+    /// (JSON lines, and the SQL read models the server uses,
+    /// DIR/read-models.sqlite), compare with the other models of the same
+    /// state, report differences.
     Rebuild {
-        /// A fresh (absent or empty) directory for summary.json and the projections.
+        /// A fresh (absent or empty) directory for summary.json and the
+        /// projections; with --sql-only, any directory without a
+        /// read-models.sqlite.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Only write DIR/read-models.sqlite, as fast as it goes (the chain is
+        /// still checked; nothing is compared), and print events/s. For
+        /// benchmarks, and operators replacing a stopped server's read models
+        /// (the file holds no webhook deliveries: the old file's delivery
+        /// records are not derivable from the log and are not carried over).
+        #[arg(long, conflicts_with_all = ["api_key", "api_secret"])]
+        sql_only: bool,
+        /// Events per SQL transaction.
+        #[arg(long, value_name = "N", default_value_t = sql_out::DEFAULT_BATCH)]
+        sql_batch: usize,
         /// With --url: an organization's API key id, to compare the server's
         /// live views of that organization with the rebuilt ones.
         #[arg(long, requires = "api_secret", env = "EXPEREON_API_KEY")]
@@ -217,14 +233,19 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<bool, Failure> {
         Cmd::Verify { bench } => verify::run(&source, bench, out),
         Cmd::Rebuild {
             out: dir,
+            sql_only,
+            sql_batch,
             api_key,
             api_secret,
         } => {
+            if sql_only {
+                return rebuild::run_sql_only(&source, &dir, sql_batch.max(1), out);
+            }
             let creds = match (api_key, api_secret) {
                 (Some(key), Some(secret)) => Some(rebuild::OrgCredentials { key, secret }),
                 _ => None,
             };
-            rebuild::run(&source, &dir, creds.as_ref(), out)
+            rebuild::run(&source, &dir, creds.as_ref(), sql_batch.max(1), out)
         }
         Cmd::Balances { as_of, org, json } => {
             balances::run(&source, as_of, org, json, out).map(|_| true)

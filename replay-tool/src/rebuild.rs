@@ -2,8 +2,10 @@
 //! directory, compared with what else claims to know the same state, and the
 //! differences reported.
 //!
-//! The server keeps its read models in memory only (rebuilt from the log at
-//! start), so there is no stored read model to diff against. What is compared:
+//! The server's read models are rebuilt from the log too (in memory, and as
+//! SQL tables in `<data dir>/read-models.sqlite`); this rebuild writes both
+//! from the events it checked and compares them with each other and with
+//! what else knows the same state:
 //!
 //! 1. **write model vs read model**: the projections' fold
 //!    (`projections::ReadModel`, fed from the stream this tool checked) against
@@ -20,21 +22,38 @@
 //!    collateral and frozen flag recomputed here from the raw events (not
 //!    through the domain's `Balance::evolve`), its change log's last entry, and
 //!    its transactions' running totals.
-//! 4. **the live server** (`--url` with `--api-key`/`--api-secret`): that
+//! 4. **the SQL read models vs the in-memory fold**: `DIR/read-models.sqlite`
+//!    is written through the projection's own SQL code
+//!    (`projections::sql::fold::apply_batch`, large transactions, see
+//!    [`crate::sql_out`]) from the same checked events; then every
+//!    aggregate's `state` must decode to exactly the fold's entity (API keys
+//!    have their `secret_hash` zeroed and webhook endpoints their secrets
+//!    blanked in SQL, on purpose), every balance render the same and hold the
+//!    same reservations, every invoice have its line items and list rows, and
+//!    every balance change and transaction have its row with the same figures.
+//! 5. **the live server** (`--url` with `--api-key`/`--api-secret`): that
 //!    organization's balances, invoices, payments, transactions, withdrawals
 //!    and refunds as the server answers them now, against the same views of
 //!    the rebuilt model. Re-read if the log moved meanwhile.
 //!
 //! Written to DIR: `summary.json` (counts, supply, what was compared, the
-//! differences) and one JSON-lines file per projection, sorted by id.
+//! differences, the SQL rebuild's throughput), one JSON-lines file per
+//! projection, sorted by id, and `read-models.sqlite`, finalized so a server
+//! can open it (WAL, schema migrated, position and chain hash recorded; no
+//! webhook outbox state, so a server adopting it sends nothing for the past).
+//!
+//! `--sql-only` writes just `read-models.sqlite` (into any directory that has
+//! none), reading and checking the chain as every command does but skipping
+//! the in-memory fold and the comparisons; it prints the events/s.
 
 use crate::source::{http_client, Events, Failure, Range, Source};
+use crate::sql_out;
 use anyhow::{anyhow, Context};
 use ledger_core::domain::Ledger;
 use ledger_core::events::{Event, Hold, RecordedEvent};
 use ledger_core::ids::*;
 use ledger_core::log::sled::SledLog;
-use ledger_core::log::{EventLog, GENESIS_HASH};
+use ledger_core::log::{EventLog, Hash as ChainHash, GENESIS_HASH};
 use ledger_core::money::Amount;
 use projections::{views, ReadModel};
 use serde_json::{json, Value};
@@ -124,7 +143,7 @@ struct Folded {
 
 fn fold(
     source: &Source,
-    mut also: impl FnMut(&RecordedEvent) -> Result<(), Failure>,
+    mut also: impl FnMut(&RecordedEvent, ChainHash) -> Result<(), Failure>,
 ) -> Result<Folded, Failure> {
     let mut events = Events::open(source, Range::ALL, "rebuild")?;
     let mut folded = Folded {
@@ -146,7 +165,7 @@ fn fold(
         }
         *folded.by_type.entry(event.event.type_name()).or_default() += 1;
         folded.last_hash = raw.hash;
-        also(&event)?;
+        also(&event, raw.hash)?;
     }
     Ok(folded)
 }
@@ -215,11 +234,13 @@ fn compare_models(write: &Ledger, read: &Ledger, diffs: &mut Vec<String>) {
         views::connection,
         diffs,
     );
+    // Both sides keep the write model's decision state of an invoice; the
+    // full invoices are the read model's, compared with SQL in `sql_out`.
     compare(
         "invoice",
         &write.invoices,
         &read.invoices,
-        views::invoice,
+        |s| serde_json::to_value(s).unwrap_or(Value::Null),
         diffs,
     );
     compare(
@@ -578,7 +599,7 @@ fn live_diffs(base: &str, creds: &OrgCredentials, m: &ReadModel) -> anyhow::Resu
     compare_live(
         "invoice",
         get_all(&client, base, "/invoices", creds)?,
-        listed(&m.invoices_by_org, org, &l.invoices, views::invoice),
+        listed(&m.invoices_by_org, org, &m.invoices, views::invoice),
         &mut diffs,
     );
     compare_live(
@@ -712,7 +733,7 @@ fn write_projections(dir: &Path, m: &ReadModel) -> anyhow::Result<BTreeMap<&'sta
         write_jsonl(
             dir,
             "invoices.jsonl",
-            l.invoices.values(),
+            m.invoices.values(),
             |i| i.id.to_string(),
             views::invoice,
         )?,
@@ -818,9 +839,11 @@ pub fn run(
     source: &Source,
     out_dir: &Path,
     live: Option<&OrgCredentials>,
+    sql_batch: usize,
     out: &mut dyn Write,
 ) -> Result<bool, Failure> {
     crate::fresh_dir(out_dir)?;
+    let mut sql = sql_out::Writer::create(out_dir, sql_batch)?;
     // For --url, the streamed events also go to a scratch log that the
     // engine's own loader then reads, as the server would at start.
     let scratch = match source {
@@ -838,17 +861,18 @@ pub fn run(
     let append = |log: &SledLog, pending: &mut Vec<RecordedEvent>| -> Result<(), Failure> {
         log.append(pending, &[])
             .map_err(|e| Failure::Io(anyhow!("scratch log: {e}")))?;
+        crate::sled_gc::reclaim_after_append(pending.len());
         pending.clear();
         Ok(())
     };
-    let mut folded = fold(source, |event| {
+    let mut folded = fold(source, |event, hash| {
         if let Some(log) = &scratch_log {
             pending.push(event.clone());
             if pending.len() >= 20_000 {
                 append(log, &mut pending)?;
             }
         }
-        Ok(())
+        sql.push(event.clone(), hash)
     })?;
     let mut compared = Vec::new();
     let mut diffs = Vec::new();
@@ -894,11 +918,20 @@ pub fn run(
                 diffs.extend(live);
                 break;
             }
-            folded = fold(source, |_| Ok(()))?;
+            // The SQL writer skips what it has and applies what is new.
+            folded = fold(source, |event, hash| sql.push(event.clone(), hash))?;
         }
     } else if live.is_some() {
         return Err(Failure::Io(anyhow!("--api-key/--api-secret need --url")));
     }
+
+    let sql_stats = sql.finish()?;
+    compared.push(
+        "SQL read models (read-models.sqlite, written by the projection's SQL fold) vs the in-memory fold: \
+         every aggregate's state, balances and their holds, line items, invoice lists, \
+         balance changes, transactions",
+    );
+    diffs.extend(sql_out::compare(&sql_stats.path, &folded.model)?);
 
     let counts = write_projections(out_dir, &folded.model)?;
     let l = &folded.model.ledger;
@@ -926,6 +959,7 @@ pub fn run(
         "supply": supply,
         "compared": compared,
         "differences": diffs,
+        "sql": sql_stats.json(),
     });
     std::fs::write(
         out_dir.join("summary.json"),
@@ -942,6 +976,7 @@ pub fn run(
     for (name, n) in &counts {
         writeln!(out, "  {name:<18} {n:>10}")?;
     }
+    print_sql(&sql_stats, out)?;
     for c in &compared {
         writeln!(out, "compared: {c}")?;
     }
@@ -954,4 +989,42 @@ pub fn run(
         }
     }
     Ok(diffs.is_empty())
+}
+
+fn print_sql(stats: &sql_out::Stats, out: &mut dyn Write) -> Result<(), Failure> {
+    writeln!(
+        out,
+        "sql: {} events into {} ({:.1} MiB) in {:.1?} ({:.1?} applying, {:.1?} finalizing of which {:.1?} indexing): {:.0} events/s ({:.0} events/s wall), {} events per transaction",
+        stats.events,
+        stats.path.display(),
+        stats.bytes as f64 / (1024.0 * 1024.0),
+        stats.wall,
+        stats.apply,
+        stats.finalize,
+        stats.indexing,
+        stats.events_per_second(),
+        stats.wall_events_per_second(),
+        stats.batch,
+    )?;
+    Ok(())
+}
+
+/// `rebuild --sql-only`: the SQL read models alone, from the checked chain.
+pub fn run_sql_only(
+    source: &Source,
+    out_dir: &Path,
+    sql_batch: usize,
+    out: &mut dyn Write,
+) -> Result<bool, Failure> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut sql = sql_out::Writer::create(out_dir, sql_batch)?;
+    let mut events = Events::open(source, Range::ALL, "rebuild --sql-only")?;
+    while let Some((raw, event)) = events.next()? {
+        let hash = raw.hash;
+        sql.push(event, hash)?;
+    }
+    drop(events);
+    let stats = sql.finish()?;
+    print_sql(&stats, out)?;
+    Ok(true)
 }

@@ -501,6 +501,199 @@ fn rebuild_writes_every_projection_and_finds_no_difference() {
     assert!(again.stderr.contains("not empty"), "{}", again.stderr);
 }
 
+/// The rebuilt SQL read models, checked here against this test's own fold of
+/// the script's events (not the tool's comparison): every aggregate's state,
+/// balances, changes, transactions; the position and its chain hash; the
+/// schema as the migrations make it; and the server's own opening keeps it.
+#[test]
+fn rebuild_writes_the_sql_read_models_and_they_equal_the_fold() {
+    use projections::sql::{self, rows};
+    let f = fixture();
+    let out_dir = f.dir.parent().expect("parent").join("rebuilt");
+    let out = ok(
+        &f.dir,
+        &["rebuild", "--out", out_dir.to_str().expect("path")],
+    );
+    assert!(out.contains("differences: none"), "{out}");
+    assert!(out.contains("compared: SQL read models"), "{out}");
+    assert!(out.contains("events/s"), "{out}");
+    let path = out_dir.join(sql::FILE);
+    for leftover in [
+        "read-models.sqlite.partial",
+        "read-models.sqlite-wal",
+        "read-models.sqlite-shm",
+    ] {
+        assert!(!out_dir.join(leftover).exists(), "{leftover} left behind");
+    }
+    let n = events(&f).len() as u64;
+    let summary = json(&std::fs::read_to_string(out_dir.join("summary.json")).expect("summary"));
+    assert_eq!(summary["sql"]["events"], n);
+    assert_eq!(summary["sql"]["lastSeq"], n);
+    assert!(summary["sql"]["eventsPerSecond"].as_f64().unwrap_or(0.0) > 0.0);
+    assert_eq!(
+        summary["sql"]["bytes"],
+        std::fs::metadata(&path).expect("file").len()
+    );
+
+    let mut m = projections::ReadModel::new();
+    let mut head = GENESIS_HASH;
+    for e in events(&f) {
+        m.apply(e).expect("apply");
+        head = chain_hash(&head, &encode_event(e).expect("encode"));
+    }
+    let conn = sql::open_reader(&path).expect("open");
+    assert_eq!(sql::position(&conn).expect("position"), (n, head));
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal mode");
+    assert_eq!(mode.to_lowercase(), "wal");
+    // No outbox set up: a server adopting the file sends nothing for the past.
+    let outbox: i64 = conn
+        .query_row("SELECT COUNT(*) FROM webhook_outbox_state", [], |r| {
+            r.get(0)
+        })
+        .expect("outbox state");
+    assert_eq!(outbox, 0);
+    let l = &m.ledger;
+    assert_eq!(m.invoices.len(), 3);
+    for inv in m.invoices.values() {
+        let row: ledger_core::domain::invoice::Invoice =
+            rows::load(&conn, "invoices", &inv.id.to_string())
+                .expect("load")
+                .expect("row");
+        assert_eq!(&row, inv);
+    }
+    for p in l.payments.values() {
+        let row: ledger_core::domain::payment::Payment =
+            rows::load(&conn, "payments", &p.id.to_string())
+                .expect("load")
+                .expect("row");
+        assert_eq!(&row, p);
+    }
+    for w in l.withdrawals.values() {
+        let row: ledger_core::domain::withdrawal::Withdrawal =
+            rows::load(&conn, "withdrawals", &w.id.to_string())
+                .expect("load")
+                .expect("row");
+        assert_eq!(&row, w);
+    }
+    for r in l.refunds.values() {
+        let row: ledger_core::domain::refund::Refund =
+            rows::load(&conn, "refunds", &r.id.to_string())
+                .expect("load")
+                .expect("row");
+        assert_eq!(&row, r);
+    }
+    for k in l.api_keys.values() {
+        let mut row: ledger_core::domain::api_key::ApiKey =
+            rows::load(&conn, "api_keys", &k.id.to_string())
+                .expect("load")
+                .expect("row");
+        assert_eq!(
+            row.secret_hash, [0; 32],
+            "no secret hash in the read models"
+        );
+        row.secret_hash = k.secret_hash;
+        assert_eq!(&row, k);
+    }
+    for b in l.balances.values() {
+        let row = rows::load_balance(&conn, &b.id.to_string())
+            .expect("load")
+            .expect("row");
+        assert_eq!(
+            projections::views::balance(&row),
+            projections::views::balance(b)
+        );
+    }
+    for t in m.transactions.values() {
+        let row = rows::load_transaction(&conn, t.id)
+            .expect("load")
+            .expect("row");
+        assert_eq!(&row, t);
+    }
+    let changes: i64 = conn
+        .query_row("SELECT COUNT(*) FROM balance_changes", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(
+        changes as usize,
+        m.balance_changes.values().map(Vec::len).sum::<usize>()
+    );
+    // The schema (tables and the indexes dropped for the load and made
+    // again) is exactly what the migrations make.
+    let schema = |c: &rusqlite::Connection| -> Vec<(String, String, Option<String>)> {
+        c.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("schema")
+    };
+    let fresh_dir = tempfile::tempdir().expect("tempdir");
+    let fresh = sql::open_writer(&fresh_dir.path().join(sql::FILE)).expect("fresh");
+    assert_eq!(schema(&conn), schema(&fresh));
+    drop(conn);
+
+    // The server's own opening against its log keeps the file (a refused
+    // one would be emptied and folded again from seq 0).
+    wait_unlocked(&f.dir);
+    let log = ledger_core::log::sled::SledLog::open(f.dir.join("log")).expect("log");
+    let conn = sql::open_checked(&path, &log).expect("open_checked");
+    assert_eq!(sql::position(&conn).expect("position"), (n, head));
+}
+
+/// `--sql-only` writes the same tables as the full rebuild, into a directory
+/// that may hold other files, and never over an existing database.
+#[test]
+fn rebuild_sql_only_writes_just_the_database_and_never_overwrites_one() {
+    let f = fixture();
+    let parent = f.dir.parent().expect("parent");
+    let full = parent.join("full");
+    ok(&f.dir, &["rebuild", "--out", full.to_str().expect("path")]);
+    let only = parent.join("only");
+    std::fs::create_dir_all(&only).expect("mkdir");
+    std::fs::write(only.join("notes.txt"), "kept").expect("write");
+    let out = ok(
+        &f.dir,
+        &[
+            "rebuild",
+            "--sql-only",
+            "--sql-batch",
+            "5",
+            "--out",
+            only.to_str().expect("path"),
+        ],
+    );
+    assert!(
+        out.contains(&format!("sql: {} events", events(&f).len())),
+        "{out}"
+    );
+    assert!(out.contains("events/s"), "{out}");
+    let mut names: Vec<String> = std::fs::read_dir(&only)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["notes.txt", "read-models.sqlite"]);
+    let path = only.join(projections::sql::FILE);
+    assert_eq!(
+        sql_dump(&path),
+        sql_dump(&full.join(projections::sql::FILE))
+    );
+
+    let before = std::fs::read(&path).expect("read");
+    let again = tool(&[
+        "--data-dir",
+        f.dir.to_str().expect("path"),
+        "rebuild",
+        "--sql-only",
+        "--out",
+        only.to_str().expect("path"),
+    ]);
+    assert_eq!(again.code, 2, "{}", again.stdout);
+    assert!(again.stderr.contains("exists"), "{}", again.stderr);
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+}
+
 #[test]
 fn a_backup_is_the_same_history() {
     let f = fixture();

@@ -379,4 +379,11 @@ fn url_and_data_dir_agree() {
         let b = std::fs::read(rebuilt_dir.join(file)).expect("read");
         assert!(a == b, "{file} differs between --url and --data-dir");
     }
+    // The SQL read models too, row for row.
+    let sql = projections::sql::FILE;
+    assert_eq!(
+        sql_dump(&rebuilt_live.join(sql)),
+        sql_dump(&rebuilt_dir.join(sql)),
+        "the SQL read models differ between --url and --data-dir"
+    );
 }

@@ -541,7 +541,8 @@ pub fn save_file(c: &Connection, f: &StoredFile, seq: u64) -> Result<(), SqlErro
 }
 
 /// The columns [`transaction_row`] reads, in its order.
-pub const TRANSACTION_COLUMNS: &str = "id, seq, type, organization_id, balance_id, currency, amount, \
+pub const TRANSACTION_COLUMNS: &str =
+    "id, seq, type, organization_id, balance_id, currency, amount, \
      total_after, reference, invoice_id, payment_id, withdrawal_id, refund_id, \
      counterparty_organization_id, created_micros";
 

@@ -469,3 +469,45 @@ pub fn swap_events(data_dir: &Path, a: u64, b: u64) {
         db.insert(event_key(b), va).expect("insert");
     });
 }
+
+/// Every row of every table of a read-model database, rendered and sorted
+/// per table, except `schema_migrations` (it records when it was applied).
+pub fn sql_dump(path: &Path) -> Vec<(String, Vec<String>)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the database");
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'schema_migrations'
+             ORDER BY name",
+        )
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("tables");
+    tables
+        .into_iter()
+        .map(|t| {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {t}"))
+                .expect("prepare");
+            let n = stmt.column_count();
+            let mut rows: Vec<String> = stmt
+                .query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            r.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|v| v.join(" | "))
+                })
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            rows.sort();
+            (t, rows)
+        })
+        .collect()
+}

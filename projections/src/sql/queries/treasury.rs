@@ -312,7 +312,6 @@ pub struct TransactionFilter {
     pub to: Option<Timestamp>,
 }
 
-
 fn transaction_row(r: &Row<'_>) -> Result<(i64, Transaction), SqlError> {
     let t = rows::transaction_row(r)?.map_err(|e| corrupt("transactions", "?", e))?;
     let seq = i64::try_from(t.seq).map_err(|e| corrupt("transactions", t.id, e))?;
