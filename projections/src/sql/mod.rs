@@ -164,6 +164,12 @@ pub fn open_checked(path: &Path, log: &dyn EventLog) -> Result<Connection, SqlEr
     };
     tracing::warn!(path = %path.display(), %reason, "read-model database refused; rebuilding from seq 0");
     drop(conn);
+    remove_database(path)?;
+    open_writer(path)
+}
+
+/// Deletes the database file with its write-ahead log and shared memory.
+pub fn remove_database(path: &Path) -> Result<(), SqlError> {
     for suffix in ["", "-wal", "-shm"] {
         let p = PathBuf::from(format!("{}{suffix}", path.display()));
         match std::fs::remove_file(&p) {
@@ -172,7 +178,7 @@ pub fn open_checked(path: &Path, log: &dyn EventLog) -> Result<Connection, SqlEr
             Err(e) => return Err(e.into()),
         }
     }
-    open_writer(path)
+    Ok(())
 }
 
 /// A small pool of read-only connections for the API's queries.

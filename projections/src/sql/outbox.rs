@@ -749,7 +749,7 @@ pub fn open_projection(
         // are derivable; fold them again, deriving from `from` on.
         tracing::warn!(path = %path.display(), from, "read models ahead of the webhook outbox; rebuilding them from seq 0");
         drop(conn);
-        remove_database(path)?;
+        super::remove_database(path)?;
         conn = super::open_writer(path)?;
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -805,17 +805,5 @@ fn set_aside(dir: &Path) -> Result<(), SqlError> {
         let _ = parent;
     }
     tracing::info!(from = %dir.display(), to = %target.display(), "previous webhook outbox imported and set aside");
-    Ok(())
-}
-
-fn remove_database(path: &Path) -> Result<(), SqlError> {
-    for suffix in ["", "-wal", "-shm"] {
-        let p = PathBuf::from(format!("{}{suffix}", path.display()));
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
     Ok(())
 }

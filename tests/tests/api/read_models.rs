@@ -28,6 +28,15 @@ const DELIVERY_PROGRESS: [&str; 5] = [
     "schedule_base",
 ];
 
+/// Columns a live database and a rebuild may disagree on: when migrations
+/// ran and the outbox was set up, and what happened to deliveries since.
+fn may_differ(table: &str, column: &str) -> bool {
+    let when = ["schema_migrations", "webhook_outbox_state"].contains(&table)
+        && ["applied_at_utc", "created_at_utc"].contains(&column);
+    let progress = table == "webhook_deliveries" && DELIVERY_PROGRESS.contains(&column);
+    when || progress
+}
+
 fn open(path: &Path) -> Connection {
     Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open read models")
 }
@@ -52,13 +61,7 @@ fn tables(c: &Connection) -> BTreeMap<String, Vec<Vec<String>>> {
         let mut stmt = c.prepare(&format!("SELECT * FROM {table}")).unwrap();
         let columns: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
         let keep: Vec<usize> = (0..columns.len())
-            .filter(|&i| {
-                let name = columns[i].as_str();
-                // When migrations ran and the outbox was set up differ.
-                !(["schema_migrations", "webhook_outbox_state"].contains(&table.as_str())
-                    && ["applied_at_utc", "created_at_utc"].contains(&name))
-                    && !(table == "webhook_deliveries" && DELIVERY_PROGRESS.contains(&name))
-            })
+            .filter(|&i| !may_differ(&table, &columns[i]))
             .collect();
         let mut rows: Vec<Vec<String>> = stmt
             .query_map([], |r| {
