@@ -3,7 +3,7 @@
 -- Written only by the projection (projections/src/sql/fold.rs), one SQL
 -- transaction per engine batch; read by the API and by analysts. Everything
 -- here is derived from the event log and can be rebuilt from it
--- (`replay-tool rebuild --sql-out FILE`).
+-- (`replay-tool rebuild --out DIR`, or `rebuild --sql-only --out DIR`).
 --
 -- Conventions, kept portable between SQLite and PostgreSQL:
 --   * ids are TEXT as the API shows them (UUIDs; API keys `ek_…`);
