@@ -56,7 +56,7 @@ pub struct Config {
     #[arg(long, env = "EXPEREON_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
     pub snapshot_every_events: u64,
     /// sled page cache size.
-    #[arg(long, env = "EXPEREON_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, env = "EXPEREON_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: u64,
 }
 

@@ -412,7 +412,7 @@ impl Generator {
             if let Some(approved) = ledger.approved_by_buyer.get_mut(&buyer) {
                 approved.remove(&id);
             }
-            for file in &invoice.attachments {
+            for file in invoice.attachments() {
                 if let Some(invoices) = ledger.file_invoices.get_mut(file) {
                     invoices.remove(&id);
                 }

@@ -37,7 +37,17 @@ impl Ledger {
             )));
         }
         self.evolve(&recorded.event, recorded.at).map_err(fail)?;
-        self.versions.insert(stream, recorded.version);
+        if stream.kind == crate::events::StreamKind::Invoice {
+            let carried = self.version(stream);
+            if carried != recorded.version {
+                return Err(fail(format!(
+                    "invoice {} carries version {carried} after version {}",
+                    stream.id, recorded.version
+                )));
+            }
+        } else {
+            self.versions.insert(stream, recorded.version);
+        }
         self.last_seq = seq;
         Ok(())
     }
@@ -389,7 +399,7 @@ impl Ledger {
         let Some(inv) = InvoiceState::created(event, at) else {
             return;
         };
-        for f in &inv.attachments {
+        for f in inv.attachments() {
             self.file_invoices.entry(*f).or_default().insert(inv.id);
         }
         *self

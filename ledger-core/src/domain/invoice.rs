@@ -399,11 +399,32 @@ pub struct InvoiceState {
     pub archived_from: Option<InvoiceStatus>,
     pub payment_id: Option<PaymentId>,
     pub version: u64,
+    /// Lines, attachments and an open cancellation request: most invoices
+    /// have none of them once submitted, so they live behind one pointer
+    /// (8 bytes instead of 80 in a table of a million entries).
+    pub open: Option<Box<OpenParts>>,
+}
+
+/// The parts of an invoice kept only while they can still matter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpenParts {
     /// Only while DRAFT.
     pub lines: Vec<LineItem>,
     pub attachments: Vec<FileId>,
     /// Only while CANCELLATION_REQUESTED.
     pub cancellation: Option<CancellationRequest>,
+}
+
+impl OpenParts {
+    /// None when there is nothing to keep, so `==` on states does not depend
+    /// on whether an empty box was left behind.
+    fn boxed(self) -> Option<Box<OpenParts>> {
+        if self == OpenParts::default() {
+            None
+        } else {
+            Some(Box::new(self))
+        }
+    }
 }
 
 impl InvoiceState {
@@ -439,14 +460,30 @@ impl InvoiceState {
             archived_from: full.archived_from,
             payment_id: full.payment_id,
             version: full.version,
-            lines: if draft { full.line_items } else { Vec::new() },
-            attachments: full.attachments,
-            cancellation: if requested { full.cancellation } else { None },
+            open: OpenParts {
+                lines: if draft { full.line_items } else { Vec::new() },
+                attachments: full.attachments,
+                cancellation: if requested { full.cancellation } else { None },
+            }
+            .boxed(),
         }
+    }
+
+    pub fn lines(&self) -> &[LineItem] {
+        self.open.as_ref().map_or(&[], |o| &o.lines)
+    }
+
+    pub fn attachments(&self) -> &[FileId] {
+        self.open.as_ref().map_or(&[], |o| &o.attachments)
+    }
+
+    pub fn cancellation(&self) -> Option<&CancellationRequest> {
+        self.open.as_ref().and_then(|o| o.cancellation.as_ref())
     }
 
     /// The invoice as far as this state knows it: what `Invoice::evolve` reads.
     fn hollow(&mut self) -> Invoice {
+        let open = self.open.take().map(|o| *o).unwrap_or_default();
         Invoice {
             id: self.id,
             connection_id: crate::ids::ConnectionId::from_uuid(uuid::Uuid::nil()),
@@ -457,15 +494,15 @@ impl InvoiceState {
             issue_date: self.issue_date,
             due_date: self.due_date,
             memo: None,
-            line_items: std::mem::take(&mut self.lines),
-            attachments: std::mem::take(&mut self.attachments),
+            line_items: open.lines,
+            attachments: open.attachments,
             status: self.status,
             approved_amount: self.approved_amount,
             adjustment_reason: None,
             dispute_reason: None,
             info_request: None,
             info_response: None,
-            cancellation: self.cancellation.take(),
+            cancellation: open.cancellation,
             cancellation_reason: None,
             archived_from: self.archived_from,
             payment_id: self.payment_id,
@@ -584,7 +621,7 @@ impl InvoiceState {
         action: &'static str,
         party: Party,
     ) -> Result<(), DomainError> {
-        match &self.cancellation {
+        match self.cancellation() {
             Some(req) if self.status == InvoiceStatus::CancellationRequested => {
                 if req.by == party {
                     Err(DomainError::Forbidden(format!(
@@ -622,7 +659,7 @@ impl InvoiceState {
 
     /// A line of a draft (the only state whose lines can be edited one by one).
     pub fn line_item(&self, id: LineItemId) -> Result<&LineItem, DomainError> {
-        self.lines
+        self.lines()
             .iter()
             .find(|l| l.id == id)
             .ok_or(DomainError::NotFound("line item"))

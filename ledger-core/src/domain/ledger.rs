@@ -12,7 +12,9 @@ use super::refund::Refund;
 use super::webhook_endpoint::WebhookEndpoint;
 use super::withdrawal::Withdrawal;
 use super::{Ctx, DomainError};
-use crate::events::{Actor, Event, Hold, LineItem, Party, Permission, RecordedEvent, StreamId};
+use crate::events::{
+    Actor, Event, Hold, LineItem, Party, Permission, RecordedEvent, StreamId, StreamKind,
+};
 use crate::ids::*;
 use crate::money::{line_figures, Amount, Currency};
 use std::collections::{BTreeSet, HashMap};
@@ -73,7 +75,16 @@ impl Ledger {
         Self::default()
     }
 
+    /// A stream's last version. An invoice carries its own (most streams
+    /// are invoices, and a second map of a million entries is memory the
+    /// decisions do not need); `versions` holds the other streams'.
     pub fn version(&self, stream: StreamId) -> u64 {
+        if stream.kind == StreamKind::Invoice {
+            return self
+                .invoices
+                .get(&InvoiceId::from_uuid(stream.id))
+                .map_or(0, |i| i.version);
+        }
         self.versions.get(&stream).copied().unwrap_or(0)
     }
 
@@ -642,7 +653,7 @@ impl Ledger {
                 let attached_beyond_draft =
                     self.file_invoices.get(id).into_iter().flatten().any(|inv| {
                         self.invoices.get(inv).is_some_and(|i| {
-                            i.status != InvoiceStatus::Draft && i.attachments.contains(id)
+                            i.status != InvoiceStatus::Draft && i.attachments().contains(id)
                         })
                     });
                 if attached_beyond_draft {
@@ -657,7 +668,7 @@ impl Ledger {
                     .into_iter()
                     .flatten()
                     .filter_map(|inv| self.invoices.get(inv))
-                    .filter(|i| i.attachments.contains(id))
+                    .filter(|i| i.attachments().contains(id))
                     .map(|i| Event::InvoiceUpdated {
                         id: i.id,
                         number: None,
@@ -665,7 +676,11 @@ impl Ledger {
                         memo: None,
                         line_items: None,
                         attachments: Some(
-                            i.attachments.iter().copied().filter(|f| f != id).collect(),
+                            i.attachments()
+                                .iter()
+                                .copied()
+                                .filter(|f| f != id)
+                                .collect(),
                         ),
                     })
                     .collect();
@@ -1019,7 +1034,7 @@ impl Ledger {
                 let mut events = vec![Event::InvoiceCancelled {
                     id,
                     by: party,
-                    reason: inv.cancellation.as_ref().map(|c| c.reason.clone()),
+                    reason: inv.cancellation().map(|c| c.reason.clone()),
                 }];
                 events.extend(self.release_invoice_hold(inv)?);
                 events

@@ -50,6 +50,9 @@ struct State {
     versions: HashMap<StreamId, u64>,
 }
 
+/// Streams whose last version the log keeps in memory between batches.
+const VERSION_CACHE_ENTRIES: usize = 65_536;
+
 #[derive(Debug, Clone)]
 pub struct SledOptions {
     pub cache_capacity_bytes: u64,
@@ -58,7 +61,7 @@ pub struct SledOptions {
 impl Default for SledOptions {
     fn default() -> Self {
         Self {
-            cache_capacity_bytes: 256 * 1024 * 1024,
+            cache_capacity_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -430,6 +433,11 @@ impl EventLog for SledLog {
         self.db.apply_batch(batch).map_err(storage)?;
         // The batch is in sled even if the sync below fails; keep the head true to it.
         state.head = head;
+        // A cache of recent streams, not of history: past its bound it starts
+        // over (a miss costs one sled lookup).
+        if state.versions.len() + touched.len() > VERSION_CACHE_ENTRIES {
+            state.versions.clear();
+        }
         state.versions.extend(touched);
         self.make_durable()?;
         Ok(head)

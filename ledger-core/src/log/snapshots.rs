@@ -18,7 +18,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"EXWMSNP1";
+/// The last byte is the format: a snapshot of another layout of the write
+/// model is refused by name and the log replayed, never misread.
+const MAGIC: &[u8; 8] = b"EXWMSNP2";
 const HEADER: usize = 8 + 8 + 32 + 32;
 /// Snapshots kept: the newest, and one to fall back on if it is damaged.
 const KEEP: usize = 2;
@@ -102,8 +104,14 @@ impl WriteModelSnapshots {
     /// Reads one snapshot file and checks it against `log`.
     pub fn read(&self, path: &Path, log: &dyn EventLog) -> Result<Ledger, Refused> {
         let bytes = std::fs::read(path).map_err(|e| Refused::Unreadable(e.to_string()))?;
-        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        if bytes.len() < HEADER || bytes[..7] != MAGIC[..7] {
             return Err(Refused::Unreadable("not a write-model snapshot".into()));
+        }
+        if bytes[7] != MAGIC[7] {
+            return Err(Refused::Unreadable(format!(
+                "snapshot format {} (this version reads format {})",
+                bytes[7] as char, MAGIC[7] as char
+            )));
         }
         let seq = u64::from_be_bytes(bytes[8..16].try_into().unwrap_or([0; 8]));
         let hash: Hash = bytes[16..48].try_into().unwrap_or([0; 32]);

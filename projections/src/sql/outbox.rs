@@ -21,6 +21,7 @@
 //! previous version's sled outbox is imported and its checkpoint kept, so an
 //! upgrade that folds the SQL read models from seq 0 re-sends nothing.
 
+use super::fold::Pending;
 use super::{corrupt, position, rows, Readers, SqlError};
 use crate::webhooks::{self, Subject, SubjectKey};
 use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
@@ -46,17 +47,22 @@ pub const IMPORTED_SUFFIX: &str = ".imported";
 /// Derives the deliveries `event` makes, from the rows as the fold has just
 /// left them. Nothing for events at or below `webhooks_from_seq`, nor in a
 /// database that keeps no outbox.
-pub fn derive(c: &Connection, event: &RecordedEvent) -> Result<(), SqlError> {
+pub fn derive(
+    c: &Connection,
+    pending: &Pending,
+    webhooks_from: Option<u64>,
+    event: &RecordedEvent,
+) -> Result<(), SqlError> {
     if webhooks::event_type(&event.event).is_none() {
         return Ok(());
     }
-    match webhooks_from_seq(c)? {
+    match webhooks_from {
         Some(from) if event.seq > from => {}
         _ => return Ok(()),
     }
     let entries = webhooks::route(
         event,
-        |key| subject(c, key),
+        |key| subject(c, pending, key),
         |org, event_type| targets(c, org, event_type),
     )?;
     for entry in &entries {
@@ -88,16 +94,26 @@ pub fn webhooks_from_seq(c: &Connection) -> Result<Option<u64>, SqlError> {
 }
 
 /// The subject as the SQL read models hold it right after the event.
-fn subject(c: &Connection, key: SubjectKey) -> Result<Option<Subject>, SqlError> {
+fn subject(
+    c: &Connection,
+    pending: &Pending,
+    key: SubjectKey,
+) -> Result<Option<Subject>, SqlError> {
     Ok(match key {
-        SubjectKey::Invoice(id) => {
-            rows::load(c, "invoices", &id.to_string())?.map(Subject::Invoice)
-        }
-        SubjectKey::Payment(id) => {
-            rows::load(c, "payments", &id.to_string())?.map(Subject::Payment)
-        }
+        SubjectKey::Invoice(id) => match pending.touched_invoice(id) {
+            Some(inv) => Some(Subject::Invoice(inv.clone())),
+            None => rows::load(c, "invoices", &id.to_string())?.map(Subject::Invoice),
+        },
+        SubjectKey::Payment(id) => match pending.touched_payment(id) {
+            Some(p) => Some(Subject::Payment(p.clone())),
+            None => rows::load(c, "payments", &id.to_string())?.map(Subject::Payment),
+        },
         SubjectKey::Deposit(balance, transaction_id) => {
-            match rows::load_balance(c, &balance.to_string())? {
+            let balance = match pending.touched_balance(balance) {
+                Some(b) => Some(b.clone()),
+                None => rows::load_balance(c, &balance.to_string())?,
+            };
+            match balance {
                 Some(balance) => Some(Subject::Deposit {
                     balance,
                     transaction_id,
