@@ -292,6 +292,8 @@ impl Engine {
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+        // What building the write model freed (replay, snapshot decode).
+        crate::memory::give_back_freed();
         // A long replay at start (no snapshot, or an old one): snapshot now,
         // so a crash soon after does not replay it all again.
         let head = self.log.head();
@@ -544,6 +546,8 @@ impl Engine {
                     }
                     Err(e) => tracing::warn!(error = %e, "write-model snapshot failed"),
                 }
+                drop(copy);
+                crate::memory::give_back_freed();
                 busy.store(false, Ordering::Release);
             });
         match spawned {

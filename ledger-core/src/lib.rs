@@ -8,5 +8,6 @@ pub mod engine;
 pub mod events;
 pub mod ids;
 pub mod log;
+pub mod memory;
 pub mod money;
 pub mod time;

@@ -1489,3 +1489,39 @@ fn patch_with_expected_version() {
         check_expected_version(*fx, *who, *offset, expect.clone());
     }
 }
+
+/// A draft's lines live in the write model while it is a draft: lines added
+/// one by one all count when the buyer approves (the reservation is the
+/// whole total), and none are kept once it is submitted.
+#[test]
+fn lines_added_to_a_draft_one_by_one_are_all_reserved_on_approval() {
+    let mut s = Scene::new("1000.00");
+    let (seller, buyer) = (s.seller, s.buyer);
+    let id = s.draft();
+    s.w.ok(
+        &seller.actor(),
+        Command::AddLineItem {
+            id,
+            item: line("travel", "2", "20.00", "0"),
+        },
+    );
+    s.w.ok(
+        &seller.actor(),
+        Command::AddLineItem {
+            id,
+            item: line("materials", "1", "5.00", "0"),
+        },
+    );
+    s.w.act_ok(&seller, id, InvoiceAction::Submit);
+    s.w.act_ok(&buyer, id, approve());
+    let b = s.w.balance(&buyer, "USD").unwrap();
+    // 110.00 (the standard line) + 40.00 + 5.00
+    assert_eq!(fmt(b.holds[&Hold::Invoice(id)], "USD"), "155.00");
+    assert_eq!(fmt(b.reserved, "USD"), "155.00");
+    let state = &s.w.ledger.invoices[&id];
+    assert_eq!(state.line_count, 3);
+    assert!(
+        state.lines().is_empty(),
+        "a submitted invoice keeps no lines"
+    );
+}

@@ -193,6 +193,11 @@ enum Cmd {
         /// Events per append.
         #[arg(long, default_value_t = 20_000)]
         batch: usize,
+        /// Give every generated API key this secret (its SHA-256 is stored,
+        /// as the server stores it), so benchmarks can call the generated
+        /// organizations; without it the keys have placeholder hashes.
+        #[arg(long, value_name = "SECRET", env = "EXPEREON_GENERATE_API_SECRET")]
+        api_secret: Option<String>,
     },
 }
 
@@ -217,6 +222,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<bool, Failure> {
         pairs,
         seed,
         batch,
+        api_secret,
     } = &cli.command
     {
         let options = generate::Options {
@@ -224,6 +230,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<bool, Failure> {
             pairs: *pairs,
             seed: *seed,
             batch: (*batch).max(1),
+            api_secret: api_secret.clone(),
         };
         generate::run(dir, &options, out)?;
         return Ok(true);

@@ -90,6 +90,16 @@ async fn page(api: &Api, after: u64) -> anyhow::Result<Page> {
     Ok(out)
 }
 
+/// The admin event stream shows a key's id as the bare UUID; the API names
+/// keys `ek_` + its 32 hex digits.
+fn api_key_id(raw: &str) -> String {
+    if raw.starts_with("ek_") {
+        raw.to_string()
+    } else {
+        format!("ek_{}", raw.replace('-', ""))
+    }
+}
+
 /// `[u8; 32]` serializes as an array of numbers; accept hex too.
 fn hash_bytes(v: Option<&Value>) -> Vec<u8> {
     match v {
@@ -165,7 +175,7 @@ pub async fn discover(
             .map(|(_, key, org)| BigSeller {
                 organization_id: org.clone(),
                 creds: Creds {
-                    key: key.clone(),
+                    key: api_key_id(key),
                     secret: secret.to_string(),
                 },
                 invoice_ids: invoices
