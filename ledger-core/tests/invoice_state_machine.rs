@@ -1525,3 +1525,45 @@ fn lines_added_to_a_draft_one_by_one_are_all_reserved_on_approval() {
         "a submitted invoice keeps no lines"
     );
 }
+
+/// The write model keeps an invoice's attachments: a file attached to an
+/// invoice that is no longer a draft cannot be deleted, and deleting one a
+/// draft lists takes it off the draft.
+#[test]
+fn attachments_outlive_the_draft_in_the_write_model() {
+    let mut s = Scene::new("1000.00");
+    let seller = s.seller;
+    let store = |s: &mut Scene, name: &str| {
+        let id = ledger_core::ids::FileId::new();
+        s.w.ok(
+            &seller.actor(),
+            Command::StoreFile {
+                id,
+                filename: name.into(),
+                content_type: "application/pdf".into(),
+                size: 10,
+                sha256: [7; 32],
+            },
+        );
+        id
+    };
+    let (kept, dropped) = (store(&mut s, "contract.pdf"), store(&mut s, "draft.pdf"));
+    let mut submitted =
+        s.w.new_invoice(s.connection, "USD", Scene::std_lines(), true);
+    submitted.attachments = vec![kept];
+    let submitted = s.w.create_invoice(&seller, submitted);
+    let mut draft =
+        s.w.new_invoice(s.connection, "USD", Scene::std_lines(), false);
+    draft.attachments = vec![dropped];
+    let draft = s.w.create_invoice(&seller, draft);
+    assert_eq!(s.w.ledger.invoices[&submitted].attachments(), [kept]);
+
+    s.w.refused(
+        &seller.actor(),
+        Command::DeleteFile { id: kept },
+        Refusal::Validation,
+    );
+    s.w.ok(&seller.actor(), Command::DeleteFile { id: dropped });
+    assert!(s.w.invoice(draft).attachments.is_empty());
+    assert!(s.w.ledger.invoices[&draft].attachments().is_empty());
+}
