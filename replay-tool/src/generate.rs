@@ -604,6 +604,26 @@ mod tests {
     }
 
     #[test]
+    fn every_generated_key_has_the_given_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = SledLog::open(dir.path().join("log")).expect("log");
+        let options = Options {
+            events: 2_000,
+            pairs: 2,
+            seed: 3,
+            batch: 500,
+            api_secret: Some("es_bench".into()),
+        };
+        let g = generate(&log, &options).expect("generate");
+        let wanted: [u8; 32] = Sha256::digest(b"es_bench").into();
+        // Each organization's first key, and each seller's second.
+        assert_eq!(g.ledger.api_keys.len(), 6);
+        for key in g.ledger.api_keys.values() {
+            assert_eq!(key.secret_hash, wanted, "key {}", key.id);
+        }
+    }
+
+    #[test]
     fn memory_holds_what_is_in_flight_not_history() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = SledLog::open(dir.path().join("log")).expect("log");
@@ -612,6 +632,7 @@ mod tests {
             pairs: 4,
             seed: 7,
             batch: 1_000,
+            api_secret: None,
         };
         let g = generate(&log, &options).expect("generate");
         assert_eq!(log.head().last_seq, 30_000);
