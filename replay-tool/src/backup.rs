@@ -42,7 +42,6 @@ pub fn run(source: &Source, out_dir: &Path, out: &mut dyn Write) -> Result<(), F
         let head = log
             .append(batch, &[])
             .map_err(|e| Failure::Io(anyhow!("appending to the copy: {e}")))?;
-        crate::sled_gc::reclaim_after_append(batch.len());
         if (head.last_seq, head.last_hash) != last {
             return Err(Failure::bad(
                 last.0,

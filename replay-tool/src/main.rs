@@ -17,7 +17,6 @@ mod generate;
 mod invoice;
 mod progress;
 mod rebuild;
-mod sled_gc;
 mod source;
 mod sql_out;
 mod stats;

@@ -861,7 +861,6 @@ pub fn run(
     let append = |log: &SledLog, pending: &mut Vec<RecordedEvent>| -> Result<(), Failure> {
         log.append(pending, &[])
             .map_err(|e| Failure::Io(anyhow!("scratch log: {e}")))?;
-        crate::sled_gc::reclaim_after_append(pending.len());
         pending.clear();
         Ok(())
     };

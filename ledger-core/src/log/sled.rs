@@ -431,6 +431,7 @@ impl EventLog for SledLog {
             batch.insert(&idem_time_key(record.at, &record.key)[..], &[][..]);
         }
         self.db.apply_batch(batch).map_err(storage)?;
+        super::sled_gc::reclaim_after_append(events.len() + idempotency.len());
         // The batch is in sled even if the sync below fails; keep the head true to it.
         state.head = head;
         // A cache of recent streams, not of history: past its bound it starts

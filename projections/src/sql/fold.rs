@@ -36,7 +36,9 @@ use std::collections::HashMap;
 /// runs (the outbox's subjects included) reads through here.
 #[derive(Default)]
 pub struct Pending {
-    invoices: HashMap<InvoiceId, (Slot<Invoice>, InvoiceChange)>,
+    invoices: HashMap<InvoiceId, Slot<Invoice>>,
+    /// What of each touched invoice the batch changed (see `InvoiceChange`).
+    invoice_changes: HashMap<InvoiceId, InvoiceChange>,
     payments: HashMap<PaymentId, Slot<Payment>>,
     balances: HashMap<BalanceId, Slot<Balance>>,
 }
@@ -54,6 +56,26 @@ const UNCHANGED: InvoiceChange = InvoiceChange {
     attachments: false,
 };
 
+/// The row `id` as the batch has it, read by `load` the first time.
+fn touch<K: Eq + std::hash::Hash, T>(
+    map: &mut HashMap<K, Slot<T>>,
+    id: K,
+    seq: u64,
+    load: impl FnOnce() -> Result<T, SqlError>,
+) -> Result<&mut T, SqlError> {
+    Ok(match map.entry(id) {
+        Entry::Occupied(e) => &mut e.into_mut().value,
+        Entry::Vacant(v) => {
+            &mut v
+                .insert(Slot {
+                    value: load()?,
+                    seq,
+                })
+                .value
+        }
+    })
+}
+
 impl Pending {
     fn invoice(
         &mut self,
@@ -61,21 +83,19 @@ impl Pending {
         id: InvoiceId,
         seq: u64,
     ) -> Result<&mut Invoice, SqlError> {
-        Ok(match self.invoices.entry(id) {
-            Entry::Occupied(e) => &mut e.into_mut().0.value,
-            Entry::Vacant(v) => {
-                let value = load(c, "invoices", id)?;
-                &mut v.insert((Slot { value, seq }, UNCHANGED)).0.value
-            }
-        })
+        touch(&mut self.invoices, id, seq, || load(c, "invoices", id))
+    }
+
+    fn put_invoice(&mut self, inv: Invoice, seq: u64, change: InvoiceChange) {
+        self.invoice_changes.insert(inv.id, change);
+        self.invoices.insert(inv.id, Slot { value: inv, seq });
     }
 
     fn changed(&mut self, id: InvoiceId, change: InvoiceChange) {
-        if let Some((_, was)) = self.invoices.get_mut(&id) {
-            was.created |= change.created;
-            was.line_items |= change.line_items;
-            was.attachments |= change.attachments;
-        }
+        let was = self.invoice_changes.entry(id).or_insert(UNCHANGED);
+        was.created |= change.created;
+        was.line_items |= change.line_items;
+        was.attachments |= change.attachments;
     }
 
     fn payment(
@@ -84,13 +104,7 @@ impl Pending {
         id: PaymentId,
         seq: u64,
     ) -> Result<&mut Payment, SqlError> {
-        Ok(match self.payments.entry(id) {
-            Entry::Occupied(e) => &mut e.into_mut().value,
-            Entry::Vacant(v) => {
-                let value = load(c, "payments", id)?;
-                &mut v.insert(Slot { value, seq }).value
-            }
-        })
+        touch(&mut self.payments, id, seq, || load(c, "payments", id))
     }
 
     /// A payment (re)made by its own event: a retry keeps the row's seq.
@@ -105,19 +119,14 @@ impl Pending {
         id: BalanceId,
         seq: u64,
     ) -> Result<&mut Balance, SqlError> {
-        Ok(match self.balances.entry(id) {
-            Entry::Occupied(e) => &mut e.into_mut().value,
-            Entry::Vacant(v) => {
-                let value = rows::load_balance(c, &id.to_string())?
-                    .ok_or_else(|| missing("balances", id))?;
-                &mut v.insert(Slot { value, seq }).value
-            }
+        touch(&mut self.balances, id, seq, || {
+            rows::load_balance(c, &id.to_string())?.ok_or_else(|| missing("balances", id))
         })
     }
 
     /// The invoice as the batch has left it so far, if it touched it.
     pub fn touched_invoice(&self, id: InvoiceId) -> Option<&Invoice> {
-        self.invoices.get(&id).map(|(s, _)| &s.value)
+        self.invoices.get(&id).map(|s| &s.value)
     }
 
     pub fn touched_payment(&self, id: PaymentId) -> Option<&Payment> {
@@ -129,8 +138,9 @@ impl Pending {
     }
 
     fn flush(self, c: &Connection) -> Result<(), SqlError> {
-        for (slot, change) in self.invoices.values() {
-            rows::save_invoice(c, &slot.value, slot.seq, *change)?;
+        for (id, slot) in &self.invoices {
+            let change = self.invoice_changes.get(id).copied().unwrap_or(UNCHANGED);
+            rows::save_invoice(c, &slot.value, slot.seq, change)?;
         }
         for slot in self.payments.values() {
             rows::save_payment(c, &slot.value, slot.seq)?;
@@ -271,9 +281,7 @@ fn apply(c: &Connection, pending: &mut Pending, r: &RecordedEvent) -> Result<(),
                 attachments: true,
             };
             invoice_history(c, r, &inv)?;
-            pending
-                .invoices
-                .insert(inv.id, (Slot { value: inv, seq }, change));
+            pending.put_invoice(inv, seq, change);
             Ok(())
         }
         InvoiceUpdated { .. }
