@@ -952,7 +952,7 @@ pub fn run(
     let summary = json!({
         "lastSeq": l.last_seq,
         "headHash": hex::encode(folded.last_hash),
-        "streams": l.versions.len(),
+        "streams": l.stream_count(),
         "eventsByType": folded.by_type,
         "counts": counts,
         "supply": supply,

@@ -91,7 +91,7 @@ pub fn run(source: &Source, bench: bool, out: &mut dyn Write) -> Result<bool, Fa
         Err(other) => return Err(other),
     };
     let ledger = &verified.ledger;
-    let streams = ledger.versions.len();
+    let streams = ledger.stream_count();
     writeln!(out, "verify: OK")?;
     writeln!(out, "events: {}", ledger.last_seq)?;
     writeln!(out, "head hash: {}", hex::encode(verified.last_hash))?;

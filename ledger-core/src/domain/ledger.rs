@@ -88,6 +88,12 @@ impl Ledger {
         self.versions.get(&stream).copied().unwrap_or(0)
     }
 
+    /// How many streams have events: the invoices (which keep their own
+    /// versions) and the others in `versions`.
+    pub fn stream_count(&self) -> usize {
+        self.versions.len() + self.invoices.len()
+    }
+
     pub fn balance_of(&self, org: OrganizationId, currency: Currency) -> Option<&Balance> {
         self.balance_index
             .get(&(org, currency))
