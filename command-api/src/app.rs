@@ -42,28 +42,14 @@ pub struct AppState {
 
 impl AppState {
     /// Runs a query on the SQL read models (one consistent snapshot).
-    ///
-    /// SQLite blocks the calling thread; on the server's multi-threaded
-    /// runtime the worker's other tasks move to another thread meanwhile
-    /// (`block_in_place`), so a slow page does not stall the requests queued
-    /// behind it on the same worker.
     pub fn sql<T>(
         &self,
         query: impl FnOnce(&rusqlite::Connection) -> Result<T, projections::sql::SqlError>,
     ) -> Result<T, ApiError> {
-        let run = || {
-            self.projections
-                .sql()
-                .with(query)
-                .map_err(|e| ApiError::internal("SQL read models", e))
-        };
-        let multi_threaded = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_threaded {
-            tokio::task::block_in_place(run)
-        } else {
-            run()
-        }
+        self.projections
+            .sql()
+            .with(query)
+            .map_err(|e| ApiError::internal("SQL read models", e))
     }
 }
 
