@@ -14,7 +14,7 @@ use ledger_core::engine::{Engine, EngineConfig, EngineHandle, Reply, Submission}
 use ledger_core::events::{Actor, RecordedEvent};
 use ledger_core::ids::{OrganizationId, WebhookEndpointId};
 use ledger_core::log::sled::SledLog;
-use ledger_core::log::{verify_link, EventLog, RawEvent, GENESIS_HASH};
+use ledger_core::log::EventLog;
 use ledger_core::money::{Amount, Currency};
 use ledger_core::time::{ManualClock, Timestamp};
 use projections::sql::outbox::{Attempt, Delivery, DeliveryStatus, LegacyOutbox, Outbox};
@@ -24,6 +24,9 @@ use projections::{Projections, ReadModel};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+mod support;
+use support::golden;
 
 async fn run(engine: &EngineHandle, actor: Actor, command: Command) -> (Outcome, u64) {
     let reply = engine
@@ -466,30 +469,6 @@ fn the_worker_api_keeps_the_schedule_and_pages_newest_first() {
     assert_eq!(d.redelivered_by, vec![request]);
     assert_eq!(d.attempts_in_round(), 0);
     assert_eq!(outbox.get(ids[0]).expect("get"), Some(d));
-}
-
-fn golden() -> Vec<(RecordedEvent, [u8; 32])> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../ledger-core/tests/fixtures/golden-v1/events.hex");
-    let text = std::fs::read_to_string(path).expect("golden log");
-    let mut previous = GENESIS_HASH;
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            let raw = RawEvent {
-                seq: f[0].parse().expect("seq"),
-                encoded: hex::decode(f[1]).expect("hex"),
-                hash: hex::decode(f[2])
-                    .expect("hex")
-                    .try_into()
-                    .expect("32 bytes"),
-            };
-            let e = verify_link(&previous, &raw).expect("chain");
-            previous = raw.hash;
-            (e, raw.hash)
-        })
-        .collect()
 }
 
 #[test]

@@ -6,32 +6,13 @@
 
 use ledger_core::domain::invoice::Invoice;
 use ledger_core::events::RecordedEvent;
-use ledger_core::log::{verify_link, RawEvent, GENESIS_HASH};
 use projections::sql::{self, queries, rows};
 use projections::ReadModel;
 use rusqlite::Connection;
 use std::path::PathBuf;
 
-fn golden() -> Vec<(RecordedEvent, [u8; 32])> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../ledger-core/tests/fixtures/golden-v1/events.hex");
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut previous = GENESIS_HASH;
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            let raw = RawEvent {
-                seq: f[0].parse().unwrap(),
-                encoded: hex::decode(f[1]).unwrap(),
-                hash: hex::decode(f[2]).unwrap().try_into().unwrap(),
-            };
-            let e = verify_link(&previous, &raw).unwrap();
-            previous = raw.hash;
-            (e, raw.hash)
-        })
-        .collect()
-}
+mod support;
+use support::golden;
 
 fn fold_sql(events: &[(RecordedEvent, [u8; 32])], chunk: usize) -> (tempfile::TempDir, Connection) {
     let dir = tempfile::tempdir().unwrap();

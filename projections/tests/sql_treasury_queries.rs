@@ -7,7 +7,6 @@
 use ledger_core::domain::invoice::InvoiceStatus;
 use ledger_core::events::{Actor, Event, Party, RecordedEvent};
 use ledger_core::ids::{BalanceId, OrganizationId, TransactionId};
-use ledger_core::log::{verify_link, RawEvent, GENESIS_HASH};
 use ledger_core::money::{Amount, Currency};
 use ledger_core::time::Timestamp;
 use projections::sql::queries::payments::{self, ExportChunk, LogPage, PaymentFilter};
@@ -16,28 +15,9 @@ use projections::sql::{self};
 use projections::{BalanceChange, ReadModel, TransactionType};
 use rusqlite::Connection;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-fn golden() -> Vec<(RecordedEvent, [u8; 32])> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../ledger-core/tests/fixtures/golden-v1/events.hex");
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut previous = GENESIS_HASH;
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            let raw = RawEvent {
-                seq: f[0].parse().unwrap(),
-                encoded: hex::decode(f[1]).unwrap(),
-                hash: hex::decode(f[2]).unwrap().try_into().unwrap(),
-            };
-            let e = verify_link(&previous, &raw).unwrap();
-            previous = raw.hash;
-            (e, raw.hash)
-        })
-        .collect()
-}
+mod support;
+use support::golden;
 
 fn fold(events: &[RecordedEvent]) -> (tempfile::TempDir, Connection, ReadModel) {
     let dir = tempfile::tempdir().unwrap();
