@@ -557,32 +557,16 @@ fn rebuild_writes_the_sql_read_models_and_they_equal_the_fold() {
     let l = &m.ledger;
     assert_eq!(m.invoices.len(), 3);
     for inv in m.invoices.values() {
-        let row: ledger_core::domain::invoice::Invoice =
-            rows::load(&conn, "invoices", &inv.id.to_string())
-                .expect("load")
-                .expect("row");
-        assert_eq!(&row, inv);
+        assert_row(&conn, "invoices", inv.id, inv);
     }
     for p in l.payments.values() {
-        let row: ledger_core::domain::payment::Payment =
-            rows::load(&conn, "payments", &p.id.to_string())
-                .expect("load")
-                .expect("row");
-        assert_eq!(&row, p);
+        assert_row(&conn, "payments", p.id, p);
     }
     for w in l.withdrawals.values() {
-        let row: ledger_core::domain::withdrawal::Withdrawal =
-            rows::load(&conn, "withdrawals", &w.id.to_string())
-                .expect("load")
-                .expect("row");
-        assert_eq!(&row, w);
+        assert_row(&conn, "withdrawals", w.id, w);
     }
     for r in l.refunds.values() {
-        let row: ledger_core::domain::refund::Refund =
-            rows::load(&conn, "refunds", &r.id.to_string())
-                .expect("load")
-                .expect("row");
-        assert_eq!(&row, r);
+        assert_row(&conn, "refunds", r.id, r);
     }
     for k in l.api_keys.values() {
         let mut row: ledger_core::domain::api_key::ApiKey =
@@ -778,4 +762,16 @@ fn usage_errors_exit_2() {
     let run = tool(&["--url", "http://127.0.0.1:9", "verify"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("admin-token"), "{}", run.stderr);
+}
+
+/// The row `id` of `table` decodes to exactly `expected`.
+fn assert_row<T>(conn: &rusqlite::Connection, table: &'static str, id: impl ToString, expected: &T)
+where
+    T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let id = id.to_string();
+    let row: T = projections::sql::rows::load(conn, table, &id)
+        .expect("load")
+        .unwrap_or_else(|| panic!("no row {table}/{id}"));
+    assert_eq!(&row, expected, "{table}/{id}");
 }
