@@ -195,3 +195,29 @@ async fn a_snapshot_of_another_history_or_past_the_head_is_refused() {
     let empty: Ledger = engine::rebuild_from(short.as_ref(), Some(&snapshots)).unwrap();
     assert_eq!(empty.last_seq, 0);
 }
+
+/// A snapshot written by the previous layout of the write model (format 1)
+/// is refused by name, never decoded as this one, and the log replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_an_older_format_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = WriteModelSnapshots::open(&dir.path().join("wm")).unwrap();
+    let log = open(dir.path());
+    fill(log.clone(), &snapshots, 20, 15).await;
+    let files = wait_for_files(&snapshots, 1);
+    for (_, path) in &files {
+        let mut bytes = std::fs::read(path).unwrap();
+        assert_eq!(&bytes[..8], b"EXWMSNP2");
+        bytes[7] = b'1';
+        std::fs::write(path, &bytes).unwrap();
+    }
+    assert_eq!(
+        snapshots.read(&files[0].1, log.as_ref()).unwrap_err(),
+        Refused::Unreadable("snapshot format 1 (this version reads format 2)".into())
+    );
+    assert!(snapshots.load(log.as_ref()).is_none());
+    assert_eq!(
+        engine::rebuild_from(log.as_ref(), Some(&snapshots)).unwrap(),
+        engine::rebuild(log.as_ref()).unwrap()
+    );
+}
