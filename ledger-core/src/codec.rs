@@ -53,3 +53,14 @@ pub fn encode_event(event: &RecordedEvent) -> Result<Vec<u8>, CodecError> {
 pub fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, CodecError> {
     decode(bytes)
 }
+
+/// The seq an encoded event carries (its first field), read without
+/// decoding the rest; None if the bytes do not start like an event.
+pub fn encoded_seq(bytes: &[u8]) -> Option<u64> {
+    match bytes.split_first() {
+        Some((&SCHEMA_VERSION, rest)) => postcard::take_from_bytes::<u64>(rest)
+            .ok()
+            .map(|(seq, _)| seq),
+        _ => None,
+    }
+}

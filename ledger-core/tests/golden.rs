@@ -317,6 +317,87 @@ fn golden_log_imports_into_sled_and_reopens() {
     assert!(log.append(&[again], &[]).is_err());
 }
 
+/// Writes the golden log as the sled layout before blocks stored it: a key
+/// per event (`E` seq → encoded ‖ hash), per stream version (`S` stream
+/// version → seq), and the head record (`H` → last seq ‖ last hash).
+fn write_layout_1(dir: &Path, raw: &[RawEvent], events: &[RecordedEvent]) {
+    let db = sled::Config::new()
+        .path(dir)
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
+    for (r, e) in raw.iter().zip(events) {
+        let mut key = vec![b'E'];
+        key.extend_from_slice(&r.seq.to_be_bytes());
+        let mut value = r.encoded.clone();
+        value.extend_from_slice(&r.hash);
+        db.insert(key, value).unwrap();
+        let mut key = vec![b'S'];
+        key.extend_from_slice(&e.stream().to_bytes());
+        key.extend_from_slice(&e.version.to_be_bytes());
+        db.insert(key, &r.seq.to_be_bytes()[..]).unwrap();
+    }
+    let last = raw.last().unwrap();
+    let mut head = last.seq.to_be_bytes().to_vec();
+    head.extend_from_slice(&last.hash);
+    db.insert([b'H'], head).unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn a_golden_log_in_the_key_per_event_layout_moves_to_blocks_and_reads_the_same() {
+    let raw = golden_raw();
+    let events = golden_events();
+    let dir = tempfile::tempdir().unwrap();
+    write_layout_1(dir.path(), &raw, &events);
+    let log = open_log(dir.path()).unwrap_or_else(|e| panic!("open layout 1: {e}"));
+    assert_eq!(log.head().last_seq, GOLDEN_EVENTS);
+    assert_eq!(hex::encode(log.head().last_hash), GOLDEN_HEAD_HASH);
+    let stored: Vec<RawEvent> = log.read_raw(1).collect::<Result<_, _>>().unwrap();
+    assert_eq!(stored.len(), raw.len());
+    for (s, g) in stored.iter().zip(&raw) {
+        assert_eq!((s.seq, &s.encoded, s.hash), (g.seq, &g.encoded, g.hash));
+    }
+    // Every stream reads as the global log filtered to it.
+    let streams: BTreeSet<_> = events.iter().map(|e| e.stream().to_bytes()).collect();
+    for stream in streams {
+        let of_stream: Vec<RecordedEvent> = events
+            .iter()
+            .filter(|e| e.stream().to_bytes() == stream)
+            .cloned()
+            .collect();
+        assert_eq!(log.read_stream(of_stream[0].stream()).unwrap(), of_stream);
+    }
+    let ledger = engine::rebuild(&log).unwrap_or_else(|e| panic!("rebuild: {e}"));
+    assert_golden_figures(&ledger, &events);
+    // Versions continue from the moved index: a wrong one is refused, the next accepted.
+    let last = events.last().unwrap().clone();
+    let mut next = last.clone();
+    next.seq = GOLDEN_EVENTS + 1;
+    assert!(matches!(
+        log.append(std::slice::from_ref(&next), &[]),
+        Err(LogError::VersionConflict { .. })
+    ));
+    next.version = last.version + 1;
+    log.append(&[next], &[]).unwrap();
+    drop(log);
+    // Nothing of the old layout is left, and the move is not redone.
+    let log = open_log(dir.path()).unwrap();
+    assert_eq!(log.head().last_seq, GOLDEN_EVENTS + 1);
+    drop(log);
+    let db = loop {
+        match sled::open(dir.path()) {
+            Ok(db) => break db,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(db.scan_prefix([b'E']).next().is_none());
+    assert!(db.scan_prefix([b'S']).next().is_none());
+}
+
 /// Opens the log, waiting out sled's lock on the directory: a dropped sled
 /// `Db` releases its file lock only when its background threads let go, so an
 /// immediate reopen (same process, or the next process) can briefly find it

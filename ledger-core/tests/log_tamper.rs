@@ -8,18 +8,11 @@
 
 use ledger_core::events::{Actor, Event, RecordedEvent};
 use ledger_core::ids::OrganizationId;
-use ledger_core::log::sled::SledLog;
+use ledger_core::log::sled::{raw, SledLog};
 use ledger_core::log::{verify_link, EventLog, LogError, GENESIS_HASH};
 use ledger_core::time::Timestamp;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Event keys: `E` then the sequence number, big-endian (see `log/sled.rs`).
-fn event_key(seq: u64) -> [u8; 9] {
-    let mut k = [b'E'; 9];
-    k[1..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
 
 fn org_event(seq: u64) -> RecordedEvent {
     RecordedEvent {
@@ -85,19 +78,17 @@ fn with_raw_db(dir: &Path, f: impl FnOnce(&sled::Db)) {
 /// its end (the last 32 bytes are the chain hash, the rest the encoded event).
 fn flip_byte(dir: &Path, seq: u64, from_end: usize) {
     with_raw_db(dir, |db| {
-        let key = event_key(seq);
-        let mut value = db.get(key).expect("get").expect("event exists").to_vec();
+        let mut value = raw::stored(db, seq).expect("get").expect("event exists");
         assert!(value.len() > from_end + 1);
         let at = value.len() - 1 - from_end;
         value[at] ^= 0x01;
-        db.insert(key, value).expect("insert");
+        raw::store(db, seq, &value).expect("store");
     });
 }
 
 fn delete_event(dir: &Path, seq: u64) {
     with_raw_db(dir, |db| {
-        let removed = db.remove(event_key(seq)).expect("remove");
-        assert!(removed.is_some(), "event {seq} was not stored");
+        raw::remove(db, seq).expect("remove");
     });
 }
 
@@ -209,7 +200,7 @@ fn an_event_swapped_for_a_validly_encoded_one_is_named() {
         let mut value = ledger_core::codec::encode_event(&forged).unwrap();
         let hash = ledger_core::log::chain_hash(&GENESIS_HASH, &value);
         value.extend_from_slice(&hash);
-        db.insert(event_key(5), value).unwrap();
+        raw::store(db, 5, &value).unwrap();
     });
     assert_eq!(corrupt_seq(open_log(dir.path())), 5);
 }
@@ -248,7 +239,7 @@ fn stored_value(previous: &[u8; 32], event: &RecordedEvent) -> Vec<u8> {
 }
 
 fn stored_hash(db: &sled::Db, seq: u64) -> [u8; 32] {
-    let value = db.get(event_key(seq)).unwrap().unwrap();
+    let value = raw::stored(db, seq).unwrap().unwrap();
     value[value.len() - 32..].try_into().unwrap()
 }
 
@@ -260,8 +251,7 @@ fn a_last_event_rewritten_with_a_consistent_chain_is_named() {
     write_log(dir.path(), 6, 2);
     with_raw_db(dir.path(), |db| {
         let previous = stored_hash(db, 5);
-        db.insert(event_key(6), stored_value(&previous, &org_event(6)))
-            .unwrap();
+        raw::store(db, 6, &stored_value(&previous, &org_event(6))).unwrap();
     });
     assert_eq!(corrupt_seq(open_log(dir.path())), 6);
 }
@@ -272,8 +262,7 @@ fn an_event_appended_behind_the_logs_back_is_named() {
     write_log(dir.path(), 6, 3);
     with_raw_db(dir.path(), |db| {
         let previous = stored_hash(db, 6);
-        db.insert(event_key(7), stored_value(&previous, &org_event(7)))
-            .unwrap();
+        raw::store(db, 7, &stored_value(&previous, &org_event(7))).unwrap();
     });
     assert_eq!(corrupt_seq(open_log(dir.path())), 7);
 }

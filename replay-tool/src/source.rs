@@ -109,6 +109,9 @@ struct Batch {
     /// which its first event was linked to. The consumer checks it is the
     /// hash of the last event of the chunk before.
     anchor: Option<Hash>,
+    /// The part of a chunk read before its reader failed: the failure comes
+    /// next from the same reader, and must be seen before the next chunk.
+    cut_short: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -124,6 +127,7 @@ impl Batch {
         self.bytes.clear();
         self.items.clear();
         self.anchor = None;
+        self.cut_short = false;
     }
 }
 
@@ -265,6 +269,7 @@ impl Sender {
             bytes: Vec::with_capacity(BATCH * 256),
             items: Vec::with_capacity(BATCH),
             anchor: None,
+            cut_short: false,
         });
         next.clear();
         let batch = std::mem::replace(&mut self.batch, next);
@@ -272,6 +277,9 @@ impl Sender {
     }
 
     fn send(&mut self, msg: Msg) {
+        if self.chunked && matches!(msg, Msg::Failed(_)) {
+            self.batch.cut_short = true;
+        }
         if self.flush() {
             let _ = self.tx.send(msg);
         }
@@ -433,6 +441,7 @@ impl Events {
             match rx.recv() {
                 Ok(Msg::Batch(b)) => {
                     self.progress.inc(b.items.len() as u64);
+                    let cut_short = b.cut_short;
                     if let Err(f) = self.check_continues(&b) {
                         self.finish();
                         return Err(f);
@@ -441,7 +450,7 @@ impl Events {
                     let _ = self.readers[turn].recycle.try_send(used);
                     self.pos = 0;
                     self.start = 0;
-                    if self.readers.len() > 1 {
+                    if self.readers.len() > 1 && !cut_short {
                         self.turn = (self.turn + 1) % self.readers.len();
                     }
                 }
@@ -691,9 +700,9 @@ fn check_head(linker: &Linker, head: Option<(u64, Hash)>) -> Result<(), Failure>
     Ok(())
 }
 
-/// Reads the event keys of the sled tree directly, for a log whose tail is
-/// too damaged for [`SledLog::open`]. Layout (ledger-core `log/sled.rs`):
-/// `E` ‖ seq (u64 BE) → encoded event ‖ 32-byte hash; `H` → last seq ‖ hash.
+/// Reads the stored events of the sled tree directly (through
+/// `ledger_core::log::sled::raw`, which knows the layout), for a log whose
+/// tail is too damaged for [`SledLog::open`]; `H` → last seq ‖ hash.
 fn read_raw_sled(path: &Path, range: Range, sender: &mut Sender) -> Result<(), Failure> {
     let db = sled::Config::new().path(path).open().map_err(|e| {
         Failure::Io(anyhow!(
@@ -718,26 +727,15 @@ fn read_raw_sled(path: &Path, range: Range, sender: &mut Sender) -> Result<(), F
         }
     }
     let mut linker = Linker::new(range);
-    let mut start = [b'E'; 9];
-    start[1..].copy_from_slice(&linker.start().to_be_bytes());
-    let end = [b'E', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
-    for item in db.range(start..=end) {
-        let (key, value) = item.map_err(storage)?;
-        let seq = key
-            .get(1..9)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| Failure::Io(anyhow!("malformed event key in {}", path.display())))?;
-        if value.len() < 33 {
-            return Err(Failure::bad(seq, "record shorter than its hash"));
-        }
-        let (encoded, hash) = value.split_at(value.len() - 32);
-        let mut h = [0u8; 32];
-        h.copy_from_slice(hash);
+    for raw in ledger_core::log::sled::raw::events(&db, linker.start()) {
+        let raw = raw.map_err(|e| match e {
+            LogError::Corrupt { seq, reason } => Failure::Bad { seq, reason },
+            other => Failure::Io(anyhow!("reading {}: {other}", path.display())),
+        })?;
         let raw = Raw {
-            seq,
-            encoded,
-            hash: h,
+            seq: raw.seq,
+            encoded: &raw.encoded,
+            hash: raw.hash,
         };
         match linker.link(raw)? {
             Step::Skip => continue,

@@ -10,7 +10,7 @@
 //!   not at all, before `append` returns.
 
 pub mod sled;
-mod sled_gc;
+
 pub mod snapshots;
 
 use crate::codec::CodecError;

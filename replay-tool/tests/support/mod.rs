@@ -8,7 +8,7 @@ use ledger_core::domain::command::{InvoiceAction, LineItemInput, NewInvoice};
 use ledger_core::domain::{Command, Ctx, Ledger, Outcome};
 use ledger_core::events::{Actor, Destination, Party, Permission, RecordedEvent};
 use ledger_core::ids::*;
-use ledger_core::log::sled::SledLog;
+use ledger_core::log::sled::{raw, SledLog};
 use ledger_core::log::EventLog;
 use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
 use ledger_core::time::Timestamp;
@@ -419,13 +419,6 @@ pub fn scenario() -> Scenario {
 // tampering, through a raw sled handle on the closed log
 // ---------------------------------------------------------------------------
 
-/// Event keys: `E` then the sequence number, big-endian (ledger-core `log/sled.rs`).
-pub fn event_key(seq: u64) -> [u8; 9] {
-    let mut k = [b'E'; 9];
-    k[1..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
 /// Opens the closed log raw. No background flusher: it would keep the
 /// directory locked for a moment after the handle is dropped.
 pub fn with_raw_db(data_dir: &Path, f: impl FnOnce(&sled::Db)) {
@@ -444,29 +437,25 @@ pub fn with_raw_db(data_dir: &Path, f: impl FnOnce(&sled::Db)) {
 /// stored value (the last 32 bytes are the chain hash, the rest the event).
 pub fn flip_byte(data_dir: &Path, seq: u64, from_end: usize) {
     with_raw_db(data_dir, |db| {
-        let key = event_key(seq);
-        let mut value = db.get(key).expect("get").expect("event exists").to_vec();
+        let mut value = raw::stored(db, seq).expect("get").expect("event exists");
         let at = value.len() - 1 - from_end.min(value.len() - 1);
         value[at] ^= 0x01;
-        db.insert(key, value).expect("insert");
+        raw::store(db, seq, &value).expect("store");
     });
 }
 
 pub fn delete_event(data_dir: &Path, seq: u64) {
     with_raw_db(data_dir, |db| {
-        assert!(
-            db.remove(event_key(seq)).expect("remove").is_some(),
-            "no event {seq}"
-        );
+        raw::remove(db, seq).expect("remove");
     });
 }
 
 pub fn swap_events(data_dir: &Path, a: u64, b: u64) {
     with_raw_db(data_dir, |db| {
-        let va = db.get(event_key(a)).expect("get").expect("a");
-        let vb = db.get(event_key(b)).expect("get").expect("b");
-        db.insert(event_key(a), vb).expect("insert");
-        db.insert(event_key(b), va).expect("insert");
+        let va = raw::stored(db, a).expect("get").expect("a");
+        let vb = raw::stored(db, b).expect("get").expect("b");
+        raw::store(db, a, &vb).expect("store");
+        raw::store(db, b, &va).expect("store");
     });
 }
 

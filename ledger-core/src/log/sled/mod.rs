@@ -1,13 +1,18 @@
 //! The embedded event log on sled (one tree, one atomic batch per append).
 //!
 //! Key layout (all integers big-endian so sled's order is numeric order):
-//! - `E` seq                      → encoded event ‖ 32-byte chain hash
-//! - `S` stream(17) version       → seq
+//! - `B` first seq                → a block of consecutive events, each
+//!   stored with its chain hash (`blocks.rs`)
+//! - `V` stream(17) chunk         → seqs of 64 consecutive stream versions
+//!   (`streams.rs`)
 //! - `I` scope request            → encoded idempotency record
 //! - `T` at(8) scope request      → (empty) retention index for idempotency records
 //! - `H`                          → last seq(8) ‖ last hash(32), written with
 //!   every append so a removed last event is detected at open (a hash chain
 //!   alone cannot see truncation)
+//!
+//! Logs written with a key per event (layout 1) are moved to this layout at
+//! open (`migrate.rs`).
 //!
 //! Durability: sled's `flush()` ends in `sync_file_range`, which does not reach
 //! the disk's write cache (sled issues 1351, 1452). After every flush we
@@ -17,16 +22,25 @@
 //! `blobs/`, and never syncs those: we sync each new blob file and the `blobs`
 //! directory before the data file, and the log directory itself at open.
 
+mod blocks;
+mod gc;
+mod migrate;
+pub mod raw;
+mod streams;
+
+pub use migrate::Migrated;
+
 use super::*;
 use crate::codec;
+use blocks::Block;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use streams::Tip;
 
-const EVENT: u8 = b'E';
-const STREAM: u8 = b'S';
 const IDEM: u8 = b'I';
 const IDEM_TIME: u8 = b'T';
 const HEAD: u8 = b'H';
@@ -46,12 +60,15 @@ pub struct SledLog {
 
 struct State {
     head: LogHead,
-    /// Current version per stream, filled lazily from the `S` index.
-    versions: HashMap<StreamId, u64>,
+    /// The log's last block while later appends may extend it.
+    tail: Option<Block>,
+    /// The last index chunk of recently appended streams, so an append
+    /// rarely reads the index back.
+    tips: HashMap<StreamId, Tip>,
 }
 
-/// Streams whose last version the log keeps in memory between batches.
-const VERSION_CACHE_ENTRIES: usize = 65_536;
+/// Streams whose last index chunk the log keeps in memory between batches.
+const TIP_CACHE_ENTRIES: usize = 65_536;
 
 #[derive(Debug, Clone)]
 pub struct SledOptions {
@@ -68,19 +85,6 @@ impl Default for SledOptions {
 
 fn storage(e: impl std::fmt::Display) -> LogError {
     LogError::Storage(e.to_string())
-}
-
-fn event_key(seq: u64) -> [u8; 9] {
-    let mut k = [EVENT; 9];
-    k[1..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn stream_key(stream: StreamId, version: u64) -> [u8; 26] {
-    let mut k = [STREAM; 26];
-    k[1..18].copy_from_slice(&stream.to_bytes());
-    k[18..].copy_from_slice(&version.to_be_bytes());
-    k
 }
 
 fn idem_key(key: &IdempotencyKey) -> [u8; 33] {
@@ -164,31 +168,6 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
-fn split_stored(seq: u64, value: &[u8]) -> Result<RawEvent, LogError> {
-    if value.len() < 33 {
-        return Err(LogError::Corrupt {
-            seq,
-            reason: "record shorter than its hash".into(),
-        });
-    }
-    let (encoded, hash) = value.split_at(value.len() - 32);
-    let mut h = [0u8; 32];
-    h.copy_from_slice(hash);
-    Ok(RawEvent {
-        seq,
-        encoded: encoded.to_vec(),
-        hash: h,
-    })
-}
-
-fn seq_of_key(key: &[u8]) -> Result<u64, LogError> {
-    let bytes: [u8; 8] = key
-        .get(1..9)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| LogError::Storage("malformed event key".into()))?;
-    Ok(u64::from_be_bytes(bytes))
-}
-
 impl SledLog {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
         Self::open_with(dir, SledOptions::default())
@@ -207,17 +186,38 @@ impl SledLog {
         let data_files = Self::open_data_files(&dir)?;
         // sled may just have created its files and `blobs/`: make the entries durable.
         sync_dir(&dir)?;
-        let head = Self::verify_tail(&db)?;
-        Ok(Self {
+        let log = Self {
             db,
             dir,
             data_files,
             synced_blobs: Mutex::new(HashSet::new()),
             state: Mutex::new(State {
-                head,
-                versions: HashMap::new(),
+                head: LogHead {
+                    last_seq: 0,
+                    last_hash: GENESIS_HASH,
+                },
+                tail: None,
+                tips: HashMap::new(),
             }),
-        })
+        };
+        let started = std::time::Instant::now();
+        if let Some(moved) = migrate::from_layout_1(&log.db)? {
+            log.make_durable()?;
+            tracing::info!(
+                dir = %log.dir.display(),
+                events = moved.events,
+                streams = moved.streams,
+                seconds = started.elapsed().as_secs_f64(),
+                "event log moved from a key per event to blocks (layout 2)"
+            );
+        }
+        let head = Self::verify_tail(&log.db)?;
+        let tail = blocks::last(&log.db)?;
+        if let Ok(mut state) = log.state.lock() {
+            state.head = head;
+            state.tail = tail;
+        }
+        Ok(log)
     }
 
     pub fn dir(&self) -> &Path {
@@ -248,12 +248,7 @@ impl SledLog {
     /// Re-checks the last events of the chain so a torn or tampered tail is
     /// refused at start, naming the sequence number.
     fn verify_tail(db: &::sled::Db) -> Result<LogHead, LogError> {
-        let Some((last_key, _)) = db
-            .scan_prefix([EVENT])
-            .next_back()
-            .transpose()
-            .map_err(storage)?
-        else {
+        let Some(last) = blocks::last(db)? else {
             return check_head_record(
                 db,
                 LogHead {
@@ -262,32 +257,36 @@ impl SledLog {
                 },
             );
         };
-        let last_seq = seq_of_key(&last_key)?;
+        let last_seq = last.last_seq();
         let from = last_seq.saturating_sub(TAIL_VERIFY).max(1);
         let mut previous = if from == 1 {
             GENESIS_HASH
         } else {
-            let value = db
-                .get(event_key(from - 1))
-                .map_err(storage)?
+            blocks::event(db, from - 1)?
                 .ok_or(LogError::Corrupt {
                     seq: from - 1,
                     reason: "missing (sequence has a gap)".into(),
-                })?;
-            split_stored(from - 1, &value)?.hash
+                })?
+                .hash
         };
-        for (expected_seq, item) in (from..).zip(db.range(event_key(from)..=event_key(last_seq))) {
-            let (key, value) = item.map_err(storage)?;
-            let seq = seq_of_key(&key)?;
-            if seq != expected_seq {
+        let mut reached = from - 1;
+        for (expected_seq, raw) in (from..=last_seq).zip(blocks::Reader::new(db, from)) {
+            let raw = raw?;
+            if raw.seq != expected_seq {
                 return Err(LogError::Corrupt {
                     seq: expected_seq,
-                    reason: format!("missing (sequence jumps to {seq})"),
+                    reason: format!("missing (sequence jumps to {})", raw.seq),
                 });
             }
-            let raw = split_stored(seq, &value)?;
             verify_link(&previous, &raw)?;
             previous = raw.hash;
+            reached = raw.seq;
+        }
+        if reached != last_seq {
+            return Err(LogError::Corrupt {
+                seq: reached + 1,
+                reason: "missing (the log's blocks end early)".into(),
+            });
         }
         check_head_record(
             db,
@@ -298,28 +297,12 @@ impl SledLog {
         )
     }
 
-    fn stream_version(
-        &self,
-        versions: &mut HashMap<StreamId, u64>,
-        stream: StreamId,
-    ) -> Result<u64, LogError> {
-        if let Some(v) = versions.get(&stream) {
-            return Ok(*v);
+    /// The stream's last index chunk, from the cache or the index.
+    fn tip(&self, cache: &HashMap<StreamId, Tip>, stream: StreamId) -> Result<Tip, LogError> {
+        match cache.get(&stream) {
+            Some(tip) => Ok(tip.clone()),
+            None => streams::tip(&self.db, stream),
         }
-        let mut prefix = [STREAM; 18];
-        prefix[1..].copy_from_slice(&stream.to_bytes());
-        let version = match self.db.scan_prefix(prefix).next_back() {
-            None => 0,
-            Some(item) => {
-                let (key, _) = item.map_err(storage)?;
-                let bytes: [u8; 8] = key[18..26]
-                    .try_into()
-                    .map_err(|_| LogError::Storage("malformed stream key".into()))?;
-                u64::from_be_bytes(bytes)
-            }
-        };
-        versions.insert(stream, version);
-        Ok(version)
     }
 
     fn make_durable(&self) -> Result<(), LogError> {
@@ -387,9 +370,10 @@ impl EventLog for SledLog {
             .lock()
             .map_err(|_| LogError::Storage("log state poisoned by an earlier panic".into()))?;
         let mut head = state.head;
-        let mut batch = ::sled::Batch::default();
-        // Versions are checked against a scratch copy so a refused append leaves no trace.
-        let mut touched: HashMap<StreamId, u64> = HashMap::new();
+        // Built on scratch copies so a refused append leaves no trace.
+        let mut open = state.tail.clone().filter(Block::has_room);
+        let mut filled: Vec<Block> = Vec::new();
+        let mut tips: HashMap<StreamId, Tip> = HashMap::new();
         for event in events {
             if event.seq != head.next_seq() {
                 return Err(LogError::OutOfSequence {
@@ -398,30 +382,40 @@ impl EventLog for SledLog {
                 });
             }
             let stream = event.stream();
-            let current = match touched.get(&stream) {
-                Some(v) => *v,
-                None => self.stream_version(&mut state.versions, stream)?,
+            let tip = match tips.entry(stream) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert(self.tip(&state.tips, stream)?),
             };
-            if event.version != current + 1 {
+            if event.version != tip.version() + 1 {
                 return Err(LogError::VersionConflict {
                     stream,
-                    expected: current + 1,
+                    expected: tip.version() + 1,
                     got: event.version,
                 });
             }
-            touched.insert(stream, event.version);
-            let mut value = codec::encode_event(event)?;
-            let hash = chain_hash(&head.last_hash, &value);
-            value.extend_from_slice(&hash);
-            batch.insert(&event_key(event.seq)[..], value);
-            batch.insert(
-                &stream_key(stream, event.version)[..],
-                &event.seq.to_be_bytes()[..],
-            );
+            tip.push(event.seq);
+            let encoded = codec::encode_event(event)?;
+            let hash = chain_hash(&head.last_hash, &encoded);
+            match open.as_mut() {
+                Some(block) if block.fits(encoded.len()) => block.push(&encoded, &hash)?,
+                _ => {
+                    filled.extend(open.take());
+                    let mut block = Block::new(event.seq);
+                    block.push(&encoded, &hash)?;
+                    open = Some(block);
+                }
+            }
             head = LogHead {
                 last_seq: event.seq,
                 last_hash: hash,
             };
+        }
+        let mut batch = ::sled::Batch::default();
+        for block in filled.iter().chain(open.iter()).filter(|b| b.dirty) {
+            batch.insert(&blocks::key(block.first_seq)[..], block.bytes.as_slice());
+        }
+        for (stream, tip) in &tips {
+            batch.insert(&tip.key(*stream)[..], tip.seqs.as_slice());
         }
         if !events.is_empty() {
             batch.insert(&[HEAD][..], &head_value(&head)[..]);
@@ -431,15 +425,21 @@ impl EventLog for SledLog {
             batch.insert(&idem_time_key(record.at, &record.key)[..], &[][..]);
         }
         self.db.apply_batch(batch).map_err(storage)?;
-        super::sled_gc::reclaim_after_append(events.len() + idempotency.len());
-        // The batch is in sled even if the sync below fails; keep the head true to it.
+        gc::reclaim_after_append(events.len() + idempotency.len());
+        // The batch is in sled even if the sync below fails; keep the state true to it.
         state.head = head;
+        if !events.is_empty() {
+            state.tail = open.map(|mut block| {
+                block.dirty = false;
+                block
+            });
+        }
         // A cache of recent streams, not of history: past its bound it starts
         // over (a miss costs one sled lookup).
-        if state.versions.len() + touched.len() > VERSION_CACHE_ENTRIES {
-            state.versions.clear();
+        if state.tips.len() + tips.len() > TIP_CACHE_ENTRIES {
+            state.tips.clear();
         }
-        state.versions.extend(touched);
+        state.tips.extend(tips);
         self.make_durable()?;
         Ok(head)
     }
@@ -455,34 +455,27 @@ impl EventLog for SledLog {
     }
 
     fn read_raw(&self, from_seq: u64) -> RawIter<'_> {
-        let end = event_key(u64::MAX);
-        Box::new(self.db.range(event_key(from_seq.max(1))..=end).map(|item| {
-            let (key, value) = item.map_err(storage)?;
-            split_stored(seq_of_key(&key)?, &value)
-        }))
+        Box::new(blocks::Reader::new(&self.db, from_seq))
     }
 
     fn read_stream(&self, stream: StreamId) -> Result<Vec<RecordedEvent>, LogError> {
-        let mut prefix = [STREAM; 18];
-        prefix[1..].copy_from_slice(&stream.to_bytes());
         let mut out = Vec::new();
-        for item in self.db.scan_prefix(prefix) {
-            let (_, seq_bytes) = item.map_err(storage)?;
-            let seq = u64::from_be_bytes(
-                seq_bytes
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| LogError::Storage("malformed stream index".into()))?,
-            );
-            let value = self
-                .db
-                .get(event_key(seq))
-                .map_err(storage)?
+        // A stream's events often share a block: decode each block once.
+        let mut block: Vec<RawEvent> = Vec::new();
+        for seq in streams::seqs(&self.db, stream)? {
+            if !block.iter().any(|r| r.seq == seq) {
+                block = match blocks::at_or_before(&self.db, seq)? {
+                    Some((first, value)) => blocks::decode(first, &value)?,
+                    None => Vec::new(),
+                };
+            }
+            let raw = block
+                .iter()
+                .find(|r| r.seq == seq)
                 .ok_or(LogError::Corrupt {
                     seq,
                     reason: "indexed by its stream but missing".into(),
                 })?;
-            let raw = split_stored(seq, &value)?;
             out.push(
                 codec::decode_event(&raw.encoded).map_err(|e| LogError::Corrupt {
                     seq,

@@ -1,0 +1,220 @@
+//! The sled log's storage layout: logs written with a key per event and per
+//! stream version (layout 1) are moved to blocks at open, in several steps for
+//! a long log, and read and append exactly as before; a block missing from
+//! the middle of a log is named.
+
+use ledger_core::events::{Actor, Event, RecordedEvent};
+use ledger_core::ids::OrganizationId;
+use ledger_core::log::sled::{raw, SledLog};
+use ledger_core::log::{chain_hash, EventLog, LogError, RawEvent, GENESIS_HASH};
+use ledger_core::time::Timestamp;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The log checks seqs, stream versions and the chain, not the domain: one
+/// organization stream may carry many versions here.
+fn event(seq: u64, org: OrganizationId, version: u64) -> RecordedEvent {
+    RecordedEvent {
+        seq,
+        version,
+        at: Timestamp::from_micros(1_700_000_000_000_000 + seq as i64),
+        actor: Actor::Admin,
+        request_id: None,
+        event: Event::OrganizationCreated {
+            id: org,
+            name: format!("organization {seq}"),
+        },
+    }
+}
+
+/// 20,000 events: every third on one long stream, the rest one per stream.
+fn history() -> (OrganizationId, Vec<RecordedEvent>) {
+    let long = OrganizationId::new();
+    let mut long_version = 0;
+    let events = (1..=20_000)
+        .map(|seq| {
+            if seq % 3 == 0 {
+                long_version += 1;
+                event(seq, long, long_version)
+            } else {
+                event(seq, OrganizationId::new(), 1)
+            }
+        })
+        .collect();
+    (long, events)
+}
+
+fn retry_locked<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn raw_db(dir: &Path) -> sled::Db {
+    retry_locked(|| sled::Config::new().path(dir).flush_every_ms(None).open())
+}
+
+fn open_log(dir: &Path) -> Result<SledLog, LogError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledLog::open(dir) {
+            Err(LogError::Storage(m))
+                if m.contains("could not acquire lock") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Stores `events` the way the log did before blocks; returns them as stored.
+fn write_layout_1(dir: &Path, events: &[RecordedEvent]) -> Vec<RawEvent> {
+    let db = raw_db(dir);
+    let mut previous = GENESIS_HASH;
+    let mut stored = Vec::new();
+    for e in events {
+        let encoded = ledger_core::codec::encode_event(e).unwrap();
+        let hash = chain_hash(&previous, &encoded);
+        let mut key = vec![b'E'];
+        key.extend_from_slice(&e.seq.to_be_bytes());
+        let mut value = encoded.clone();
+        value.extend_from_slice(&hash);
+        db.insert(key, value).unwrap();
+        let mut key = vec![b'S'];
+        key.extend_from_slice(&e.stream().to_bytes());
+        key.extend_from_slice(&e.version.to_be_bytes());
+        db.insert(key, &e.seq.to_be_bytes()[..]).unwrap();
+        previous = hash;
+        stored.push(RawEvent {
+            seq: e.seq,
+            encoded,
+            hash,
+        });
+    }
+    let mut head = events.len().to_be_bytes().to_vec();
+    head.extend_from_slice(&previous);
+    db.insert([b'H'], head).unwrap();
+    db.flush().unwrap();
+    stored
+}
+
+#[test]
+fn a_long_layout_1_log_moves_in_steps_and_reads_and_appends_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (long, events) = history();
+    let stored = write_layout_1(dir.path(), &events);
+    let log = open_log(dir.path()).unwrap();
+    assert_eq!(log.head().last_seq, 20_000);
+    assert_eq!(log.head().last_hash, stored.last().unwrap().hash);
+    let read: Vec<RawEvent> = log.read_raw(1).collect::<Result<_, _>>().unwrap();
+    assert_eq!(read.len(), stored.len());
+    for (r, s) in read.iter().zip(&stored) {
+        assert_eq!((r.seq, &r.encoded, r.hash), (s.seq, &s.encoded, s.hash));
+    }
+    // Reading from the middle of a block starts at the seq asked for.
+    let from_middle: Vec<u64> = log.read_raw(12_345).map(|r| r.unwrap().seq).collect();
+    assert_eq!(from_middle, (12_345..=20_000).collect::<Vec<_>>());
+    let long_stream = events[2].stream();
+    let of_long: Vec<RecordedEvent> = events
+        .iter()
+        .filter(|e| e.stream() == long_stream)
+        .cloned()
+        .collect();
+    assert_eq!(of_long.len(), 6_666);
+    assert_eq!(log.read_stream(long_stream).unwrap(), of_long);
+    assert_eq!(
+        log.read_stream(events[0].stream()).unwrap(),
+        vec![events[0].clone()]
+    );
+    // The long stream's next version is 6,667; a short stream's is 2.
+    assert!(matches!(
+        log.append(&[event(20_001, long, 6_666)], &[]),
+        Err(LogError::VersionConflict {
+            expected: 6_667,
+            ..
+        })
+    ));
+    let short = match &events[0].event {
+        Event::OrganizationCreated { id, .. } => *id,
+        _ => unreachable!(),
+    };
+    log.append(&[event(20_001, long, 6_667), event(20_002, short, 2)], &[])
+        .unwrap();
+    drop(log);
+    let log = open_log(dir.path()).unwrap();
+    assert_eq!(log.head().last_seq, 20_002);
+    assert_eq!(log.read_stream(long_stream).unwrap().len(), 6_667);
+    drop(log);
+    let db = raw_db(dir.path());
+    assert!(db.scan_prefix([b'E']).next().is_none());
+    assert!(db.scan_prefix([b'S']).next().is_none());
+}
+
+#[test]
+fn a_block_missing_from_the_middle_is_named_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open_log(dir.path()).unwrap();
+        let org = OrganizationId::new();
+        let events: Vec<RecordedEvent> = (1..=6_000).map(|seq| event(seq, org, seq)).collect();
+        for chunk in events.chunks(700) {
+            log.append(chunk, &[]).unwrap();
+        }
+    }
+    // Inside the verified tail: refused at open.
+    let db = raw_db(dir.path());
+    let gone = raw::remove_block(&db, 5_000).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    match open_log(dir.path()) {
+        Err(LogError::Corrupt { seq, .. }) => assert_eq!(seq, *gone.start()),
+        other => panic!(
+            "expected the missing block to be named, got {:?}",
+            other.map(|l| l.head())
+        ),
+    }
+
+    // Before it: the log opens, and a full read names it instead of ending early.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open_log(dir.path()).unwrap();
+        let org = OrganizationId::new();
+        let events: Vec<RecordedEvent> = (1..=6_000).map(|seq| event(seq, org, seq)).collect();
+        log.append(&events, &[]).unwrap();
+    }
+    let db = raw_db(dir.path());
+    let gone = raw::remove_block(&db, 100).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let log = open_log(dir.path()).unwrap();
+    let mut seen = 0;
+    let mut error = None;
+    for r in log.read_raw(1) {
+        match r {
+            Ok(raw) => seen = raw.seq,
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, gone.start() - 1);
+    match error {
+        Some(LogError::Corrupt { seq, reason }) => {
+            assert_eq!(seq, *gone.start());
+            assert!(reason.contains("missing"), "{reason}");
+        }
+        other => panic!("expected a named gap, got {other:?}"),
+    }
+}
