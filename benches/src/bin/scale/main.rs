@@ -58,6 +58,10 @@ pub struct Args {
     /// Keep the scratch directory (copy, server logs) at the end.
     #[arg(long)]
     pub keep_scratch: bool,
+    /// Run the server on the data directory itself instead of a copy (it is
+    /// changed): for a log the disk cannot hold twice.
+    #[arg(long)]
+    pub in_place: bool,
     /// Port on 127.0.0.1 [default: a free one].
     #[arg(long, default_value_t = 0)]
     pub port: u16,
@@ -269,8 +273,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         path: scratch_path,
         keep: args.keep_scratch,
     };
-    let data = scratch.path.join("data");
-    let source_bytes = tree_size(&args.data_dir);
+    let data = if args.in_place {
+        args.data_dir.clone()
+    } else {
+        scratch.path.join("data")
+    };
+    let source_bytes = if args.in_place {
+        0
+    } else {
+        tree_size(&args.data_dir)
+    };
     if let Some(free) = server::free_bytes(&scratch.path) {
         // The copy, then the SQL read models (1.4× the log at 1M events)
         // and the API logs grow beside it.
@@ -286,7 +298,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     progress!("copying {} to {}", args.data_dir.display(), data.display());
     let copy_started = Instant::now();
     let (from, to) = (args.data_dir.clone(), data.clone());
-    let copied = tokio::task::spawn_blocking(move || copy_tree(&from, &to)).await??;
+    let copied = if args.in_place {
+        0
+    } else {
+        tokio::task::spawn_blocking(move || copy_tree(&from, &to)).await??
+    };
     let copy_time = copy_started.elapsed();
     progress!(
         "copied {} in {}",

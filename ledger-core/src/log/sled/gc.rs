@@ -16,9 +16,10 @@
 //! sled's internals.
 
 /// Frees the garbage of an append of `events` events. Each iteration
-/// collects at most 8 bags of 64 objects; an event is two sled keys and each
-/// insert defers a few objects, so `events / 16` iterations cover a batch
-/// with room to spare, and iterations past an empty queue cost next to nothing.
+/// collects at most 8 bags of 64 objects; an event is at most two sled
+/// writes (its block, its stream's chunk) and each defers a few objects, so
+/// `events / 16` iterations cover a batch with room to spare, and iterations
+/// past an empty queue cost next to nothing.
 pub(crate) fn reclaim_after_append(events: usize) {
     for _ in 0..(events / 16).max(64) {
         let guard = crossbeam_epoch::pin();

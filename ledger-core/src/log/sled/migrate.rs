@@ -55,7 +55,12 @@ fn move_events(db: &::sled::Db) -> Result<u64, LogError> {
         let mut done: Vec<Block> = Vec::new();
         let mut batch = ::sled::Batch::default();
         let mut n = 0;
-        for item in db.scan_prefix([OLD_EVENT]).take(STEP) {
+        // From the next seq, not the prefix's start: sled keeps the leaves
+        // emptied by earlier steps for a while, and walking them every step
+        // made the move quadratic.
+        let mut from = [OLD_EVENT; 9];
+        from[1..].copy_from_slice(&next.to_be_bytes());
+        for item in db.range(&from[..]..&[OLD_EVENT + 1][..]).take(STEP) {
             let (key, value) = item.map_err(storage)?;
             let seq = old_seq(&key)?;
             if seq != next {
@@ -114,18 +119,21 @@ fn old_stream(key: &[u8]) -> Result<([u8; 17], u64), LogError> {
 
 fn move_streams(db: &::sled::Db) -> Result<u64, LogError> {
     let mut moved = 0;
+    // Where the next step starts (see `move_events` for why not the prefix).
+    let mut from: Vec<u8> = vec![OLD_STREAM];
     loop {
         let mut batch = ::sled::Batch::default();
         let mut keys = 0;
         let mut whole: Vec<([u8; 17], Vec<u64>)> = Vec::new();
         let mut current: Option<([u8; 17], Vec<u64>)> = None;
-        for item in db.scan_prefix([OLD_STREAM]) {
+        for item in db.range(from.as_slice()..&[OLD_STREAM + 1][..]) {
             let (key, value) = item.map_err(storage)?;
             let (stream, version) = old_stream(&key)?;
             if current.as_ref().is_some_and(|(s, _)| *s != stream) {
                 whole.extend(current.take());
                 // A stream is moved whole, in one batch.
                 if keys >= STEP {
+                    from = key.to_vec();
                     break;
                 }
             }

@@ -61,7 +61,8 @@ fn chunk_of_key(k: &[u8]) -> Result<u64, LogError> {
 }
 
 fn check_chunk(value: &[u8]) -> Result<(), LogError> {
-    if value.is_empty() || !value.len().is_multiple_of(SEQ_BYTES) || value.len() > CHUNK * SEQ_BYTES {
+    if value.is_empty() || !value.len().is_multiple_of(SEQ_BYTES) || value.len() > CHUNK * SEQ_BYTES
+    {
         return Err(LogError::Storage("malformed stream index chunk".into()));
     }
     Ok(())
