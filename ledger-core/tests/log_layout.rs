@@ -1,7 +1,7 @@
 //! The sled log's storage layout: logs written with a key per event and per
-//! stream version (layout 1) are moved to blocks at open, in several steps for
-//! a long log, and read and append exactly as before; a block missing from
-//! the middle of a log is named.
+//! stream version (layout 1) are copied to blocks at open and read and append
+//! exactly as before, and a migration interrupted at any point finishes on
+//! the next open; a block missing from the middle of a log is named.
 
 use ledger_core::events::{Actor, Event, RecordedEvent};
 use ledger_core::ids::OrganizationId;
@@ -110,7 +110,7 @@ fn write_layout_1(dir: &Path, events: &[RecordedEvent]) -> Vec<RawEvent> {
 }
 
 #[test]
-fn a_long_layout_1_log_moves_in_steps_and_reads_and_appends_as_before() {
+fn a_long_layout_1_log_is_copied_to_blocks_and_reads_and_appends_as_before() {
     let dir = tempfile::tempdir().unwrap();
     let (long, events) = history();
     let stored = write_layout_1(dir.path(), &events);
@@ -217,4 +217,73 @@ fn a_block_missing_from_the_middle_is_named_not_skipped() {
         }
         other => panic!("expected a named gap, got {other:?}"),
     }
+}
+
+#[test]
+fn one_append_spanning_many_index_chunks_of_a_stream_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path()).unwrap();
+    let org = OrganizationId::new();
+    let events: Vec<RecordedEvent> = (1..=300).map(|seq| event(seq, org, seq)).collect();
+    log.append(&events[..5], &[]).unwrap();
+    log.append(&events[5..], &[]).unwrap();
+    assert_eq!(log.read_stream(events[0].stream()).unwrap(), events);
+    drop(log);
+    let log = open_log(dir.path()).unwrap();
+    assert_eq!(log.read_stream(events[0].stream()).unwrap(), events);
+    assert!(matches!(
+        log.append(&[event(301, org, 300)], &[]),
+        Err(LogError::VersionConflict { expected: 301, .. })
+    ));
+}
+
+/// The directories a crash can leave, by step of the migration's swap.
+#[test]
+fn a_migration_interrupted_at_any_step_finishes_on_the_next_open() {
+    let (_, events) = history();
+    let events = &events[..500];
+    let head_of = |stored: &[RawEvent]| stored.last().unwrap().hash;
+
+    // Crashed while copying: `log` is still the original, the copy partial.
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let stored = write_layout_1(&log_dir, events);
+    std::fs::create_dir_all(tmp.path().join("log.layout2")).unwrap();
+    std::fs::write(tmp.path().join("log.layout2/db"), b"half a copy").unwrap();
+    let log = open_log(&log_dir).unwrap();
+    assert_eq!(log.head().last_hash, head_of(&stored));
+    assert_eq!(log.read_all(1).count(), 500);
+    drop(log);
+    assert!(!tmp.path().join("log.layout2").exists());
+    assert!(!tmp.path().join("log.layout1").exists());
+
+    // Crashed between the two renames, the copy complete: the copy is used.
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let stored = write_layout_1(&log_dir, events);
+    drop(open_log(&log_dir).unwrap()); // a complete copy, in blocks
+    std::fs::rename(&log_dir, tmp.path().join("log.layout2")).unwrap();
+    std::fs::write(tmp.path().join("log.layout2/LAYOUT2-COMPLETE"), b"").unwrap();
+    write_layout_1(&tmp.path().join("log.layout1"), events);
+    let log = open_log(&log_dir).unwrap();
+    assert_eq!(log.head().last_hash, head_of(&stored));
+    drop(log);
+    assert!(!tmp.path().join("log.layout1").exists());
+    assert!(!log_dir.join("LAYOUT2-COMPLETE").exists());
+    let db = raw_db(&log_dir);
+    assert!(db.scan_prefix([b'E']).next().is_none());
+    drop(db);
+
+    // Crashed between the two renames, the copy not marked complete: the
+    // original goes back and is copied again.
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let stored = write_layout_1(&tmp.path().join("log.layout1"), events);
+    std::fs::create_dir_all(tmp.path().join("log.layout2")).unwrap();
+    let log = open_log(&log_dir).unwrap();
+    assert_eq!(log.head().last_hash, head_of(&stored));
+    assert_eq!(log.read_all(1).count(), 500);
+    drop(log);
+    assert!(!tmp.path().join("log.layout1").exists());
+    assert!(!tmp.path().join("log.layout2").exists());
 }

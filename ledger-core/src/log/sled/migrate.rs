@@ -1,168 +1,219 @@
 //! Layout 1, written until the block layout: a key per event (`E` ‖ seq →
 //! encoded event ‖ chain hash) and per stream version (`S` ‖ stream ‖
-//! version → seq). Opening such a log moves it to blocks and stream chunks
-//! once. Every step is one atomic sled batch that writes the new keys and
-//! removes the old ones they replace, so a crash part-way resumes where it
-//! stopped; the stored bytes of each event (and so the chain) are unchanged.
+//! version → seq). Opening such a log copies it into a fresh sled directory
+//! in the block layout and swaps the two.
+//!
+//! Why a copy and not a move in place: sled never gives back the tree nodes
+//! that removing ten million keys empties, and its memory follows its node
+//! count, so a log moved in place kept the memory the blocks were meant to
+//! save (793 MB at open for 10M events, against about 80 MB written fresh).
+//!
+//! The copy goes through `copy_verified` (the chain checked from genesis,
+//! every event re-encoding to its stored bytes, versions checked by the
+//! appends), then the idempotency records; the head must match the old head
+//! record. Crash safety, with `log` the directory and siblings
+//! `log.layout2` (the copy) and `log.layout1` (the original, once swapped):
+//! the copy is marked complete before the swap; at open, a missing `log` is
+//! restored from the complete copy or else from the original, and leftovers
+//! are removed. The original is deleted only once the copy is in its place.
 
-use super::blocks::{self, Block};
-use super::{storage, streams, LogError};
+use super::{storage, stored_head, sync_dir, LogError, SledLog, SledOptions, IDEM, IDEM_TIME};
+use crate::log::{copy_verified, RawEvent};
+use std::path::{Path, PathBuf};
 
 const OLD_EVENT: u8 = b'E';
 const OLD_STREAM: u8 = b'S';
-/// Old keys moved per sled batch.
-const STEP: usize = 8192;
+/// In the copy's directory once it holds everything.
+const COMPLETE: &str = "LAYOUT2-COMPLETE";
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migrated {
     pub events: u64,
-    pub streams: u64,
+    pub idempotency_records: u64,
 }
 
-/// Moves whatever layout-1 keys the log holds; `None` if it held none.
-pub(super) fn from_layout_1(db: &::sled::Db) -> Result<Option<Migrated>, LogError> {
-    let has = |prefix: u8| -> Result<bool, LogError> {
-        Ok(db
+fn sibling(dir: &Path, suffix: &str) -> Result<PathBuf, LogError> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| LogError::Storage(format!("{} has no directory name", dir.display())))?;
+    let mut name = name.to_os_string();
+    name.push(format!(".{suffix}"));
+    Ok(dir.with_file_name(name))
+}
+
+fn parent(dir: &Path) -> PathBuf {
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> LogError {
+    LogError::Storage(format!("{what} {}: {e}", path.display()))
+}
+
+/// Puts the directories back in order after a migration a crash interrupted.
+pub(super) fn finish_interrupted(dir: &Path) -> Result<(), LogError> {
+    let copy = sibling(dir, "layout2")?;
+    let original = sibling(dir, "layout1")?;
+    if !dir.exists() && original.exists() {
+        let from = if copy.join(COMPLETE).exists() {
+            &copy
+        } else {
+            &original
+        };
+        std::fs::rename(from, dir).map_err(|e| io("restoring", dir, e))?;
+        sync_dir(&parent(dir))?;
+    }
+    if dir.join(COMPLETE).exists() {
+        if original.exists() {
+            std::fs::remove_dir_all(&original).map_err(|e| io("removing", &original, e))?;
+            sync_dir(&parent(dir))?;
+        }
+        std::fs::remove_file(dir.join(COMPLETE)).map_err(|e| io("removing", dir, e))?;
+    }
+    Ok(())
+}
+
+/// Whether the open log still holds layout-1 keys.
+pub(super) fn is_layout_1(db: &::sled::Db) -> Result<bool, LogError> {
+    for prefix in [OLD_EVENT, OLD_STREAM] {
+        if db
             .scan_prefix([prefix])
             .next()
             .transpose()
             .map_err(storage)?
-            .is_some())
-    };
-    if !has(OLD_EVENT)? && !has(OLD_STREAM)? {
-        return Ok(None);
+            .is_some()
+        {
+            return Ok(true);
+        }
     }
-    let events = move_events(db)?;
-    let streams = move_streams(db)?;
-    Ok(Some(Migrated { events, streams }))
+    Ok(false)
 }
 
-fn old_seq(key: &[u8]) -> Result<u64, LogError> {
-    let bytes: [u8; 8] = key
-        .get(1..9)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| LogError::Storage("malformed layout-1 event key".into()))?;
-    Ok(u64::from_be_bytes(bytes))
+fn old_events(db: &::sled::Db) -> impl Iterator<Item = Result<RawEvent, LogError>> + '_ {
+    db.scan_prefix([OLD_EVENT]).map(|item| {
+        let (key, value) = item.map_err(storage)?;
+        let seq = key
+            .get(1..9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| LogError::Storage("malformed layout-1 event key".into()))?;
+        if value.len() < 33 {
+            return Err(LogError::Corrupt {
+                seq,
+                reason: "record shorter than its hash".into(),
+            });
+        }
+        let (encoded, hash) = value.split_at(value.len() - 32);
+        let mut h = [0u8; 32];
+        h.copy_from_slice(hash);
+        Ok(RawEvent {
+            seq,
+            encoded: encoded.to_vec(),
+            hash: h,
+        })
+    })
 }
 
-fn move_events(db: &::sled::Db) -> Result<u64, LogError> {
-    let mut moved = 0;
+/// Copies the layout-1 log `old` (open on `dir`) into the block layout and
+/// puts the copy in its place; `old` is closed on return.
+pub(super) fn by_copy(
+    old: SledLog,
+    dir: &Path,
+    options: &SledOptions,
+) -> Result<Migrated, LogError> {
+    let copy_dir = sibling(dir, "layout2")?;
+    if copy_dir.exists() {
+        // A copy an earlier open did not finish.
+        std::fs::remove_dir_all(&copy_dir).map_err(|e| io("removing", &copy_dir, e))?;
+    }
+    let copy = SledLog::open_with(&copy_dir, options.clone())?;
+    let head = copy_verified(old_events(&old.db), &copy)?;
+    if let Some(recorded) = stored_head(&old.db)? {
+        if recorded != head {
+            return Err(LogError::Corrupt {
+                seq: recorded.last_seq.min(head.last_seq + 1),
+                reason: format!(
+                    "the log's head record says {} but its events end at {}",
+                    recorded.last_seq, head.last_seq
+                ),
+            });
+        }
+    }
+    let idempotency_records = copy_idempotency(&old.db, &copy)?;
+    copy.make_durable()?;
+    drop(copy);
+    wait_closed(&copy_dir)?;
+    std::fs::File::create(copy_dir.join(COMPLETE))
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("marking", &copy_dir, e))?;
+    sync_dir(&copy_dir)?;
+    drop(old);
+    // sled's own threads may still write into a directory by its path for
+    // a moment after the handle is dropped: not into the swapped one.
+    wait_closed(dir)?;
+    let original = sibling(dir, "layout1")?;
+    std::fs::rename(dir, &original).map_err(|e| io("moving", dir, e))?;
+    std::fs::rename(&copy_dir, dir).map_err(|e| io("moving", &copy_dir, e))?;
+    sync_dir(&parent(dir))?;
+    finish_interrupted(dir)?;
+    Ok(Migrated {
+        events: head.last_seq,
+        idempotency_records,
+    })
+}
+
+/// Waits until no sled handle holds the directory: sled keeps an exclusive
+/// `flock` on its `db` file while open, and releases it once its threads end.
+fn wait_closed(dir: &Path) -> Result<(), LogError> {
+    let db = dir.join("db");
+    let file = std::fs::File::open(&db).map_err(|e| io("opening", &db, e))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        // Continue the last block already written, as an append would.
-        let last = blocks::last(db)?;
-        let mut next = last.as_ref().map_or(1, |b| b.last_seq() + 1);
-        let mut open = last.filter(Block::has_room);
-        let mut done: Vec<Block> = Vec::new();
+        #[cfg(unix)]
+        let free = {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor this function owns; no memory is shared.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+        };
+        #[cfg(not(unix))]
+        let free = true;
+        if free {
+            // Closing `file` releases the lock taken just now.
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(LogError::Storage(format!(
+                "{} is still held by sled 30 s after it was closed",
+                dir.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn copy_idempotency(from: &::sled::Db, to: &SledLog) -> Result<u64, LogError> {
+    const STEP: usize = 10_000;
+    let mut records = 0;
+    for prefix in [IDEM, IDEM_TIME] {
         let mut batch = ::sled::Batch::default();
         let mut n = 0;
-        // From the next seq, not the prefix's start: sled keeps the leaves
-        // emptied by earlier steps for a while, and walking them every step
-        // made the move quadratic.
-        let mut from = [OLD_EVENT; 9];
-        from[1..].copy_from_slice(&next.to_be_bytes());
-        for item in db.range(&from[..]..&[OLD_EVENT + 1][..]).take(STEP) {
+        for item in from.scan_prefix([prefix]) {
             let (key, value) = item.map_err(storage)?;
-            let seq = old_seq(&key)?;
-            if seq != next {
-                return Err(LogError::Corrupt {
-                    seq: next,
-                    reason: format!("missing (sequence jumps to {seq})"),
-                });
-            }
-            if value.len() < 33 {
-                return Err(LogError::Corrupt {
-                    seq,
-                    reason: "record shorter than its hash".into(),
-                });
-            }
-            let (encoded, hash) = value.split_at(value.len() - 32);
-            let mut h = [0u8; 32];
-            h.copy_from_slice(hash);
-            match open.as_mut() {
-                Some(b) if b.fits(encoded.len()) => b.push(encoded, &h)?,
-                _ => {
-                    done.extend(open.take());
-                    let mut b = Block::new(seq);
-                    b.push(encoded, &h)?;
-                    open = Some(b);
-                }
-            }
-            batch.remove(key);
-            next = seq + 1;
+            batch.insert(key, value);
             n += 1;
+            if prefix == IDEM {
+                records += 1;
+            }
+            if n == STEP {
+                to.db
+                    .apply_batch(std::mem::take(&mut batch))
+                    .map_err(storage)?;
+                n = 0;
+            }
         }
-        if n == 0 {
-            return Ok(moved);
-        }
-        for b in done.iter().chain(open.iter()).filter(|b| b.dirty) {
-            batch.insert(&blocks::key(b.first_seq)[..], b.bytes.as_slice());
-        }
-        db.apply_batch(batch).map_err(storage)?;
-        super::gc::reclaim_after_append(n);
-        moved += n as u64;
+        to.db.apply_batch(batch).map_err(storage)?;
     }
-}
-
-/// The stream (its 17 key bytes) and version of a layout-1 index key.
-fn old_stream(key: &[u8]) -> Result<([u8; 17], u64), LogError> {
-    let malformed = || LogError::Storage("malformed layout-1 stream key".into());
-    let stream: [u8; 17] = key
-        .get(1..18)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(malformed)?;
-    let version: [u8; 8] = key
-        .get(18..26)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(malformed)?;
-    Ok((stream, u64::from_be_bytes(version)))
-}
-
-fn move_streams(db: &::sled::Db) -> Result<u64, LogError> {
-    let mut moved = 0;
-    // Where the next step starts (see `move_events` for why not the prefix).
-    let mut from: Vec<u8> = vec![OLD_STREAM];
-    loop {
-        let mut batch = ::sled::Batch::default();
-        let mut keys = 0;
-        let mut whole: Vec<([u8; 17], Vec<u64>)> = Vec::new();
-        let mut current: Option<([u8; 17], Vec<u64>)> = None;
-        for item in db.range(from.as_slice()..&[OLD_STREAM + 1][..]) {
-            let (key, value) = item.map_err(storage)?;
-            let (stream, version) = old_stream(&key)?;
-            if current.as_ref().is_some_and(|(s, _)| *s != stream) {
-                whole.extend(current.take());
-                // A stream is moved whole, in one batch.
-                if keys >= STEP {
-                    from = key.to_vec();
-                    break;
-                }
-            }
-            let (_, seqs) = current.get_or_insert_with(|| (stream, Vec::new()));
-            if version != seqs.len() as u64 + 1 {
-                return Err(LogError::Storage(format!(
-                    "layout-1 stream index of {} skips to version {version}",
-                    hex::encode(stream)
-                )));
-            }
-            let seq: [u8; 8] = value
-                .as_ref()
-                .try_into()
-                .map_err(|_| LogError::Storage("malformed layout-1 stream index".into()))?;
-            seqs.push(u64::from_be_bytes(seq));
-            batch.remove(key);
-            keys += 1;
-        }
-        whole.extend(current.take());
-        if whole.is_empty() {
-            return Ok(moved);
-        }
-        for (stream, seqs) in &whole {
-            for (chunk, bytes) in streams::chunks(seqs) {
-                batch.insert(&streams::key(stream, chunk)[..], bytes);
-            }
-        }
-        db.apply_batch(batch).map_err(storage)?;
-        super::gc::reclaim_after_append(keys);
-        moved += whole.len() as u64;
-    }
+    Ok(records)
 }

@@ -175,20 +175,45 @@ impl SledLog {
 
     pub fn open_with(dir: impl AsRef<Path>, options: SledOptions) -> Result<Self, LogError> {
         let dir = dir.as_ref().to_path_buf();
+        migrate::finish_interrupted(&dir)?;
+        let mut log = Self::open_unchecked(&dir, &options)?;
+        if migrate::is_layout_1(&log.db)? {
+            let started = std::time::Instant::now();
+            let moved = migrate::by_copy(log, &dir, &options)?;
+            tracing::info!(
+                dir = %dir.display(),
+                events = moved.events,
+                idempotency_records = moved.idempotency_records,
+                seconds = started.elapsed().as_secs_f64(),
+                "event log copied from a key per event to blocks (layout 2)"
+            );
+            log = Self::open_unchecked_retrying(&dir, &options)?;
+        }
+        let head = Self::verify_tail(&log.db)?;
+        let tail = blocks::last(&log.db)?;
+        if let Ok(mut state) = log.state.lock() {
+            state.head = head;
+            state.tail = tail;
+        }
+        Ok(log)
+    }
+
+    /// Opens sled on `dir` without looking at what it holds.
+    fn open_unchecked(dir: &Path, options: &SledOptions) -> Result<Self, LogError> {
         let db = ::sled::Config::new()
-            .path(&dir)
+            .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
             .mode(::sled::Mode::HighThroughput)
             // We flush (and fdatasync) at every group commit; no background flusher needed.
             .flush_every_ms(None)
             .open()
             .map_err(storage)?;
-        let data_files = Self::open_data_files(&dir)?;
+        let data_files = Self::open_data_files(dir)?;
         // sled may just have created its files and `blobs/`: make the entries durable.
-        sync_dir(&dir)?;
-        let log = Self {
+        sync_dir(dir)?;
+        Ok(Self {
             db,
-            dir,
+            dir: dir.to_path_buf(),
             data_files,
             synced_blobs: Mutex::new(HashSet::new()),
             state: Mutex::new(State {
@@ -199,25 +224,25 @@ impl SledLog {
                 tail: None,
                 tips: HashMap::new(),
             }),
-        };
-        let started = std::time::Instant::now();
-        if let Some(moved) = migrate::from_layout_1(&log.db)? {
-            log.make_durable()?;
-            tracing::info!(
-                dir = %log.dir.display(),
-                events = moved.events,
-                streams = moved.streams,
-                seconds = started.elapsed().as_secs_f64(),
-                "event log moved from a key per event to blocks (layout 2)"
-            );
+        })
+    }
+
+    /// [`Self::open_unchecked`] right after this process closed a sled
+    /// database there: sled releases its lock on its own threads, a moment
+    /// after the handle is dropped.
+    fn open_unchecked_retrying(dir: &Path, options: &SledOptions) -> Result<Self, LogError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match Self::open_unchecked(dir, options) {
+                Err(LogError::Storage(m))
+                    if m.contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                other => return other,
+            }
         }
-        let head = Self::verify_tail(&log.db)?;
-        let tail = blocks::last(&log.db)?;
-        if let Ok(mut state) = log.state.lock() {
-            state.head = head;
-            state.tail = tail;
-        }
-        Ok(log)
     }
 
     pub fn dir(&self) -> &Path {
@@ -374,6 +399,7 @@ impl EventLog for SledLog {
         let mut open = state.tail.clone().filter(Block::has_room);
         let mut filled: Vec<Block> = Vec::new();
         let mut tips: HashMap<StreamId, Tip> = HashMap::new();
+        let mut filled_chunks: Vec<([u8; 26], Vec<u8>)> = Vec::new();
         for event in events {
             if event.seq != head.next_seq() {
                 return Err(LogError::OutOfSequence {
@@ -393,7 +419,9 @@ impl EventLog for SledLog {
                     got: event.version,
                 });
             }
-            tip.push(event.seq);
+            if let Some((chunk, seqs)) = tip.push(event.seq) {
+                filled_chunks.push((streams::key(&stream.to_bytes(), chunk), seqs));
+            }
             let encoded = codec::encode_event(event)?;
             let hash = chain_hash(&head.last_hash, &encoded);
             match open.as_mut() {
@@ -413,6 +441,9 @@ impl EventLog for SledLog {
         let mut batch = ::sled::Batch::default();
         for block in filled.iter().chain(open.iter()).filter(|b| b.dirty) {
             batch.insert(&blocks::key(block.first_seq)[..], block.bytes.as_slice());
+        }
+        for (key, seqs) in filled_chunks {
+            batch.insert(&key[..], seqs);
         }
         for (stream, tip) in &tips {
             batch.insert(&tip.key(*stream)[..], tip.seqs.as_slice());

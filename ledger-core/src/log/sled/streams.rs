@@ -38,13 +38,17 @@ impl Tip {
         self.chunk * CHUNK as u64 + (self.seqs.len() / SEQ_BYTES) as u64
     }
 
-    /// Records `seq` as the stream's next version.
-    pub fn push(&mut self, seq: u64) {
+    /// Records `seq` as the stream's next version. Returns the chunk it
+    /// filled (number, seqs) when this starts a new one, to be stored: an
+    /// append may fill several chunks of one stream.
+    pub fn push(&mut self, seq: u64) -> Option<(u64, Vec<u8>)> {
+        let mut full = None;
         if self.seqs.len() == CHUNK * SEQ_BYTES {
+            full = Some((self.chunk, std::mem::take(&mut self.seqs)));
             self.chunk += 1;
-            self.seqs.clear();
         }
         self.seqs.extend_from_slice(&seq.to_be_bytes());
+        full
     }
 
     pub fn key(&self, stream: StreamId) -> [u8; 26] {
@@ -99,12 +103,4 @@ pub(super) fn seqs(db: &::sled::Db, stream: StreamId) -> Result<Vec<u64>, LogErr
         }));
     }
     Ok(out)
-}
-
-/// Chunks for a whole stream's seqs, in version order (layout migration).
-pub(super) fn chunks(seqs: &[u64]) -> impl Iterator<Item = (u64, Vec<u8>)> + '_ {
-    (0u64..).zip(seqs.chunks(CHUNK)).map(|(n, chunk)| {
-        let bytes = chunk.iter().flat_map(|s| s.to_be_bytes()).collect();
-        (n, bytes)
-    })
 }
