@@ -161,17 +161,21 @@ fn a_long_layout_1_log_is_copied_to_blocks_and_reads_and_appends_as_before() {
     assert!(db.scan_prefix([b'S']).next().is_none());
 }
 
+/// `n` events on one stream in `dir`, appended `batch` at a time; closed.
+fn one_stream(dir: &Path, n: u64, batch: usize) -> Vec<RecordedEvent> {
+    let log = open_log(dir).unwrap();
+    let org = OrganizationId::new();
+    let events: Vec<RecordedEvent> = (1..=n).map(|seq| event(seq, org, seq)).collect();
+    for chunk in events.chunks(batch) {
+        log.append(chunk, &[]).unwrap();
+    }
+    events
+}
+
 #[test]
 fn a_block_missing_from_the_middle_is_named_not_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let log = open_log(dir.path()).unwrap();
-        let org = OrganizationId::new();
-        let events: Vec<RecordedEvent> = (1..=6_000).map(|seq| event(seq, org, seq)).collect();
-        for chunk in events.chunks(700) {
-            log.append(chunk, &[]).unwrap();
-        }
-    }
+    one_stream(dir.path(), 6_000, 700);
     // Inside the verified tail: refused at open.
     let db = raw_db(dir.path());
     let gone = raw::remove_block(&db, 5_000).unwrap();
@@ -187,12 +191,7 @@ fn a_block_missing_from_the_middle_is_named_not_skipped() {
 
     // Before it: the log opens, and a full read names it instead of ending early.
     let dir = tempfile::tempdir().unwrap();
-    {
-        let log = open_log(dir.path()).unwrap();
-        let org = OrganizationId::new();
-        let events: Vec<RecordedEvent> = (1..=6_000).map(|seq| event(seq, org, seq)).collect();
-        log.append(&events, &[]).unwrap();
-    }
+    one_stream(dir.path(), 6_000, 6_000);
     let db = raw_db(dir.path());
     let gone = raw::remove_block(&db, 100).unwrap();
     db.flush().unwrap();
@@ -222,11 +221,15 @@ fn a_block_missing_from_the_middle_is_named_not_skipped() {
 #[test]
 fn one_append_spanning_many_index_chunks_of_a_stream_reads_back_whole() {
     let dir = tempfile::tempdir().unwrap();
+    let events = one_stream(dir.path(), 5, 5);
+    let org = match &events[0].event {
+        Event::OrganizationCreated { id, .. } => *id,
+        _ => unreachable!(),
+    };
     let log = open_log(dir.path()).unwrap();
-    let org = OrganizationId::new();
-    let events: Vec<RecordedEvent> = (1..=300).map(|seq| event(seq, org, seq)).collect();
-    log.append(&events[..5], &[]).unwrap();
-    log.append(&events[5..], &[]).unwrap();
+    let more: Vec<RecordedEvent> = (6..=300).map(|seq| event(seq, org, seq)).collect();
+    log.append(&more, &[]).unwrap();
+    let events = [events, more].concat();
     assert_eq!(log.read_stream(events[0].stream()).unwrap(), events);
     drop(log);
     let log = open_log(dir.path()).unwrap();
