@@ -199,6 +199,8 @@ impl Writer {
         }
         let started = Instant::now();
         let guard = Partial(partial.clone());
+        create_with_page_size(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
         // The projection's own opening: its migrations, its pragmas.
         let conn = psql::open_writer(&partial).map_err(sql_err("creating the read models"))?;
         // The fold prepares (and caches) some twenty statements; rusqlite
@@ -388,6 +390,27 @@ fn open_for_reading(path: &Path) -> Result<Connection, Failure> {
     })
     .with_context(|| format!("opening {}", path.display()))?;
     Ok(conn)
+}
+
+/// Bytes per page of the rebuilt file (the server's own file keeps SQLite's
+/// default, 4096). Measured on the 1M log: building the indexes took a
+/// quarter less with 16 KiB pages, the load itself a little less (fewer
+/// B-tree levels, pages and page writes); 32 and 64 KiB were no better, and
+/// a larger page is more to read for a reader's point lookup.
+const BULK_PAGE_SIZE: u32 = 16_384;
+
+/// Creates the empty database file with [`BULK_PAGE_SIZE`]: the size is
+/// fixed by the first write, which must come before `open_writer` switches
+/// the file to WAL (a WAL database cannot change its page size).
+fn create_with_page_size(path: &Path) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "page_size", BULK_PAGE_SIZE)?;
+    conn.execute_batch("VACUUM")?;
+    let size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    if size != BULK_PAGE_SIZE {
+        return Err(rusqlite::Error::InvalidQuery);
+    }
+    Ok(())
 }
 
 fn bulk_pragmas(conn: &Connection) -> rusqlite::Result<()> {
