@@ -290,3 +290,61 @@ fn a_migration_interrupted_at_any_step_finishes_on_the_next_open() {
     assert!(!tmp.path().join("log.layout1").exists());
     assert!(!tmp.path().join("log.layout2").exists());
 }
+
+fn named(seq: u64, name_len: usize) -> RecordedEvent {
+    let mut e = event(seq, OrganizationId::new(), 1);
+    if let Event::OrganizationCreated { name, .. } = &mut e.event {
+        *name = "n".repeat(name_len);
+    }
+    e
+}
+
+/// Which seqs the block holding `seq` holds (read through a raw handle).
+fn block_of(dir: &Path, seq: u64) -> std::ops::RangeInclusive<u64> {
+    let db = raw_db(dir);
+    let range = raw::remove_block(&db, seq).unwrap();
+    drop(db);
+    range
+}
+
+/// The sizes the layout promises (32 events or 16 KiB a key), whether the
+/// events come one append at a time or many at once.
+#[test]
+fn blocks_hold_32_small_events_or_16_kib_and_a_big_event_alone() {
+    for batch in [1usize, 7, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = open_log(dir.path()).unwrap();
+            let events: Vec<RecordedEvent> = (1..=100).map(|seq| named(seq, 10)).collect();
+            for chunk in events.chunks(batch) {
+                log.append(chunk, &[]).unwrap();
+            }
+        }
+        assert_eq!(block_of(dir.path(), 1), 1..=32, "batches of {batch}");
+        assert_eq!(block_of(dir.path(), 40), 33..=64, "batches of {batch}");
+        assert_eq!(block_of(dir.path(), 100), 97..=100, "batches of {batch}");
+    }
+    // ~1 KiB events: 15 fit in 16 KiB (with their length and hash), not 16.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open_log(dir.path()).unwrap();
+        for seq in 1..=40 {
+            log.append(&[named(seq, 1_000)], &[]).unwrap();
+        }
+    }
+    assert_eq!(block_of(dir.path(), 1), 1..=15);
+    assert_eq!(block_of(dir.path(), 16), 16..=30);
+    // An event bigger than a block gets one of its own; the next starts anew.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open_log(dir.path()).unwrap();
+        log.append(&[named(1, 10), named(2, 20_000), named(3, 10)], &[])
+            .unwrap();
+        log.append(&[named(4, 10)], &[]).unwrap();
+        let read: Vec<u64> = log.read_raw(1).map(|r| r.unwrap().seq).collect();
+        assert_eq!(read, vec![1, 2, 3, 4]);
+    }
+    assert_eq!(block_of(dir.path(), 1), 1..=1);
+    assert_eq!(block_of(dir.path(), 2), 2..=2);
+    assert_eq!(block_of(dir.path(), 3), 3..=4);
+}
