@@ -73,11 +73,6 @@ impl Block {
         self.first_seq + self.count as u64 - 1
     }
 
-    /// Whether a later append may still extend it.
-    pub fn has_room(&self) -> bool {
-        self.count < MAX_EVENTS && self.bytes.len() < MAX_BYTES
-    }
-
     /// Whether a record of this encoded size goes into this block.
     pub fn fits(&self, encoded_len: usize) -> bool {
         self.count == 0

@@ -396,7 +396,8 @@ impl EventLog for SledLog {
             .map_err(|_| LogError::Storage("log state poisoned by an earlier panic".into()))?;
         let mut head = state.head;
         // Built on scratch copies so a refused append leaves no trace.
-        let mut open = state.tail.clone().filter(Block::has_room);
+        // A full last block is kept too: `fits` starts the next one.
+        let mut open = state.tail.clone();
         let mut filled: Vec<Block> = Vec::new();
         let mut tips: HashMap<StreamId, Tip> = HashMap::new();
         let mut filled_chunks: Vec<([u8; 26], Vec<u8>)> = Vec::new();
