@@ -324,12 +324,22 @@ fn blocks_hold_32_small_events_or_16_kib_and_a_big_event_alone() {
         assert_eq!(block_of(dir.path(), 40), 33..=64, "batches of {batch}");
         assert_eq!(block_of(dir.path(), 100), 97..=100, "batches of {batch}");
     }
-    // ~1 KiB events: 15 fit in 16 KiB (with their length and hash), not 16.
+    // Records of 1,026 bytes (event, 4-byte length, 32-byte hash): 15 fit
+    // in 16 KiB, the 16th would pass it by 32 bytes.
+    let name_len = (900..1_100)
+        .find(|&n| {
+            ledger_core::codec::encode_event(&named(1, n))
+                .unwrap()
+                .len()
+                + 36
+                == 1_026
+        })
+        .expect("a name length giving 1,026-byte records");
     let dir = tempfile::tempdir().unwrap();
     {
         let log = open_log(dir.path()).unwrap();
         for seq in 1..=40 {
-            log.append(&[named(seq, 1_000)], &[]).unwrap();
+            log.append(&[named(seq, name_len)], &[]).unwrap();
         }
     }
     assert_eq!(block_of(dir.path(), 1), 1..=15);

@@ -281,3 +281,58 @@ impl Iterator for Reader<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_of(records: &[&[u8]]) -> Block {
+        let mut b = Block::new(7);
+        for (i, r) in records.iter().enumerate() {
+            b.push(r, &[i as u8; 32]).unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn records_come_back_numbered_from_the_first_seq() {
+        let b = block_of(&[b"one", b"three"]);
+        let got = records(7, &b.bytes).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].seq, &got[0].encoded[..], got[0].hash),
+            (7, &b"one"[..], [0; 32])
+        );
+        assert_eq!(
+            (got[1].seq, &got[1].encoded[..], got[1].hash),
+            (8, &b"three"[..], [1; 32])
+        );
+        assert_eq!(b.last_seq(), 8);
+    }
+
+    #[test]
+    fn a_block_cut_short_or_with_an_empty_record_is_named() {
+        let b = block_of(&[b"one", b"three"]);
+        // Cutting the whole last record leaves a well-formed block of one.
+        for cut in 1..(4 + 5 + 32) {
+            match records(7, &b.bytes[..b.bytes.len() - cut]) {
+                Err(LogError::Corrupt { seq, reason }) => {
+                    assert_eq!(seq, 8, "cut {cut}");
+                    assert!(reason.contains("framing"), "{reason}");
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
+        // A zero length with a hash after it is not a record.
+        let mut zero = 0u32.to_be_bytes().to_vec();
+        zero.extend_from_slice(&[0; 32]);
+        assert!(matches!(
+            records(3, &zero),
+            Err(LogError::Corrupt { seq: 3, .. })
+        ));
+        assert!(matches!(
+            records(3, &[]),
+            Err(LogError::Corrupt { seq: 3, .. })
+        ));
+    }
+}
