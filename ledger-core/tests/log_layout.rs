@@ -177,10 +177,7 @@ fn a_block_missing_from_the_middle_is_named_not_skipped() {
     let dir = tempfile::tempdir().unwrap();
     one_stream(dir.path(), 6_000, 700);
     // Inside the verified tail: refused at open.
-    let db = raw_db(dir.path());
-    let gone = raw::remove_block(&db, 5_000).unwrap();
-    db.flush().unwrap();
-    drop(db);
+    let gone = block_of(dir.path(), 5_000);
     match open_log(dir.path()) {
         Err(LogError::Corrupt { seq, .. }) => assert_eq!(seq, *gone.start()),
         other => panic!(
@@ -192,10 +189,7 @@ fn a_block_missing_from_the_middle_is_named_not_skipped() {
     // Before it: the log opens, and a full read names it instead of ending early.
     let dir = tempfile::tempdir().unwrap();
     one_stream(dir.path(), 6_000, 6_000);
-    let db = raw_db(dir.path());
-    let gone = raw::remove_block(&db, 100).unwrap();
-    db.flush().unwrap();
-    drop(db);
+    let gone = block_of(dir.path(), 100);
     let log = open_log(dir.path()).unwrap();
     let mut seen = 0;
     let mut error = None;
@@ -299,11 +293,12 @@ fn named(seq: u64, name_len: usize) -> RecordedEvent {
     e
 }
 
-/// Which seqs the block holding `seq` holds (read through a raw handle).
+/// Removes the block holding `seq` through a raw handle on the closed log;
+/// the seqs it held.
 fn block_of(dir: &Path, seq: u64) -> std::ops::RangeInclusive<u64> {
     let db = raw_db(dir);
     let range = raw::remove_block(&db, seq).unwrap();
-    drop(db);
+    db.flush().unwrap();
     range
 }
 
