@@ -293,3 +293,39 @@ fn a_reopened_log_keeps_appending_and_verifying() {
     let log = open_log(dir.path()).expect("a refused append leaves no trace");
     assert_eq!(log.head().last_seq, 10);
 }
+
+/// Each event carries its seq, so a block whose records moved says how, on
+/// top of the broken chain.
+#[test]
+fn a_moved_record_is_named_for_what_happened_to_it() {
+    let reason_at = |dir: &Path| match open_log(dir) {
+        Err(LogError::Corrupt { seq, reason }) => (seq, reason),
+        other => panic!(
+            "expected a named corruption, got {:?}",
+            other.map(|l| l.head())
+        ),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, 10);
+    delete_event(dir.path(), 4);
+    let (seq, reason) = reason_at(dir.path());
+    assert_eq!(seq, 4);
+    assert!(
+        reason.contains("missing (event 5 is stored where 4 belongs)"),
+        "{reason}"
+    );
+
+    // Event 3's record stored again at 6: 6 holds an earlier event.
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 10, 10);
+    with_raw_db(dir.path(), |db| {
+        let third = raw::stored(db, 3).unwrap().unwrap();
+        raw::store(db, 6, &third).unwrap();
+    });
+    let (seq, reason) = reason_at(dir.path());
+    assert_eq!(seq, 6);
+    assert!(
+        reason.contains("out of order (event 3 found where 6 belongs)"),
+        "{reason}"
+    );
+}
