@@ -27,7 +27,7 @@ pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
         .into_response()
 }
 
-pub fn json_value(value: &Value) -> Response {
+pub fn json_value<T: Serialize + ?Sized>(value: &T) -> Response {
     json_bytes(
         StatusCode::OK,
         serde_json::to_vec(value).unwrap_or_default(),

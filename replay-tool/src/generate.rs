@@ -410,7 +410,7 @@ impl Generator {
             }
             let invoice = ledger
                 .invoices
-                .remove(&id)
+                .swap_remove(&id)
                 .ok_or_else(|| anyhow!("finished invoice {id} is not in the write model"))?;
             ledger
                 .versions
@@ -424,7 +424,7 @@ impl Generator {
                 }
             }
             if let Some(pid) = invoice.payment_id {
-                if let Some(p) = ledger.payments.remove(&pid) {
+                if let Some(p) = ledger.payments.swap_remove(&pid) {
                     for t in [p.payer_transaction_id, p.payee_transaction_id]
                         .into_iter()
                         .flatten()
@@ -441,7 +441,7 @@ impl Generator {
             }
         }
         if let Some(id) = l.refund {
-            ledger.refunds.remove(&id);
+            ledger.refunds.swap_remove(&id);
             ledger
                 .versions
                 .remove(&stream(StreamKind::Refund, id.as_uuid()));
@@ -450,7 +450,7 @@ impl Generator {
             if holds_left(seller, Hold::Withdrawal(id), ledger) {
                 bail!("withdrawal {id} ended with its reservation still held");
             }
-            ledger.withdrawals.remove(&id);
+            ledger.withdrawals.swap_remove(&id);
             ledger
                 .versions
                 .remove(&stream(StreamKind::Withdrawal, id.as_uuid()));

@@ -171,15 +171,19 @@ fn fold(
 }
 
 /// Compares two maps of entities through their views.
-fn compare<K, V>(
+/// `a` and `b` are maps of either kind the write model keeps (`HashMap`, or
+/// `Dense` for its large tables).
+fn compare<'m, K, V: 'm>(
     what: &str,
-    a: &HashMap<K, V>,
-    b: &HashMap<K, V>,
+    a: impl IntoIterator<Item = (&'m K, &'m V)>,
+    b: impl IntoIterator<Item = (&'m K, &'m V)>,
     view: impl Fn(&V) -> Value,
     diffs: &mut Vec<String>,
 ) where
-    K: Eq + Hash + Ord + Display + Copy,
+    K: Ord + Display + Copy + 'm,
 {
+    let a: BTreeMap<K, &V> = a.into_iter().map(|(k, v)| (*k, v)).collect();
+    let b: BTreeMap<K, &V> = b.into_iter().map(|(k, v)| (*k, v)).collect();
     let keys: BTreeSet<K> = a.keys().chain(b.keys()).copied().collect();
     for k in keys {
         match (a.get(&k), b.get(&k)) {
@@ -576,17 +580,18 @@ fn live_diffs(base: &str, creds: &OrgCredentials, m: &ReadModel) -> anyhow::Resu
     let client = http_client()?;
     let mut diffs = Vec::new();
     let l = &m.ledger;
-    fn listed<K: Eq + Hash, V>(
+    fn listed<'m, K: Eq + Hash + 'm, V: 'm>(
         index: &HashMap<OrganizationId, Vec<K>>,
         org: OrganizationId,
-        items: &HashMap<K, V>,
+        items: impl IntoIterator<Item = (&'m K, &'m V)>,
         view: impl Fn(&V) -> Value,
     ) -> Vec<Value> {
+        let items: HashMap<&K, &V> = items.into_iter().collect();
         index
             .get(&org)
             .into_iter()
             .flatten()
-            .filter_map(|id| items.get(id))
+            .filter_map(|id| items.get(id).copied())
             .map(view)
             .collect()
     }

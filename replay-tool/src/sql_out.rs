@@ -566,17 +566,18 @@ impl Drop for Differ<'_> {
 
 /// Every row of `table` decodes to the entity of the same id (as `expected`
 /// renders it), and every entity has its row.
-fn states<K, V>(
+fn states<'m, K, V>(
     conn: &Connection,
     table: &'static str,
-    entities: &HashMap<K, V>,
+    entities: impl IntoIterator<Item = (&'m K, &'m V)>,
     expected: impl Fn(&V) -> V,
     diffs: &mut Vec<String>,
 ) -> rusqlite::Result<()>
 where
-    K: Eq + StdHash + Display + std::str::FromStr,
-    V: DeserializeOwned + PartialEq + std::fmt::Debug,
+    K: Eq + StdHash + Display + std::str::FromStr + 'm,
+    V: DeserializeOwned + PartialEq + std::fmt::Debug + 'm,
 {
+    let entities: HashMap<&K, &V> = entities.into_iter().collect();
     let mut differ = Differ::new(table, diffs);
     let mut seen: HashSet<&K> = HashSet::with_capacity(entities.len());
     let mut stmt = conn.prepare(&format!("SELECT id, state FROM {table}"))?;
@@ -588,6 +589,7 @@ where
             .parse::<K>()
             .ok()
             .and_then(|k| entities.get_key_value(&k))
+            .map(|(k, v)| (*k, *v))
         else {
             differ.push(format!("{id}: a row with no such entity in the fold"));
             continue;
@@ -602,7 +604,7 @@ where
             Err(e) => differ.push(format!("{id}: {e}")),
         }
     }
-    for k in entities.keys() {
+    for k in entities.keys().copied() {
         if !seen.contains(k) {
             differ.push(format!("{k}: in the fold but has no row"));
         }

@@ -446,7 +446,7 @@ async fn get_one(
     let inv = state
         .sql(|c| queries::visible_invoice(c, org, id))?
         .ok_or(ApiError::NotFound("invoice"))?;
-    Ok(json_value(&views::invoice(&inv)))
+    Ok(json_value(&views::invoice_view(&inv)))
 }
 
 async fn history(
@@ -559,10 +559,10 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
         descending,
     };
     let (items, next) = state.sql(|c| queries::list_invoices(c, org, &filter, sort, &page))?;
-    Ok(json_value(&json!({
-        "data": items.iter().map(views::invoice).collect::<Vec<_>>(),
-        "nextCursor": next.as_deref().map(paging::encode_cursor),
-    })))
+    Ok(json_value(&views::Page {
+        data: items.iter().map(views::invoice_view).collect(),
+        next_cursor: next.as_deref().map(paging::encode_cursor),
+    }))
 }
 
 #[derive(Deserialize)]

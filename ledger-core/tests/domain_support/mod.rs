@@ -270,9 +270,9 @@ impl World {
             last_seq: l.last_seq,
             invoices: self.invoices.clone(),
             balances: l.balances.clone(),
-            payments: l.payments.clone(),
-            withdrawals: l.withdrawals.clone(),
-            refunds: l.refunds.clone(),
+            payments: l.payments.clone().into_iter().collect(),
+            withdrawals: l.withdrawals.clone().into_iter().collect(),
+            refunds: l.refunds.clone().into_iter().collect(),
             versions: l.versions.clone(),
         }
     }

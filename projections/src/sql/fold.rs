@@ -235,9 +235,10 @@ fn created(event: &Event, at: ledger_core::time::Timestamp) -> Result<Ledger, Sq
     Ok(scratch)
 }
 
-fn only<K, V>(map: std::collections::HashMap<K, V>, what: &'static str) -> Result<V, SqlError> {
-    map.into_values()
+fn only<K, V>(map: impl IntoIterator<Item = (K, V)>, what: &'static str) -> Result<V, SqlError> {
+    map.into_iter()
         .next()
+        .map(|(_, v)| v)
         .ok_or_else(|| corrupt(what, "?", "creation event made nothing"))
 }
 
