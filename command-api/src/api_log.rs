@@ -66,6 +66,12 @@ pub struct ApiLogs {
     last_prune: Arc<AtomicI64>,
 }
 
+/// API logs are a record of traffic, not the ledger's evidence (the event
+/// log is): they reach the disk within this long instead of with an fsync
+/// per batch, which cost a file write per list page under a read load. A
+/// crash loses at most this much of them; a clean stop flushes them all.
+const FLUSH_EVERY_MS: u64 = 500;
+
 /// Retention is applied at most this often (clock time), as records arrive.
 const PRUNE_EVERY_MICROS: i64 = 60_000_000;
 
@@ -103,7 +109,7 @@ impl ApiLogs {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(None)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()?;
         let (tx, rx) = mpsc::channel(CHANNEL);
         let writer_db = db.clone();
@@ -144,6 +150,17 @@ impl ApiLogs {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Message::Sync(tx)).await.is_ok() {
             let _ = rx.await;
+        }
+    }
+
+    /// Stores and flushes to disk every record sent before this call (at a
+    /// clean stop).
+    pub async fn flush(&self) {
+        self.sync().await;
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(Ok(_)) => {}
+            _ => tracing::error!("flushing API log records failed"),
         }
     }
 
@@ -262,7 +279,7 @@ async fn write_loop(db: sled::Db, mut rx: mpsc::Receiver<Message>) {
                     tracing::error!(error = %e, "pruning API log records");
                 }
             }
-            db2.flush().map(|_| ())
+            Ok::<(), sled::Error>(())
         })
         .await;
         if !matches!(stored, Ok(Ok(()))) {
@@ -281,10 +298,11 @@ pub fn redact(raw: &[u8]) -> String {
     // quarter of the server's CPU under a read load. Such a body is kept as
     // sent, token-shaped text still masked.
     if !names_a_secret(raw) {
-        return truncate(
-            mask_tokens(&String::from_utf8_lossy(raw)),
-            MAX_BODY_RECORDED,
-        );
+        let text = match std::str::from_utf8(raw) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
+        return truncate(mask_tokens(&text), MAX_BODY_RECORDED);
     }
     let text = match serde_json::from_slice::<Value>(raw) {
         Ok(mut v) => {
@@ -406,34 +424,31 @@ fn mask_tokens(text: &str) -> String {
     let bytes = text.as_bytes();
     let token_byte =
         |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/' | b'=');
+    // Where a prefix occurs, found with a vectorized search: most bodies
+    // have none, and a byte-by-byte scan of a 64 KiB page showed in profiles.
+    let mut starts: Vec<(usize, usize)> = ["whsec_", "es_"]
+        .into_iter()
+        .flat_map(|p| memchr::memmem::find_iter(bytes, p.as_bytes()).map(move |i| (i, p.len())))
+        .collect();
+    starts.sort_unstable();
     let mut out = String::with_capacity(text.len());
-    // `text[..copied]` is in `out`; the rest is copied in runs, not by char.
+    // `text[..copied]` is in `out`; the rest is copied in runs.
     let mut copied = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        // Both prefixes start with an ASCII byte, which is never inside a
-        // multi-byte character, so `i` is a char boundary when one matches.
+    for (i, len) in starts {
+        // Both prefixes are ASCII, so `i` is a char boundary.
         let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-        let prefix = match bytes[i] {
-            b'w' | b'e' if boundary => ["whsec_", "es_"]
-                .into_iter()
-                .find(|p| bytes[i..].starts_with(p.as_bytes())),
-            _ => None,
-        };
-        if let Some(p) = prefix {
-            let mut j = i + p.len();
-            while j < bytes.len() && token_byte(bytes[j]) {
-                j += 1;
-            }
-            if j - i - p.len() >= 16 {
-                out.push_str(&text[copied..i]);
-                out.push_str("[REDACTED]");
-                copied = j;
-                i = j;
-                continue;
-            }
+        if i < copied || !boundary {
+            continue;
         }
-        i += 1;
+        let mut j = i + len;
+        while j < bytes.len() && token_byte(bytes[j]) {
+            j += 1;
+        }
+        if j - i - len >= 16 {
+            out.push_str(&text[copied..i]);
+            out.push_str("[REDACTED]");
+            copied = j;
+        }
     }
     out.push_str(&text[copied..]);
     out

@@ -221,6 +221,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "serving");
     let background = crate::background::spawn(state.clone());
     let webhooks = crate::webhooks::spawn(state.clone());
+    let api_logs = state.api_logs.clone();
     let app = router(state);
     axum::serve(
         listener,
@@ -231,6 +232,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .context("serving")?;
     background.abort();
     webhooks.stop().await;
+    api_logs.flush().await;
     // The router (and every engine handle in it) is gone: the writer finishes
     // what it holds, each batch already durable, and stops.
     tokio::task::spawn_blocking(move || writer.join())

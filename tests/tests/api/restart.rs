@@ -308,3 +308,26 @@ async fn a_kill_mid_flight_loses_no_acknowledged_write() {
         );
     }
 }
+
+/// API logs reach the disk every half second, not with each batch (they are
+/// a record of traffic, not the ledger's evidence); a clean stop flushes
+/// whatever is still only in memory.
+#[tokio::test]
+async fn api_logs_of_requests_just_before_a_clean_stop_survive_it() {
+    let mut app = spawn_app().await;
+    let org = app.create_org("Logged").await;
+    for n in 1..=20 {
+        org.get(&format!("/api/v1/invoices?limit={n}")).await.ok();
+    }
+    app.restart().await;
+    let logs = org
+        .walk("/api/v1/settings/api-logs?path=/api/v1/invoices", 100)
+        .await;
+    for n in 1..=20 {
+        let query = format!("limit={n}");
+        assert!(
+            logs.iter().any(|r| r["query"] == query.as_str()),
+            "the request with {query} is in the API log after the restart: {logs:?}"
+        );
+    }
+}
