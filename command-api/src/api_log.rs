@@ -177,9 +177,7 @@ impl ApiLogs {
             .get(&key)
             .map_err(|e| ApiError::internal("api log", e))?
         {
-            Some(v) => Ok(Some(
-                codec::decode(&v).map_err(|e| ApiError::internal("api log", e))?,
-            )),
+            Some(v) => Ok(Some(load(&v)?)),
             None => Ok(None),
         }
     }
@@ -209,8 +207,7 @@ impl ApiLogs {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let rec: ApiLogRecord =
-                codec::decode(&v).map_err(|e| ApiError::internal("api log", e))?;
+            let rec = load(&v)?;
             if keep(&rec) {
                 if out.len() == n {
                     return Ok((out, last));
@@ -226,6 +223,31 @@ impl ApiLogs {
     pub fn prune(&self, before: Timestamp) -> Result<usize, ApiError> {
         prune_db(&self.db, before)
     }
+}
+
+/// zstd's frame magic number, as its first four bytes.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A record as stored: its postcard encoding, zstd-compressed. A page of 50
+/// invoices is about 50 KB of JSON and compresses several times over;
+/// stored plain, sled wrote nodes of such records as separate blob files,
+/// and the API log of a 60 s read load grew by gigabytes.
+fn store(record: &ApiLogRecord) -> anyhow::Result<Vec<u8>> {
+    Ok(zstd::bulk::compress(&codec::encode(record)?, 1)?)
+}
+
+/// Reads a stored record. Records written before compression are plain
+/// codec output, whose first byte is its schema version (1), never the
+/// first byte of zstd's magic.
+fn load(bytes: &[u8]) -> Result<ApiLogRecord, ApiError> {
+    let plain = if bytes.starts_with(&ZSTD_MAGIC) {
+        std::borrow::Cow::Owned(
+            zstd::stream::decode_all(bytes).map_err(|e| ApiError::internal("api log", e))?,
+        )
+    } else {
+        std::borrow::Cow::Borrowed(bytes)
+    };
+    codec::decode(&plain).map_err(|e| ApiError::internal("api log", e))
 }
 
 fn prune_db(db: &sled::Db, before: Timestamp) -> Result<usize, ApiError> {
@@ -259,7 +281,7 @@ async fn write_loop(db: sled::Db, mut rx: mpsc::Receiver<Message>) {
         for message in buffer.drain(..) {
             match message {
                 Message::Record(r) => {
-                    let Ok(value) = codec::encode(&*r) else {
+                    let Ok(value) = store(&r) else {
                         continue;
                     };
                     let key = record_key(r.organization_id, r.at, r.id);
@@ -723,5 +745,49 @@ mod tests {
         assert_eq!(out, r#"{"apiTOKEN":"[REDACTED]","b":1}"#);
         let out = redact(br#"{ "b": 1, "memo": "PassPhrase" }"#);
         assert_eq!(out, r#"{"b":1,"memo":"PassPhrase"}"#);
+    }
+
+    fn record(body: &str) -> ApiLogRecord {
+        ApiLogRecord {
+            id: Uuid::now_v7(),
+            at: Timestamp::from_micros(1_700_000_000_000_000),
+            organization_id: OrganizationId::new(),
+            api_key_id: ApiKeyId::new(),
+            method: "GET".into(),
+            path: "/api/v1/invoices".into(),
+            query: Some("limit=50".into()),
+            status: 200,
+            duration_micros: 1234,
+            request_id: Some("r".into()),
+            ip: Some("127.0.0.1".into()),
+            request_body: None,
+            response_body: Some(body.into()),
+        }
+    }
+
+    #[test]
+    fn records_are_stored_compressed_and_records_stored_plain_still_read() {
+        let page = format!("{{\"data\":[{}]}}", vec![r#"{"id":"018cc258-5ca0-7e23-b21f-84fee4a2a2ec","status":"SETTLED","total":"100.00"}"#; 500].join(","));
+        let r = record(&page);
+        let stored = store(&r).expect("stored");
+        assert!(stored.starts_with(&ZSTD_MAGIC));
+        assert!(
+            stored.len() * 10 < page.len(),
+            "{} bytes for {}",
+            stored.len(),
+            page.len()
+        );
+        let back = load(&stored).expect("loaded");
+        assert_eq!(back.response_body, r.response_body);
+        assert_eq!(back.id, r.id);
+        // As written before compression.
+        let plain = codec::encode(&r).expect("encoded");
+        assert_eq!(plain[0], codec::SCHEMA_VERSION);
+        assert_ne!(plain[0], ZSTD_MAGIC[0]);
+        assert_eq!(load(&plain).expect("plain").response_body, r.response_body);
+        assert!(
+            load(&ZSTD_MAGIC).is_err(),
+            "a damaged record is an error, not a panic"
+        );
     }
 }
