@@ -15,7 +15,7 @@ use crate::codec;
 use crate::domain::Ledger;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The last byte is the format: a snapshot of another layout of the write
@@ -43,6 +43,24 @@ pub enum Refused {
     AheadOfLog { seq: u64, head: u64 },
     #[error("its chain hash at seq {0} is not the log's")]
     OtherHistory(u64),
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    digest: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl WriteModelSnapshots {
@@ -80,18 +98,27 @@ impl WriteModelSnapshots {
     /// is `hash`) atomically: temp file, fsync, rename, fsync of the directory.
     /// Then drops all but the newest [`KEEP`].
     pub fn save(&self, ledger: &Ledger, hash: Hash) -> std::io::Result<PathBuf> {
-        let payload = codec::encode(ledger).map_err(std::io::Error::other)?;
         let seq = ledger.last_seq;
-        let mut bytes = Vec::with_capacity(HEADER + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&seq.to_be_bytes());
-        bytes.extend_from_slice(&hash);
-        bytes.extend_from_slice(&Sha256::digest(&payload));
-        bytes.extend_from_slice(&payload);
         let path = self.path(seq);
         let tmp = path.with_extension("tmp");
         let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        // The payload is encoded straight into the file, hashed on the way,
+        // and its checksum written into the header afterwards: a snapshot
+        // in memory (then a second copy with its header) added 800 MB to the
+        // server's peak at 10M events, on top of the write model's copy.
+        f.write_all(MAGIC)?;
+        f.write_all(&seq.to_be_bytes())?;
+        f.write_all(&hash)?;
+        f.write_all(&[0; 32])?;
+        let hashing = Hashing {
+            inner: BufWriter::with_capacity(1 << 20, f),
+            digest: Sha256::new(),
+        };
+        let Hashing { inner, digest } =
+            codec::encode_to(ledger, hashing).map_err(std::io::Error::other)?;
+        let mut f = inner.into_inner().map_err(|e| e.into_error())?;
+        f.seek(SeekFrom::Start(48))?;
+        f.write_all(&digest.finalize())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         File::open(&self.dir)?.sync_all()?;
