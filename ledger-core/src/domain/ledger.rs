@@ -1497,3 +1497,16 @@ impl Ledger {
         Ok(Ok(outcome))
     }
 }
+
+#[cfg(test)]
+mod size {
+    /// What the write model costs per invoice and payment is measured and
+    /// written in BENCHMARKS.md (a `Dense` entry is the value plus 24 bytes,
+    /// plus 9 bytes per slot of its index): growing these types grows the
+    /// server's memory by a million times as much.
+    #[test]
+    fn the_write_models_big_entries_stay_as_small_as_measured() {
+        assert!(std::mem::size_of::<super::InvoiceState>() <= 136);
+        assert!(std::mem::size_of::<super::Payment>() <= 192);
+    }
+}
