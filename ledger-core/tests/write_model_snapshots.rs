@@ -152,6 +152,14 @@ async fn a_damaged_snapshot_is_refused_and_the_older_one_used() {
     assert_eq!(loaded.last_seq, older.0);
     let resumed = engine::rebuild_from(log.as_ref(), Some(&snapshots)).unwrap();
     assert_eq!(resumed, engine::rebuild(log.as_ref()).unwrap());
+    // Cut right after its header (a crash of a copy, say): the header is
+    // intact, the payload is not, so the checksum names the damage.
+    let whole = std::fs::read(&older.1).unwrap();
+    std::fs::write(&older.1, &whole[..80]).unwrap();
+    assert_eq!(
+        snapshots.read(&older.1, log.as_ref()).unwrap_err(),
+        Refused::Checksum
+    );
     // Truncated to nothing: refused too, and with neither usable, seq 0.
     std::fs::write(&older.1, b"EXWM").unwrap();
     assert!(matches!(
@@ -250,4 +258,15 @@ async fn a_snapshot_file_is_header_checksum_and_payload() {
         payload.len(),
         ledger_core::codec::encode(&ledger).unwrap().len()
     );
+}
+
+/// Seq 0 has no event to vouch for it: the empty write model's snapshot is
+/// read as what it is, not refused as another history.
+#[test]
+fn the_empty_write_models_snapshot_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = WriteModelSnapshots::open(&dir.path().join("wm")).unwrap();
+    let log = open(dir.path());
+    let path = snapshots.save(&Ledger::new(), [0; 32]).unwrap();
+    assert_eq!(snapshots.read(&path, log.as_ref()).unwrap(), Ledger::new());
 }
