@@ -864,6 +864,11 @@ async fn the_ssrf_guard_refuses_private_targets() {
         "http://[fd12:3456::1]/hook",
         "http://[fe80::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
+        // IPv6 spellings of private IPv4 targets: translated, NAT64, 6to4, Teredo.
+        "http://[::ffff:0:7f00:1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[2002:7f00:1::]/hook",
+        "http://[2001:0:7f00:1::1]/hook",
         "http://2130706433/hook",
         "ftp://example.com/hook",
         "not a url",

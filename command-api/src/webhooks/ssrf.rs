@@ -39,9 +39,6 @@ fn forbidden_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return forbidden_v4(v4); // ::ffff:a.b.c.d
-    }
     let s = ip.segments();
     ip.is_loopback()
         || ip.is_unspecified()
@@ -49,10 +46,31 @@ fn forbidden_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xfe00) == 0xfc00       // fc00::/7 unique local
         || (s[0] & 0xffc0) == 0xfe80       // fe80::/10 link-local
         || (s[0] & 0xffc0) == 0xfec0       // fec0::/10 site-local (deprecated)
-        // ::a.b.c.d (IPv4-compatible, deprecated) and 64:ff9b::/96 (NAT64) embed an IPv4 address
-        || (s[..6] == [0, 0, 0, 0, 0, 0])
-        || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
-            && forbidden_v4(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8)))
+        || s[..6] == [0, 0, 0, 0, 0, 0]    // ::a.b.c.d, IPv4-compatible (deprecated)
+        || s[..3] == [0x64, 0xff9b, 1]     // 64:ff9b:1::/48, NAT64 for local use
+        || s[..4] == [0x100, 0, 0, 0]      // 100::/64 discard-only
+        || s[..2] == [0x2001, 0xdb8]       // 2001:db8::/32 documentation
+        || embedded_v4(ip).into_iter().flatten().any(forbidden_v4)
+}
+
+/// The IPv4 addresses an IPv6 address carries, in the forms that reach
+/// them: a private IPv4 target must not be reachable by spelling it as IPv6.
+fn embedded_v4(ip: Ipv6Addr) -> [Option<Ipv4Addr>; 2] {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+    match s {
+        // ::ffff:a.b.c.d (mapped) and ::ffff:0:a.b.c.d (translated, RFC 2765)
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0xffff, 0, hi, lo] => {
+            [Some(v4(hi, lo)), None]
+        }
+        // 64:ff9b::a.b.c.d, NAT64 (RFC 6052)
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => [Some(v4(hi, lo)), None],
+        // 2002:aabb:ccdd::/48, 6to4 (RFC 3056)
+        [0x2002, hi, lo, ..] => [Some(v4(hi, lo)), None],
+        // 2001:0:server::client-inverted, Teredo (RFC 4380)
+        [0x2001, 0, shi, slo, _, _, chi, clo] => [Some(v4(shi, slo)), Some(v4(!chi, !clo))],
+        _ => [None, None],
+    }
 }
 
 fn is_localhost_name(host: &str) -> bool {
@@ -183,6 +201,18 @@ mod tests {
             "http://[fe80::1]/",
             "http://[::ffff:127.0.0.1]/",
             "http://[::ffff:10.0.0.1]/",
+            "http://[::ffff:0:7f00:1]/",      // translated 127.0.0.1
+            "http://[::ffff:0:a00:1]/",       // translated 10.0.0.1
+            "http://[::127.0.0.1]/",          // compatible
+            "http://[64:ff9b::7f00:1]/",      // NAT64 127.0.0.1
+            "http://[64:ff9b::a9fe:a9fe]/",   // NAT64 169.254.169.254
+            "http://[64:ff9b:1::5db8:d822]/", // NAT64 for local use
+            "http://[2002:7f00:1::]/",        // 6to4 127.0.0.1
+            "http://[2002:c0a8:101::1]/",     // 6to4 192.168.1.1
+            "http://[2001:0:7f00:1::1]/",     // Teredo server 127.0.0.1
+            "http://[2001:0:5db8:d822:0:0:f5ff:fffe]/", // Teredo client 10.0.0.1
+            "http://[100::1]/",
+            "http://[2001:db8::1]/",
             "http://localhost/",
             "http://LOCALHOST./",
             "http://app.localhost/",
@@ -203,6 +233,10 @@ mod tests {
             "https://example.com/hooks",
             "http://93.184.216.34/",
             "https://[2606:2800:220:1::]/",
+            "http://[::ffff:5db8:d822]/", // mapped public 93.184.216.34
+            "http://[64:ff9b::5db8:d822]/", // NAT64 of a public address
+            "http://[2002:5db8:d822::1]/", // 6to4 of a public address
+            "http://[2001:0:5db8:d822:0:0:a247:2dd9]/", // Teredo, both public
         ] {
             assert!(!refused(u), "{u} should pass");
         }
