@@ -78,6 +78,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
                 "the body must be a JSON object".into(),
             ));
         }
+        crate::input::check_body(&value)?;
         let body_key = match value.get("requestId") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(parse_request_id(s)?),

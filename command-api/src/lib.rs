@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod input;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;

@@ -107,8 +107,7 @@ fn validation(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn date(field: &str, s: &str) -> ApiResult<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| ApiError::Validation(format!("{field} must be a date YYYY-MM-DD")))
+    crate::input::date(field, s)
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,6 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::NaiveDate;
 use ledger_core::domain::payment::PaymentStatus;
 use ledger_core::domain::Command;
 use ledger_core::events::Permission;
@@ -131,8 +130,7 @@ async fn settle_all_due(
     body: JsonBody<SettleAllDue>,
 ) -> ApiResult<Response> {
     let as_of = match body.value.as_of.as_deref() {
-        Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .map_err(|_| ApiError::Validation("asOf must be a date YYYY-MM-DD".into()))?,
+        Some(d) => crate::input::date("asOf", d)?,
         None => state.clock.now().date(),
     };
     run(
@@ -204,7 +202,7 @@ pub fn time_param(
         None => Ok(None),
         Some(s) => Timestamp::parse_rfc3339(s)
             .or_else(|| {
-                NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| {
+                crate::input::date(key, s).ok().and_then(|d| {
                     d.and_hms_opt(0, 0, 0)
                         .map(|dt| Timestamp::from_datetime(dt.and_utc()))
                 })

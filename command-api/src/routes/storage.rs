@@ -102,14 +102,12 @@ struct Upload<'a> {
 
 fn valid_filename(name: &str) -> ApiResult<String> {
     let name = name.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_FILENAME_CHARS
-        || name.chars().any(char::is_control)
-    {
+    if name.is_empty() || name.chars().count() > MAX_FILENAME_CHARS {
         return Err(ApiError::Validation(format!(
             "filename must be 1 to {MAX_FILENAME_CHARS} characters without control characters"
         )));
     }
+    crate::input::text("filename", name)?;
     Ok(name.to_owned())
 }
 
@@ -197,6 +195,10 @@ async fn open_upload(
         ));
     }
     let filename = valid_filename(q.get("filename").map(String::as_str).unwrap_or(""))?;
+    let content_type = content_type
+        .filter(|c| !c.is_empty())
+        .map(|c| crate::input::content_type(&c))
+        .transpose()?;
     let chunks = request
         .into_body()
         .into_data_stream()
@@ -204,7 +206,7 @@ async fn open_upload(
     Ok((
         Upload {
             filename,
-            content_type: content_type.filter(|c| !c.is_empty()),
+            content_type,
             chunks: Box::pin(chunks),
         },
         None,
@@ -252,8 +254,9 @@ async fn upload(
             )?;
             upload.content_type = field
                 .content_type()
-                .map(str::to_owned)
-                .filter(|c| c != "application/octet-stream");
+                .filter(|c| *c != "application/octet-stream")
+                .map(crate::input::content_type)
+                .transpose()?;
             let chunks = field
                 .map(|r| r.map_err(|e| ApiError::Validation(format!("reading the upload: {e}"))));
             break write_object(state.files.as_ref(), &path, Box::pin(chunks), max).await?;

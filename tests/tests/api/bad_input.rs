@@ -265,7 +265,9 @@ async fn bad_input_is_a_documented_4xx_and_changes_nothing() {
     let targets = vec![
         Target::new(&app.admin, Method::POST, "/api/v1/admin/organizations".into(), json!({ "name": "New Co" }))
             .missing(&["/name"])
-            .case("name a number", json!({ "name": 7 })),
+            .case("name a number", json!({ "name": 7 }))
+            .case("name with a newline", json!({ "name": "New\nCo" }))
+            .case("name with a left-to-right isolate", json!({ "name": "New \u{2066}Co" })),
         Target::new(
             &app.admin,
             Method::POST,
@@ -313,6 +315,14 @@ async fn bad_input_is_a_documented_4xx_and_changes_nothing() {
             .case("dueDate not a date", with(&invoice, "/dueDate", json!("30/06/2031")))
             .case("dueDate impossible", with(&invoice, "/dueDate", json!("2031-02-30")))
             .case("dueDate before issueDate", with(&invoice, "/dueDate", json!("2029-12-31")))
+            .case("dueDate with a five-digit year", with(&invoice, "/dueDate", json!("+99999-01-01")))
+            .case("dueDate with a one-digit month", with(&invoice, "/dueDate", json!("2031-6-30")))
+            .case("issueDate with a time", with(&invoice, "/issueDate", json!("2030-01-01T00:00:00Z")))
+            .case("memo with a NUL", with(&invoice, "/memo", json!("a\u{0}b")))
+            .case("memo with a right-to-left override", with(&invoice, "/memo", json!("pay \u{202E}0001")))
+            .case("memo with an escape sequence", with(&invoice, "/memo", json!("\u{1b}[2J")))
+            .case("description with a bell", with(&invoice, &format!("{l}/description"), json!("Work\u{7}")))
+            .case("number with a newline", with(&invoice, "/number", json!("INV\n1")))
             .case("connectionId not a uuid", with(&invoice, "/connectionId", json!("conn-1")))
             .case("connectionId a number", with(&invoice, "/connectionId", json!(1)))
             .case("submit a string", with(&invoice, "/submit", json!("yes")))
@@ -824,4 +834,30 @@ async fn bad_input_on_the_remaining_routes_is_refused_the_same_way() {
     for t in &targets {
         t.check_valid().await;
     }
+}
+
+/// Prose keeps its line breaks and tabs, and any script, and the buyer sees
+/// exactly what the seller wrote.
+#[tokio::test]
+async fn prose_with_line_breaks_tabs_and_any_script_is_kept_as_written() {
+    let app = spawn_app().await;
+    let pair = app.trading_pair("1000.00").await;
+    let memo = "Lieferung März:\n\t— Teil 1\r\n\t— 部分 2 🙂";
+    let created = pair
+        .seller
+        .create_invoice(json!({
+            "connectionId": pair.conn,
+            "currency": "USD",
+            "dueDate": "2031-06-30",
+            "memo": memo,
+            "lineItems": [line("Zeile\teins\nzwei", "1", "5.00", None)],
+            "submit": true,
+        }))
+        .await;
+    let seen = pair.buyer.invoice(&s(&created["id"])).await.ok();
+    assert_eq!(seen["memo"], json!(memo));
+    assert_eq!(
+        seen["lineItems"][0]["description"],
+        json!("Zeile\teins\nzwei")
+    );
 }

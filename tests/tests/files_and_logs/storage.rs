@@ -716,3 +716,26 @@ async fn a_multipart_body_without_a_file_part_is_refused() {
     assert!(files_under(&files_root(&app)).is_empty(), "nothing stored");
     assert!(a.walk("/api/v1/storage", 50).await.is_empty());
 }
+
+/// A `Content-Type` is kept with the file and served back, so it must be a
+/// media type of bounded size: a 60 KB header value, or one with a control
+/// character, is refused (400) and nothing is stored.
+#[tokio::test]
+async fn content_types_that_are_not_bounded_media_types_are_refused() {
+    let app = spawn_app().await;
+    let a = app.create_org("Types Ltd").await;
+    let huge = format!("application/{}", "x".repeat(60_000));
+    for ct in [huge.as_str(), "pdf", "text/plain;\tx=1", "application/"] {
+        upload_raw(&a, "a.bin", Some(ct), b"abc")
+            .await
+            .err(400, "VALIDATION_ERROR");
+    }
+    upload_multipart(&a, "b.bin", Some(&huge), b"abc")
+        .await
+        .err(400, "VALIDATION_ERROR");
+    assert!(files_under(&files_root(&app)).is_empty());
+    let meta = upload_raw(&a, "c.csv", Some("text/csv; charset=utf-8"), b"a,b")
+        .await
+        .ok();
+    assert_eq!(meta["contentType"], "text/csv; charset=utf-8");
+}
