@@ -322,7 +322,7 @@ pub async fn execute(state: &AppState, req: Request) -> Result<Response, ApiErro
             last_seq,
         } => {
             state.metrics.observe_command("committed");
-            state.projections.wait_for(last_seq).await;
+            wait_for_read_models(state, last_seq).await?;
             let rendered = rendered
                 .ok_or_else(|| ApiError::Internal("command answered without a body".into()))?;
             let (code, body) = finish(state, idempotency.map(|i| i.key), rendered).await?;
@@ -341,7 +341,7 @@ pub async fn execute(state: &AppState, req: Request) -> Result<Response, ApiErro
         }
         Reply::Replayed(record) => {
             state.metrics.observe_command("replayed");
-            state.projections.wait_for(record.last_seq).await;
+            wait_for_read_models(state, record.last_seq).await?;
             let key = record.key;
             let (code, body) = finish(
                 state,
@@ -359,6 +359,18 @@ pub async fn execute(state: &AppState, req: Request) -> Result<Response, ApiErro
             Ok(response)
         }
     }
+}
+
+/// Read-your-writes, bounded: a command's answer is read from the read
+/// models, and if they cannot reach it in `projection_wait` (they cannot be
+/// written, see `Projections::fault`) the client gets 503 rather than a
+/// request that never ends; the command itself is durable.
+async fn wait_for_read_models(state: &AppState, seq: u64) -> Result<(), ApiError> {
+    let limit = state.config.projection_wait;
+    state.projections.wait_for(seq, limit).await.map_err(|behind| {
+        tracing::warn!(%behind, "answering 503: the read models are behind a committed command");
+        ApiError::Unanswered(format!("the read models are at seq {}, the request at {}", behind.at, behind.seq))
+    })
 }
 
 fn status(code: u16) -> StatusCode {

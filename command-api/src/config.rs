@@ -55,6 +55,11 @@ pub struct Config {
     /// one at a clean stop); a start replays only the log after the newest.
     #[arg(long, env = "EXPEREON_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
     pub snapshot_every_events: u64,
+    /// Longest wait for the read models to reach a committed command before
+    /// its answer is 503 (the command stays committed: retrying with the same
+    /// requestId returns its answer once they have).
+    #[arg(long, env = "EXPEREON_PROJECTION_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub projection_wait: Duration,
     /// sled page cache size.
     #[arg(long, env = "EXPEREON_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: u64,

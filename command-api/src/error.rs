@@ -44,6 +44,9 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("service unavailable")]
     Unavailable,
+    /// A command committed whose answer cannot be read back yet.
+    #[error("the request was recorded, but its answer cannot be read back now ({0}); retry with the same requestId to get it")]
+    Unanswered(String),
     /// Never shown to the client; logged with its context.
     #[error("internal error")]
     Internal(String),
@@ -71,7 +74,7 @@ impl ApiError {
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable | Unanswered(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,7 +96,7 @@ impl ApiError {
             RequestInProgress => "REQUEST_IN_PROGRESS",
             PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             RateLimited { .. } => "RATE_LIMITED",
-            Unavailable => "UNAVAILABLE",
+            Unavailable | Unanswered(_) => "UNAVAILABLE",
             Internal(_) => "INTERNAL",
         }
     }

@@ -447,7 +447,7 @@ pub static OPERATIONS: &[Op] = &[
         operation_id: "getHealth",
         tag: SYSTEM,
         summary: "Liveness",
-        description: "Answers 200 once the server serves, with the last sequence number in the event log and the last one the read models have applied.",
+        description: "Answers 200 once the server serves, with the last sequence number in the event log and the last one the read models have applied; 503 with the same body (`status` `unavailable`, `projectionFault` saying why) while the read models cannot be written, so a load balancer can stop sending traffic.",
         success: Success::Json("Health"),
         ..BASE
     },
@@ -2078,7 +2078,7 @@ fn documented_errors(op: &Op) -> Vec<Documented> {
         add(
             ApiError::Unavailable,
             "UNAVAILABLE",
-            "UNAVAILABLE: the server is shutting down; retry with the same `requestId`.",
+            "UNAVAILABLE: the server is shutting down, or the command was recorded but the read models could not reach it within `EXPEREON_PROJECTION_WAIT` (see `/healthz`); retry with the same `requestId` to get its answer.",
         );
     }
     out
@@ -2958,9 +2958,10 @@ pub fn schemas() -> Value {
         resource(
             "",
             json!({
-                "status": { "const": "ok" },
+                "status": { "type": "string", "enum": ["ok", "unavailable"] },
                 "logSequence": int("Last sequence number in the event log."),
                 "projectionSequence": int("Last sequence number the read models applied."),
+                "projectionFault": nullable(string("Why the read models cannot be written now; null while they keep up.")),
             }),
         ),
     );

@@ -396,6 +396,7 @@ fn error_codes_and_statuses_follow_error_rs() {
             retry_after_secs: 1,
         },
         ApiError::Unavailable,
+        ApiError::Unanswered(String::new()),
         ApiError::Internal(String::new()),
     ];
     // Exhaustive on purpose: a new ApiError variant stops this test from
@@ -418,6 +419,7 @@ fn error_codes_and_statuses_follow_error_rs() {
             | ApiError::UnsupportedMediaType(_)
             | ApiError::RateLimited { .. }
             | ApiError::Unavailable
+            | ApiError::Unanswered(_)
             | ApiError::Internal(_) => {}
         }
     }

@@ -366,7 +366,10 @@ async fn a_log_without_its_outbox_sends_no_history() {
         },
     )
     .await;
-    projections.wait_for(seq).await;
+    projections
+        .wait_for(seq, std::time::Duration::from_secs(30))
+        .await
+        .expect("the read models reach the deposit");
     assert_eq!(
         event_ids(&outbox, scene.endpoint),
         vec![format!("evt_{seq}_0")]

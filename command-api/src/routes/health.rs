@@ -2,7 +2,7 @@
 
 use crate::app::AppState;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -14,12 +14,22 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+/// 200 while the server can answer what it commits; 503 (with the reason)
+/// while its read models cannot be written, so a load balancer stops
+/// sending it traffic.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({
-        "status": "ok",
+    let fault = state.projections.fault();
+    let status = match fault {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = axum::Json(serde_json::json!({
+        "status": if fault.is_none() { "ok" } else { "unavailable" },
         "logSequence": state.log.head().last_seq,
         "projectionSequence": state.projections.applied(),
-    }))
+        "projectionFault": fault,
+    }));
+    (status, body)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -5,7 +5,9 @@
 //!   deliveries included: each exists exactly once; only their delivery
 //!   progress may differ);
 //! - a damaged write-model snapshot is refused with a log line naming it and
-//!   why, and the server starts from the older one (or the log) all the same.
+//!   why, and the server starts from the older one (or the log) all the same;
+//! - read models that cannot be written make committed commands answer 503
+//!   in bounded time and `/healthz` fail, and recover by themselves.
 
 use crate::support::*;
 use futures::future::join_all;
@@ -275,4 +277,60 @@ async fn a_damaged_write_model_snapshot_is_refused_and_the_server_starts() {
         .post("/api/v1/payments/settle", json!({ "invoiceId": first }))
         .await
         .ok();
+}
+
+/// The read models cannot be written while another process holds SQLite's
+/// write lock (as an analyst's read-write session could). A committed
+/// command then answers 503 within `EXPEREON_PROJECTION_WAIT` instead of
+/// hanging, `/healthz` answers 503 naming why, and once the lock goes the
+/// projection catches up by itself: the retry with the same requestId gets
+/// the command's answer, and the money is there once.
+#[tokio::test]
+async fn read_models_that_cannot_be_written_answer_503_and_recover() {
+    let app = spawn_app_with(&[("EXPEREON_PROJECTION_WAIT", "1s")]).await;
+    let org = app.create_org("Locked Ltd").await;
+    let lock =
+        Connection::open(app.data_dir().join("data").join(projections::sql::FILE)).expect("open");
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let path = format!("/api/v1/admin/organizations/{}/deposits", org.id);
+    let body =
+        json!({ "requestId": rid(), "currency": "USD", "amount": "5.00", "reference": "wire 1" });
+    let started = std::time::Instant::now();
+    let r = app.admin.post(&path, body.clone()).await;
+    r.err(503, "UNAVAILABLE");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // SQLite gives up on the lock after its busy timeout: then the server
+    // says it is unhealthy, and why.
+    let unhealthy = wait_for_health(&app, 503).await;
+    let fault = unhealthy["projectionFault"].as_str().expect("a reason");
+    assert!(
+        fault.contains("locked") || fault.contains("busy"),
+        "{fault}"
+    );
+    lock.execute_batch("ROLLBACK").expect("release the lock");
+    drop(lock);
+    let healthy = wait_for_health(&app, 200).await;
+    assert_eq!(healthy["projectionFault"], serde_json::Value::Null);
+    assert_eq!(healthy["projectionSequence"], healthy["logSequence"]);
+    let again = app.admin.post(&path, body).await;
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    again.ok();
+    assert_eq!(org.money("USD").await.0.to_string(), "5.00");
+}
+
+/// Polls `/healthz` until it answers `status` (at most 30 s), returning its body.
+async fn wait_for_health(app: &TestApp, status: u16) -> serde_json::Value {
+    for _ in 0..300 {
+        let r = app.anon.get("/healthz").await;
+        if r.status == status {
+            return r.json();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("/healthz never answered {status}");
 }
