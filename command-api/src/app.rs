@@ -111,7 +111,12 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
     let api_logs =
         ApiLogs::open(&config.data_dir.join("api-logs")).context("opening the API log store")?;
     let files = object_store(&config)?;
-    let rate_limiter = Arc::new(RateLimiter::new(config.rate_limit));
+    let rate_limiter = Arc::new(RateLimiter::new(
+        config.rate_limit,
+        config
+            .org_rate_limit
+            .unwrap_or_else(|| config.rate_limit.saturating_mul(4)),
+    ));
     Ok(Started {
         state: AppState {
             engine,

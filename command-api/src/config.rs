@@ -31,6 +31,10 @@ pub struct Config {
     /// Requests per second per API key (burst 2×).
     #[arg(long, env = "EXPEREON_RATE_LIMIT", default_value_t = 100)]
     pub rate_limit: u32,
+    /// Requests per second per organization, all its keys together (burst
+    /// 2×); unset: four times `EXPEREON_RATE_LIMIT`.
+    #[arg(long, env = "EXPEREON_ORG_RATE_LIMIT")]
+    pub org_rate_limit: Option<u32>,
     /// Largest upload accepted.
     #[arg(long, env = "EXPEREON_MAX_UPLOAD_BYTES", default_value_t = 26_214_400)]
     pub max_upload_bytes: u64,

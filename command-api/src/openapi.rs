@@ -2066,7 +2066,7 @@ fn documented_errors(op: &Op) -> Vec<Documented> {
                 retry_after_secs: 1,
             },
             "RATE_LIMITED",
-            "RATE_LIMITED: over the per-key rate limit; retry after `Retry-After` seconds.",
+            "RATE_LIMITED: over the per-key or the per-organization rate limit; retry after `Retry-After` seconds.",
         );
     }
     add(

@@ -1,7 +1,11 @@
-//! Per-API-key token buckets: `EXPEREON_RATE_LIMIT` requests a second, bursts
-//! up to twice that. Over the limit → 429 RATE_LIMITED with `Retry-After`.
-//! The admin API is exempt (its routes are not behind this layer). Buckets
-//! belong to authenticated keys only.
+//! Token buckets per API key and per organization: a key may make
+//! `EXPEREON_RATE_LIMIT` requests a second, an organization all its keys
+//! together `EXPEREON_ORG_RATE_LIMIT` (default four times the per-key rate,
+//! so minting keys does not multiply an organization's allowance); bursts up
+//! to twice the rate. A request needs a token from both buckets and takes
+//! them only when both have one. Over either limit → 429 RATE_LIMITED with
+//! `Retry-After`. The admin API is exempt (its routes are not behind this
+//! layer). Buckets belong to authenticated keys only.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -21,44 +25,74 @@ struct Bucket {
     last: Instant,
 }
 
-pub struct RateLimiter {
+/// Buckets of one rate, by name.
+struct Buckets {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    map: HashMap<String, Bucket>,
 }
 
-impl RateLimiter {
-    pub fn new(per_second: u32) -> Self {
+impl Buckets {
+    fn new(per_second: u32) -> Self {
         let per_second = f64::from(per_second.max(1));
         Self {
             per_second,
             burst: per_second * 2.0,
-            buckets: Mutex::new(HashMap::new()),
+            map: HashMap::new(),
         }
     }
 
-    /// Takes a token for `key`; when none is left, how many seconds until one is.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), u64> {
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return Ok(());
-        };
-        if buckets.len() >= MAX_BUCKETS {
-            buckets.retain(|_, b| now.duration_since(b.last).as_secs_f64() < IDLE_EVICT_SECS);
+    /// The bucket of `name`, refilled up to `now`.
+    fn refilled(&mut self, name: &str, now: Instant) -> &mut Bucket {
+        if self.map.len() >= MAX_BUCKETS {
+            self.map
+                .retain(|_, b| now.duration_since(b.last).as_secs_f64() < IDLE_EVICT_SECS);
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
+        let (per_second, burst) = (self.per_second, self.burst);
+        let bucket = self.map.entry(name.to_owned()).or_insert(Bucket {
+            tokens: burst,
             last: now,
         });
         let elapsed = now.duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / self.per_second;
-            Err(wait.ceil().max(1.0) as u64)
+        bucket
+    }
+
+    /// Seconds until the bucket holding `tokens` has one.
+    fn wait(&self, tokens: f64) -> u64 {
+        ((1.0 - tokens) / self.per_second).ceil().max(1.0) as u64
+    }
+}
+
+pub struct RateLimiter {
+    /// Organizations' buckets, then keys': locked in that order.
+    buckets: Mutex<(Buckets, Buckets)>,
+}
+
+impl RateLimiter {
+    pub fn new(per_key: u32, per_organization: u32) -> Self {
+        Self {
+            buckets: Mutex::new((Buckets::new(per_organization), Buckets::new(per_key))),
         }
+    }
+
+    /// Takes a token for `key` of `organization`; when either has none left,
+    /// takes nothing and says how many seconds until both have one.
+    pub fn check(&self, organization: &str, key: &str, now: Instant) -> Result<(), u64> {
+        let Ok(mut guard) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let (orgs, keys) = &mut *guard;
+        let org_tokens = orgs.refilled(organization, now).tokens;
+        let key_tokens = keys.refilled(key, now).tokens;
+        if org_tokens >= 1.0 && key_tokens >= 1.0 {
+            orgs.refilled(organization, now).tokens -= 1.0;
+            keys.refilled(key, now).tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = |b: &Buckets, tokens: f64| if tokens >= 1.0 { 0 } else { b.wait(tokens) };
+        Err(wait(orgs, org_tokens).max(wait(keys, key_tokens)))
     }
 }
 
@@ -66,10 +100,11 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
     // Only calls that authenticate as a key spend its tokens: anyone who
     // knows a key's id (it is not secret) must not be able to exhaust it.
     // Calls with bad credentials are answered 401 without a bucket.
-    let key =
-        crate::auth::identify(&state, request.headers()).map(|(_, key_id)| key_id.to_string());
-    if let Some(key) = key {
-        if let Err(retry_after_secs) = state.rate_limiter.check(&key, Instant::now()) {
+    if let Some((org, key)) = crate::auth::identify(&state, request.headers()) {
+        let checked = state
+            .rate_limiter
+            .check(&org.to_string(), &key.to_string(), Instant::now());
+        if let Err(retry_after_secs) = checked {
             return ApiError::RateLimited { retry_after_secs }.into_response();
         }
     }
@@ -83,13 +118,46 @@ mod tests {
 
     #[test]
     fn a_burst_of_twice_the_rate_passes_then_the_bucket_refills() {
-        let rl = RateLimiter::new(5);
+        let rl = RateLimiter::new(5, 1000);
         let t0 = Instant::now();
         for _ in 0..10 {
-            assert!(rl.check("k", t0).is_ok());
+            assert!(rl.check("o", "k", t0).is_ok());
         }
-        assert_eq!(rl.check("k", t0), Err(1));
-        assert!(rl.check("other", t0).is_ok(), "buckets are per key");
-        assert!(rl.check("k", t0 + Duration::from_millis(250)).is_ok());
+        assert_eq!(rl.check("o", "k", t0), Err(1));
+        assert!(rl.check("o", "other", t0).is_ok(), "buckets are per key");
+        assert!(rl.check("o", "k", t0 + Duration::from_millis(250)).is_ok());
+    }
+
+    #[test]
+    fn an_organizations_keys_share_its_bucket() {
+        let rl = RateLimiter::new(5, 2);
+        let t0 = Instant::now();
+        for key in ["a", "b", "c", "d"] {
+            assert!(rl.check("o", key, t0).is_ok(), "{key}");
+        }
+        // Four of the organization's burst of four are spent, by four keys
+        // well under their own limits.
+        assert_eq!(rl.check("o", "e", t0), Err(1));
+        assert!(rl.check("p", "e", t0).is_ok(), "another organization");
+        // A refused call takes no token from the key: after the org refills,
+        // the key still has its whole burst.
+        let t1 = t0 + Duration::from_secs(10);
+        for _ in 0..4 {
+            assert!(rl.check("o", "e", t1).is_ok());
+        }
+        assert_eq!(rl.check("o", "e", t1), Err(1));
+    }
+
+    #[test]
+    fn the_wait_is_the_longer_of_the_two() {
+        let rl = RateLimiter::new(1, 100);
+        let t0 = Instant::now();
+        assert!(rl.check("o", "k", t0).is_ok());
+        assert!(rl.check("o", "k", t0).is_ok());
+        assert_eq!(rl.check("o", "k", t0), Err(1));
+        let slow = RateLimiter::new(100, 1);
+        assert!(slow.check("o", "k", t0).is_ok());
+        assert!(slow.check("o", "k", t0).is_ok());
+        assert_eq!(slow.check("o", "k2", t0), Err(1));
     }
 }

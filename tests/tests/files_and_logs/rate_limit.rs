@@ -148,3 +148,47 @@ async fn a_burst_over_the_limit_is_refused_with_retry_after_then_the_key_recover
     assert_eq!(r.status, 200, "after Retry-After {wait}s: {}", r.text());
     assert!(r.json()["data"].is_array(), "{}", r.text());
 }
+
+/// Minting keys does not multiply an organization's allowance: with
+/// `EXPEREON_ORG_RATE_LIMIT=5` (a burst of 10), calls spread over four keys,
+/// each far under its own limit, are refused once the organization's burst
+/// is spent; another organization is unaffected.
+#[tokio::test]
+async fn an_organizations_keys_share_one_allowance() {
+    let app = spawn_app_with(&[
+        ("EXPEREON_RATE_LIMIT", "100"),
+        ("EXPEREON_ORG_RATE_LIMIT", &RATE.to_string()),
+    ])
+    .await;
+    let org = app.create_org("Many Keys Ltd").await;
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        keys.push(org.key_with(&["*"]).await);
+    }
+    let neighbour = app.create_org("Neighbour Ltd").await;
+    // The four key creations spent four of the organization's tokens.
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for i in 0..24 {
+        let r = keys[i % 4].get("/api/v1/invoices?limit=1").await;
+        match r.status {
+            200 => {}
+            429 => {
+                retry_after(&r);
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+        statuses.push(r.status);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let refills = (elapsed * RATE as f64).ceil() as usize;
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        passed <= 2 * RATE as usize - 4 + refills + 1,
+        "{passed} of 24 passed in {elapsed:.3}s: {statuses:?}"
+    );
+    assert!(statuses.contains(&429), "{statuses:?}");
+    for _ in 0..10 {
+        neighbour.get("/api/v1/invoices?limit=1").await.ok();
+    }
+}
