@@ -4,7 +4,7 @@ use crate::api_log::ApiLogs;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{AdminThrottle, RateLimiter};
 use crate::routes;
 use anyhow::Context;
 use axum::extract::{MatchedPath, Request, State};
@@ -36,6 +36,8 @@ pub struct AppState {
     pub manual_clock: Option<ManualClock>,
     pub metrics: Arc<Metrics>,
     pub rate_limiter: Arc<RateLimiter>,
+    /// Failed admin authentications per client address.
+    pub admin_throttle: Arc<AdminThrottle>,
     pub api_logs: ApiLogs,
     pub files: Arc<dyn ObjectStore>,
 }
@@ -59,7 +61,20 @@ pub struct Started {
 }
 
 /// Opens the log, rebuilds the write and read models, starts the writer.
+/// The shortest admin token a server starts with: the token moves every
+/// organization's money, so it must not be guessable.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
 pub fn start(config: Config) -> anyhow::Result<Started> {
+    if let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        if token.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+            anyhow::bail!(
+                "EXPEREON_ADMIN_TOKEN has {} characters; it must have at least {MIN_ADMIN_TOKEN_CHARS} \
+                 (for example the output of `openssl rand -hex 32`)",
+                token.chars().count()
+            );
+        }
+    }
     let manual_clock = config
         .test_clock
         .then(|| ManualClock::new(SystemClock.now()));
@@ -127,6 +142,7 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
             manual_clock,
             metrics,
             rate_limiter,
+            admin_throttle: Arc::default(),
             api_logs,
             files,
         },

@@ -5,7 +5,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use base64::Engine as _;
 use ledger_core::events::{Actor, Permission};
@@ -13,6 +13,7 @@ use ledger_core::ids::{ApiKeyId, OrganizationId};
 use projections::sql::queries;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
 use subtle::ConstantTimeEq;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -137,12 +138,26 @@ impl FromRequestParts<AppState> for Admin {
         else {
             return Err(ApiError::RouteNotFound);
         };
-        let presented = header(parts, ADMIN_TOKEN_HEADER)
-            .ok_or(ApiError::Unauthorized("missing admin token"))?;
+        // Throttled per client address: a guess is not even compared once
+        // the address has failed too often (see `AdminThrottle`).
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        let now = std::time::Instant::now();
+        if let Err(retry_after_secs) = state.admin_throttle.check(&address, now) {
+            return Err(ApiError::RateLimited { retry_after_secs });
+        }
+        let Some(presented) = header(parts, ADMIN_TOKEN_HEADER) else {
+            state.admin_throttle.failed(&address, now);
+            return Err(ApiError::Unauthorized("missing admin token"));
+        };
         // Compare hashes so the comparison is constant-time whatever the lengths.
         if bool::from(hash_secret(presented).ct_eq(&hash_secret(expected))) {
             Ok(Admin)
         } else {
+            state.admin_throttle.failed(&address, now);
             Err(ApiError::Unauthorized("invalid admin token"))
         }
     }

@@ -2060,13 +2060,13 @@ fn documented_errors(op: &Op) -> Vec<Documented> {
             "VALIDATION_ERROR: a non-empty body that is not `application/json`.",
         );
     }
-    if matches!(op.auth, Auth::Key(_)) {
+    if matches!(op.auth, Auth::Key(_) | Auth::Admin) {
         add(
             ApiError::RateLimited {
                 retry_after_secs: 1,
             },
             "RATE_LIMITED",
-            "RATE_LIMITED: over the per-key or the per-organization rate limit; retry after `Retry-After` seconds.",
+            "RATE_LIMITED: over the per-key or the per-organization rate limit, or (admin routes) too many failed admin tokens from this address; retry after `Retry-After` seconds.",
         );
     }
     add(

@@ -19,6 +19,8 @@ use std::time::Instant;
 /// Buckets idle this long are dropped, bounding the map by active keys.
 const IDLE_EVICT_SECS: f64 = 300.0;
 const MAX_BUCKETS: usize = 100_000;
+/// Refills are summed in floating point: a token due now may be 1e-16 short.
+const EPSILON: f64 = 1e-9;
 
 struct Bucket {
     tokens: f64,
@@ -35,9 +37,13 @@ struct Buckets {
 impl Buckets {
     fn new(per_second: u32) -> Self {
         let per_second = f64::from(per_second.max(1));
+        Self::with(per_second, per_second * 2.0)
+    }
+
+    fn with(per_second: f64, burst: f64) -> Self {
         Self {
             per_second,
-            burst: per_second * 2.0,
+            burst,
             map: HashMap::new(),
         }
     }
@@ -86,13 +92,67 @@ impl RateLimiter {
         let (orgs, keys) = &mut *guard;
         let org_tokens = orgs.refilled(organization, now).tokens;
         let key_tokens = keys.refilled(key, now).tokens;
-        if org_tokens >= 1.0 && key_tokens >= 1.0 {
-            orgs.refilled(organization, now).tokens -= 1.0;
-            keys.refilled(key, now).tokens -= 1.0;
+        if org_tokens + EPSILON >= 1.0 && key_tokens + EPSILON >= 1.0 {
+            let org = orgs.refilled(organization, now);
+            org.tokens = (org.tokens - 1.0).max(0.0);
+            let key = keys.refilled(key, now);
+            key.tokens = (key.tokens - 1.0).max(0.0);
             return Ok(());
         }
-        let wait = |b: &Buckets, tokens: f64| if tokens >= 1.0 { 0 } else { b.wait(tokens) };
+        let wait = |b: &Buckets, tokens: f64| {
+            if tokens + EPSILON >= 1.0 {
+                0
+            } else {
+                b.wait(tokens)
+            }
+        };
         Err(wait(orgs, org_tokens).max(wait(keys, key_tokens)))
+    }
+}
+
+/// Failed admin authentications per client address: a burst of
+/// [`ADMIN_FAILURE_BURST`], then one more every [`ADMIN_FAILURE_EVERY_SECS`]
+/// seconds. Past that, the address's admin requests get 429 before their
+/// token is even compared, so guessing runs at a few tries a minute rather
+/// than a thousand a second. Successful calls cost nothing.
+pub struct AdminThrottle {
+    buckets: Mutex<Buckets>,
+}
+
+pub const ADMIN_FAILURE_BURST: f64 = 10.0;
+pub const ADMIN_FAILURE_EVERY_SECS: f64 = 6.0;
+
+impl Default for AdminThrottle {
+    fn default() -> Self {
+        Self {
+            buckets: Mutex::new(Buckets::with(
+                1.0 / ADMIN_FAILURE_EVERY_SECS,
+                ADMIN_FAILURE_BURST,
+            )),
+        }
+    }
+}
+
+impl AdminThrottle {
+    /// Whether `address` may try a token now; if not, seconds to wait.
+    pub fn check(&self, address: &str, now: Instant) -> Result<(), u64> {
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let tokens = buckets.refilled(address, now).tokens;
+        if tokens + EPSILON >= 1.0 {
+            Ok(())
+        } else {
+            Err(buckets.wait(tokens))
+        }
+    }
+
+    /// Counts a wrong or missing token from `address`.
+    pub fn failed(&self, address: &str, now: Instant) {
+        if let Ok(mut buckets) = self.buckets.lock() {
+            let bucket = buckets.refilled(address, now);
+            bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        }
     }
 }
 
@@ -146,6 +206,25 @@ mod tests {
             assert!(rl.check("o", "e", t1).is_ok());
         }
         assert_eq!(rl.check("o", "e", t1), Err(1));
+    }
+
+    #[test]
+    fn failed_admin_tokens_are_throttled_per_address() {
+        let throttle = AdminThrottle::default();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            assert!(throttle.check("1.2.3.4", t0).is_ok());
+            throttle.failed("1.2.3.4", t0);
+        }
+        assert_eq!(throttle.check("1.2.3.4", t0), Err(6));
+        assert!(throttle.check("5.6.7.8", t0).is_ok(), "per address");
+        // One more try after six seconds, not before.
+        assert!(throttle
+            .check("1.2.3.4", t0 + Duration::from_secs(5))
+            .is_err());
+        assert!(throttle
+            .check("1.2.3.4", t0 + Duration::from_secs(6))
+            .is_ok());
     }
 
     #[test]

@@ -821,7 +821,7 @@ async fn the_router_serves_the_document_and_every_documented_route() {
         "--data-dir",
         dir.to_str().unwrap(),
         "--admin-token",
-        "openapi-test-token",
+        "openapi-test-token-of-32-characters-or-more",
     ])
     .unwrap();
     let started = command_api::app::start(flags.config).unwrap();

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use support::*;
 
-const TOKEN: &str = "audit-token-for-tests";
+const TOKEN: &str = "audit-token-for-tests-32-characters-at-least";
 const SECRET: &str = "es_replay_tool_test_secret";
 
 #[derive(Parser)]

@@ -31,7 +31,7 @@ async fn the_readme_walkthrough_runs_as_written() {
     let script = walkthrough_script()
         .replace("http://127.0.0.1:8080", &app.base)
         .replace(
-            "X-Admin-Token: change-me",
+            "X-Admin-Token: change-me-to-32-or-more-random-characters",
             &format!("X-Admin-Token: {}", support::ADMIN_TOKEN),
         );
     let out_dir = tempfile::tempdir().expect("tempdir");

@@ -431,3 +431,63 @@ async fn admin_routes_are_absent_without_a_configured_token() {
     }
     assert_eq!(app.log_seq().await, 0);
 }
+
+/// The admin token moves every organization's money: a server refuses to
+/// start with one shorter than 32 characters, and says why.
+#[test]
+fn a_short_admin_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_expereon-under-test"))
+        .arg("serve")
+        .env("EXPEREON_ADMIN_TOKEN", "x".repeat(31))
+        .env("EXPEREON_DATA_DIR", dir.path())
+        .env("EXPEREON_LISTEN", format!("127.0.0.1:{port}"))
+        .output()
+        .expect("running the server");
+    assert!(!out.status.success(), "started with a 31-character token");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("EXPEREON_ADMIN_TOKEN has 31 characters; it must have at least 32"),
+        "{said}"
+    );
+}
+
+/// Guessing the admin token: after 10 failures an address is answered 429
+/// with `Retry-After` before its token is even compared (the right one
+/// included); another address is not held back.
+#[tokio::test]
+async fn failed_admin_tokens_are_throttled_per_address() {
+    let app = spawn_app().await;
+    let wrong = app.anon.with_credentials(&[("x-admin-token", "wrong")]);
+    for i in 0..10 {
+        let r = wrong.get("/api/v1/admin/events?after=0&limit=1").await;
+        assert_eq!(r.status, 401, "try {i}: {}", r.text());
+    }
+    let r = wrong.get("/api/v1/admin/events?after=0&limit=1").await;
+    r.err(429, "RATE_LIMITED");
+    let wait: u64 = r
+        .header("retry-after")
+        .and_then(|h| h.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=6).contains(&wait), "{wait}");
+    app.admin
+        .get("/api/v1/admin/events?after=0&limit=1")
+        .await
+        .err(429, "RATE_LIMITED");
+    // The operator at another address (127.0.0.2 is loopback too) is served.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let r = elsewhere
+        .get(format!("{}/api/v1/admin/events?after=0&limit=1", app.base))
+        .header("x-admin-token", ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+}

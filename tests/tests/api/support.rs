@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-of-32-characters-at-least";
 /// A due date safely after any issue date the server defaults to (today).
 pub const DUE: &str = "2031-06-30";
 
