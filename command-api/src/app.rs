@@ -20,7 +20,7 @@ use ledger_core::time::{Clock, ManualClock, SystemClock};
 use object_store::ObjectStore;
 use projections::Projections;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -243,14 +243,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let background = crate::background::spawn(state.clone());
     let webhooks = crate::webhooks::spawn(state.clone());
     let api_logs = state.api_logs.clone();
+    let limits = crate::listener::Limits {
+        header_read_timeout: state.config.header_read_timeout,
+        max_connections: state.config.max_connections,
+        grace: Duration::from_secs(30),
+    };
     let app = router(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving")?;
+    crate::listener::serve(listener, app, limits, shutdown_signal()).await;
     background.abort();
     webhooks.stop().await;
     api_logs.flush().await;

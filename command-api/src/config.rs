@@ -35,6 +35,13 @@ pub struct Config {
     /// 2×); unset: four times `EXPEREON_RATE_LIMIT`.
     #[arg(long, env = "EXPEREON_ORG_RATE_LIMIT")]
     pub org_rate_limit: Option<u32>,
+    /// A connection that has not sent a request's whole header after this
+    /// long is closed.
+    #[arg(long, env = "EXPEREON_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[arg(long, env = "EXPEREON_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
     /// Largest upload accepted.
     #[arg(long, env = "EXPEREON_MAX_UPLOAD_BYTES", default_value_t = 26_214_400)]
     pub max_upload_bytes: u64,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod input;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;

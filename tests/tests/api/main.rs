@@ -9,6 +9,7 @@ mod editing;
 mod idempotency;
 mod isolation;
 mod lifecycle;
+mod limits;
 mod listing;
 mod observability;
 mod read_models;
