@@ -30,8 +30,10 @@ use uuid::Uuid;
 pub const MAX_BODY_RECORDED: usize = 64 * 1024;
 const CHANNEL: usize = 65_536;
 const MAX_BATCH: usize = 4096;
-/// Largest JSON response buffered for the log (they are built in memory anyway).
-const MAX_RESPONSE_CAPTURE: usize = 32 * 1024 * 1024;
+/// How much of a body is redacted before the record is cut to
+/// [`MAX_BODY_RECORDED`]: twice that, so a secret cut in half at the end of
+/// the prefix lies past the part that is kept.
+const REDACT_PREFIX: usize = 2 * MAX_BODY_RECORDED;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiLogRecord {
@@ -586,13 +588,19 @@ async fn finish(state: &AppState, response: Response, p: Partial) -> Response {
         .map(str::to_owned);
     let (response, response_body) = if is_json(content_type.as_deref()) {
         let (parts, body) = response.into_parts();
-        match axum::body::to_bytes(body, MAX_RESPONSE_CAPTURE).await {
+        // JSON answers are built whole in memory before they get here, so
+        // collecting one costs no copy. Whatever its size it goes out as it
+        // is: only the record is cut (an answer over a cap here once turned
+        // a committed bulk command into a 500, and its every retry too).
+        match axum::body::to_bytes(body, usize::MAX).await {
             Ok(bytes) => {
-                let recorded = Some(redact(&bytes));
+                let recorded = Some(redact(&bytes[..bytes.len().min(REDACT_PREFIX)]));
                 (Response::from_parts(parts, Body::from(bytes)), recorded)
             }
-            Err(_) => (
-                ApiError::Internal("response body too large to log".into()).into_response(),
+            // A body that failed while streaming: the client would have got
+            // a broken answer anyway.
+            Err(e) => (
+                ApiError::internal("reading a response body", e).into_response(),
                 None,
             ),
         }

@@ -165,7 +165,13 @@ fn resource(c: &Connection, outcome: &Stored) -> Result<Value, SqlError> {
             for (subject, result) in results {
                 let id = subject.map(|s| s.to_string());
                 rows.push(match result {
-                    Ok(o) => json!({ "id": id, "ok": true, "data": resource(c, o)? }),
+                    // Compact: the resource's status, not the resource. A
+                    // bulk answer embedding 500 invoices of a megabyte each
+                    // was hundreds of megabytes.
+                    Ok(o) => match resource(c, o)?.get("status") {
+                        Some(status) => json!({ "id": id, "ok": true, "status": status }),
+                        None => json!({ "id": id, "ok": true }),
+                    },
                     Err(e) => json!({
                         "id": id,
                         "ok": false,

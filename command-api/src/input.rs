@@ -14,7 +14,10 @@ use chrono::NaiveDate;
 use serde_json::Value;
 
 /// Keys whose values are prose: line breaks and tabs are allowed there.
-const FREE_TEXT_KEYS: [&str; 8] = [
+/// (`reference` too: banks' remittance information, an MT940 `:86:` field
+/// say, runs over several lines.)
+const FREE_TEXT_KEYS: [&str; 9] = [
+    "reference",
     "memo",
     "description",
     "reason",

@@ -1672,7 +1672,7 @@ Every POST, PUT, PATCH and DELETE accepts a `requestId` (UUID) in the body, or, 
 Endpoints (`/api/v1/settings/webhooks`) receive the events of the `webhooks` section of this document as `POST` JSON `{{ "id", "type", "createdAt", "organizationId", "data" }}`, with the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,<base64 HMAC-SHA256 over "{{id}}.{{timestamp}}.{{body}}" keyed by the base64-decoded part of the whsec_ secret>`), and `X-Signature` carrying the same value. A 2xx within the timeout (10 s) is success; otherwise retries follow after 1 m, 5 m, 30 m, 2 h and 12 h (configurable), after which the delivery is FAILED and can be redelivered by hand. Each event goes to every enabled endpoint of each organization party to it whose filter matches; drafts are the seller's alone.
 
 ## Bulk calls
-Bulk calls take up to {bulk} ids and answer `{{ "results": [ {{ "id", "ok": true|false, "data"?, "error"?: {{ "code", "message" }} }} ], "succeeded", "failed" }}`; each item succeeds or fails on its own. Their `/preview` twins answer the same results plus totals and change nothing.
+Bulk calls take up to {bulk} ids and answer `{{ "results": [ {{ "id", "ok": true|false, "status"?, "error"?: {{ "code", "message" }} }} ], "succeeded", "failed" }}`: compact rows (the resource's status after the action, no embedded resource), so an answer stays small whatever the items hold; each item succeeds or fails on its own. Their `/preview` twins answer the same results plus totals and change nothing.
 "#
     )
 }
@@ -2292,7 +2292,7 @@ fn bulk_result(data: &str) -> Value {
                     "properties": {
                         "id": { "type": ["string", "null"], "format": "uuid", "description": "The item's id." },
                         "ok": { "type": "boolean" },
-                        "data": rd(data, "The resource after the action (when `ok`)."),
+                        "status": { "type": "string", "description": format!("The {data}'s status after the action (when `ok`); `GET` it for the rest.") },
                         "error": rd("BulkItemError", "Why it failed (when not `ok`)."),
                     },
                 },

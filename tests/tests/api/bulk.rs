@@ -270,3 +270,61 @@ async fn bulk_cancel_archive_and_restore_act_per_invoice() {
         "restore returns each invoice to the state it was archived from"
     );
 }
+
+/// A committed answer never turns into a 500 for its size: 34 drafts of about
+/// a megabyte each (480 lines of 2,000 characters) are cancelled in one bulk
+/// call with a requestId; the answer is compact rows (the status, no
+/// embedded invoices) and its retry replays it; a list page over all of them
+/// (over 32 MiB of JSON, once the API log's cap) is served whole.
+#[tokio::test]
+async fn answers_of_any_size_are_served_and_bulk_answers_are_compact() {
+    let app = spawn_app().await;
+    let pair = app.trading_pair("10.00").await;
+    let description = "d".repeat(2000);
+    let lines: Vec<Value> = (0..480)
+        .map(|_| line(&description, "1", "0.01", None))
+        .collect();
+    let mut ids = Vec::new();
+    for i in 0..34 {
+        let inv = pair
+            .seller
+            .create_invoice(json!({
+                "connectionId": pair.conn,
+                "number": format!("BIG-{i}"),
+                "currency": "USD",
+                "dueDate": "2031-06-30",
+                "lineItems": lines,
+            }))
+            .await;
+        ids.push(s(&inv["id"]));
+    }
+    let body = json!({ "requestId": rid(), "invoiceIds": ids });
+    let first = pair
+        .seller
+        .post("/api/v1/invoices/bulk-cancel", body.clone())
+        .await;
+    let answer = first.ok();
+    assert_eq!(answer["succeeded"], 34, "{answer}");
+    assert!(first.text().len() < 16_384, "{} bytes", first.text().len());
+    let results = answer["results"].as_array().expect("results");
+    for (r, id) in results.iter().zip(&ids) {
+        assert_eq!(
+            r,
+            &json!({ "id": id, "ok": true, "status": "CANCELLED" }),
+            "{answer}"
+        );
+    }
+    let again = pair.seller.post("/api/v1/invoices/bulk-cancel", body).await;
+    again.assert_replay_of(&first);
+    let page = pair.seller.get("/api/v1/invoices?limit=200").await;
+    assert!(
+        page.text().len() > 32 * 1024 * 1024,
+        "{}",
+        page.text().len()
+    );
+    let page = page.ok();
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(34));
+    assert!(page["data"].as_array().into_iter().flatten().all(
+        |i| i["status"] == "CANCELLED" && i["lineItems"].as_array().map(Vec::len) == Some(480)
+    ));
+}

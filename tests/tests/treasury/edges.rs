@@ -188,9 +188,14 @@ async fn a_failed_settlement_is_retried_not_duplicated() {
         )
         .await
         .ok();
-    assert_eq!(run["results"][0]["data"]["id"], p1["id"], "{run}");
-    assert_eq!(run["results"][0]["data"]["status"], "COMPLETED", "{run}");
-    assert_eq!(run["results"][0]["data"]["attempts"], 3, "{run}");
+    assert_eq!(run["results"][0]["ok"], true, "{run}");
+    assert_eq!(run["results"][0]["status"], "COMPLETED", "{run}");
+    let p1_now = buyer
+        .get(&format!("/api/v1/payments/{}", s(&p1["id"])))
+        .await
+        .ok();
+    assert_eq!(p1_now["status"], "COMPLETED", "{p1_now}");
+    assert_eq!(p1_now["attempts"], 3, "{p1_now}");
     let payments = buyer.walk("/api/v1/payments", 50).await;
     assert_eq!(payments.len(), 1, "{payments:?}");
     assert!(payments[0]["completedAt"].is_string());

@@ -228,7 +228,7 @@ async fn exports_match_the_lists() {
         .await
         .ok();
     for r in failing["results"].as_array().unwrap() {
-        assert_eq!(r["data"]["status"], "FAILED", "{failing}");
+        assert_eq!(r["status"], "FAILED", "{failing}");
     }
     unfreeze(&app, &b, "USD").await;
     // A withdrawal and a refund in the mix.
