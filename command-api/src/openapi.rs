@@ -704,7 +704,7 @@ pub static OPERATIONS: &[Op] = &[
         operation_id: "getInvoiceHistory",
         tag: INVOICES,
         summary: "Invoice history",
-        description: "Needs `invoices:read`. Either party (a DRAFT's history is `404` to the buyer). The invoice's events, oldest first; `version` increases by one with each.",
+        description: "Needs `invoices:read`. Either party (a DRAFT's history is `404` to the buyer). The invoice's events, oldest first; `version` increases by one with each. The buyer does not see the seller's work on drafts (`InvoiceCreated`, `InvoiceUpdated`, `LineItem*`: the invoice as submitted is what it gets), and `actor.apiKeyId` is shown only to the organization that acted (else null).",
         auth: Auth::Key(INVOICES_READ),
         success: Success::Json("InvoiceHistory"),
         ..BASE

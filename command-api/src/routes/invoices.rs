@@ -456,9 +456,10 @@ async fn history(
     caller.require(Permission::InvoicesRead)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
     let org = caller.organization_id;
-    state
+    let invoice = state
         .sql(|c| queries::visible_invoice(c, org, id))?
         .ok_or(ApiError::NotFound("invoice"))?;
+    let is_seller = invoice.seller_organization_id == org;
     let log = state.log.clone();
     let stream = StreamId {
         kind: StreamKind::Invoice,
@@ -470,22 +471,42 @@ async fn history(
         .map_err(|e| ApiError::internal("reading invoice history", e))?;
     let data: Vec<_> = events
         .iter()
+        .filter(|e| is_seller || !is_draft_work(&e.event))
         .map(|e| {
             let line = crate::routes::admin::event_line(e, &[], &[0; 32]);
+            let actor_org = e.actor.organization();
+            // Which key acted is the acting organization's business.
+            let key = e.actor.api_key().filter(|_| actor_org == Some(org));
             json!({
                 "seq": e.seq,
                 "version": e.version,
                 "type": e.event.type_name(),
                 "at": e.at.rfc3339(),
                 "actor": {
-                    "organizationId": e.actor.organization().map(|o| o.to_string()),
-                    "apiKeyId": e.actor.api_key().map(|k| k.to_string()),
+                    "organizationId": actor_org.map(|o| o.to_string()),
+                    "apiKeyId": key.map(|k| k.to_string()),
                 },
                 "data": line.get("data").cloned(),
             })
         })
         .collect();
     Ok(json_value(&json!({ "data": data })))
+}
+
+/// The seller's work on a draft (creation and edits): not the buyer's to
+/// see. The buyer sees the invoice as submitted, and what happened to it
+/// from then on; an edit made while it is back with the seller (disputed,
+/// asked for information) shows in the next submission.
+fn is_draft_work(event: &ledger_core::events::Event) -> bool {
+    use ledger_core::events::Event::*;
+    matches!(
+        event,
+        InvoiceCreated { .. }
+            | InvoiceUpdated { .. }
+            | LineItemAdded { .. }
+            | LineItemUpdated { .. }
+            | LineItemRemoved { .. }
+    )
 }
 
 /// The list's filters, parsed at the edge.

@@ -96,7 +96,9 @@ impl<'a> Flow<'a> {
     }
 
     /// The history: one entry per version, oldest first, each naming the
-    /// organization that caused it; the same for both parties.
+    /// organization that caused it, and the key only to that organization.
+    /// The buyer sees it without the seller's work on drafts (creation and
+    /// edits).
     async fn check_history(&self) {
         let path = format!("/api/v1/invoices/{}/history", self.id);
         let h = self.pair.seller.get(&path).await.ok();
@@ -121,13 +123,39 @@ impl<'a> Flow<'a> {
                 e["actor"]["organizationId"], self.actors[i],
                 "event {i}: {e}"
             );
-            assert!(e["actor"]["apiKeyId"].is_string(), "{e}");
+            let own_key = if self.actors[i] == self.pair.seller.id {
+                json!(self.pair.seller.key_id)
+            } else {
+                Value::Null
+            };
+            assert_eq!(e["actor"]["apiKeyId"], own_key, "{e}");
             assert!(e.get("data").is_some(), "{e}");
         }
         if self.visible_to_buyer {
+            let draft_work = [
+                "InvoiceCreated",
+                "InvoiceUpdated",
+                "LineItemAdded",
+                "LineItemUpdated",
+                "LineItemRemoved",
+            ];
+            let expected: Vec<Value> = data
+                .iter()
+                .filter(|e| !draft_work.contains(&e["type"].as_str().unwrap_or_default()))
+                .map(|e| {
+                    let mut e = e.clone();
+                    e["actor"]["apiKeyId"] =
+                        if e["actor"]["organizationId"] == json!(self.pair.buyer.id) {
+                            json!(self.pair.buyer.key_id)
+                        } else {
+                            Value::Null
+                        };
+                    e
+                })
+                .collect();
             assert_eq!(
                 self.pair.buyer.get(&path).await.ok(),
-                h,
+                json!({ "data": expected }),
                 "buyer's history differs"
             );
         } else {
@@ -580,4 +608,55 @@ async fn approval_beyond_available_funds_is_refused_without_effect() {
         .act(&s(&eur["id"]), "approve", json!({}))
         .await
         .err(400, "INSUFFICIENT_BALANCE");
+}
+
+/// The seller's drafts are the seller's: a memo and a price changed before
+/// submitting, and which of the seller's keys acted, never reach the buyer
+/// through the history.
+#[tokio::test]
+async fn the_buyer_never_sees_the_sellers_drafts_or_keys_in_the_history() {
+    let app = spawn_app().await;
+    let pair = app.trading_pair("1000.00").await;
+    let draft = pair
+        .seller
+        .create_invoice(json!({
+            "connectionId": pair.conn,
+            "currency": "USD",
+            "dueDate": "2031-06-30",
+            "memo": "internal: try 99.99 first",
+            "lineItems": [line("Consulting", "1", "99.99", None)],
+        }))
+        .await;
+    let id = s(&draft["id"]);
+    pair.seller
+        .patch(
+            &format!("/api/v1/invoices/{id}"),
+            json!({ "memo": "Consulting, June", "lineItems": [line("Consulting", "1", "80.00", None)] }),
+        )
+        .await
+        .ok();
+    pair.seller.act(&id, "submit", json!({})).await.ok();
+    pair.buyer.act(&id, "approve", json!({})).await.ok();
+    let path = format!("/api/v1/invoices/{id}/history");
+    let seen = pair.buyer.get(&path).await;
+    let text = seen.text();
+    assert!(!text.contains("internal: try"), "{text}");
+    assert!(!text.contains("99.99"), "{text}");
+    assert!(!text.contains(&pair.seller.key_id), "{text}");
+    let types: Vec<String> = seen.ok()["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|e| s(&e["type"]))
+        .collect();
+    assert_eq!(types[0], "InvoiceSubmitted", "{types:?}");
+    assert!(types.contains(&"InvoiceApproved".to_string()), "{types:?}");
+    assert!(
+        text.contains(&pair.buyer.key_id),
+        "the buyer's own key: {text}"
+    );
+    // The seller sees its whole history, but not which key the buyer used.
+    let own = pair.seller.get(&path).await.text();
+    assert!(own.contains("internal: try") && own.contains(&pair.seller.key_id));
+    assert!(!own.contains(&pair.buyer.key_id), "{own}");
 }
