@@ -1367,7 +1367,7 @@ pub static OPERATIONS: &[Op] = &[
         operation_id: "listApiLogs",
         tag: SETTINGS,
         summary: "List API request logs",
-        description: "Needs `settings:read`. Every authenticated request the organization made under `/api/v1`, oldest first, with its bodies (secrets redacted; at most 64 KiB each). Admin calls are not logged.",
+        description: "Needs `settings:read`. Every authenticated request the organization made under `/api/v1`, oldest first, with its bodies (secrets redacted; at most 64 KiB each). A body is shown only to a key that may read its resource directly (`invoices:read` for invoices and connections, `payments:read`, `treasury:read`, `storage:read`, `settings:read`); to others it reads `[withheld: needs <permission>]`. Admin calls are not logged.",
         auth: Auth::Key(SETTINGS_READ),
         query: API_LOG_LIST_QUERY,
         success: Success::Json("ApiLogPage"),

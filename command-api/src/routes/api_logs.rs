@@ -44,6 +44,34 @@ pub fn view(r: &ApiLogRecord) -> Value {
     })
 }
 
+/// The permission reading a record's bodies needs: the one reading its
+/// resource directly needs, so the API log is no way around a route's 403
+/// (a `settings:read` key once read treasury answers here).
+fn body_permission(path: &str) -> Permission {
+    let resource = path.strip_prefix("/api/v1/").unwrap_or(path);
+    match resource.split('/').next().unwrap_or_default() {
+        "invoices" | "connections" => Permission::InvoicesRead,
+        "payments" => Permission::PaymentsRead,
+        "treasury" => Permission::TreasuryRead,
+        "storage" => Permission::StorageRead,
+        "settings" => Permission::SettingsRead,
+        // Nothing else is logged; were it, only a `*` key would read it.
+        _ => Permission::All,
+    }
+}
+
+/// `r` as `caller` may see it: bodies it could not read directly are
+/// replaced by a note saying which permission they need.
+fn as_seen_by(caller: &Caller, mut r: ApiLogRecord) -> ApiLogRecord {
+    let needed = body_permission(&r.path);
+    if !caller.allows(needed) {
+        let note = format!("[withheld: needs {}]", needed.name());
+        r.request_body = r.request_body.map(|_| note.clone());
+        r.response_body = r.response_body.map(|_| note);
+    }
+    r
+}
+
 struct Filter {
     method: Option<String>,
     status: Option<u16>,
@@ -120,7 +148,10 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
             .await
             .map_err(|e| ApiError::internal("api log task", e))??;
     Ok(json_value(&json!({
-        "data": records.iter().map(view).collect::<Vec<_>>(),
+        "data": records
+            .into_iter()
+            .map(|r| view(&as_seen_by(&caller, r)))
+            .collect::<Vec<_>>(),
         "nextCursor": next.map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k)),
     })))
 }
@@ -138,7 +169,7 @@ async fn get_one(
         .get(id)?
         .filter(|r| r.organization_id == caller.organization_id)
         .ok_or(ApiError::NotFound("API log"))?;
-    Ok(json_value(&view(&r)))
+    Ok(json_value(&view(&as_seen_by(&caller, r))))
 }
 
 const COLUMNS: &[&str] = &[
@@ -164,11 +195,13 @@ async fn export(caller: Caller, State(state): State<AppState>, q: Query) -> ApiR
     state.api_logs.sync().await;
     let logs = state.api_logs.clone();
     let org = caller.organization_id;
+    let caller = std::sync::Arc::new(caller);
     let chunks = futures::stream::unfold(
         (None::<Vec<u8>>, true, false),
         move |(after, first, done)| {
             let logs = logs.clone();
             let filter = filter.clone();
+            let caller = caller.clone();
             async move {
                 if done {
                     return None;
@@ -186,6 +219,10 @@ async fn export(caller: Caller, State(state): State<AppState>, q: Query) -> ApiR
                         ))
                     }
                 };
+                let records: Vec<ApiLogRecord> = records
+                    .into_iter()
+                    .map(|r| as_seen_by(&caller, r))
+                    .collect();
                 let bytes = render(&records, format, first);
                 let done = next.is_none();
                 Some((Ok::<_, std::io::Error>(bytes), (next, false, done)))

@@ -969,3 +969,74 @@ async fn records_older_than_the_retention_are_pruned() {
     );
     assert!(paths.contains(&"/api/v1/payments".to_owned()), "{paths:?}");
 }
+
+/// The API log is no way around a route's 403: a key with `settings:read`
+/// alone sees that treasury and invoice calls were made, but their bodies
+/// only as a note naming the permission they need, in the list, by id and in
+/// exports; a key that may read them sees them.
+#[tokio::test]
+async fn bodies_are_shown_only_to_keys_that_may_read_them_directly() {
+    let app = spawn_app().await;
+    let org = app.create_org("Guarded Logs Ltd").await;
+    app.deposit(&org, "USD", "12.34").await;
+    org.get("/api/v1/treasury/me/balances").await.ok();
+    org.get("/api/v1/invoices?limit=5").await.ok();
+    let auditor = org.key_with(&["settings:read"]).await;
+    auditor
+        .get("/api/v1/treasury/me/balances")
+        .await
+        .err(403, "FORBIDDEN");
+    let logs = all_logs(&auditor).await;
+    let treasury: Vec<&Value> = logs
+        .iter()
+        .filter(|r| r["path"] == "/api/v1/treasury/me/balances" && r["status"] == 200)
+        .collect();
+    assert_eq!(treasury.len(), 1, "{logs:?}");
+    assert_eq!(
+        treasury[0]["responseBody"],
+        "[withheld: needs treasury:read]"
+    );
+    let invoices = logs
+        .iter()
+        .find(|r| r["path"] == "/api/v1/invoices")
+        .expect("the invoice list call");
+    assert_eq!(invoices["responseBody"], "[withheld: needs invoices:read]");
+    // Its own kind of call it reads whole.
+    let key_calls = logs
+        .iter()
+        .find(|r| r["path"] == "/api/v1/settings/api-keys" && r["method"] == "POST")
+        .expect("the key creation");
+    assert!(
+        key_calls["responseBody"]
+            .as_str()
+            .is_some_and(|b| b.contains("settings:read")),
+        "{key_calls}"
+    );
+    let one = auditor
+        .get(&format!(
+            "/api/v1/settings/api-logs/{}",
+            s(&treasury[0]["id"])
+        ))
+        .await
+        .ok();
+    assert_eq!(one["responseBody"], "[withheld: needs treasury:read]");
+    let export = auditor
+        .get("/api/v1/settings/api-logs/export?format=jsonl")
+        .await;
+    assert_eq!(export.status, 200);
+    assert!(!export.text().contains("12.34"), "{}", export.text());
+    // The organization's full key reads the same record whole.
+    let whole = org
+        .get(&format!(
+            "/api/v1/settings/api-logs/{}",
+            s(&treasury[0]["id"])
+        ))
+        .await
+        .ok();
+    assert!(
+        whole["responseBody"]
+            .as_str()
+            .is_some_and(|b| b.contains("12.34")),
+        "{whole}"
+    );
+}
