@@ -36,6 +36,9 @@ pub struct AppState {
     pub manual_clock: Option<ManualClock>,
     pub metrics: Arc<Metrics>,
     pub rate_limiter: Arc<RateLimiter>,
+    /// The directory files are stored in, when they are local (to make an
+    /// upload durable before its event is written).
+    pub local_files: Option<std::path::PathBuf>,
     /// Failed admin authentications per client address.
     pub admin_throttle: Arc<AdminThrottle>,
     pub api_logs: ApiLogs,
@@ -126,6 +129,11 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
     let api_logs =
         ApiLogs::open(&config.data_dir.join("api-logs")).context("opening the API log store")?;
     let files = object_store(&config)?;
+    let local_files = config
+        .storage_url
+        .as_deref()
+        .is_none_or(str::is_empty)
+        .then(|| config.data_dir.join("files"));
     let rate_limiter = Arc::new(RateLimiter::new(
         config.rate_limit,
         config
@@ -143,6 +151,7 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
             metrics,
             rate_limiter,
             admin_throttle: Arc::default(),
+            local_files,
             api_logs,
             files,
         },

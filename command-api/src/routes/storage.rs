@@ -111,6 +111,22 @@ fn valid_filename(name: &str) -> ApiResult<String> {
     Ok(name.to_owned())
 }
 
+/// Makes a stored file and the directories naming it durable, up to the
+/// store's root: the `FileStored` event that follows must never point at a
+/// file a power loss took back (object storage is durable when a put ends).
+fn sync_to_disk(root: &std::path::Path, file: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)?.sync_all()?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
 struct Written {
     size: u64,
     sha256: [u8; 32],
@@ -262,6 +278,17 @@ async fn upload(
             break write_object(state.files.as_ref(), &path, Box::pin(chunks), max).await?;
         },
     };
+    if let Some(root) = state.local_files.clone() {
+        let local = root.join(path.as_ref());
+        let synced = tokio::task::spawn_blocking(move || sync_to_disk(&root, &local)).await;
+        if !matches!(synced, Ok(Ok(()))) {
+            let _ = state.files.delete(&path).await;
+            return Err(ApiError::internal(
+                "syncing an upload",
+                format!("{synced:?}"),
+            ));
+        }
+    }
     let content_type = upload
         .content_type
         .unwrap_or_else(|| sniff(&written.head).to_owned());
