@@ -190,10 +190,7 @@ async fn a_failed_settlement_is_retried_not_duplicated() {
         .ok();
     assert_eq!(run["results"][0]["ok"], true, "{run}");
     assert_eq!(run["results"][0]["status"], "COMPLETED", "{run}");
-    let p1_now = buyer
-        .get(&format!("/api/v1/payments/{}", s(&p1["id"])))
-        .await
-        .ok();
+    let p1_now = payment_now(buyer, &p1["id"]).await;
     assert_eq!(p1_now["status"], "COMPLETED", "{p1_now}");
     assert_eq!(p1_now["attempts"], 3, "{p1_now}");
     let payments = buyer.walk("/api/v1/payments", 50).await;

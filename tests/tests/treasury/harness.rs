@@ -391,3 +391,9 @@ pub async fn balance_id(org: &Org, currency: &str) -> String {
         .await
         .unwrap_or_else(|| panic!("no {currency} balance"))["id"])
 }
+
+/// `GET /payments/{id}` as `org`: the payment now (bulk answers carry only
+/// its status).
+pub async fn payment_now(org: &Org, id: &Value) -> Value {
+    org.get(&format!("/api/v1/payments/{}", s(id))).await.ok()
+}

@@ -182,10 +182,7 @@ async fn every_money_moving_post_moves_money_once() {
     assert_eq!(v["frozen"], false);
     let retried = post_twice(&app, &a, "/api/v1/payments/retry-failed", json!({}), &orgs).await;
     assert_eq!(retried["results"][0]["status"], "COMPLETED", "{retried}");
-    let payment = a
-        .get(&format!("/api/v1/payments/{}", s(&failed["id"])))
-        .await
-        .ok();
+    let payment = payment_now(&a, &failed["id"]).await;
     assert_eq!(payment["attempts"], 2, "{payment}");
     assert_eq!(b.money("USD").await, trio("200.00", "0", "200.00"));
 

@@ -112,10 +112,7 @@ async fn settles_exactly_the_approved_invoices_due_by_as_of() {
     let mut amounts = BTreeSet::new();
     for r in run["results"].as_array().unwrap() {
         let invoice = a.invoice(&s(&r["id"])).await.ok();
-        let payment = a
-            .get(&format!("/api/v1/payments/{}", s(&invoice["paymentId"])))
-            .await
-            .ok();
+        let payment = payment_now(&a, &invoice["paymentId"]).await;
         amounts.insert(format!(
             "{} {}",
             s(&payment["currency"]),

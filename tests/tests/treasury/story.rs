@@ -293,10 +293,7 @@ async fn three_organizations_two_currencies_every_figure_by_hand() {
     assert_eq!(results.len(), 1, "A retries only what it pays: {retried}");
     assert_eq!(results[0]["ok"], true, "{retried}");
     assert_eq!(results[0]["status"], "COMPLETED");
-    let p3_now = a
-        .get(&format!("/api/v1/payments/{}", s(&p3["id"])))
-        .await
-        .ok();
+    let p3_now = payment_now(&a, &p3["id"]).await;
     assert_eq!(p3_now["status"], "COMPLETED");
     assert_eq!(
         p3_now["attempts"], 3,
@@ -311,10 +308,7 @@ async fn three_organizations_two_currencies_every_figure_by_hand() {
         .ok();
     assert_eq!(retried["results"][0]["ok"], true, "{retried}");
     assert_eq!(retried["results"][0]["status"], "COMPLETED", "{retried}");
-    let p4_now = c
-        .get(&format!("/api/v1/payments/{}", s(&p4["id"])))
-        .await
-        .ok();
+    let p4_now = payment_now(&c, &p4["id"]).await;
     assert_eq!(p4_now["attempts"], 2, "{p4_now}");
     assert_eq!(a.invoice(&i3).await.ok()["status"], "SETTLED");
     assert_eq!(c.invoice(&i4).await.ok()["status"], "SETTLED");
