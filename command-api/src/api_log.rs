@@ -545,13 +545,19 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     } else if is_json(content_type.as_deref()) || content_type.is_none() {
         let (parts, body) = request.into_parts();
         let limit = state.config.max_body_bytes;
-        match axum::body::to_bytes(body, limit).await {
-            Ok(bytes) => {
+        let wait = state.config.request_body_timeout;
+        match tokio::time::timeout(wait, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(bytes)) => {
                 partial.request_body = (!bytes.is_empty()).then(|| redact(&bytes));
                 Request::from_parts(parts, Body::from(bytes))
             }
-            Err(_) => {
+            Ok(Err(_)) => {
                 let response = ApiError::PayloadTooLarge { limit }.into_response();
+                return finish(&state, response, partial).await;
+            }
+            Err(_) => {
+                let limit_secs = wait.as_secs().max(1);
+                let response = ApiError::RequestTimeout { limit_secs }.into_response();
                 return finish(&state, response, partial).await;
             }
         }

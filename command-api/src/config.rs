@@ -39,6 +39,10 @@ pub struct Config {
     /// long is closed.
     #[arg(long, env = "EXPEREON_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// A request body that sends nothing for this long is refused (408): a
+    /// JSON body must arrive whole within it, an upload may not stall longer.
+    #[arg(long, env = "EXPEREON_REQUEST_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_body_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     #[arg(long, env = "EXPEREON_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,

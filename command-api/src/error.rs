@@ -38,6 +38,8 @@ pub enum ApiError {
     RequestInProgress,
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request's body did not arrive in time (nothing for {limit_secs} s)")]
+    RequestTimeout { limit_secs: u64 },
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("too many requests")]
@@ -72,6 +74,7 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Unavailable | Unanswered(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -95,6 +98,7 @@ impl ApiError {
             IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             RequestInProgress => "REQUEST_IN_PROGRESS",
             PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            RequestTimeout { .. } => "REQUEST_TIMEOUT",
             RateLimited { .. } => "RATE_LIMITED",
             Unavailable | Unanswered(_) => "UNAVAILABLE",
             Internal(_) => "INTERNAL",
@@ -110,6 +114,7 @@ impl ApiError {
             InvalidState { current, .. } => json!({ "currentState": current }),
             VersionConflict { current, .. } => json!({ "currentVersion": current }),
             PayloadTooLarge { limit } => json!({ "limitBytes": limit }),
+            RequestTimeout { limit_secs } => json!({ "limitSeconds": limit_secs }),
             RateLimited { retry_after_secs } => json!({ "retryAfterSeconds": retry_after_secs }),
             _ => json!({}),
         }

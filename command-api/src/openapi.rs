@@ -2050,6 +2050,11 @@ fn documented_errors(op: &Op) -> Vec<Documented> {
             key,
             &format!("PAYLOAD_TOO_LARGE: {what} (`details.limitBytes`)."),
         );
+        add(
+            ApiError::RequestTimeout { limit_secs: 30 },
+            "REQUEST_TIMEOUT",
+            "REQUEST_TIMEOUT: the body stalled for `EXPEREON_REQUEST_BODY_TIMEOUT` (a JSON body must arrive whole within it; `details.limitSeconds`); nothing was done.",
+        );
     }
     if op.json_body() {
         add(
@@ -2316,6 +2321,7 @@ fn error_codes() -> Vec<&'static str> {
         "IDEMPOTENCY_KEY_REUSED",
         "REQUEST_IN_PROGRESS",
         "PAYLOAD_TOO_LARGE",
+        "REQUEST_TIMEOUT",
         "RATE_LIMITED",
         "UNAVAILABLE",
         "INTERNAL",

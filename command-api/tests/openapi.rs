@@ -397,6 +397,7 @@ fn error_codes_and_statuses_follow_error_rs() {
         },
         ApiError::Unavailable,
         ApiError::Unanswered(String::new()),
+        ApiError::RequestTimeout { limit_secs: 1 },
         ApiError::Internal(String::new()),
     ];
     // Exhaustive on purpose: a new ApiError variant stops this test from
@@ -420,6 +421,7 @@ fn error_codes_and_statuses_follow_error_rs() {
             | ApiError::RateLimited { .. }
             | ApiError::Unavailable
             | ApiError::Unanswered(_)
+            | ApiError::RequestTimeout { .. }
             | ApiError::Internal(_) => {}
         }
     }

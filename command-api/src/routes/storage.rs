@@ -140,6 +140,7 @@ async fn write_object(
     path: &ObjectPath,
     mut chunks: ChunkStream<'_>,
     max: u64,
+    idle: std::time::Duration,
 ) -> ApiResult<Written> {
     let upload = store
         .put_multipart(path)
@@ -149,7 +150,18 @@ async fn write_object(
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut head = Vec::new();
-    while let Some(chunk) = chunks.next().await {
+    loop {
+        // An upload that stalls is abandoned, and what it wrote removed.
+        let next = match tokio::time::timeout(idle, chunks.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                let _ = writer.abort().await;
+                return Err(ApiError::RequestTimeout {
+                    limit_secs: idle.as_secs().max(1),
+                });
+            }
+        };
+        let Some(chunk) = next else { break };
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
@@ -248,13 +260,16 @@ async fn upload(
     let id = FileId::new();
     let path = object_path(caller.organization_id, id);
     let max = state.config.max_upload_bytes;
+    let idle = state.config.request_body_timeout;
     let (mut upload, multipart) = open_upload(&state, &q, request).await?;
     let written = match multipart {
-        None => write_object(state.files.as_ref(), &path, upload.chunks, max).await?,
+        None => write_object(state.files.as_ref(), &path, upload.chunks, max, idle).await?,
         Some(mut multipart) => loop {
-            let field = multipart
-                .next_field()
+            let field = tokio::time::timeout(idle, multipart.next_field())
                 .await
+                .map_err(|_| ApiError::RequestTimeout {
+                    limit_secs: idle.as_secs().max(1),
+                })?
                 .map_err(|e| ApiError::Validation(format!("malformed multipart body: {e}")))?
                 .ok_or_else(|| {
                     ApiError::Validation("the multipart body has no `file` part".into())
@@ -275,7 +290,7 @@ async fn upload(
                 .transpose()?;
             let chunks = field
                 .map(|r| r.map_err(|e| ApiError::Validation(format!("reading the upload: {e}"))));
-            break write_object(state.files.as_ref(), &path, Box::pin(chunks), max).await?;
+            break write_object(state.files.as_ref(), &path, Box::pin(chunks), max, idle).await?;
         },
     };
     if let Some(root) = state.local_files.clone() {

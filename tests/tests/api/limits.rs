@@ -83,3 +83,73 @@ async fn the_server_holds_at_most_max_connections() {
         .expect("served once one closed");
     assert_eq!(r.status(), 200);
 }
+
+/// Sends a request whose body announces more than it sends, then waits for
+/// the answer's status line and body.
+async fn stalled_request(app: &TestApp, org: &Org, path: &str, content_type: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {}\r\nX-API-Secret: {}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: 100000\r\n\r\n{{\"memo\": ",
+        org.key_id, org.secret
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    // The error body is one JSON object ending the answer.
+                    if answer.ends_with(b"}}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to a stalled body");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A body that stalls is refused with 408 REQUEST_TIMEOUT after
+/// `EXPEREON_REQUEST_BODY_TIMEOUT`, for JSON bodies and for uploads, and an
+/// abandoned upload leaves no bytes behind.
+#[tokio::test]
+async fn bodies_that_stall_are_refused_with_408() {
+    let app = spawn_app_with(&[("EXPEREON_REQUEST_BODY_TIMEOUT", "1s")]).await;
+    let org = app.create_org("Slow Ltd").await;
+    let before = app.log_state().await;
+    let started = Instant::now();
+    let json = stalled_request(&app, &org, "/api/v1/invoices", "application/json").await;
+    assert!(json.starts_with("HTTP/1.1 408"), "{json}");
+    assert!(json.contains("\"REQUEST_TIMEOUT\""), "{json}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let upload = stalled_request(
+        &app,
+        &org,
+        "/api/v1/storage?filename=slow.bin",
+        "application/octet-stream",
+    )
+    .await;
+    assert!(upload.starts_with("HTTP/1.1 408"), "{upload}");
+    assert_eq!(app.log_state().await, before, "nothing was written");
+    let mut left = Vec::new();
+    let mut dirs = vec![app.data_dir().join("data").join("files")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                left.push(p);
+            }
+        }
+    }
+    assert!(left.is_empty(), "an abandoned upload left {left:?}");
+}
