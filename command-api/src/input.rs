@@ -188,6 +188,14 @@ mod tests {
     }
 
     #[test]
+    fn a_name_is_text_without_any_control_or_bidi_character() {
+        assert!(text("filename", "Rechnung März 2031.pdf").is_ok());
+        for bad in ["a\nb.pdf", "a\tb", "x\u{0}", "in\u{202E}fdp.exe"] {
+            assert!(text("filename", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn prose_keeps_its_line_breaks_and_everything_else_passes() {
         for ok in [
             json!({"memo": "line one\nline two\r\n\tindented"}),

@@ -99,14 +99,9 @@ impl RateLimiter {
             key.tokens = (key.tokens - 1.0).max(0.0);
             return Ok(());
         }
-        let wait = |b: &Buckets, tokens: f64| {
-            if tokens + EPSILON >= 1.0 {
-                0
-            } else {
-                b.wait(tokens)
-            }
-        };
-        Err(wait(orgs, org_tokens).max(wait(keys, key_tokens)))
+        // A bucket with a token to spare says 1 s, never more than the one
+        // without, which says at least that.
+        Err(orgs.wait(org_tokens).max(keys.wait(key_tokens)))
     }
 }
 
@@ -225,6 +220,42 @@ mod tests {
         assert!(throttle
             .check("1.2.3.4", t0 + Duration::from_secs(6))
             .is_ok());
+    }
+
+    #[test]
+    fn the_wait_is_what_the_missing_part_of_a_token_takes() {
+        let rl = RateLimiter::new(1, 1000);
+        let t0 = Instant::now();
+        assert!(rl.check("o", "k", t0).is_ok());
+        assert!(rl.check("o", "k", t0).is_ok());
+        // Half a token back after 0.5 s: the other half takes 0.5 s, so 1.
+        assert_eq!(rl.check("o", "k", t0 + Duration::from_millis(500)), Err(1));
+        let slow = RateLimiter::new(1000, 1);
+        assert!(slow.check("o", "a", t0).is_ok());
+        assert!(slow.check("o", "b", t0).is_ok());
+        // A quarter token back: three quarters of a second, so 1 s, not 2.
+        assert_eq!(
+            slow.check("o", "c", t0 + Duration::from_millis(250)),
+            Err(1)
+        );
+    }
+
+    #[test]
+    fn idle_buckets_are_evicted_once_there_are_too_many() {
+        let rl = RateLimiter::new(1, 1);
+        let t0 = Instant::now();
+        for i in 0..MAX_BUCKETS {
+            let _ = rl.check("o", &i.to_string(), t0);
+        }
+        let keys = |rl: &RateLimiter| rl.buckets.lock().map(|b| b.1.map.len()).unwrap_or(0);
+        assert_eq!(keys(&rl), MAX_BUCKETS);
+        // Still in use 10 s later: nothing is evicted.
+        let _ = rl.check("o", "new", t0 + Duration::from_secs(10));
+        assert_eq!(keys(&rl), MAX_BUCKETS + 1);
+        // Idle for longer than IDLE_EVICT_SECS: all but the newest go.
+        let later = t0 + Duration::from_secs(IDLE_EVICT_SECS as u64 + 20);
+        let _ = rl.check("o", "newer", later);
+        assert_eq!(keys(&rl), 1);
     }
 
     #[test]
