@@ -10,7 +10,7 @@ use crate::app::AppState;
 use crate::auth;
 use crate::error::ApiError;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,6 @@ use ledger_core::ids::{ApiKeyId, OrganizationId};
 use ledger_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -516,10 +515,7 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .get(crate::app::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let ip = crate::listener::client_ip(request.extensions()).map(|ip| ip.to_string());
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -556,8 +552,7 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
                 return finish(&state, response, partial).await;
             }
             Err(_) => {
-                let limit_secs = wait.as_secs().max(1);
-                let response = ApiError::RequestTimeout { limit_secs }.into_response();
+                let response = ApiError::request_timeout(wait).into_response();
                 return finish(&state, response, partial).await;
             }
         }

@@ -63,11 +63,11 @@ pub struct Started {
     pub writer: std::thread::JoinHandle<()>,
 }
 
-/// Opens the log, rebuilds the write and read models, starts the writer.
 /// The shortest admin token a server starts with: the token moves every
 /// organization's money, so it must not be guessable.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
+/// Opens the log, rebuilds the write and read models, starts the writer.
 pub fn start(config: Config) -> anyhow::Result<Started> {
     if let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty()) {
         if token.chars().count() < MIN_ADMIN_TOKEN_CHARS {

@@ -5,7 +5,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine as _;
 use ledger_core::events::{Actor, Permission};
@@ -13,7 +13,6 @@ use ledger_core::ids::{ApiKeyId, OrganizationId};
 use projections::sql::queries;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
 use subtle::ConstantTimeEq;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -140,10 +139,8 @@ impl FromRequestParts<AppState> for Admin {
         };
         // Throttled per client address: a guess is not even compared once
         // the address has failed too often (see `AdminThrottle`).
-        let address = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
+        let address = crate::listener::client_ip(&parts.extensions)
+            .map(|ip| ip.to_string())
             .unwrap_or_default();
         let now = std::time::Instant::now();
         if let Err(retry_after_secs) = state.admin_throttle.check(&address, now) {

@@ -58,9 +58,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
         let wait = state.config.request_body_timeout;
         let bytes = tokio::time::timeout(wait, axum::body::to_bytes(req.into_body(), limit))
             .await
-            .map_err(|_| ApiError::RequestTimeout {
-                limit_secs: wait.as_secs().max(1),
-            })?
+            .map_err(|_| ApiError::request_timeout(wait))?
             .map_err(|_| ApiError::PayloadTooLarge { limit })?;
         let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Object(Default::default())

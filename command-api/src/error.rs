@@ -59,6 +59,13 @@ impl ApiError {
         ApiError::Internal(format!("{context}: {e}"))
     }
 
+    /// A body that stalled for `limit` (shown in whole seconds, at least 1).
+    pub fn request_timeout(limit: std::time::Duration) -> Self {
+        ApiError::RequestTimeout {
+            limit_secs: limit.as_secs().max(1),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {

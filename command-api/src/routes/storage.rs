@@ -156,9 +156,7 @@ async fn write_object(
             Ok(next) => next,
             Err(_) => {
                 let _ = writer.abort().await;
-                return Err(ApiError::RequestTimeout {
-                    limit_secs: idle.as_secs().max(1),
-                });
+                return Err(ApiError::request_timeout(idle));
             }
         };
         let Some(chunk) = next else { break };
@@ -267,9 +265,7 @@ async fn upload(
         Some(mut multipart) => loop {
             let field = tokio::time::timeout(idle, multipart.next_field())
                 .await
-                .map_err(|_| ApiError::RequestTimeout {
-                    limit_secs: idle.as_secs().max(1),
-                })?
+                .map_err(|_| ApiError::request_timeout(idle))?
                 .map_err(|e| ApiError::Validation(format!("malformed multipart body: {e}")))?
                 .ok_or_else(|| {
                     ApiError::Validation("the multipart body has no `file` part".into())
