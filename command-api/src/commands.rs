@@ -137,7 +137,8 @@ fn resource(c: &Connection, outcome: &Stored) -> Result<Value, SqlError> {
         Stored::WebhookEndpoint(id) => {
             load(c, "webhook_endpoints", id)?.map(|e| v::webhook_endpoint(&e))
         }
-        Stored::Connection(id) => load(c, "connections", id)?.map(|x| v::connection(&x)),
+        Stored::Connection(id) => rows::load_connection(c, *id)?
+            .map(|x| v::connection(&x.link, x.rejection_reason.as_deref())),
         Stored::Invoice(id) => load(c, "invoices", id)?.map(|i| v::invoice(&i)),
         Stored::Payment(id) => load(c, "payments", id)?.map(|p| v::payment(&p)),
         Stored::Transaction(id, balance_id) => {

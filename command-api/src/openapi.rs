@@ -644,9 +644,9 @@ pub static OPERATIONS: &[Op] = &[
         operation_id: "rejectConnection",
         tag: CONNECTIONS,
         summary: "Reject a connection request",
-        description: "Needs `invoices:write` or `invoices:approve`. The counterparty only (the requester is `403`); PENDING → REJECTED.",
+        description: "Needs `invoices:write` or `invoices:approve`. The counterparty only (the requester is `403`); PENDING → REJECTED, with the optional `reason` shown to both parties as `rejectionReason`.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional("OptionalReasonRequest"),
         success: Success::Json("Connection"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -821,7 +821,7 @@ pub static OPERATIONS: &[Op] = &[
         summary: "Cancel an invoice",
         description: "`invoices:write` or `invoices:approve`. The seller from DRAFT, SUBMITTED or DISPUTED; the buyer from DISPUTED only. → CANCELLED. An approved invoice is cancelled through `request-cancellation` instead.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("CancelInvoiceRequest"),
+        body: Body::Optional("OptionalReasonRequest"),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -2564,7 +2564,7 @@ pub fn schemas() -> Value {
         "reason": string(&format!("Required with `adjustedAmount`. {text}")),
     })));
     s.insert(
-        "CancelInvoiceRequest".into(),
+        "OptionalReasonRequest".into(),
         request(
             "",
             &[],
@@ -2707,6 +2707,7 @@ pub fn schemas() -> Value {
                 "buyerOrganizationId": id(""),
                 "requestedByOrganizationId": id("Who asked; the other party answers."),
                 "status": r("ConnectionStatus"),
+                "rejectionReason": nullable(string("Why the counterparty rejected it, if it said so; null otherwise.")),
                 "createdAt": timestamp(""),
                 "updatedAt": timestamp(""),
             }),

@@ -170,6 +170,8 @@ pub enum Event {
     ConnectionAccepted {
         id: ConnectionId,
     },
+    /// Written before rejections carried a reason; new ones are
+    /// [`Event::ConnectionRejectedBecause`].
     ConnectionRejected {
         id: ConnectionId,
     },
@@ -442,6 +444,13 @@ pub enum Event {
     FileDeleted {
         id: FileId,
     },
+    // Appended here, not beside ConnectionRejected: postcard numbers
+    // variants by position, so a new one goes last or old logs misread.
+    /// A connection rejected, with the counterparty's reason if it gave one.
+    ConnectionRejectedBecause {
+        id: ConnectionId,
+        reason: Option<String>,
+    },
 }
 
 /// The aggregate an event belongs to. Derived from the event itself, so an
@@ -485,7 +494,8 @@ impl Event {
             ApiKeyCreated { id, .. } | ApiKeyRevoked { id } => (StreamKind::ApiKey, id.as_uuid()),
             ConnectionRequested { id, .. }
             | ConnectionAccepted { id }
-            | ConnectionRejected { id } => (StreamKind::Connection, id.as_uuid()),
+            | ConnectionRejected { id }
+            | ConnectionRejectedBecause { id, .. } => (StreamKind::Connection, id.as_uuid()),
             InvoiceCreated { id, .. }
             | InvoiceUpdated { id, .. }
             | LineItemAdded { id, .. }
@@ -543,7 +553,7 @@ impl Event {
             ApiKeyRevoked { .. } => "ApiKeyRevoked",
             ConnectionRequested { .. } => "ConnectionRequested",
             ConnectionAccepted { .. } => "ConnectionAccepted",
-            ConnectionRejected { .. } => "ConnectionRejected",
+            ConnectionRejected { .. } | ConnectionRejectedBecause { .. } => "ConnectionRejected",
             InvoiceCreated { .. } => "InvoiceCreated",
             InvoiceUpdated { .. } => "InvoiceUpdated",
             LineItemAdded { .. } => "LineItemAdded",

@@ -1339,7 +1339,13 @@ fn scenario() -> Scenario {
     ) else {
         unreachable!()
     };
-    s.org(globex, Command::RejectConnection { id: reverse });
+    s.org(
+        globex,
+        Command::RejectConnection {
+            id: reverse,
+            reason: None,
+        },
+    );
     s.org(globex, Command::RevokeApiKey { id: b2 });
     s.admin(Command::Bulk(vec![
         deposit(a, jpy, "1000", "bulk-0001"),

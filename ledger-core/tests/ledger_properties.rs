@@ -458,7 +458,9 @@ impl Model {
                 );
                 self.connection_order.push(*id);
             }
-            ConnectionAccepted { id } | ConnectionRejected { id } => {
+            ConnectionAccepted { id }
+            | ConnectionRejected { id }
+            | ConnectionRejectedBecause { id, .. } => {
                 let c = self.connections.get_mut(id).ok_or("unknown connection")?;
                 ensure!(
                     c.status == CStatus::Pending,
@@ -1537,7 +1539,7 @@ impl Model {
                 });
                 check(!live, Validation)
             }
-            Command::AcceptConnection { id } | Command::RejectConnection { id } => {
+            Command::AcceptConnection { id } | Command::RejectConnection { id, .. } => {
                 let org = org_of(actor);
                 let c = self
                     .connections
@@ -2666,7 +2668,13 @@ impl Run {
                     if *accept {
                         Command::AcceptConnection { id }
                     } else {
-                        Command::RejectConnection { id }
+                        Command::RejectConnection {
+                            id,
+                            // Half give a reason (a short one: the bound on
+                            // its length is the black-box tests').
+                            reason: (id.as_uuid().as_bytes()[15] % 2 == 0)
+                                .then(|| "not a customer of ours".to_string()),
+                        }
                     },
                 )
             }

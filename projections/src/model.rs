@@ -102,6 +102,10 @@ pub struct ReadModel {
     pub transactions: HashMap<TransactionId, Transaction>,
     pub transactions_by_org: HashMap<OrganizationId, Vec<TransactionId>>,
     pub balance_changes: HashMap<BalanceId, Vec<BalanceChange>>,
+    /// Why connections were rejected, where a reason was given (the
+    /// resource predates reasons, so they are kept beside it).
+    #[serde(default)]
+    pub connection_reasons: HashMap<ConnectionId, String>,
     /// When set, the fold derives the webhook outbox entries of every event
     /// after this seq into `webhook_outbox` (drained by the runner).
     #[serde(skip)]
@@ -161,6 +165,12 @@ impl ReadModel {
             } => {
                 push(&mut self.connections_by_org, *seller_organization_id, *id);
                 push(&mut self.connections_by_org, *buyer_organization_id, *id);
+            }
+            ConnectionRejectedBecause {
+                id,
+                reason: Some(reason),
+            } => {
+                self.connection_reasons.insert(*id, reason.clone());
             }
             InvoiceCreated {
                 id,

@@ -45,13 +45,15 @@ pub fn api_key(k: &ApiKey) -> Value {
     })
 }
 
-pub fn connection(c: &Connection) -> Value {
+/// `rejection_reason` lives beside the resource (see `sql::rows::ConnectionRow`).
+pub fn connection(c: &Connection, rejection_reason: Option<&str>) -> Value {
     json!({
         "id": c.id.to_string(),
         "sellerOrganizationId": c.seller_organization_id.to_string(),
         "buyerOrganizationId": c.buyer_organization_id.to_string(),
         "requestedByOrganizationId": c.requested_by.to_string(),
         "status": c.status.as_str(),
+        "rejectionReason": rejection_reason,
         "createdAt": ts(c.created_at),
         "updatedAt": ts(c.updated_at),
     })

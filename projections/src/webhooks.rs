@@ -275,7 +275,8 @@ impl Subject {
             }
             Subject::Withdrawal(w) => views::withdrawal(w),
             Subject::Refund(r) => views::refund(r),
-            Subject::Connection(c) => views::connection(c),
+            // Requested or accepted: never a rejection reason.
+            Subject::Connection(c) => views::connection(c, None),
         }
     }
 }

@@ -75,7 +75,9 @@ pub fn organizations(ledger: &Ledger, event: &Event) -> Vec<OrganizationId> {
             buyer_organization_id,
             ..
         } => out.extend([*seller_organization_id, *buyer_organization_id]),
-        ConnectionAccepted { id } | ConnectionRejected { id } => {
+        ConnectionAccepted { id }
+        | ConnectionRejected { id }
+        | ConnectionRejectedBecause { id, .. } => {
             if let Some(c) = ledger.connections.get(id) {
                 out.extend([c.seller_organization_id, c.buyer_organization_id]);
             }

@@ -235,7 +235,7 @@ fn compare_models(write: &Ledger, read: &Ledger, diffs: &mut Vec<String>) {
         "connection",
         &write.connections,
         &read.connections,
-        views::connection,
+        |c| views::connection(c, None),
         diffs,
     );
     // Both sides keep the write model's decision state of an invoice; the
@@ -730,7 +730,7 @@ fn write_projections(dir: &Path, m: &ReadModel) -> anyhow::Result<BTreeMap<&'sta
             "connections.jsonl",
             l.connections.values(),
             |c| c.id.to_string(),
-            views::connection,
+            |c| views::connection(c, m.connection_reasons.get(&c.id).map(String::as_str)),
         )?,
     );
     counts.insert(

@@ -277,11 +277,14 @@ pub fn event_line(
 }
 
 fn event_data(event: &Event) -> serde_json::Value {
-    // Externally tagged: `{ "InvoiceCreated": {...} }`; the payload alone reads better.
+    // Externally tagged: `{ "InvoiceCreated": {...} }`; the payload alone
+    // reads better. (The tag is the variant's, which is not always the type
+    // name: `ConnectionRejectedBecause` is a `ConnectionRejected`.)
     match serde_json::to_value(event) {
-        Ok(serde_json::Value::Object(mut m)) => m
-            .remove(event.type_name())
-            .unwrap_or(serde_json::Value::Null),
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .next()
+            .map_or(serde_json::Value::Null, |(_, payload)| payload),
         Ok(other) => other,
         Err(_) => serde_json::Value::Null,
     }

@@ -76,40 +76,54 @@ struct Empty {
     _request_id: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rejection {
+    #[serde(rename = "requestId")]
+    _request_id: Option<String>,
+    reason: Option<String>,
+}
+
 async fn accept(
     caller: Caller,
-    state: State<AppState>,
+    State(state): State<AppState>,
     Path(id): Path<String>,
     body: JsonBody<Empty>,
 ) -> ApiResult<Response> {
-    answer(caller, state, &id, body, true).await
+    let id = answerable(&caller, &id)?;
+    answer(caller, &state, body, Command::AcceptConnection { id }).await
 }
 
 async fn reject(
     caller: Caller,
-    state: State<AppState>,
+    State(state): State<AppState>,
     Path(id): Path<String>,
-    body: JsonBody<Empty>,
+    body: JsonBody<Rejection>,
 ) -> ApiResult<Response> {
-    answer(caller, state, &id, body, false).await
+    let id = answerable(&caller, &id)?;
+    let reason = body.value.reason.clone();
+    answer(
+        caller,
+        &state,
+        body,
+        Command::RejectConnection { id, reason },
+    )
+    .await
 }
 
-async fn answer(
+fn answerable(caller: &Caller, id: &str) -> ApiResult<ConnectionId> {
+    require_write(caller)?;
+    path_id(id, "connection")
+}
+
+async fn answer<T>(
     caller: Caller,
-    State(state): State<AppState>,
-    id: &str,
-    body: JsonBody<Empty>,
-    accept: bool,
+    state: &AppState,
+    body: JsonBody<T>,
+    command: Command,
 ) -> ApiResult<Response> {
-    require_write(&caller)?;
-    let id: ConnectionId = path_id(id, "connection")?;
-    let command = if accept {
-        Command::AcceptConnection { id }
-    } else {
-        Command::RejectConnection { id }
-    };
     execute(
-        &state,
+        state,
         Request {
             actor: caller.actor(),
             request_id: body.request_id,
@@ -132,7 +146,10 @@ async fn get_one(
     let c = state
         .sql(|c| queries::access::connection_of(c, org, id))?
         .ok_or(ApiError::NotFound("connection"))?;
-    Ok(json_value(&views::connection(&c)))
+    Ok(json_value(&views::connection(
+        &c.link,
+        c.rejection_reason.as_deref(),
+    )))
 }
 
 async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
@@ -149,7 +166,10 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
     let (items, next) =
         state.sql(|c| queries::access::connections_of(c, org, status.as_deref(), &page))?;
     Ok(json_value(&json!({
-        "data": items.iter().map(views::connection).collect::<Vec<_>>(),
+        "data": items
+            .iter()
+            .map(|c| views::connection(&c.link, c.rejection_reason.as_deref()))
+            .collect::<Vec<_>>(),
         "nextCursor": next.as_deref().map(paging::encode_cursor),
     })))
 }

@@ -165,6 +165,7 @@ pub enum Command {
     },
     RejectConnection {
         id: ConnectionId,
+        reason: Option<String>,
     },
 
     // invoices

@@ -129,7 +129,9 @@ impl Ledger {
                     },
                 );
             }
-            ConnectionAccepted { id } | ConnectionRejected { id } => {
+            ConnectionAccepted { id }
+            | ConnectionRejected { id }
+            | ConnectionRejectedBecause { id, .. } => {
                 let c = self
                     .connections
                     .get_mut(id)

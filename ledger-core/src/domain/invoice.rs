@@ -160,6 +160,13 @@ pub fn bounded_text(field: &str, value: &str, max: usize) -> Result<String, Doma
     Ok(value.to_string())
 }
 
+/// An optional free text, bounded like every other.
+pub fn optional_text(field: &str, value: Option<&str>) -> Result<Option<String>, DomainError> {
+    value
+        .map(|v| bounded_text(field, v, MAX_TEXT_CHARS))
+        .transpose()
+}
+
 pub fn required_text(field: &str, value: &str, max: usize) -> Result<String, DomainError> {
     if value.trim().is_empty() {
         return Err(DomainError::Validation(format!("{field} is required")));

@@ -420,20 +420,20 @@ impl Ledger {
             Command::RequestConnection { counterparty, role } => {
                 self.decide_request_connection(org, *counterparty, *role, ctx)
             }
-            Command::AcceptConnection { id } | Command::RejectConnection { id } => {
-                let c = need(
-                    self.connections
-                        .get(id)
-                        .filter(|c| c.party_of(org).is_some()),
-                    "connection",
-                )?;
-                c.check_answer(org)?;
-                let event = if matches!(command, Command::AcceptConnection { .. }) {
-                    Event::ConnectionAccepted { id: *id }
-                } else {
-                    Event::ConnectionRejected { id: *id }
-                };
-                Ok((Outcome::Connection(*id), vec![event]))
+            Command::AcceptConnection { id } => {
+                self.answerable_connection(org, *id)?;
+                Ok((
+                    Outcome::Connection(*id),
+                    vec![Event::ConnectionAccepted { id: *id }],
+                ))
+            }
+            Command::RejectConnection { id, reason } => {
+                self.answerable_connection(org, *id)?;
+                let reason = invoice::optional_text("reason", reason.as_deref())?;
+                Ok((
+                    Outcome::Connection(*id),
+                    vec![Event::ConnectionRejectedBecause { id: *id, reason }],
+                ))
             }
             Command::CreateInvoice(new) => self.decide_create_invoice(org, new, ctx),
             Command::UpdateInvoice { id, patch } => {
@@ -782,6 +782,22 @@ impl Ledger {
         id
     }
 
+    /// The connection `org` may answer now: a party to it, not the one that
+    /// asked, and still pending.
+    fn answerable_connection(
+        &self,
+        org: OrganizationId,
+        id: ConnectionId,
+    ) -> Result<(), DomainError> {
+        let c = need(
+            self.connections
+                .get(&id)
+                .filter(|c| c.party_of(org).is_some()),
+            "connection",
+        )?;
+        c.check_answer(org)
+    }
+
     fn decide_request_connection(
         &self,
         org: OrganizationId,
@@ -1023,10 +1039,7 @@ impl Ledger {
             }
             InvoiceAction::Cancel { reason } => {
                 inv.check_cancel(party)?;
-                let reason = match reason {
-                    Some(r) => Some(invoice::bounded_text("reason", r, invoice::MAX_TEXT_CHARS)?),
-                    None => None,
-                };
+                let reason = invoice::optional_text("reason", reason.as_deref())?;
                 vec![Event::InvoiceCancelled {
                     id,
                     by: party,

@@ -263,7 +263,9 @@ fn apply(c: &Connection, pending: &mut Pending, r: &RecordedEvent) -> Result<(),
             let l = only(created(&r.event, at)?.connections, "connections")?;
             rows::save_connection(c, &l, seq)
         }
-        ConnectionAccepted { id } | ConnectionRejected { id } => {
+        ConnectionAccepted { id }
+        | ConnectionRejected { id }
+        | ConnectionRejectedBecause { id, .. } => {
             let mut l: Link = load(c, "connections", id)?;
             l.status = if matches!(r.event, ConnectionAccepted { .. }) {
                 ConnectionStatus::Active
@@ -271,7 +273,14 @@ fn apply(c: &Connection, pending: &mut Pending, r: &RecordedEvent) -> Result<(),
                 ConnectionStatus::Rejected
             };
             l.updated_at = at;
-            rows::save_connection(c, &l, seq)
+            rows::save_connection(c, &l, seq)?;
+            match &r.event {
+                ConnectionRejectedBecause {
+                    reason: Some(reason),
+                    ..
+                } => rows::save_rejection_reason(c, l.id, reason),
+                _ => Ok(()),
+            }
         }
         InvoiceCreated { .. } => {
             let inv = Invoice::created(&r.event, at)

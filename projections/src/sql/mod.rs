@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// The migrations, in order. Version n is `MIGRATIONS[n - 1]`.
-pub const MIGRATIONS: [&str; 2] = [
+pub const MIGRATIONS: [&str; 3] = [
     include_str!("../../migrations/0001_read_models.sql"),
     include_str!("../../migrations/0002_webhook_outbox.sql"),
+    include_str!("../../migrations/0003_connection_reasons.sql"),
 ];
 
 /// The database file inside a data directory.

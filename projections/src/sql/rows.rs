@@ -18,6 +18,7 @@ use ledger_core::domain::payment::Payment;
 use ledger_core::domain::refund::Refund;
 use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::domain::withdrawal::Withdrawal;
+use ledger_core::ids::ConnectionId;
 use ledger_core::money::{Amount, Currency};
 use ledger_core::time::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -118,6 +119,46 @@ pub fn save_connection(c: &Connection, l: &Link, seq: u64) -> Result<(), SqlErro
         seq as i64,
         blob("connections", l.id, l)?
     ])?;
+    Ok(())
+}
+
+/// A connection as the API shows it: the resource, and why it was rejected
+/// (kept beside it, not in it: the resource's encoding predates reasons).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionRow {
+    pub link: Link,
+    pub rejection_reason: Option<String>,
+}
+
+/// The columns [`connection_row`] reads, in its order.
+pub const CONNECTION_COLUMNS: &str = "state, rejection_reason";
+
+/// A [`ConnectionRow`] from [`CONNECTION_COLUMNS`], the first at column `at`.
+pub fn connection_row(r: &rusqlite::Row<'_>, at: usize) -> Result<ConnectionRow, SqlError> {
+    let state: Vec<u8> = r.get(at)?;
+    Ok(ConnectionRow {
+        link: decode("connections", &state)?,
+        rejection_reason: r.get(at + 1)?,
+    })
+}
+
+pub fn load_connection(
+    c: &Connection,
+    id: ConnectionId,
+) -> Result<Option<ConnectionRow>, SqlError> {
+    let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = ?1");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows = stmt.query([id.to_string()])?;
+    rows.next()?.map(|r| connection_row(r, 0)).transpose()
+}
+
+pub fn save_rejection_reason(
+    c: &Connection,
+    id: ConnectionId,
+    reason: &str,
+) -> Result<(), SqlError> {
+    c.prepare_cached("UPDATE connections SET rejection_reason = ?2 WHERE id = ?1")?
+        .execute(params![id.to_string(), reason])?;
     Ok(())
 }
 

@@ -314,3 +314,76 @@ async fn connections_are_answered_by_the_counterparty_once() {
     assert_eq!(r.status, 400, "{}", r.text());
     r.client_error();
 }
+
+#[tokio::test]
+async fn a_connection_is_rejected_with_the_counterpartys_reason() {
+    let mut app = spawn_app().await;
+    let seller = app.create_org("S").await;
+    let buyer = app.create_org("B").await;
+    let ask =
+        |role: &'static str, to: String| json!({ "counterpartyOrganizationId": to, "role": role });
+
+    let with_reason = seller
+        .post("/api/v1/connections", ask("SELLER", buyer.id.clone()))
+        .await
+        .ok();
+    let id = s(&with_reason["id"]);
+    assert_eq!(with_reason["rejectionReason"], Value::Null);
+    let path = format!("/api/v1/connections/{id}/reject");
+
+    // Refused, and nothing changes: a reason too long, of the wrong type,
+    // or a field the route does not know.
+    for bad in [
+        json!({ "reason": "x".repeat(2001) }),
+        json!({ "reason": 42 }),
+        json!({ "reason": "fine", "why": "unknown field" }),
+    ] {
+        let r = buyer.post(&path, bad).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        r.client_error();
+    }
+    let still = buyer.get(&format!("/api/v1/connections/{id}")).await.ok();
+    assert_eq!(still["status"], "PENDING");
+
+    let reason = "We buy from a single distributor.\nNot now.";
+    let rejected = buyer.post(&path, json!({ "reason": reason })).await.ok();
+    assert_eq!(rejected["status"], "REJECTED");
+    assert_eq!(rejected["rejectionReason"], reason);
+    // Both parties see the reason, by id and in the list.
+    for org in [&seller, &buyer] {
+        let one = org.get(&format!("/api/v1/connections/{id}")).await.ok();
+        assert_eq!(one, rejected);
+        assert_eq!(
+            org.walk("/api/v1/connections", 50).await,
+            vec![rejected.clone()]
+        );
+    }
+
+    // Without a reason (and with no body at all) the reason is null.
+    let bare = buyer
+        .post("/api/v1/connections", ask("BUYER", seller.id.clone()))
+        .await
+        .ok();
+    let bare_id = s(&bare["id"]);
+    let rejected_bare = seller
+        .send(
+            Method::POST,
+            &format!("/api/v1/connections/{bare_id}/reject"),
+            &[],
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(rejected_bare["status"], "REJECTED");
+    assert_eq!(rejected_bare["rejectionReason"], Value::Null);
+
+    // The reason is history: read models rebuilt from the log show it too.
+    app.kill_now();
+    let data = app.data_dir().join("data");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(data.join(format!("read-models.sqlite{suffix}")));
+    }
+    app.start_again().await;
+    let seen = buyer.get(&format!("/api/v1/connections/{id}")).await.ok();
+    assert_eq!(seen, rejected);
+}

@@ -1,10 +1,9 @@
 //! Organizations' own small resources: API keys, connections, stored files.
 
 use super::PageRequest;
-use crate::sql::rows::decode;
+use crate::sql::rows::{connection_row, decode, ConnectionRow, CONNECTION_COLUMNS};
 use crate::sql::SqlError;
 use ledger_core::domain::api_key::ApiKey;
-use ledger_core::domain::connection::Connection as Link;
 use ledger_core::domain::file::StoredFile;
 use ledger_core::ids::{ApiKeyId, ConnectionId, FileId, OrganizationId};
 use rusqlite::types::Value as Sql;
@@ -68,24 +67,24 @@ pub fn connection_of(
     c: &Connection,
     org: OrganizationId,
     id: ConnectionId,
-) -> Result<Option<Link>, SqlError> {
-    one(
-        c,
-        "SELECT state FROM connections WHERE id = ?1
-           AND (seller_organization_id = ?2 OR buyer_organization_id = ?2)",
-        "connections",
-        &id.to_string(),
-        org,
-    )
+) -> Result<Option<ConnectionRow>, SqlError> {
+    let sql = format!(
+        "SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = ?1
+           AND (seller_organization_id = ?2 OR buyer_organization_id = ?2)"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![id.to_string(), org.to_string()])?;
+    rows.next()?.map(|r| connection_row(r, 0)).transpose()
 }
 
-/// Keyset page over rows ordered by id (ids are UUID v7: creation order).
-fn page_by_id<T: serde::de::DeserializeOwned>(
+/// Keyset page over rows ordered by id (ids are UUID v7: creation order):
+/// `select` starts with the id column, `row` reads the rest from column 1.
+fn page_by_id_with<T>(
     c: &Connection,
-    table: &'static str,
     select: &str,
     mut args: Vec<Sql>,
     page: &PageRequest<'_>,
+    row: impl Fn(&rusqlite::Row<'_>) -> Result<T, SqlError>,
 ) -> Result<(Vec<T>, Option<String>), SqlError> {
     let mut sql = select.to_owned();
     if let Some(after) = page.after_key {
@@ -99,8 +98,7 @@ fn page_by_id<T: serde::de::DeserializeOwned>(
     let mut items: Vec<(String, T)> = Vec::new();
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
-        let state: Vec<u8> = r.get(1)?;
-        items.push((id, decode(table, &state)?));
+        items.push((id, row(r)?));
     }
     let next = if items.len() > page.limit {
         items.truncate(page.limit);
@@ -111,23 +109,37 @@ fn page_by_id<T: serde::de::DeserializeOwned>(
     Ok((items.into_iter().map(|(_, t)| t).collect(), next))
 }
 
+/// [`page_by_id_with`] over `SELECT id, state`: the resource as encoded.
+fn page_by_id<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    table: &'static str,
+    select: &str,
+    args: Vec<Sql>,
+    page: &PageRequest<'_>,
+) -> Result<(Vec<T>, Option<String>), SqlError> {
+    page_by_id_with(c, select, args, page, |r| {
+        let state: Vec<u8> = r.get(1)?;
+        decode(table, &state)
+    })
+}
+
 /// The connections `org` is party to, optionally of one status.
 pub fn connections_of(
     c: &Connection,
     org: OrganizationId,
     status: Option<&str>,
     page: &PageRequest<'_>,
-) -> Result<(Vec<Link>, Option<String>), SqlError> {
-    let mut select = String::from(
-        "SELECT id, state FROM connections
-         WHERE (seller_organization_id = ? OR buyer_organization_id = ?)",
+) -> Result<(Vec<ConnectionRow>, Option<String>), SqlError> {
+    let mut select = format!(
+        "SELECT id, {CONNECTION_COLUMNS} FROM connections
+         WHERE (seller_organization_id = ? OR buyer_organization_id = ?)"
     );
     let mut args = vec![Sql::Text(org.to_string()), Sql::Text(org.to_string())];
     if let Some(s) = status {
         select.push_str(" AND status = ?");
         args.push(Sql::Text(s.to_owned()));
     }
-    page_by_id(c, "connections", &select, args, page)
+    page_by_id_with(c, &select, args, page, |r| connection_row(r, 1))
 }
 
 /// The organization's files, not deleted.
