@@ -3,6 +3,7 @@
 use crate::api_log::ApiLogs;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::master_key::{self, MasterKey};
 use crate::metrics::Metrics;
 use crate::rate_limit::{AdminThrottle, RateLimiter};
 use crate::routes;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub admin_throttle: Arc<AdminThrottle>,
     pub api_logs: ApiLogs,
     pub files: Arc<dyn ObjectStore>,
+    /// Seals webhook signing secrets and kept answers carrying a secret.
+    pub master_key: Arc<MasterKey>,
 }
 
 impl AppState {
@@ -87,6 +90,22 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let (master_key, source) = MasterKey::load(config.master_key.as_deref(), &config.data_dir)
+        .context("loading the master key")?;
+    match source {
+        master_key::Source::CreatedFile(path) => tracing::warn!(
+            key = master_key.id(),
+            file = %path.display(),
+            "created a master key file (mode 0600): it encrypts the secrets at rest; back it up \
+             apart from the data, or set EXPEREON_MASTER_KEY instead"
+        ),
+        master_key::Source::File(path) => {
+            tracing::info!(key = master_key.id(), file = %path.display(), "master key from its file")
+        }
+        master_key::Source::Environment => {
+            tracing::info!(key = master_key.id(), "master key from EXPEREON_MASTER_KEY")
+        }
+    }
     let log = Arc::new(
         SledLog::open_with(
             config.data_dir.join("log"),
@@ -154,6 +173,7 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
             local_files,
             api_logs,
             files,
+            master_key: Arc::new(master_key),
         },
         writer,
     })

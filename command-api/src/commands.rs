@@ -3,6 +3,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::master_key::{self, MasterKey, Purpose};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ledger_core::domain::{Command, Outcome};
@@ -36,19 +37,62 @@ pub fn json_value<T: Serialize + ?Sized>(value: &T) -> Response {
 
 /// How a success is shown. Kept, with the outcome, in the idempotency record
 /// until the response is rendered, so a retry renders what the first call
-/// would have (secrets included: they exist nowhere else).
+/// would have (secrets included: they exist nowhere else, which is why they
+/// are kept sealed with the master key, and so is the answer showing them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum View {
     /// The resource the outcome names.
     Resource,
-    /// The resource plus the `secret` shown only now (API keys, webhook endpoints).
+    /// The resource plus the `secret` shown only now (API keys, webhook
+    /// endpoints); sealed, see [`View::with_secret`].
     WithSecret(String),
     /// The resource plus `"deleted": true`.
     Deleted,
-    /// `{organization, apiKey: {id, secret, permissions: ["*"]}}`.
+    /// `{organization, apiKey: {id, secret, permissions: ["*"]}}`; sealed.
     NewOrganization { secret: String },
     /// The DEPOSIT transaction as `GET /treasury/{orgId}/transactions/{id}` shows it.
     Deposit,
+}
+
+impl View {
+    pub fn with_secret(key: &MasterKey, secret: &str) -> View {
+        View::WithSecret(key.seal(Purpose::KeptAnswer, secret.as_bytes()))
+    }
+
+    pub fn new_organization(key: &MasterKey, secret: &str) -> View {
+        View::NewOrganization {
+            secret: key.seal(Purpose::KeptAnswer, secret.as_bytes()),
+        }
+    }
+
+    /// The view with its secret opened, and whether it had one (then the
+    /// answer rendered from it is kept sealed too).
+    fn opened(self, key: &MasterKey) -> Result<(View, bool), ApiError> {
+        let open = |s: &str| {
+            key.open_str(Purpose::KeptAnswer, s)
+                .map_err(|e| ApiError::internal("opening a kept secret", e))
+        };
+        Ok(match self {
+            View::WithSecret(s) => (View::WithSecret(open(&s)?), true),
+            View::NewOrganization { secret } => (
+                View::NewOrganization {
+                    secret: open(&secret)?,
+                },
+                true,
+            ),
+            other => (other, false),
+        })
+    }
+}
+
+/// A kept answer as the client gets it: opened if it was sealed.
+fn unsealed(key: &MasterKey, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+    if master_key::is_sealed(&body) {
+        key.open(Purpose::KeptAnswer, &body)
+            .map_err(|e| ApiError::internal("opening a kept answer", e))
+    } else {
+        Ok(body)
+    }
 }
 
 /// An error as a bulk result shows it.
@@ -274,20 +318,28 @@ async fn finish(
     key: Option<IdempotencyKey>,
     rendered: Rendered,
 ) -> Result<(u16, Vec<u8>), ApiError> {
+    let master_key = &state.master_key;
     if rendered.status != IdempotencyRecord::PENDING_RENDER {
-        return Ok((rendered.status, rendered.body));
+        return Ok((rendered.status, unsealed(master_key, rendered.body)?));
     }
     let recipe: Recipe = serde_json::from_slice(&rendered.body)
         .map_err(|e| ApiError::internal("decoding a kept answer", e))?;
+    let (view, secret) = recipe.view.opened(master_key)?;
+    let recipe = Recipe { view, ..recipe };
     let value = state.sql(|c| render_recipe(c, &recipe))?;
     let body = serde_json::to_vec(&value).map_err(|e| ApiError::internal("rendering", e))?;
     let Some(key) = key else {
         return Ok((200, body));
     };
+    let kept = if secret {
+        master_key.seal(Purpose::KeptAnswer, &body).into_bytes()
+    } else {
+        body
+    };
     let log = state.log.clone();
     let completed = tokio::task::spawn_blocking(move || match log.idempotency(&key)? {
         Some(pending) if pending.is_pending_render() => {
-            log.complete_idempotency(&pending, 200, body).map(Some)
+            log.complete_idempotency(&pending, 200, kept).map(Some)
         }
         other => Ok(other),
     })
@@ -295,7 +347,9 @@ async fn finish(
     .map_err(|e| ApiError::internal("keeping the answer", e))?
     .map_err(|e| ApiError::internal("keeping the answer", e))?;
     match completed {
-        Some(record) if !record.is_pending_render() => Ok((record.status, record.body)),
+        Some(record) if !record.is_pending_render() => {
+            Ok((record.status, unsealed(master_key, record.body)?))
+        }
         _ => Err(ApiError::Internal("the kept answer vanished".into())),
     }
 }

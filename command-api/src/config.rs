@@ -16,6 +16,10 @@ pub struct Config {
     /// Operator token; admin routes answer 404 when unset.
     #[arg(long, env = "EXPEREON_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// Key that encrypts secrets at rest (64 hex digits); unset: the key
+    /// file `master.key` in the data directory, created on first start.
+    #[arg(long, env = "EXPEREON_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
     /// Delays between webhook attempts.
     #[arg(long, env = "EXPEREON_WEBHOOK_RETRY_SCHEDULE", default_value = "1m,5m,30m,2h,12h", value_parser = parse_schedule)]
     pub webhook_retry_schedule: Schedule,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod export;
 pub mod input;
 pub mod listener;
+pub mod master_key;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;
@@ -38,6 +39,8 @@ pub mod cli {
         command: Cmd,
     }
 
+    // Parsed once at start: the size of the settings' variant costs nothing.
+    #[allow(clippy::large_enum_variant)]
     #[derive(Subcommand)]
     enum Cmd {
         /// Serve the REST API on the embedded store.

@@ -54,7 +54,7 @@ async fn create_organization(
     body: JsonBody<CreateOrganization>,
 ) -> ApiResult<Response> {
     let (secret, hash) = new_secret("es_");
-    let render = render_view(View::NewOrganization { secret });
+    let render = render_view(View::new_organization(&state.master_key, &secret));
     execute(
         &state,
         Request {
@@ -276,7 +276,21 @@ pub fn event_line(
     })
 }
 
+/// The payload of an event, signing secrets withheld: the operator has no
+/// route that shows a tenant's secret, so the event stream shows none either
+/// (new ones are sealed anyway; logs from before sealing hold them in clear,
+/// in `encoded` too, which must stay the stored bytes for the chain).
 fn event_data(event: &Event) -> serde_json::Value {
+    let mut data = event_payload(event);
+    if let serde_json::Value::Object(m) = &mut data {
+        if let Some(secret) = m.get_mut("secret") {
+            *secret = serde_json::Value::String("[withheld]".into());
+        }
+    }
+    data
+}
+
+fn event_payload(event: &Event) -> serde_json::Value {
     // Externally tagged: `{ "InvoiceCreated": {...} }`; the payload alone
     // reads better. (The tag is the variant's, which is not always the type
     // name: `ConnectionRejectedBecause` is a `ConnectionRejected`.)

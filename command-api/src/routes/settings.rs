@@ -71,7 +71,7 @@ async fn create_key(
         })
         .transpose()?;
     let (secret, secret_hash) = new_secret("es_");
-    let render = render_view(View::WithSecret(secret));
+    let render = render_view(View::with_secret(&state.master_key, &secret));
     execute(
         &state,
         Request {

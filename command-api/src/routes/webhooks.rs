@@ -10,6 +10,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::commands::{execute, json_value, render_view, Request, View};
 use crate::error::{ApiError, ApiResult};
+use crate::master_key::Purpose;
 use crate::paging;
 use crate::views;
 use crate::webhooks::{signing, ssrf};
@@ -110,9 +111,15 @@ fn own_endpoint(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<Webho
         .ok_or(ApiError::NotFound("webhook endpoint"))
 }
 
-/// The endpoint view with its secret added (create and rotate only).
-fn render_with_secret(secret: String) -> ledger_core::engine::Render {
-    render_view(View::WithSecret(secret))
+/// A new signing secret: sealed for the log, and the endpoint view that
+/// shows it once (create and rotate only).
+fn new_signing_secret(state: &AppState) -> (String, ledger_core::engine::Render) {
+    let secret = signing::new_secret();
+    let sealed = state
+        .master_key
+        .seal(Purpose::WebhookSecret, secret.as_bytes());
+    let render = render_view(View::with_secret(&state.master_key, &secret));
+    (sealed, render)
 }
 
 pub fn delivery_view(d: &Delivery) -> Value {
@@ -155,7 +162,7 @@ async fn create(
     let url = check_url(&state, &v.url).await?;
     let events = check_events(v.events)?;
     let description = check_description(v.description)?;
-    let secret = signing::new_secret();
+    let (secret, render) = new_signing_secret(&state);
     execute(
         &state,
         Request {
@@ -166,9 +173,9 @@ async fn create(
                 url,
                 events,
                 description,
-                secret: secret.clone(),
+                secret,
             },
-            render: render_with_secret(secret),
+            render,
         },
     )
     .await
@@ -297,7 +304,7 @@ async fn rotate_secret(
 ) -> ApiResult<Response> {
     caller.require(Permission::SettingsWrite)?;
     let endpoint = own_endpoint(&state, &caller, &id)?;
-    let secret = signing::new_secret();
+    let (secret, render) = new_signing_secret(&state);
     let previous_valid_until = state.clock.now().plus_seconds(ROTATION_OVERLAP_SECONDS);
     execute(
         &state,
@@ -307,10 +314,10 @@ async fn rotate_secret(
             fingerprint: body.fingerprint,
             command: Command::RotateWebhookSecret {
                 id: endpoint.id,
-                secret: secret.clone(),
+                secret,
                 previous_valid_until,
             },
-            render: render_with_secret(secret),
+            render,
         },
     )
     .await

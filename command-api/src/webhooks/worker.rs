@@ -16,6 +16,7 @@
 //! invalidate when a rotation, an update or a deletion commits.
 
 use crate::app::AppState;
+use crate::master_key::{MasterKey, Purpose, SealError};
 use crate::webhooks::{signing, ssrf};
 use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::ids::WebhookEndpointId;
@@ -273,15 +274,20 @@ fn not_sent(now: Timestamp, why: &str) -> Outcome {
 }
 
 /// The secrets that sign now: the current one, and the rotated-out one while
-/// it is still valid.
-pub fn signing_secrets(e: &WebhookEndpoint, now: Timestamp) -> Vec<&str> {
-    let mut secrets = vec![e.secret.as_str()];
+/// it is still valid; opened with the master key (or as they are, if written
+/// in clear before secrets were sealed).
+pub fn signing_secrets(
+    key: &MasterKey,
+    e: &WebhookEndpoint,
+    now: Timestamp,
+) -> Result<Vec<String>, SealError> {
+    let mut secrets = vec![key.open_str(Purpose::WebhookSecret, &e.secret)?];
     if let Some((previous, until)) = &e.previous_secret {
         if *until > now {
-            secrets.push(previous.as_str());
+            secrets.push(key.open_str(Purpose::WebhookSecret, previous)?);
         }
     }
-    secrets
+    Ok(secrets)
 }
 
 async fn send(
@@ -328,13 +334,14 @@ async fn send(
         Ok(c) => c,
         Err(e) => return failed(format!("http client: {e}"), None, None),
     };
+    let secrets = match signing_secrets(&state.master_key, endpoint, now) {
+        Ok(s) => s,
+        // Not sent unsigned; retried, as the key may be put right.
+        Err(e) => return failed(format!("the signing secret does not open: {e}"), None, None),
+    };
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let timestamp = now.as_micros().div_euclid(1_000_000);
-    let signature = signing::signature_header(
-        &signing_secrets(endpoint, now),
-        &d.event_id,
-        timestamp,
-        &d.payload,
-    );
+    let signature = signing::signature_header(&secrets, &d.event_id, timestamp, &d.payload);
     let request = client
         .post(url)
         .header("content-type", "application/json")

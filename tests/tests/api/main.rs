@@ -14,6 +14,7 @@ mod listing;
 mod observability;
 mod read_models;
 mod restart;
+mod secrets;
 #[allow(dead_code)]
 mod support;
 mod transitions;

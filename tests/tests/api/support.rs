@@ -515,6 +515,12 @@ impl TestApp {
         app
     }
 
+    /// One more `EXPEREON_*` setting, from the next start on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+        self.extra_env.push((key.to_owned(), value.to_owned()));
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
     }
