@@ -423,3 +423,47 @@ fn describe(e: &reqwest::Error) -> String {
         format!("{kind}: {detail}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_core::ids::{OrganizationId, WebhookEndpointId};
+
+    fn endpoint(secret: String, previous: Option<(String, Timestamp)>) -> WebhookEndpoint {
+        WebhookEndpoint {
+            id: WebhookEndpointId::from_uuid(uuid::Uuid::nil()),
+            organization_id: OrganizationId::from_uuid(uuid::Uuid::nil()),
+            url: "https://example.com/hook".into(),
+            events: vec!["*".into()],
+            description: None,
+            enabled: true,
+            secret,
+            previous_secret: previous,
+            deleted: false,
+            created_at: Timestamp::from_micros(0),
+            updated_at: Timestamp::from_micros(0),
+        }
+    }
+
+    #[test]
+    fn sealed_and_clear_secrets_sign_and_a_lapsed_previous_one_does_not() {
+        let key = MasterKey::from_bytes(&[3; 32]);
+        let sealed = key.seal(Purpose::WebhookSecret, b"whsec_new");
+        let until = Timestamp::from_micros(1_000);
+        // A secret written in clear, before sealing, signs as it is.
+        let e = endpoint(sealed, Some(("whsec_old".into(), until)));
+        assert_eq!(
+            signing_secrets(&key, &e, Timestamp::from_micros(999)).unwrap(),
+            ["whsec_new", "whsec_old"]
+        );
+        assert_eq!(signing_secrets(&key, &e, until).unwrap(), ["whsec_new"]);
+        // A secret sealed under another key is an error, never a signature.
+        let other = MasterKey::from_bytes(&[4; 32]);
+        assert!(signing_secrets(&other, &e, until).is_err());
+        let e = endpoint(
+            "whsec_new".into(),
+            Some((key.seal(Purpose::KeptAnswer, b"x"), until)),
+        );
+        assert!(signing_secrets(&key, &e, Timestamp::from_micros(0)).is_err());
+    }
+}
