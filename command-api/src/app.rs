@@ -181,30 +181,16 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
 
 /// Local files under the data dir, or S3-compatible storage when configured.
 fn object_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    match config.storage_url.as_deref().filter(|u| !u.is_empty()) {
-        None => {
-            let dir = config.data_dir.join("files");
+    use crate::backup::files::{storage, Storage};
+    match storage(&config.data_dir, config.storage_url.as_deref())? {
+        Storage::Local(dir) => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             Ok(Arc::new(
                 object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .context("opening the file store")?,
             ))
         }
-        Some(url) => {
-            let rest = url.strip_prefix("s3://").ok_or_else(|| {
-                anyhow::anyhow!("EXPEREON_STORAGE_URL must be s3://bucket[/prefix]")
-            })?;
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let s3 = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .context("configuring S3 storage")?;
-            if prefix.is_empty() {
-                Ok(Arc::new(s3))
-            } else {
-                Ok(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)))
-            }
-        }
+        Storage::Object { store, .. } => Ok(store),
     }
 }
 

@@ -1,12 +1,16 @@
 //! Scheduled work driven by the injected clock: idempotency retention,
-//! `payment.due`, auto-archive.
+//! `payment.due`, auto-archive; and, once at start, the check of stored
+//! files against their `FileStored` events.
 
 use crate::app::AppState;
+use crate::backup::files::{self, FileFact, Problem};
+use crate::metrics::FilesCheckState;
 use ledger_core::domain::Command;
 use ledger_core::engine::Submission;
 use ledger_core::events::Actor;
 use ledger_core::log::EventLog;
 use projections::sql::queries;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 const TICK: Duration = Duration::from_secs(1);
@@ -15,6 +19,8 @@ const MAX_PER_TICK: usize = 500;
 
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // Ends with this task when the server stops.
+        let _check = AbortOnDrop(tokio::spawn(verify_files_at_start(state.clone())));
         let mut ticks: u64 = 0;
         loop {
             tokio::time::sleep(TICK).await;
@@ -92,4 +98,114 @@ async fn scheduled_invoices(state: &AppState) {
     if let Err(e) = submitted {
         tracing::warn!(error = %e, "scheduled invoice work");
     }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Files listed per read-model query.
+const FILES_PAGE: usize = 500;
+
+/// Checks every live file against the size and SHA-256 of its `FileStored`
+/// event, in the background: a restored server must say loudly which
+/// attachments its backup lacked, but hashing a large store may take long
+/// and start-up must not wait for it. Local files are hashed; objects in
+/// object storage only checked for existence and size (hashing would
+/// download the bucket at every start). Findings go to the log (a warning
+/// per file), `/metrics` and `/healthz`.
+async fn verify_files_at_start(state: AppState) {
+    let check = &state.metrics.files;
+    if !state.config.verify_files_at_start {
+        check.set_state(FilesCheckState::Off);
+        return;
+    }
+    check.set_state(FilesCheckState::Running);
+    let started = std::time::Instant::now();
+    let mut after = None;
+    let mut failed = None;
+    'pages: loop {
+        let page = match state.sql(|c| queries::access::live_files(c, after, FILES_PAGE)) {
+            Ok(page) => page,
+            Err(e) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        };
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for file in &page {
+            let fact = FileFact::from(file);
+            let verdict = match state.local_files.clone() {
+                Some(root) => {
+                    let f = fact.clone();
+                    match tokio::task::spawn_blocking(move || files::check_local(&root, &f)).await {
+                        Ok(verdict) => verdict,
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            break 'pages;
+                        }
+                    }
+                }
+                None => files::check_object(state.files.as_ref(), &fact, false).await,
+            };
+            check.checked.fetch_add(1, Relaxed);
+            let Err(problem) = verdict else { continue };
+            // Deleted meanwhile: its bytes went with it, as they should.
+            let live = state
+                .sql(|c| queries::access::file(c, fact.id))
+                .map(|f| f.is_some_and(|f| !f.deleted))
+                .unwrap_or(true);
+            if !live {
+                continue;
+            }
+            let counter = if problem.is_missing() {
+                &check.missing
+            } else {
+                &check.corrupt
+            };
+            counter.fetch_add(1, Relaxed);
+            report(&fact, &problem);
+        }
+    }
+    check.set_state(FilesCheckState::Done);
+    let (checked, missing, corrupt) = (
+        check.checked.load(Relaxed),
+        check.missing.load(Relaxed),
+        check.corrupt.load(Relaxed),
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(error) = failed {
+        tracing::error!(%error, checked, missing, corrupt, "the check of stored files stopped early");
+    } else if missing + corrupt > 0 {
+        tracing::warn!(
+            checked,
+            missing,
+            corrupt,
+            seconds,
+            "stored files do not match their FileStored events: restore them from a backup \
+             (`expereon verify-files` lists them with the server stopped)"
+        );
+    } else {
+        tracing::info!(
+            checked,
+            seconds,
+            "every stored file matches its FileStored event"
+        );
+    }
+}
+
+fn report(fact: &FileFact, problem: &Problem) {
+    tracing::warn!(
+        file = %fact.key(),
+        filename = %fact.filename,
+        size = fact.size,
+        sha256 = %hex::encode(fact.sha256),
+        problem = %problem,
+        "a stored file does not match its FileStored event"
+    );
 }

@@ -67,6 +67,10 @@ pub struct Config {
     /// `s3://bucket[/prefix]` (credentials and endpoint from the usual AWS_* variables).
     #[arg(long, env = "EXPEREON_STORAGE_URL")]
     pub storage_url: Option<String>,
+    /// At start, check every stored file against the size and SHA-256 of
+    /// its `FileStored` event, in the background (`/metrics`, `/healthz`).
+    #[arg(long, env = "EXPEREON_VERIFY_FILES_AT_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify_files_at_start: bool,
     /// How long API log records are kept.
     #[arg(long, env = "EXPEREON_API_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub api_log_retention: Duration,

@@ -45,8 +45,10 @@ pub mod cli {
     enum Cmd {
         /// Serve the REST API on the embedded store.
         Serve(Config),
-        /// Copy the event log, hot through the admin API or from a stopped data dir.
+        /// Copy the event log and stored files, hot through the admin API or from a stopped data dir.
         Backup(crate::backup::BackupArgs),
+        /// Check every stored file the log references against its size and SHA-256 (server stopped, or a backup).
+        VerifyFiles(crate::backup::files::VerifyFilesArgs),
     }
 
     pub fn main() -> anyhow::Result<()> {
@@ -66,6 +68,7 @@ pub mod cli {
                 runtime.block_on(crate::app::serve(config))
             }
             Cmd::Backup(args) => crate::backup::run(args),
+            Cmd::VerifyFiles(args) => crate::backup::files::verify_files(args),
         }
     }
 }

@@ -32,6 +32,9 @@ pub const FILE: &str = "master.key";
 /// Beside the data: the id of the key its secrets are sealed with, so a start
 /// with another key fails instead of answering with secrets it cannot open.
 pub const ID_FILE: &str = "master.key.id";
+/// The admin event stream names the key in this header, so a hot backup
+/// records it too: a restore with another key (or none) refuses to start.
+pub const ID_HEADER: &str = "x-expereon-master-key-id";
 
 const PREFIX: &str = "sealed:v1:";
 const NONCE_BYTES: usize = 24;
@@ -105,7 +108,22 @@ impl MasterKey {
                 Self::from_hex(hex).with_context(|| format!("{ENV} is not a key"))?,
                 Source::Environment,
             ),
-            None => Self::from_file(&data_dir.join(FILE))?,
+            None => {
+                let file = data_dir.join(FILE);
+                let recorded = data_dir.join(ID_FILE);
+                if !file.exists() && recorded.exists() {
+                    // Sealed already (a restored backup, say): a new key
+                    // would open none of it.
+                    let id = std::fs::read_to_string(&recorded).unwrap_or_default();
+                    bail!(
+                        "this data directory's secrets are sealed with master key {}, and its \
+                         key file {} is missing: put the key back, or set {ENV}",
+                        id.trim(),
+                        file.display()
+                    );
+                }
+                Self::from_file(&file)?
+            }
         };
         key.check_id_file(&data_dir.join(ID_FILE))?;
         Ok((key, source))
@@ -159,13 +177,7 @@ impl MasterKey {
                 recorded.trim(),
                 self.id
             ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut file = std::fs::File::create(path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                writeln!(file, "{}", self.id)?;
-                file.sync_all()?;
-                sync_parent(path)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_id_file(path, &self.id),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
@@ -237,6 +249,15 @@ pub fn is_sealed(stored: &[u8]) -> bool {
     stored.starts_with(PREFIX.as_bytes())
 }
 
+/// Records, durably, which key a data directory's secrets are sealed with.
+pub fn write_id_file(path: &Path, id: &str) -> anyhow::Result<()> {
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{id}")?;
+    file.sync_all()?;
+    sync_parent(path)
+}
+
 fn sync_parent(path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
@@ -291,6 +312,14 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_names_the_key_and_never_shows_it() {
+        let k = key(5);
+        let shown = format!("{k:?}");
+        assert!(shown.contains(k.id()), "{shown}");
+        assert!(!shown.contains(&hex::encode([5u8; 32])), "{shown}");
+    }
+
+    #[test]
     fn a_value_in_clear_is_format_1_and_reads_as_it_is() {
         assert_eq!(
             key(1)
@@ -327,6 +356,12 @@ mod tests {
         .unwrap();
         let loose = MasterKey::load(None, dir.path()).unwrap_err();
         assert!(format!("{loose:#}").contains("chmod 600"), "{loose:#}");
+
+        // The key file lost: no new key is made for sealed data.
+        std::fs::remove_file(dir.path().join(FILE)).unwrap();
+        let lost = MasterKey::load(None, dir.path()).unwrap_err();
+        assert!(format!("{lost:#}").contains(first.id()), "{lost:#}");
+        assert!(!dir.path().join(FILE).exists());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicU8};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,6 +24,89 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
     commands: Mutex<BTreeMap<&'static str, u64>>,
+    /// The start-up check of stored files against their `FileStored` facts.
+    pub files: FilesCheck,
+}
+
+/// Progress and findings of the start-up files check (`background.rs`).
+#[derive(Default)]
+pub struct FilesCheck {
+    state: AtomicU8,
+    pub checked: AtomicU64,
+    /// Absent, or present but unreadable.
+    pub missing: AtomicU64,
+    /// Present with another size or SHA-256 than recorded.
+    pub corrupt: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilesCheckState {
+    Off,
+    Running,
+    Done,
+}
+
+impl FilesCheck {
+    pub fn set_state(&self, state: FilesCheckState) {
+        let v = match state {
+            FilesCheckState::Off => 0,
+            FilesCheckState::Running => 1,
+            FilesCheckState::Done => 2,
+        };
+        self.state.store(v, Relaxed);
+    }
+
+    pub fn state(&self) -> FilesCheckState {
+        match self.state.load(Relaxed) {
+            1 => FilesCheckState::Running,
+            2 => FilesCheckState::Done,
+            _ => FilesCheckState::Off,
+        }
+    }
+
+    /// As `/healthz` shows it.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "check": match self.state() {
+                FilesCheckState::Off => "off",
+                FilesCheckState::Running => "running",
+                FilesCheckState::Done => "done",
+            },
+            "checked": self.checked.load(Relaxed),
+            "missing": self.missing.load(Relaxed),
+            "corrupt": self.corrupt.load(Relaxed),
+        })
+    }
+
+    fn render(&self, out: &mut String) {
+        let gauges = [
+            (
+                "expereon_files_check_running",
+                "1 while the start-up check of stored files runs.",
+                u64::from(self.state() == FilesCheckState::Running),
+            ),
+            (
+                "expereon_files_checked",
+                "Stored files the start-up check has verified against their FileStored event.",
+                self.checked.load(Relaxed),
+            ),
+            (
+                "expereon_files_missing",
+                "Live files found absent or unreadable by the start-up check.",
+                self.missing.load(Relaxed),
+            ),
+            (
+                "expereon_files_corrupt",
+                "Live files found with another size or SHA-256 than their FileStored event.",
+                self.corrupt.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
 }
 
 impl Metrics {
@@ -56,7 +141,6 @@ impl Metrics {
         projection_seq: u64,
         engine: &ledger_core::engine::EngineStats,
     ) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -189,6 +273,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE expereon_projection_sequence gauge");
         let _ = writeln!(out, "expereon_projection_sequence {projection_seq}");
+        self.files.render(&mut out);
         out
     }
 }

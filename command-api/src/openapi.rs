@@ -564,6 +564,16 @@ pub static OPERATIONS: &[Op] = &[
         ..BASE
     },
     Op {
+        path: "/api/v1/admin/files/{id}",
+        operation_id: "downloadFileAsAdmin",
+        tag: ADMIN,
+        summary: "Download any stored file",
+        description: "Operator only, for `expereon backup`. The bytes of any organization's file that is not deleted, as `GET /storage/{id}` serves them. `HEAD` answers whether the stored object exists, its size in `Content-Length`, and, like `GET`, says in `X-Expereon-Storage` where files are kept (`local` or `object`). `404` when the file is unknown, deleted, or its object is missing.",
+        auth: Auth::Admin,
+        success: Success::File,
+        ..BASE
+    },
+    Op {
         path: "/api/v1/admin/clock",
         operation_id: "getClock",
         tag: ADMIN,
@@ -2969,6 +2979,15 @@ pub fn schemas() -> Value {
                 "logSequence": int("Last sequence number in the event log."),
                 "projectionSequence": int("Last sequence number the read models applied."),
                 "projectionFault": nullable(string("Why the read models cannot be written now; null while they keep up.")),
+                "files": resource(
+                    "The start-up check of stored files against the size and SHA-256 of their `FileStored` events (`EXPEREON_VERIFY_FILES_AT_START`). Informative: missing files do not make the status `unavailable`.",
+                    json!({
+                        "check": { "type": "string", "enum": ["off", "running", "done"] },
+                        "checked": int("Files verified so far."),
+                        "missing": int("Files absent or unreadable."),
+                        "corrupt": int("Files with another size or SHA-256 than recorded."),
+                    }),
+                ),
             }),
         ),
     );

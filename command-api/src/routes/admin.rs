@@ -9,7 +9,7 @@ use crate::commands::{execute, render_view, Request, View};
 use crate::error::{ApiError, ApiResult};
 
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{header, HeaderName};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -250,7 +250,17 @@ async fn events(_: Admin, State(state): State<AppState>, q: Query) -> ApiResult<
     })
     .await
     .map_err(|e| ApiError::internal("event stream task", e))??;
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (
+                HeaderName::from_static(crate::master_key::ID_HEADER),
+                state.master_key.id(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// One event as auditors see it: the envelope, the decoded event, and the

@@ -28,6 +28,9 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         "logSequence": state.log.head().last_seq,
         "projectionSequence": state.projections.applied(),
         "projectionFault": fault,
+        // Informative only: a missing file is the operator's to restore, and
+        // taking the server out of rotation would not bring it back.
+        "files": state.metrics.files.json(),
     }));
     (status, body)
 }

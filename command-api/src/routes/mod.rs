@@ -35,6 +35,7 @@ pub fn api_router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/openapi.json", axum::routing::get(crate::openapi::serve))
         .merge(admin::router())
+        .merge(storage::admin_router())
         .merge(clock::router())
         .merge(organization_routes)
 }

@@ -4,7 +4,7 @@
 
 use super::{path_id, Query};
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Admin, Caller};
 use crate::body::IDEMPOTENCY_KEY_HEADER;
 use crate::commands::{execute, json_value, render_outcome, Request as CommandRequest};
 use crate::error::{ApiError, ApiResult};
@@ -12,15 +12,17 @@ use crate::paging;
 use crate::views;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use ledger_core::domain::file::StoredFile;
 use ledger_core::domain::Command;
 use ledger_core::events::Permission;
 use ledger_core::ids::{FileId, OrganizationId, RequestId};
+use ledger_core::log::EventLog;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
 use projections::sql::queries;
@@ -42,6 +44,18 @@ pub fn router() -> Router<AppState> {
         .route("/storage/{id}", get(download).delete(remove))
         .route("/storage/{id}/metadata", get(metadata))
 }
+
+/// The operator's route, outside the organizations' rate limits: `expereon
+/// backup` reads every file through it.
+pub fn admin_router() -> Router<AppState> {
+    Router::new().route("/admin/files/{id}", get(admin_download))
+}
+
+/// Says where files are kept (`local` or `object`) on every answer of the
+/// admin route, a 404 included: a backup copies local files and only checks
+/// those in object storage, and a 404 without it comes from a server that
+/// does not have the route.
+pub const STORAGE_HEADER: &str = "x-expereon-storage";
 
 pub fn object_path(org: OrganizationId, id: FileId) -> ObjectPath {
     ObjectPath::from(format!("files/{org}/{id}"))
@@ -355,11 +369,16 @@ async fn download(
         .map_err(|e| ApiError::internal("reading stored file", e))?;
     let stream = got.into_stream().map(|r| r.map_err(std::io::Error::other));
     let mut response = Body::from_stream(stream).into_response();
+    file_headers(&mut response, &file, file.size);
+    Ok(response)
+}
+
+fn file_headers(response: &mut Response, file: &StoredFile, length: u64) {
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&file.content_type) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if let Ok(v) = HeaderValue::from_str(&content_disposition(&file.filename)) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -367,6 +386,60 @@ async fn download(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
+}
+
+/// `GET|HEAD /admin/files/{id}`: any organization's live file.
+async fn admin_download(
+    _: Admin,
+    State(state): State<AppState>,
+    method: Method,
+    Path(id): Path<String>,
+) -> Response {
+    let kind = if state.local_files.is_some() {
+        "local"
+    } else {
+        "object"
+    };
+    let mut response = admin_file(&state, &method, &id)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    response
+        .headers_mut()
+        .insert(STORAGE_HEADER, HeaderValue::from_static(kind));
+    response
+}
+
+async fn admin_file(state: &AppState, method: &Method, id: &str) -> ApiResult<Response> {
+    let id: FileId = path_id(id, "file")?;
+    // A backup learns of files from the log itself, which may be a batch
+    // ahead of the read models.
+    let head = state.log.head().last_seq;
+    let _ = state
+        .projections
+        .wait_for(head, state.config.projection_wait)
+        .await;
+    let file = state
+        .sql(|c| queries::access::file(c, id))?
+        .filter(|f| !f.deleted)
+        .ok_or(ApiError::NotFound("file"))?;
+    let path = object_path(file.organization_id, file.id);
+    let stored = |e: object_store::Error| match e {
+        object_store::Error::NotFound { .. } => ApiError::NotFound("file"),
+        e => ApiError::internal("reading stored file", e),
+    };
+    if *method == Method::HEAD {
+        let meta = state.files.head(&path).await.map_err(stored)?;
+        let mut response = Body::empty().into_response();
+        file_headers(&mut response, &file, meta.size);
+        return Ok(response);
+    }
+    let got = state.files.get(&path).await.map_err(stored)?;
+    // The object's own length, not the recorded one: a copy that differs
+    // must arrive whole for the backup to see how.
+    let length = got.meta.size;
+    let stream = got.into_stream().map(|r| r.map_err(std::io::Error::other));
+    let mut response = Body::from_stream(stream).into_response();
+    file_headers(&mut response, &file, length);
     Ok(response)
 }
 

@@ -224,11 +224,22 @@ pub fn copy_verified(
     source: impl Iterator<Item = Result<RawEvent, LogError>>,
     to: &dyn EventLog,
 ) -> Result<LogHead, LogError> {
-    const BATCH: usize = 10_000;
     if to.head().last_seq != 0 {
         return Err(LogError::Storage("the destination log is not empty".into()));
     }
-    let mut previous = GENESIS_HASH;
+    extend_verified(source, to)
+}
+
+/// Like [`copy_verified`], but continues a copy: `source` starts at the event
+/// after `to`'s head and must chain onto it. A hot backup uses it to take in
+/// events that happened while it copied files.
+pub fn extend_verified(
+    source: impl Iterator<Item = Result<RawEvent, LogError>>,
+    to: &dyn EventLog,
+) -> Result<LogHead, LogError> {
+    const BATCH: usize = 10_000;
+    let start = to.head();
+    let mut previous = start.last_hash;
     let mut batch = Vec::with_capacity(BATCH);
     let flush = |batch: &mut Vec<RecordedEvent>, expected: &Hash| -> Result<(), LogError> {
         if batch.is_empty() {
@@ -244,7 +255,7 @@ pub fn copy_verified(
         }
         Ok(())
     };
-    for (expected_seq, raw) in (1u64..).zip(source) {
+    for (expected_seq, raw) in (start.last_seq + 1..).zip(source) {
         let raw = raw?;
         if raw.seq != expected_seq {
             return Err(LogError::Corrupt {

@@ -346,6 +346,23 @@ impl Org {
         }
     }
 
+    /// The same organization and key, speaking to another server (one
+    /// restored from a backup, say).
+    pub fn on(&self, app: &TestApp) -> Org {
+        Org {
+            id: self.id.clone(),
+            key_id: self.key_id.clone(),
+            secret: self.secret.clone(),
+            api: Api::new(
+                &app.base,
+                vec![
+                    ("x-api-key".into(), self.key_id.clone()),
+                    ("x-api-secret".into(), self.secret.clone()),
+                ],
+            ),
+        }
+    }
+
     /// A new key with these permissions (`POST /settings/api-keys`), and this
     /// organization speaking with it.
     pub async fn key_with(&self, permissions: &[&str]) -> Org {
@@ -466,6 +483,27 @@ pub async fn spawn_app_without_admin() -> TestApp {
 /// e.g. `EXPEREON_RATE_LIMIT`).
 pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
     TestApp::start_with(Some(ADMIN_TOKEN), env).await
+}
+
+/// A server on an existing data directory (a backup, say) instead of a
+/// fresh one, with extra settings (its master key, say); `data_dir()` then
+/// holds only the server's own log.
+pub async fn spawn_app_on(data_dir: &std::path::Path, env: &[(&str, &str)]) -> TestApp {
+    let dir = data_dir.to_string_lossy().into_owned();
+    let mut all = vec![("EXPEREON_DATA_DIR", dir.as_str())];
+    all.extend_from_slice(env);
+    TestApp::start_with(Some(ADMIN_TOKEN), &all).await
+}
+
+impl TestApp {
+    /// The master key the server created in its data directory.
+    pub fn master_key(&self) -> String {
+        let path = self.data_dir().join("data").join("master.key");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
 }
 
 fn free_port() -> u16 {

@@ -175,3 +175,29 @@ pub fn readable_file(
         org,
     )
 }
+
+/// A file by id whoever owns it, deleted or not (the operator's view).
+pub fn file(c: &Connection, id: FileId) -> Result<Option<StoredFile>, SqlError> {
+    let bytes: Option<Vec<u8>> = c
+        .prepare_cached("SELECT state FROM files WHERE id = ?1")?
+        .query_row([id.to_string()], |r| r.get(0))
+        .optional()?;
+    bytes.map(|b| decode("files", &b)).transpose()
+}
+
+/// Files not deleted, every organization's, by id after `after`: the
+/// primary key pages them without a sort, so a walk over a large store stays
+/// cheap page after page.
+pub fn live_files(
+    c: &Connection,
+    after: Option<FileId>,
+    limit: usize,
+) -> Result<Vec<StoredFile>, SqlError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT state FROM files WHERE deleted = 0 AND id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let after = after.map(|id| id.to_string()).unwrap_or_default();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![after, limit], |r| r.get::<_, Vec<u8>>(0))?;
+    rows.map(|b| decode("files", &b?)).collect()
+}
