@@ -611,6 +611,11 @@ async fn finish(state: &AppState, response: Response, p: Partial) -> Response {
             content_type.map(|ct| format!("[{ct} body not recorded]")),
         )
     };
+    if state.disk.is_low() {
+        // Observability gives way to the ledger when the disk is nearly
+        // full (see `disk.rs`); the server's log says so.
+        return response;
+    }
     state
         .api_logs
         .record(ApiLogRecord {

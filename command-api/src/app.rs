@@ -2,6 +2,7 @@
 
 use crate::api_log::ApiLogs;
 use crate::config::Config;
+use crate::disk::DiskGuard;
 use crate::error::ApiError;
 use crate::master_key::{self, MasterKey};
 use crate::metrics::Metrics;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub files: Arc<dyn ObjectStore>,
     /// Seals webhook signing secrets and kept answers carrying a secret.
     pub master_key: Arc<MasterKey>,
+    /// Free disk space against its floor: below it, writes are refused.
+    pub disk: Arc<DiskGuard>,
 }
 
 impl AppState {
@@ -153,6 +156,7 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         .as_deref()
         .is_none_or(str::is_empty)
         .then(|| config.data_dir.join("files"));
+    let disk = Arc::new(DiskGuard::new(&config.data_dir, config.min_free_disk_bytes));
     let rate_limiter = Arc::new(RateLimiter::new(
         config.rate_limit,
         config
@@ -174,6 +178,7 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
             api_logs,
             files,
             master_key: Arc::new(master_key),
+            disk,
         },
         writer,
     })

@@ -24,6 +24,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         let mut ticks: u64 = 0;
         loop {
             tokio::time::sleep(TICK).await;
+            state.disk.measure();
             ticks += 1;
             scheduled_invoices(&state).await;
             if ticks % 60 == 1 {

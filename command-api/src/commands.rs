@@ -373,6 +373,7 @@ pub struct Request {
 /// Runs a command through the engine; answers once it is durable and the read
 /// models have caught up with it (read-your-writes).
 pub async fn execute(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    state.disk.check()?;
     let idempotency = req.request_id.map(|request_id| Idempotency {
         key: IdempotencyKey {
             scope: scope_of(&req.actor),

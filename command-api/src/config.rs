@@ -71,6 +71,14 @@ pub struct Config {
     /// its `FileStored` event, in the background (`/metrics`, `/healthz`).
     #[arg(long, env = "EXPEREON_VERIFY_FILES_AT_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub verify_files_at_start: bool,
+    /// Below this much free disk space under the data directory, writes are
+    /// refused (503) so the log never meets a full disk.
+    #[arg(
+        long,
+        env = "EXPEREON_MIN_FREE_DISK_BYTES",
+        default_value_t = 268_435_456
+    )]
+    pub min_free_disk_bytes: u64,
     /// How long API log records are kept.
     #[arg(long, env = "EXPEREON_API_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub api_log_retention: Duration,

@@ -46,6 +46,9 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("service unavailable")]
     Unavailable,
+    /// Free disk space is below its floor: nothing was written.
+    #[error("the server's disk is nearly full ({free} bytes free, below the floor of {floor}); nothing was written, retry later")]
+    DiskFull { free: u64, floor: u64 },
     /// A command committed whose answer cannot be read back yet.
     #[error("the request was recorded, but its answer cannot be read back now ({0}); retry with the same requestId to get it")]
     Unanswered(String),
@@ -84,7 +87,7 @@ impl ApiError {
             RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Unavailable | Unanswered(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable | Unanswered(_) | DiskFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,7 +110,7 @@ impl ApiError {
             PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             RequestTimeout { .. } => "REQUEST_TIMEOUT",
             RateLimited { .. } => "RATE_LIMITED",
-            Unavailable | Unanswered(_) => "UNAVAILABLE",
+            Unavailable | Unanswered(_) | DiskFull { .. } => "UNAVAILABLE",
             Internal(_) => "INTERNAL",
         }
     }
@@ -123,6 +126,7 @@ impl ApiError {
             PayloadTooLarge { limit } => json!({ "limitBytes": limit }),
             RequestTimeout { limit_secs } => json!({ "limitSeconds": limit_secs }),
             RateLimited { retry_after_secs } => json!({ "retryAfterSeconds": retry_after_secs }),
+            DiskFull { free, floor } => json!({ "freeBytes": free, "floorBytes": floor }),
             _ => json!({}),
         }
     }

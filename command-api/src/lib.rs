@@ -10,6 +10,7 @@ pub mod backup;
 pub mod body;
 pub mod commands;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod export;
 pub mod input;

@@ -447,7 +447,7 @@ pub static OPERATIONS: &[Op] = &[
         operation_id: "getHealth",
         tag: SYSTEM,
         summary: "Liveness",
-        description: "Answers 200 once the server serves, with the last sequence number in the event log and the last one the read models have applied; 503 with the same body (`status` `unavailable`, `projectionFault` saying why) while the read models cannot be written, so a load balancer can stop sending traffic.",
+        description: "Answers 200 once the server serves, with the last sequence number in the event log and the last one the read models have applied; 503 with the same body (`status` `unavailable`, `projectionFault` or `disk.low` saying why) while the read models cannot be written or free disk space is below its floor (writes refused), so a load balancer can stop sending traffic.",
         success: Success::Json("Health"),
         ..BASE
     },
@@ -1676,7 +1676,7 @@ Every POST, PUT, PATCH and DELETE accepts a `requestId` (UUID) in the body, or, 
 - Exports (`.../export?format=csv|jsonl`) stream every matching record, JSON lines by default.
 
 ## Errors
-`{{ "error": {{ "code": "INVALID_STATE_TRANSITION", "message": "...", "details": {{...}} }} }}` (schema `Error`). Statuses: `400` VALIDATION_ERROR, INVALID_STATE_TRANSITION, INSUFFICIENT_BALANCE; `401` UNAUTHORIZED; `403` FORBIDDEN; `404` NOT_FOUND; `405` METHOD_NOT_ALLOWED; `409` VERSION_CONFLICT, IDEMPOTENCY_KEY_REUSED, REQUEST_IN_PROGRESS; `413` PAYLOAD_TOO_LARGE; `415` (code VALIDATION_ERROR) a body that is not JSON; `429` RATE_LIMITED, with `Retry-After`; `500` INTERNAL, which never leaks internals; `503` UNAVAILABLE while the server shuts down.
+`{{ "error": {{ "code": "INVALID_STATE_TRANSITION", "message": "...", "details": {{...}} }} }}` (schema `Error`). Statuses: `400` VALIDATION_ERROR, INVALID_STATE_TRANSITION, INSUFFICIENT_BALANCE; `401` UNAUTHORIZED; `403` FORBIDDEN; `404` NOT_FOUND; `405` METHOD_NOT_ALLOWED; `409` VERSION_CONFLICT, IDEMPOTENCY_KEY_REUSED, REQUEST_IN_PROGRESS; `413` PAYLOAD_TOO_LARGE; `415` (code VALIDATION_ERROR) a body that is not JSON; `429` RATE_LIMITED, with `Retry-After`; `500` INTERNAL, which never leaks internals; `503` UNAVAILABLE while the server shuts down, while its free disk space is below `EXPEREON_MIN_FREE_DISK_BYTES` (writes only; `details`: `freeBytes`, `floorBytes`), or when a committed command's answer cannot be read back in time.
 
 ## Webhooks
 Endpoints (`/api/v1/settings/webhooks`) receive the events of the `webhooks` section of this document as `POST` JSON `{{ "id", "type", "createdAt", "organizationId", "data" }}`, with the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,<base64 HMAC-SHA256 over "{{id}}.{{timestamp}}.{{body}}" keyed by the base64-decoded part of the whsec_ secret>`), and `X-Signature` carrying the same value. A 2xx within the timeout (10 s) is success; otherwise retries follow after 1 m, 5 m, 30 m, 2 h and 12 h (configurable), after which the delivery is FAILED and can be redelivered by hand. Each event goes to every enabled endpoint of each organization party to it whose filter matches; drafts are the seller's alone.
@@ -2093,7 +2093,7 @@ fn documented_errors(op: &Op) -> Vec<Documented> {
         add(
             ApiError::Unavailable,
             "UNAVAILABLE",
-            "UNAVAILABLE: the server is shutting down, or the command was recorded but the read models could not reach it within `EXPEREON_PROJECTION_WAIT` (see `/healthz`); retry with the same `requestId` to get its answer.",
+            "UNAVAILABLE: the server is shutting down; or its free disk space is below `EXPEREON_MIN_FREE_DISK_BYTES` and nothing was written (retry later); or the command was recorded but the read models could not reach it within `EXPEREON_PROJECTION_WAIT` (see `/healthz`); retry with the same `requestId` to get its answer.",
         );
     }
     out
@@ -2979,6 +2979,14 @@ pub fn schemas() -> Value {
                 "logSequence": int("Last sequence number in the event log."),
                 "projectionSequence": int("Last sequence number the read models applied."),
                 "projectionFault": nullable(string("Why the read models cannot be written now; null while they keep up.")),
+                "disk": resource(
+                    "Free disk space under the data directory against `EXPEREON_MIN_FREE_DISK_BYTES`: below it writes are refused (503) and the status is `unavailable`.",
+                    json!({
+                        "freeBytes": int("At the last measure (once a second)."),
+                        "floorBytes": int("The floor."),
+                        "low": { "type": "boolean" },
+                    }),
+                ),
                 "files": resource(
                     "The start-up check of stored files against the size and SHA-256 of their `FileStored` events (`EXPEREON_VERIFY_FILES_AT_START`). Informative: missing files do not make the status `unavailable`.",
                     json!({

@@ -397,6 +397,7 @@ fn error_codes_and_statuses_follow_error_rs() {
         },
         ApiError::Unavailable,
         ApiError::Unanswered(String::new()),
+        ApiError::DiskFull { free: 0, floor: 1 },
         ApiError::RequestTimeout { limit_secs: 1 },
         ApiError::Internal(String::new()),
     ];
@@ -421,6 +422,7 @@ fn error_codes_and_statuses_follow_error_rs() {
             | ApiError::RateLimited { .. }
             | ApiError::Unavailable
             | ApiError::Unanswered(_)
+            | ApiError::DiskFull { .. }
             | ApiError::RequestTimeout { .. }
             | ApiError::Internal(_) => {}
         }

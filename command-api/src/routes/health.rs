@@ -19,12 +19,21 @@ pub fn router() -> Router<AppState> {
 /// sending it traffic.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let fault = state.projections.fault();
-    let status = match fault {
-        None => StatusCode::OK,
-        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    let healthy = fault.is_none() && !state.disk.is_low();
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     let body = axum::Json(serde_json::json!({
-        "status": if fault.is_none() { "ok" } else { "unavailable" },
+        "status": if healthy { "ok" } else { "unavailable" },
+        // Below the floor writes are refused: as unable to serve as a
+        // projection that cannot be written.
+        "disk": {
+            "freeBytes": state.disk.free_bytes(),
+            "floorBytes": state.disk.floor_bytes(),
+            "low": state.disk.is_low(),
+        },
         "logSequence": state.log.head().last_seq,
         "projectionSequence": state.projections.applied(),
         "projectionFault": fault,
@@ -42,6 +51,19 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             state.log.head().last_seq,
             state.projections.applied(),
             state.engine.stats(),
-        ),
+        ) + &disk_metrics(&state.disk),
+    )
+}
+
+fn disk_metrics(disk: &crate::disk::DiskGuard) -> String {
+    format!(
+        "# HELP expereon_disk_free_bytes Free disk space under the data directory at the last measure.\n\
+         # TYPE expereon_disk_free_bytes gauge\n\
+         expereon_disk_free_bytes {}\n\
+         # HELP expereon_disk_low 1 while free disk space is below EXPEREON_MIN_FREE_DISK_BYTES (writes refused).\n\
+         # TYPE expereon_disk_low gauge\n\
+         expereon_disk_low {}\n",
+        disk.free_bytes(),
+        u8::from(disk.is_low())
     )
 }

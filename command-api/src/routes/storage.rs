@@ -260,6 +260,8 @@ async fn upload(
     request: Request,
 ) -> ApiResult<Response> {
     caller.require(Permission::StorageWrite)?;
+    // Before the bytes are stored, not only before their event.
+    state.disk.check()?;
     let request_id = match request.headers().get(IDEMPOTENCY_KEY_HEADER) {
         Some(v) => Some(
             v.to_str()

@@ -1,7 +1,10 @@
 //! Connection limits: a client that never finishes its header is cut off,
 //! and the server holds at most `EXPEREON_MAX_CONNECTIONS` connections.
+//! Disk: below `EXPEREON_MIN_FREE_DISK_BYTES` free, writes are refused.
 
 use crate::support::*;
+use reqwest::Method;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -152,4 +155,64 @@ async fn bodies_that_stall_are_refused_with_408() {
         }
     }
     assert!(left.is_empty(), "an abandoned upload left {left:?}");
+}
+
+#[tokio::test]
+async fn below_the_disk_floor_writes_are_refused_and_reads_go_on() {
+    let mut app = spawn_app().await;
+    let org = app.create_org("Cramped").await;
+    let before = org.get("/api/v1/connections").await.ok();
+    let health = app.anon.get("/healthz").await.ok();
+    assert_eq!(health["disk"]["low"], false, "{health}");
+    assert!(
+        health["disk"]["freeBytes"].as_u64().unwrap_or(0) > 0,
+        "{health}"
+    );
+
+    // No disk has this much free: the floor is always crossed.
+    app.set_env("EXPEREON_MIN_FREE_DISK_BYTES", &u64::MAX.to_string());
+    app.expect_unhealthy_start();
+    app.restart().await;
+    let seq = |health: Value| health["logSequence"].as_u64().expect("logSequence");
+    let before_seq = seq(app.anon.get("/healthz").await.json());
+
+    let health = app.anon.get("/healthz").await;
+    assert_eq!(health.status, 503);
+    let health = health.json();
+    assert_eq!(health["status"], "unavailable");
+    assert_eq!(health["disk"]["low"], true, "{health}");
+    let metrics = app.anon.get("/metrics").await.text();
+    assert!(metrics.contains("expereon_disk_low 1"), "{metrics}");
+
+    // Commands of every kind, and uploads, are refused before anything is written.
+    let refused = org
+        .post(
+            "/api/v1/connections",
+            json!({ "counterpartyOrganizationId": org.id, "role": "SELLER" }),
+        )
+        .await;
+    let details = refused.err(503, "UNAVAILABLE");
+    assert_eq!(details["floorBytes"].as_u64(), Some(u64::MAX), "{details}");
+    let message = refused.json()["error"]["message"].clone();
+    assert!(message.as_str().unwrap_or("").contains("disk"), "{message}");
+    app.admin
+        .post("/api/v1/admin/organizations", json!({ "name": "Another" }))
+        .await
+        .err(503, "UNAVAILABLE");
+    org.send(
+        Method::POST,
+        "/api/v1/storage?filename=a.txt",
+        &[("content-type", "text/plain"), ("idempotency-key", &rid())],
+        Some(b"hello".to_vec()),
+    )
+    .await
+    .err(503, "UNAVAILABLE");
+    assert_eq!(
+        seq(app.anon.get("/healthz").await.json()),
+        before_seq,
+        "nothing was written"
+    );
+
+    // Reads go on.
+    assert_eq!(org.get("/api/v1/connections").await.ok(), before);
 }

@@ -464,6 +464,8 @@ pub struct TestApp {
     admin_token: Option<String>,
     /// Extra environment for the server, applied after the defaults.
     extra_env: Vec<(String, String)>,
+    /// A start counts once `/healthz` answers at all, 503 included.
+    unhealthy_start: bool,
     child: Option<Child>,
     log_path: PathBuf,
     // Last: removed after the child is gone.
@@ -532,6 +534,7 @@ impl TestApp {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            unhealthy_start: false,
             child: None,
             log_path,
             data_dir,
@@ -551,6 +554,12 @@ impl TestApp {
         app.admin = Api::new(&app.base, vec![("x-admin-token".into(), token.into())]);
         app.anon = Api::new(&app.base, vec![]);
         app
+    }
+
+    /// From the next start on, a start counts once `/healthz` answers, even
+    /// 503 (a server started into a fault).
+    pub fn expect_unhealthy_start(&mut self) {
+        self.unhealthy_start = true;
     }
 
     /// One more `EXPEREON_*` setting, from the next start on.
@@ -616,7 +625,8 @@ impl TestApp {
                 return Err(format!("exited with {status}:\n{}", self.log()));
             }
             if let Ok(r) = health.get(format!("{}/healthz", self.base)).send().await {
-                if r.status().as_u16() == 200 {
+                let status = r.status().as_u16();
+                if status == 200 || (self.unhealthy_start && status == 503) {
                     return Ok(());
                 }
             }
