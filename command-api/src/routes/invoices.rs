@@ -31,24 +31,166 @@ use serde::{Deserialize, Deserializer};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-/// Actions as `(path segment, permission needed)`; `None`: either invoices:write or invoices:approve.
-pub const ACTIONS: [(&str, Option<Permission>); 12] = [
-    ("submit", Some(Permission::InvoicesWrite)),
-    ("respond-info", Some(Permission::InvoicesWrite)),
-    ("approve", Some(Permission::InvoicesApprove)),
-    ("dispute", Some(Permission::InvoicesApprove)),
-    ("request-info", Some(Permission::InvoicesApprove)),
-    ("cancel", None),
-    ("request-cancellation", None),
-    ("accept-cancellation", None),
-    ("reject-cancellation", None),
-    ("archive", None),
-    ("restore", None),
-    ("settle", Some(Permission::PaymentsWrite)),
+/// The routes `POST /invoices/{id}/<action>`. Every match on it is
+/// exhaustive: an action cannot be routed without saying what it is allowed
+/// to do and which command it makes (a name once fell through to settling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Submit,
+    RespondInfo,
+    Approve,
+    Dispute,
+    RequestInfo,
+    Cancel,
+    RequestCancellation,
+    AcceptCancellation,
+    RejectCancellation,
+    Archive,
+    Restore,
+    Settle,
+}
+
+pub const ACTIONS: [Action; 12] = [
+    Action::Submit,
+    Action::RespondInfo,
+    Action::Approve,
+    Action::Dispute,
+    Action::RequestInfo,
+    Action::Cancel,
+    Action::RequestCancellation,
+    Action::AcceptCancellation,
+    Action::RejectCancellation,
+    Action::Archive,
+    Action::Restore,
+    Action::Settle,
 ];
 
+impl Action {
+    /// The path segment.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Action::Submit => "submit",
+            Action::RespondInfo => "respond-info",
+            Action::Approve => "approve",
+            Action::Dispute => "dispute",
+            Action::RequestInfo => "request-info",
+            Action::Cancel => "cancel",
+            Action::RequestCancellation => "request-cancellation",
+            Action::AcceptCancellation => "accept-cancellation",
+            Action::RejectCancellation => "reject-cancellation",
+            Action::Archive => "archive",
+            Action::Restore => "restore",
+            Action::Settle => "settle",
+        }
+    }
+
+    /// The permission it needs; `None`: either invoices:write or invoices:approve.
+    pub fn permission(self) -> Option<Permission> {
+        match self {
+            Action::Submit | Action::RespondInfo => Some(Permission::InvoicesWrite),
+            Action::Approve | Action::Dispute | Action::RequestInfo => {
+                Some(Permission::InvoicesApprove)
+            }
+            Action::Settle => Some(Permission::PaymentsWrite),
+            Action::Cancel
+            | Action::RequestCancellation
+            | Action::AcceptCancellation
+            | Action::RejectCancellation
+            | Action::Archive
+            | Action::Restore => None,
+        }
+    }
+
+    /// The command it makes of the invoice and the request's body.
+    fn command(self, id: InvoiceId, b: ActionBody) -> ApiResult<Command> {
+        let action = match self {
+            Action::Settle => return Ok(Command::SettleInvoice { id }),
+            Action::Submit => InvoiceAction::Submit,
+            Action::RespondInfo => InvoiceAction::RespondInfo {
+                message: required("message", b.message)?,
+            },
+            Action::Approve => InvoiceAction::Approve {
+                adjusted_amount: b.adjusted_amount,
+                reason: b.reason,
+            },
+            Action::Dispute => InvoiceAction::Dispute {
+                reason: required("reason", b.reason)?,
+            },
+            Action::RequestInfo => InvoiceAction::RequestInfo {
+                question: required("question", b.question)?,
+            },
+            Action::Cancel => InvoiceAction::Cancel { reason: b.reason },
+            Action::RequestCancellation => InvoiceAction::RequestCancellation {
+                reason: required("reason", b.reason)?,
+            },
+            Action::AcceptCancellation => InvoiceAction::AcceptCancellation,
+            Action::RejectCancellation => InvoiceAction::RejectCancellation,
+            Action::Archive => InvoiceAction::Archive,
+            Action::Restore => InvoiceAction::Restore,
+        };
+        Ok(Command::Invoice { id, action })
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.segment())
+    }
+}
+
 pub const BULK_MAX: usize = 500;
-pub const BULK: [&str; 4] = ["approve", "cancel", "archive", "restore"];
+
+/// The routes `POST /invoices/bulk-<name>` (and their previews); exhaustive
+/// like [`Action`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bulk {
+    Approve,
+    Cancel,
+    Archive,
+    Restore,
+}
+
+pub const BULK: [Bulk; 4] = [Bulk::Approve, Bulk::Cancel, Bulk::Archive, Bulk::Restore];
+
+impl Bulk {
+    pub fn segment(self) -> &'static str {
+        match self {
+            Bulk::Approve => "approve",
+            Bulk::Cancel => "cancel",
+            Bulk::Archive => "archive",
+            Bulk::Restore => "restore",
+        }
+    }
+
+    /// The permission it needs; `None`: either invoices:write or invoices:approve.
+    pub fn permission(self) -> Option<Permission> {
+        match self {
+            Bulk::Approve => Some(Permission::InvoicesApprove),
+            Bulk::Cancel | Bulk::Archive | Bulk::Restore => None,
+        }
+    }
+
+    /// What it does to each invoice.
+    fn action(self, body: &BulkBody) -> InvoiceAction {
+        match self {
+            Bulk::Approve => InvoiceAction::Approve {
+                adjusted_amount: None,
+                reason: None,
+            },
+            Bulk::Cancel => InvoiceAction::Cancel {
+                reason: body.reason.clone(),
+            },
+            Bulk::Archive => InvoiceAction::Archive,
+            Bulk::Restore => InvoiceAction::Restore,
+        }
+    }
+}
+
+impl std::fmt::Display for Bulk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.segment())
+    }
+}
 
 pub fn router() -> Router<AppState> {
     let mut r = Router::new()
@@ -60,34 +202,34 @@ pub fn router() -> Router<AppState> {
             "/invoices/{id}/line-items/{line_item_id}",
             patch(update_line_item).delete(remove_line_item),
         );
-    for (name, permission) in ACTIONS {
+    for action in ACTIONS {
         r = r.route(
-            &format!("/invoices/{{id}}/{name}"),
+            &format!("/invoices/{{id}}/{action}"),
             post(
                 move |caller: Caller,
                       state: State<AppState>,
                       Path(id): Path<String>,
                       body: JsonBody<ActionBody>| {
-                    action(caller, state, id, body, name, permission)
+                    act(caller, state, id, body, action)
                 },
             ),
         );
     }
-    for name in BULK {
+    for kind in BULK {
         r = r
             .route(
-                &format!("/invoices/bulk-{name}"),
+                &format!("/invoices/bulk-{kind}"),
                 post(
                     move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
-                        bulk(caller, state, body, name)
+                        bulk(caller, state, body, kind)
                     },
                 ),
             )
             .route(
-                &format!("/invoices/bulk-{name}/preview"),
+                &format!("/invoices/bulk-{kind}/preview"),
                 post(
                     move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
-                        bulk_preview(caller, state, body, name)
+                        bulk_preview(caller, state, body, kind)
                     },
                 ),
             );
@@ -280,51 +422,23 @@ fn required(field: &str, v: Option<String>) -> ApiResult<String> {
         .ok_or_else(|| ApiError::Validation(format!("{field} is required")))
 }
 
-fn invoice_action(name: &str, b: ActionBody) -> ApiResult<Option<InvoiceAction>> {
-    Ok(Some(match name {
-        "submit" => InvoiceAction::Submit,
-        "respond-info" => InvoiceAction::RespondInfo {
-            message: required("message", b.message)?,
-        },
-        "approve" => InvoiceAction::Approve {
-            adjusted_amount: b.adjusted_amount,
-            reason: b.reason,
-        },
-        "dispute" => InvoiceAction::Dispute {
-            reason: required("reason", b.reason)?,
-        },
-        "request-info" => InvoiceAction::RequestInfo {
-            question: required("question", b.question)?,
-        },
-        "cancel" => InvoiceAction::Cancel { reason: b.reason },
-        "request-cancellation" => InvoiceAction::RequestCancellation {
-            reason: required("reason", b.reason)?,
-        },
-        "accept-cancellation" => InvoiceAction::AcceptCancellation,
-        "reject-cancellation" => InvoiceAction::RejectCancellation,
-        "archive" => InvoiceAction::Archive,
-        "restore" => InvoiceAction::Restore,
-        _ => return Ok(None),
-    }))
+fn require(caller: &Caller, permission: Option<Permission>) -> ApiResult<()> {
+    match permission {
+        Some(p) => caller.require(p),
+        None => caller.require_any(Permission::InvoicesWrite, Permission::InvoicesApprove),
+    }
 }
 
-async fn action(
+async fn act(
     caller: Caller,
     State(state): State<AppState>,
     id: String,
     body: JsonBody<ActionBody>,
-    name: &'static str,
-    permission: Option<Permission>,
+    action: Action,
 ) -> ApiResult<Response> {
-    match permission {
-        Some(p) => caller.require(p)?,
-        None => caller.require_any(Permission::InvoicesWrite, Permission::InvoicesApprove)?,
-    }
+    require(&caller, action.permission())?;
     let id: InvoiceId = path_id(&id, "invoice")?;
-    let command = match invoice_action(name, body.value)? {
-        Some(action) => Command::Invoice { id, action },
-        None => Command::SettleInvoice { id },
-    };
+    let command = action.command(id, body.value)?;
     execute(
         &state,
         Request {
@@ -594,7 +708,7 @@ pub struct BulkBody {
     reason: Option<String>,
 }
 
-fn bulk_commands(name: &str, body: &BulkBody) -> ApiResult<Vec<Command>> {
+fn bulk_commands(kind: Bulk, body: &BulkBody) -> ApiResult<Vec<Command>> {
     if body.invoice_ids.is_empty() || body.invoice_ids.len() > BULK_MAX {
         return Err(ApiError::Validation(format!(
             "invoiceIds must hold 1 to {BULK_MAX} ids"
@@ -606,37 +720,22 @@ fn bulk_commands(name: &str, body: &BulkBody) -> ApiResult<Vec<Command>> {
             let id: InvoiceId = raw
                 .parse()
                 .map_err(|_| ApiError::Validation(format!("`{raw}` is not an invoice id")))?;
-            let action = match name {
-                "approve" => InvoiceAction::Approve {
-                    adjusted_amount: None,
-                    reason: None,
-                },
-                "cancel" => InvoiceAction::Cancel {
-                    reason: body.reason.clone(),
-                },
-                "archive" => InvoiceAction::Archive,
-                _ => InvoiceAction::Restore,
-            };
-            Ok(Command::Invoice { id, action })
+            Ok(Command::Invoice {
+                id,
+                action: kind.action(body),
+            })
         })
         .collect()
-}
-
-fn bulk_permission(caller: &Caller, name: &str) -> ApiResult<()> {
-    match name {
-        "approve" => caller.require(Permission::InvoicesApprove),
-        _ => caller.require_any(Permission::InvoicesWrite, Permission::InvoicesApprove),
-    }
 }
 
 async fn bulk(
     caller: Caller,
     State(state): State<AppState>,
     body: JsonBody<BulkBody>,
-    name: &'static str,
+    kind: Bulk,
 ) -> ApiResult<Response> {
-    bulk_permission(&caller, name)?;
-    let commands = bulk_commands(name, &body.value)?;
+    require(&caller, kind.permission())?;
+    let commands = bulk_commands(kind, &body.value)?;
     execute(
         &state,
         Request {
@@ -656,16 +755,16 @@ async fn bulk_preview(
     caller: Caller,
     State(state): State<AppState>,
     body: JsonBody<BulkBody>,
-    name: &'static str,
+    kind: Bulk,
 ) -> ApiResult<Response> {
-    bulk_permission(&caller, name)?;
-    let commands = bulk_commands(name, &body.value)?;
+    require(&caller, kind.permission())?;
+    let commands = bulk_commands(kind, &body.value)?;
     let actor = caller.actor();
     let org = caller.organization_id;
     let now = state.clock.now();
     let preview = state
         .engine
-        .inspect(move |ledger| preview(ledger, &actor, org, name, &commands, now))
+        .inspect(move |ledger| preview(ledger, &actor, org, kind, &commands, now))
         .await?;
     Ok(json_value(&preview))
 }
@@ -676,7 +775,7 @@ fn preview(
     ledger: &Ledger,
     actor: &Actor,
     org: OrganizationId,
-    name: &str,
+    kind: Bulk,
     commands: &[Command],
     now: Timestamp,
 ) -> serde_json::Value {
@@ -698,7 +797,7 @@ fn preview(
             continue;
         };
         let mut result = ledger.decide(actor, command, &mut ctx).map(|_| ());
-        if let (Ok(()), "approve") = (&result, name) {
+        if let (Ok(()), Bulk::Approve) = (&result, kind) {
             if let Some(inv) = ledger.invoices.get(id) {
                 let want = needed.entry(inv.currency).or_insert(Amount::ZERO);
                 let total = want.checked_add(inv.total).unwrap_or(*want);
@@ -734,4 +833,56 @@ fn preview(
         "failed": results.iter().filter(|r| r["ok"] == false).count(),
         "totals": totals,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_body() -> ActionBody {
+        ActionBody {
+            message: Some("m".into()),
+            question: Some("q".into()),
+            reason: Some("r".into()),
+            adjusted_amount: None,
+            ..ActionBody::default()
+        }
+    }
+
+    #[test]
+    fn only_the_settle_route_settles_and_every_other_names_its_own_action() {
+        let id: InvoiceId = uuid::Uuid::now_v7().to_string().parse().unwrap();
+        let mut segments = std::collections::BTreeSet::new();
+        for action in ACTIONS {
+            assert!(segments.insert(action.segment()), "{action} twice");
+            let command = action.command(id, full_body()).unwrap();
+            let expected = match action {
+                Action::Settle => "SettleInvoice".to_owned(),
+                other => format!("Invoice {}", other.segment()),
+            };
+            let made = match &command {
+                Command::SettleInvoice { .. } => "SettleInvoice".to_owned(),
+                Command::Invoice { action, .. } => format!("Invoice {}", action.name()),
+                other => panic!("{action}: {other:?}"),
+            };
+            assert_eq!(made, expected);
+        }
+        assert_eq!(segments.len(), ACTIONS.len());
+    }
+
+    #[test]
+    fn bulk_routes_make_their_own_action() {
+        let body = BulkBody {
+            _request_id: None,
+            invoice_ids: vec![uuid::Uuid::now_v7().to_string()],
+            reason: Some("r".into()),
+        };
+        for kind in BULK {
+            let commands = bulk_commands(kind, &body).unwrap();
+            let [Command::Invoice { action, .. }] = commands.as_slice() else {
+                panic!("{kind}: {commands:?}");
+            };
+            assert_eq!(action.name(), kind.segment());
+        }
+    }
 }
