@@ -500,7 +500,11 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     if !path.starts_with("/api/v1/") || path.starts_with("/api/v1/admin") {
         return next.run(request).await;
     }
-    let Some((organization_id, api_key_id)) = auth::identify(&state, request.headers()) else {
+    let Some((organization_id, api_key_id)) = request
+        .extensions()
+        .get::<auth::Authentication>()
+        .and_then(auth::Authentication::identity)
+    else {
         return next.run(request).await;
     };
     let started = Instant::now();

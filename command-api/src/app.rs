@@ -209,6 +209,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::api_log::record,
         ))
+        // Once, for the API log, the rate limiter and the handlers.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

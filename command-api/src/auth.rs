@@ -86,6 +86,96 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// What a request's API-key headers prove, worked out once per request by
+/// [`authenticate`] and read from the request's extensions by the API log,
+/// the rate limiter and the [`Caller`] extractor.
+#[derive(Debug, Clone)]
+pub enum Authentication {
+    /// No key headers, or ones that do not match a key.
+    Failed,
+    /// The right secret of a key that is revoked or expired: still the
+    /// organization's (its API log records the refused call), never a caller.
+    Inactive {
+        organization_id: OrganizationId,
+        api_key_id: ApiKeyId,
+    },
+    Key(Caller),
+}
+
+impl Authentication {
+    /// The organization and key behind valid credentials, active or not.
+    pub fn identity(&self) -> Option<(OrganizationId, ApiKeyId)> {
+        match self {
+            Authentication::Failed => None,
+            Authentication::Inactive {
+                organization_id,
+                api_key_id,
+            } => Some((*organization_id, *api_key_id)),
+            Authentication::Key(c) => Some((c.organization_id, c.api_key_id)),
+        }
+    }
+
+    /// The request's, as [`authenticate`] left it; worked out here for a
+    /// request that did not pass through it.
+    pub fn of(state: &AppState, parts: &Parts) -> Result<Authentication, ApiError> {
+        match parts.extensions.get::<Authentication>() {
+            Some(a) => Ok(a.clone()),
+            None => check(state, &parts.headers),
+        }
+    }
+}
+
+/// The key headers checked against the read models: one lookup and one hash
+/// per request, whoever asks.
+fn check(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Authentication, ApiError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(key_id), Some(secret)) = (text(API_KEY_HEADER), text(API_SECRET_HEADER)) else {
+        return Ok(Authentication::Failed);
+    };
+    let Ok(key_id) = ApiKeyId::parse(key_id) else {
+        return Ok(Authentication::Failed);
+    };
+    let presented = hash_secret(secret);
+    let Some(key) = state.sql(|c| queries::access::credential(c, key_id))? else {
+        return Ok(Authentication::Failed);
+    };
+    if !bool::from(key.secret_hash.ct_eq(&presented)) {
+        return Ok(Authentication::Failed);
+    }
+    if !key.is_active(state.clock.now()) {
+        return Ok(Authentication::Inactive {
+            organization_id: key.organization_id,
+            api_key_id: key.id,
+        });
+    }
+    Ok(Authentication::Key(Caller {
+        organization_id: key.organization_id,
+        api_key_id: key.id,
+        permissions: key.permissions.clone(),
+    }))
+}
+
+/// The layer that authenticates every API request once, before the API log,
+/// the rate limiter and the handlers, which all read the result.
+pub async fn authenticate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (mut parts, body) = request.into_parts();
+    if parts.uri.path().starts_with("/api/v1/") && parts.headers.contains_key(API_KEY_HEADER) {
+        match check(&state, &parts.headers) {
+            Ok(a) => {
+                parts.extensions.insert(a);
+            }
+            Err(e) => return e.into_response(),
+        }
+    }
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -93,27 +183,15 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        const BAD: ApiError = ApiError::Unauthorized("missing or invalid API credentials");
-        let key_id = header(parts, API_KEY_HEADER).ok_or(BAD)?;
-        let secret = header(parts, API_SECRET_HEADER).ok_or(BAD)?;
-        let key_id = ApiKeyId::parse(key_id).map_err(|_| BAD)?;
-        let presented = hash_secret(secret);
-        let key = state
-            .sql(|c| queries::access::credential(c, key_id))?
-            .ok_or(BAD)?;
-        if !bool::from(key.secret_hash.ct_eq(&presented)) {
-            return Err(BAD);
+        match Authentication::of(state, parts)? {
+            Authentication::Key(caller) => Ok(caller),
+            Authentication::Inactive { .. } => {
+                Err(ApiError::Unauthorized("API key revoked or expired"))
+            }
+            Authentication::Failed => {
+                Err(ApiError::Unauthorized("missing or invalid API credentials"))
+            }
         }
-        if !key.is_active(state.clock.now()) {
-            return Err(ApiError::Unauthorized("API key revoked or expired"));
-        }
-        let caller = Caller {
-            organization_id: key.organization_id,
-            api_key_id: key.id,
-            permissions: key.permissions.clone(),
-        };
-        parts.extensions.insert(caller.clone());
-        Ok(caller)
     }
 }
 
@@ -158,19 +236,4 @@ impl FromRequestParts<AppState> for Admin {
             Err(ApiError::Unauthorized("invalid admin token"))
         }
     }
-}
-
-/// The organization and key behind a request's credentials, if they are valid
-/// (for the API log, which records only authenticated calls).
-pub fn identify(
-    state: &AppState,
-    headers: &axum::http::HeaderMap,
-) -> Option<(OrganizationId, ApiKeyId)> {
-    let key_id = ApiKeyId::parse(headers.get(API_KEY_HEADER)?.to_str().ok()?).ok()?;
-    let presented = hash_secret(headers.get(API_SECRET_HEADER)?.to_str().ok()?);
-    let key = state
-        .sql(|c| queries::access::credential(c, key_id))
-        .ok()
-        .flatten()?;
-    bool::from(key.secret_hash.ct_eq(&presented)).then_some((key.organization_id, key.id))
 }

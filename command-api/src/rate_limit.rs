@@ -155,7 +155,11 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
     // Only calls that authenticate as a key spend its tokens: anyone who
     // knows a key's id (it is not secret) must not be able to exhaust it.
     // Calls with bad credentials are answered 401 without a bucket.
-    if let Some((org, key)) = crate::auth::identify(&state, request.headers()) {
+    let identity = request
+        .extensions()
+        .get::<crate::auth::Authentication>()
+        .and_then(crate::auth::Authentication::identity);
+    if let Some((org, key)) = identity {
         let checked = state
             .rate_limiter
             .check(&org.to_string(), &key.to_string(), Instant::now());
