@@ -7,6 +7,23 @@ use base64::Engine as _;
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 200;
 
+/// A list route's `limit` and `cursor`, parsed the same way for every one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paging {
+    pub limit: usize,
+    /// The decoded cursor: the last item's sort key.
+    pub cursor: Option<String>,
+}
+
+impl Paging {
+    pub fn of(query: &std::collections::HashMap<String, String>) -> Result<Self, ApiError> {
+        Ok(Self {
+            limit: limit(query.get("limit").map(String::as_str))?,
+            cursor: decode_cursor(query.get("cursor").map(String::as_str))?,
+        })
+    }
+}
+
 pub fn limit(raw: Option<&str>) -> Result<usize, ApiError> {
     match raw {
         None => Ok(DEFAULT_LIMIT),

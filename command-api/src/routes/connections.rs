@@ -154,8 +154,7 @@ async fn get_one(
 
 async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
-    let limit = paging::limit(q.get("limit").map(String::as_str))?;
-    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
     let status = q.get("status").cloned();
     let org = caller.organization_id;
     let page = queries::PageRequest {

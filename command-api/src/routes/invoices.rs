@@ -684,8 +684,7 @@ async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiRes
         Some("desc") => true,
         Some(_) => return Err(ApiError::Validation("order must be asc or desc".into())),
     };
-    let limit = paging::limit(q.get("limit").map(String::as_str))?;
-    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
     let org = caller.organization_id;
     let page = queries::PageRequest {
         after_key: cursor.as_deref(),

@@ -233,8 +233,7 @@ pub fn parse_filter(q: &std::collections::HashMap<String, String>) -> ApiResult<
 async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
     caller.require(Permission::PaymentsRead)?;
     let filter = parse_filter(&q)?;
-    let limit = paging::limit(q.get("limit").map(String::as_str))?;
-    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
     let org = caller.organization_id;
     let page = LogPage {
         after_key: cursor.as_deref(),

@@ -144,8 +144,7 @@ async fn changes(
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let limit = paging::limit(q.get("limit").map(String::as_str))?;
-    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
     let b = own_balance(&state, org, &id)?;
     let page = LogPage {
         after_key: cursor.as_deref(),
@@ -245,8 +244,7 @@ async fn transactions(
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let filter = parse_transaction_filter(&q)?;
-    let limit = paging::limit(q.get("limit").map(String::as_str))?;
-    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
     let page = LogPage {
         after_key: cursor.as_deref(),
         limit,
@@ -449,8 +447,7 @@ async fn withdrawals(
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let limit = paging::limit(q.get("limit").map(String::as_str))?;
-    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
     let status = q.get("status").map(String::as_str);
     let page = LogPage {
         after_key: cursor.as_deref(),
@@ -551,8 +548,7 @@ async fn refunds(
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let limit = paging::limit(q.get("limit").map(String::as_str))?;
-    let cursor = paging::decode_cursor(q.get("cursor").map(String::as_str))?;
+    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
     let page = LogPage {
         after_key: cursor.as_deref(),
         limit,

@@ -183,8 +183,7 @@ async fn create(
 
 async fn list(caller: Caller, State(state): State<AppState>, query: Query) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
-    let limit = paging::limit(query.get("limit").map(String::as_str))?;
-    let cursor = paging::decode_cursor(query.get("cursor").map(String::as_str))?;
+    let paging::Paging { limit, cursor } = paging::Paging::of(&query)?;
     let org = caller.organization_id;
     // One more than the page: whether a next page exists.
     let mut page = state.sql(|c| outbox::endpoints_of(c, org, cursor.as_deref(), limit + 1))?;
