@@ -679,3 +679,27 @@ pub fn party_name(party: Party) -> &'static str {
         Party::Buyer => "buyer",
     }
 }
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn an_optional_text_is_kept_as_given_or_refused_past_the_bound() {
+        assert_eq!(optional_text("reason", None), Ok(None));
+        assert_eq!(
+            optional_text("reason", Some("not now")),
+            Ok(Some("not now".to_owned()))
+        );
+        let at_bound = "é".repeat(MAX_TEXT_CHARS);
+        assert_eq!(
+            optional_text("reason", Some(&at_bound)),
+            Ok(Some(at_bound.clone()))
+        );
+        let past = format!("{at_bound}x");
+        assert!(matches!(
+            optional_text("reason", Some(&past)),
+            Err(DomainError::Validation(m)) if m.contains("reason")
+        ));
+    }
+}
