@@ -114,6 +114,8 @@ mod tests {
         assert!(roomy.check().is_ok());
         let cramped = DiskGuard::new(dir.path(), u64::MAX);
         assert!(cramped.is_low());
+        assert_eq!(cramped.floor_bytes(), u64::MAX);
+        assert_eq!(roomy.floor_bytes(), 1);
         assert!(matches!(
             cramped.check(),
             Err(ApiError::DiskFull {
