@@ -23,6 +23,7 @@ use object_store::ObjectStore;
 use projections::Projections;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -205,6 +206,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", routes::api_router(state.clone()))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Inside the API log and `observe`, so they record the 500 it makes.
+        .layer(CatchPanicLayer::custom(answer_panic))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::api_log::record,
@@ -216,6 +219,18 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// A handler that panics answers the documented 500 `INTERNAL` instead of
+/// dropping the connection, and the panic is logged (never shown): it is a
+/// bug, not the client's doing.
+fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked", what))
 }
 
 /// Request id, tracing span and metrics for every request.
@@ -307,4 +322,44 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_the_documented_500_without_its_message() {
+        let app: Router = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("secret detail");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/fine", get(|| async { "ok" }))
+            .layer(CatchPanicLayer::custom(answer_panic));
+        let request = |path: &str| {
+            axum::http::Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let response = app.clone().oneshot(request("/boom")).await.unwrap();
+        assert_eq!(response.status(), 500);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "INTERNAL");
+        assert!(!body.to_string().contains("secret detail"), "{body}");
+        // The server goes on serving.
+        let fine = app.oneshot(request("/fine")).await.unwrap();
+        assert_eq!(fine.status(), 200);
+    }
 }
