@@ -114,13 +114,17 @@ async fn a_100k_row_export_streams_in_bounded_memory() {
         csv_size > 10_000_000 && jsonl_size > 30_000_000,
         "a 100,000-row export is tens of MB"
     );
-    // A server that built the export in memory would grow by at least its size.
+    // A server that built the export in memory would grow by at least its
+    // size. One that streams it grows by well under a megabyte on an idle
+    // machine, but on a loaded CI machine background work in the same window
+    // (more blocking threads, each with its allocator cache) has shown up
+    // to 9 MB: the bounds leave room for that, and none for the export.
     assert!(
-        csv_growth < csv_size / 3,
+        csv_growth < csv_size * 3 / 4,
         "the server's memory grew by {csv_growth} bytes while streaming a {csv_size}-byte CSV export"
     );
     assert!(
-        jsonl_growth < jsonl_size / 4,
+        jsonl_growth < jsonl_size / 2,
         "the server's memory grew by {jsonl_growth} bytes while streaming a {jsonl_size}-byte JSONL export"
     );
 
