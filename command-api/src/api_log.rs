@@ -488,13 +488,6 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-fn is_json(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|ct| {
-        let ct = ct.split(';').next().unwrap_or("").trim();
-        ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
-    })
-}
-
 pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     if !path.starts_with("/api/v1/") || path.starts_with("/api/v1/admin") {
@@ -542,23 +535,14 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     let request = if upload {
         partial.request_body = Some("[upload body not recorded]".to_owned());
         request
-    } else if is_json(content_type.as_deref()) || content_type.is_none() {
+    } else if crate::body::is_json(content_type.as_deref()) || content_type.is_none() {
         let (parts, body) = request.into_parts();
-        let limit = state.config.max_body_bytes;
-        let wait = state.config.request_body_timeout;
-        match tokio::time::timeout(wait, axum::body::to_bytes(body, limit)).await {
-            Ok(Ok(bytes)) => {
+        match crate::body::read_whole(body, &state).await {
+            Ok(bytes) => {
                 partial.request_body = (!bytes.is_empty()).then(|| redact(&bytes));
                 Request::from_parts(parts, Body::from(bytes))
             }
-            Ok(Err(_)) => {
-                let response = ApiError::PayloadTooLarge { limit }.into_response();
-                return finish(&state, response, partial).await;
-            }
-            Err(_) => {
-                let response = ApiError::request_timeout(wait).into_response();
-                return finish(&state, response, partial).await;
-            }
+            Err(e) => return finish(&state, e.into_response(), partial).await,
         }
     } else {
         partial.request_body = Some(format!(
@@ -591,7 +575,7 @@ async fn finish(state: &AppState, response: Response, p: Partial) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (response, response_body) = if is_json(content_type.as_deref()) {
+    let (response, response_body) = if crate::body::is_json(content_type.as_deref()) {
         let (parts, body) = response.into_parts();
         // JSON answers are built whole in memory before they get here, so
         // collecting one costs no copy. Whatever its size it goes out as it

@@ -277,11 +277,13 @@ impl HttpFiles {
         })
     }
 
-    fn send(
+    /// The admin route's answer for `fact`, and where the server keeps
+    /// files; an answer without that header is not from the route at all.
+    fn request(
         &self,
         method: reqwest::Method,
         fact: &FileFact,
-    ) -> anyhow::Result<Result<reqwest::blocking::Response, Problem>> {
+    ) -> anyhow::Result<(reqwest::blocking::Response, bool)> {
         let url = format!("{}/api/v1/admin/files/{}", self.base, fact.id);
         let response = self
             .client
@@ -289,21 +291,35 @@ impl HttpFiles {
             .header("x-admin-token", &self.token)
             .send()
             .with_context(|| format!("reading {url}"))?;
+        match response
+            .headers()
+            .get(crate::routes::storage::STORAGE_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(kind) => {
+                let local = kind == "local";
+                Ok((response, local))
+            }
+            None => bail!(
+                "{url}: status {}; the server does not serve stored files to the operator \
+                 (wrong token, or a version whose backups leave files out)",
+                response.status()
+            ),
+        }
+    }
+
+    fn send(
+        &self,
+        method: reqwest::Method,
+        fact: &FileFact,
+    ) -> anyhow::Result<Result<reqwest::blocking::Response, Problem>> {
+        let (response, _) = self.request(method, fact)?;
         let status = response.status();
         if status.is_success() {
             return Ok(Ok(response));
         }
-        let answered = response
-            .headers()
-            .contains_key(crate::routes::storage::STORAGE_HEADER);
-        if status == reqwest::StatusCode::NOT_FOUND && answered {
+        if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(Err(Problem::Missing));
-        }
-        if !answered {
-            bail!(
-                "{url}: status {status}; the server does not serve stored files to the operator \
-                 (wrong token, or a version whose backups leave files out)"
-            );
         }
         let body = response.text().unwrap_or_default();
         Ok(Err(Problem::Unreadable(format!(
@@ -315,26 +331,7 @@ impl HttpFiles {
     /// Whether the server keeps files locally (to be copied) or in object
     /// storage (to be checked).
     fn stored_locally(&self, fact: &FileFact) -> anyhow::Result<bool> {
-        let url = format!("{}/api/v1/admin/files/{}", self.base, fact.id);
-        let response = self
-            .client
-            .head(&url)
-            .header("x-admin-token", &self.token)
-            .send()
-            .with_context(|| format!("reading {url}"))?;
-        match response
-            .headers()
-            .get(crate::routes::storage::STORAGE_HEADER)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some("local") => Ok(true),
-            Some(_) => Ok(false),
-            None => bail!(
-                "{url}: status {}; the server does not serve stored files to the operator \
-                 (wrong token, or a version whose backups leave files out)",
-                response.status()
-            ),
-        }
+        Ok(self.request(reqwest::Method::HEAD, fact)?.1)
     }
 
     fn copy(&self, fact: &FileFact, dest: &mut Destination) -> anyhow::Result<Verdict> {

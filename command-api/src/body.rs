@@ -37,6 +37,28 @@ fn parse_request_id(v: &str) -> Result<RequestId, ApiError> {
     RequestId::parse(v).map_err(|_| ApiError::Validation("requestId must be a UUID".into()))
 }
 
+/// A JSON request body, whole: at most `EXPEREON_MAX_BODY_BYTES` (413), and
+/// within `EXPEREON_REQUEST_BODY_TIMEOUT` (408).
+pub async fn read_whole(
+    body: axum::body::Body,
+    state: &AppState,
+) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.config.max_body_bytes;
+    let wait = state.config.request_body_timeout;
+    tokio::time::timeout(wait, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::request_timeout(wait))?
+        .map_err(|_| ApiError::PayloadTooLarge { limit })
+}
+
+/// `application/json` or a `+json` type, parameters aside.
+pub fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        let ct = ct.split(';').next().unwrap_or("").trim();
+        ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
+    })
+}
+
 impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
@@ -54,20 +76,11 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let limit = state.config.max_body_bytes;
-        let wait = state.config.request_body_timeout;
-        let bytes = tokio::time::timeout(wait, axum::body::to_bytes(req.into_body(), limit))
-            .await
-            .map_err(|_| ApiError::request_timeout(wait))?
-            .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+        let bytes = read_whole(req.into_body(), state).await?;
         let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Object(Default::default())
         } else {
-            let is_json = content_type.as_deref().is_some_and(|ct| {
-                let ct = ct.split(';').next().unwrap_or("").trim();
-                ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
-            });
-            if !is_json {
+            if !is_json(content_type.as_deref()) {
                 return Err(ApiError::UnsupportedMediaType(
                     "send the body as Content-Type: application/json".into(),
                 ));

@@ -140,6 +140,7 @@ impl Metrics {
         log_seq: u64,
         projection_seq: u64,
         engine: &ledger_core::engine::EngineStats,
+        disk: &crate::disk::DiskGuard,
     ) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -274,6 +275,17 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE expereon_projection_sequence gauge");
         let _ = writeln!(out, "expereon_projection_sequence {projection_seq}");
         self.files.render(&mut out);
+        let _ = write!(
+            out,
+            "# HELP expereon_disk_free_bytes Free disk space under the data directory at the last measure.\n\
+             # TYPE expereon_disk_free_bytes gauge\n\
+             expereon_disk_free_bytes {}\n\
+             # HELP expereon_disk_low 1 while free disk space is below EXPEREON_MIN_FREE_DISK_BYTES (writes refused).\n\
+             # TYPE expereon_disk_low gauge\n\
+             expereon_disk_low {}\n",
+            disk.free_bytes(),
+            u8::from(disk.is_low())
+        );
         out
     }
 }

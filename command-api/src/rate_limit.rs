@@ -90,15 +90,14 @@ impl RateLimiter {
             return Ok(());
         };
         let (orgs, keys) = &mut *guard;
-        let org_tokens = orgs.refilled(organization, now).tokens;
-        let key_tokens = keys.refilled(key, now).tokens;
-        if org_tokens + EPSILON >= 1.0 && key_tokens + EPSILON >= 1.0 {
-            let org = orgs.refilled(organization, now);
+        let org = orgs.refilled(organization, now);
+        let key = keys.refilled(key, now);
+        if org.tokens + EPSILON >= 1.0 && key.tokens + EPSILON >= 1.0 {
             org.tokens = (org.tokens - 1.0).max(0.0);
-            let key = keys.refilled(key, now);
             key.tokens = (key.tokens - 1.0).max(0.0);
             return Ok(());
         }
+        let (org_tokens, key_tokens) = (org.tokens, key.tokens);
         // A bucket with a token to spare says 1 s, never more than the one
         // without, which says at least that.
         Err(orgs.wait(org_tokens).max(keys.wait(key_tokens)))

@@ -19,7 +19,8 @@ pub fn router() -> Router<AppState> {
 /// sending it traffic.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let fault = state.projections.fault();
-    let healthy = fault.is_none() && !state.disk.is_low();
+    let disk_low = state.disk.is_low();
+    let healthy = fault.is_none() && !disk_low;
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -32,7 +33,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         "disk": {
             "freeBytes": state.disk.free_bytes(),
             "floorBytes": state.disk.floor_bytes(),
-            "low": state.disk.is_low(),
+            "low": disk_low,
         },
         "logSequence": state.log.head().last_seq,
         "projectionSequence": state.projections.applied(),
@@ -51,19 +52,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             state.log.head().last_seq,
             state.projections.applied(),
             state.engine.stats(),
-        ) + &disk_metrics(&state.disk),
-    )
-}
-
-fn disk_metrics(disk: &crate::disk::DiskGuard) -> String {
-    format!(
-        "# HELP expereon_disk_free_bytes Free disk space under the data directory at the last measure.\n\
-         # TYPE expereon_disk_free_bytes gauge\n\
-         expereon_disk_free_bytes {}\n\
-         # HELP expereon_disk_low 1 while free disk space is below EXPEREON_MIN_FREE_DISK_BYTES (writes refused).\n\
-         # TYPE expereon_disk_low gauge\n\
-         expereon_disk_low {}\n",
-        disk.free_bytes(),
-        u8::from(disk.is_low())
+            &state.disk,
+        ),
     )
 }

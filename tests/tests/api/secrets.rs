@@ -7,24 +7,11 @@ use crate::support::*;
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// Every file under `dir`, recursively, but the master key's own.
-fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("reading the data dir") {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            files_under(&path, out);
-        } else if path.file_name().is_some_and(|n| n != "master.key") {
-            out.push(path);
-        }
-    }
-}
-
 /// The files under `dir` holding `needle`'s bytes.
 fn holding(dir: &Path, needle: &str) -> Vec<String> {
-    let mut files = Vec::new();
-    files_under(dir, &mut files);
-    files
+    files_under(dir)
         .into_iter()
+        .filter(|f| f.file_name().is_some_and(|n| n != "master.key"))
         .filter(|f| {
             let bytes = std::fs::read(f).unwrap_or_default();
             bytes.windows(needle.len()).any(|w| w == needle.as_bytes())

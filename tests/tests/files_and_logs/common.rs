@@ -4,7 +4,7 @@
 use crate::support::{Org, Resp};
 use reqwest::Method;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 pub fn pct(s: &str) -> String {
@@ -94,26 +94,7 @@ pub async fn upload_raw(org: &Org, name: &str, content_type: Option<&str>, data:
         .await
 }
 
-/// Every regular file under `dir`, recursively (none when it does not exist).
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(p),
-                Ok(_) => out.push(p),
-                Err(_) => {}
-            }
-        }
-    }
-    out.sort();
-    out
-}
+pub use crate::support::files_under;
 
 /// Where the server keeps uploaded bytes: `<data dir>/data/files`.
 pub fn files_root(app: &crate::support::TestApp) -> PathBuf {
