@@ -1478,3 +1478,57 @@ fn generate_write_model_snapshot_fixture() {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     std::fs::copy(written, out).unwrap();
 }
+
+/// Events written since the v1 fixture, pinned byte for byte the same way:
+/// a rejection with its reason (a variant appended after v1's) and a webhook
+/// endpoint whose secret is sealed (the same `String` slot, holding a
+/// `sealed:v1:` value). Later builds must decode these bytes to these
+/// events and encode these events to these bytes.
+#[test]
+fn events_added_after_v1_keep_their_bytes() {
+    let at = Timestamp::from_micros(1_765_000_000_000_000);
+    let uuid = |n: u128| Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | n);
+    let org = Actor::ApiKey {
+        organization_id: OrganizationId::from_uuid(uuid(1)),
+        api_key_id: ApiKeyId::from_uuid(uuid(2)),
+    };
+    let cases = [
+        (
+            RecordedEvent {
+                seq: 92,
+                version: 2,
+                at,
+                actor: org,
+                request_id: None,
+                event: ledger_core::events::Event::ConnectionRejectedBecause {
+                    id: ConnectionId::from_uuid(uuid(3)),
+                    reason: Some("We buy from one distributor.".into()),
+                },
+            },
+            "015c0280c0bae0c2d0a206021001900000000070008000000000000001100190000000007000800000000000000200331001900000000070008000000000000003011c5765206275792066726f6d206f6e65206469737472696275746f722e",
+        ),
+        (
+            RecordedEvent {
+                seq: 93,
+                version: 1,
+                at,
+                actor: org,
+                request_id: Some(RequestId::from_uuid(uuid(4))),
+                event: ledger_core::events::Event::WebhookEndpointCreated {
+                    id: WebhookEndpointId::from_uuid(uuid(5)),
+                    organization_id: OrganizationId::from_uuid(uuid(1)),
+                    url: "https://example.com/hooks".into(),
+                    events: vec!["invoice.*".into()],
+                    description: None,
+                    secret: "sealed:v1:0011223344556677:AAAA".into(),
+                },
+            },
+            "015d0180c0bae0c2d0a20602100190000000007000800000000000000110019000000000700080000000000000020110019000000000700080000000000000042d100190000000007000800000000000000510019000000000700080000000000000011968747470733a2f2f6578616d706c652e636f6d2f686f6f6b730109696e766f6963652e2a001f7365616c65643a76313a303031313232333334343535363637373a41414141",
+        ),
+    ];
+    for (event, pinned) in cases {
+        let bytes = codec::encode_event(&event).unwrap();
+        assert_eq!(hex::encode(&bytes), pinned, "{}", event.event.type_name());
+        assert_eq!(codec::decode_event(&unhex(pinned)).unwrap(), event);
+    }
+}
