@@ -82,6 +82,9 @@ pub enum Body {
 pub enum Success {
     /// `application/json` with this schema.
     Json(&'static str),
+    /// Like [`Success::Json`], and `503` with the same schema while the
+    /// server cannot serve (a health check).
+    JsonOr503(&'static str),
     /// `application/x-ndjson`: one JSON object of this schema per line.
     JsonLines(&'static str),
     /// A streamed export: JSON lines of this schema (default) or CSV with one
@@ -396,7 +399,7 @@ const API_LOG_FILTERS: [Param; 6] = [
     q(
         "apiKeyId",
         "Only requests made with this API key.",
-        Ty::Uuid,
+        Ty::Schema("ApiKeyId"),
     ),
     Param::From,
     Param::To,
@@ -448,7 +451,7 @@ pub static OPERATIONS: &[Op] = &[
         tag: SYSTEM,
         summary: "Liveness",
         description: "Answers 200 once the server serves, with the last sequence number in the event log and the last one the read models have applied; 503 with the same body (`status` `unavailable`, `projectionFault` or `disk.low` saying why) while the read models cannot be written or free disk space is below its floor (writes refused), so a load balancer can stop sending traffic.",
-        success: Success::Json("Health"),
+        success: Success::JsonOr503("Health"),
         ..BASE
     },
     Op {
@@ -1872,7 +1875,9 @@ fn success(op: &Op) -> Value {
             json!({ "$ref": "#/components/headers/IdempotentReplayed" });
     }
     let (description, content) = match op.success {
-        Success::Json(schema) => ("OK", json!({ "application/json": { "schema": r(schema) } })),
+        Success::Json(schema) | Success::JsonOr503(schema) => {
+            ("OK", json!({ "application/json": { "schema": r(schema) } }))
+        }
         Success::JsonLines(schema) => (
             "OK: JSON lines, one object per line (the schema describes one line).",
             json!({ "application/x-ndjson": { "schema": r(schema) } }),
@@ -2169,6 +2174,16 @@ fn error_responses(op: &Op) -> Vec<(u16, String, Value)> {
 fn responses(op: &Op) -> Value {
     let mut out = Map::new();
     out.insert("200".into(), success(op));
+    if let Success::JsonOr503(schema) = op.success {
+        out.insert(
+            "503".into(),
+            json!({
+                "description": "Unavailable: the same body, saying why.",
+                "headers": { "X-Request-Id": { "$ref": "#/components/headers/XRequestId" } },
+                "content": { "application/json": { "schema": r(schema) } },
+            }),
+        );
+    }
     for (status, name, _) in error_responses(op) {
         out.insert(
             status.to_string(),
@@ -2257,13 +2272,29 @@ fn int(description: &str) -> Value {
     json!({ "type": "integer", "minimum": 0, "description": description })
 }
 
-/// A response object: every property listed is always present.
+/// A response object: every property listed is always present, and no other
+/// is (so a field served but not documented fails the contract tests).
 fn resource(description: &str, properties: Value) -> Value {
     let required: Vec<String> = properties
         .as_object()
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    json!({ "type": "object", "description": description, "required": required, "properties": properties })
+    json!({
+        "type": "object",
+        "description": description,
+        "required": required,
+        "properties": properties,
+        "additionalProperties": false,
+    })
+}
+
+/// `base` (a [`resource`]) with more fields, all present.
+fn with_fields(base: &Value, description: &str, extra: Value) -> Value {
+    let mut properties = base["properties"].clone();
+    if let (Some(p), Value::Object(extra)) = (properties.as_object_mut(), extra) {
+        p.extend(extra);
+    }
+    resource(description, properties)
 }
 
 /// A request body: unknown fields are refused.
@@ -2353,6 +2384,14 @@ pub fn schemas() -> Value {
     let bulk_max = crate::routes::invoices::BULK_MAX;
     let mut s = Map::new();
     // ------------------------------------------------------- primitives
+    s.insert(
+        "ApiKeyId".into(),
+        json!({
+            "type": "string",
+            "pattern": "^ek_[0-9a-f]{32}$",
+            "description": "An API key id: `ek_` then 32 hex digits. Sent as `X-API-Key`.",
+        }),
+    );
     s.insert("Money".into(), json!({
         "type": "string",
         "pattern": "^[0-9]+(\\.[0-9]{1,3})?$",
@@ -2680,7 +2719,7 @@ pub fn schemas() -> Value {
     s.insert("OrganizationCreated".into(), resource("", json!({
         "organization": r("Organization"),
         "apiKey": resource("The organization's first API key. The secret is shown here only.", json!({
-            "id": id("Send as `X-API-Key`."),
+            "id": rd("ApiKeyId", "Send as `X-API-Key`."),
             "secret": string("Send as `X-API-Secret`."),
             "permissions": { "type": "array", "items": r("Permission") },
         })),
@@ -2690,7 +2729,7 @@ pub fn schemas() -> Value {
         resource(
             "",
             json!({
-                "id": id(""),
+                "id": r("ApiKeyId"),
                 "organizationId": id(""),
                 "name": { "type": "string" },
                 "permissions": { "type": "array", "items": r("Permission") },
@@ -2700,13 +2739,12 @@ pub fn schemas() -> Value {
             }),
         ),
     );
-    s.insert("ApiKeyCreated".into(), json!({
-        "description": "The key, with its secret (shown here only).",
-        "allOf": [
-            r("ApiKey"),
-            { "type": "object", "required": ["secret"], "properties": { "secret": string("Send as `X-API-Secret`.") } },
-        ],
-    }));
+    let api_key_created = with_fields(
+        &s["ApiKey"],
+        "The key, with its secret (shown here only).",
+        json!({ "secret": string("Send as `X-API-Secret`.") }),
+    );
+    s.insert("ApiKeyCreated".into(), api_key_created);
     s.insert(
         "Connection".into(),
         resource(
@@ -2770,7 +2808,7 @@ pub fn schemas() -> Value {
         "at": timestamp(""),
         "actor": resource("Who caused it (both null for the operator or the system).", json!({
             "organizationId": { "type": ["string", "null"], "format": "uuid" },
-            "apiKeyId": { "type": ["string", "null"], "format": "uuid" },
+            "apiKeyId": nullable(r("ApiKeyId")),
         })),
         "data": { "description": "The event's payload." },
     })));
@@ -2912,8 +2950,8 @@ pub fn schemas() -> Value {
         "amount": r("Money"),
         "destination": { "type": "object", "additionalProperties": { "type": "string" } },
         "status": r("WithdrawalStatus"),
-        "submittedByApiKeyId": id(""),
-        "decidedByApiKeyId": { "type": ["string", "null"], "format": "uuid" },
+        "submittedByApiKeyId": r("ApiKeyId"),
+        "decidedByApiKeyId": nullable(r("ApiKeyId")),
         "rejectionReason": { "type": ["string", "null"] },
         "transactionId": { "type": ["string", "null"], "format": "uuid", "description": "The WITHDRAWAL transaction, once completed." },
         "createdAt": timestamp(""),
@@ -3036,29 +3074,18 @@ pub fn schemas() -> Value {
             "description": { "type": ["string", "null"], "maxLength": 500, "description": "null clears it." },
         })),
     );
-    s.insert(
-        "WebhookEndpointWithSecret".into(),
-        json!({
-            "description": "The endpoint with its signing secret (shown on creation and rotation only).",
-            "allOf": [
-                r("WebhookEndpoint"),
-                {
-                    "type": "object",
-                    "required": ["secret"],
-                    "properties": { "secret": { "type": "string", "pattern": "^whsec_", "description": "`whsec_` then the base64 key." } },
-                },
-            ],
-        }),
+    let with_secret = with_fields(
+        &s["WebhookEndpoint"],
+        "The endpoint with its signing secret (shown on creation and rotation only).",
+        json!({ "secret": { "type": "string", "pattern": "^whsec_", "description": "`whsec_` then the base64 key." } }),
     );
-    s.insert(
-        "DeletedWebhookEndpoint".into(),
-        json!({
-            "allOf": [
-                r("WebhookEndpoint"),
-                { "type": "object", "required": ["deleted"], "properties": { "deleted": { "const": true } } },
-            ],
-        }),
+    s.insert("WebhookEndpointWithSecret".into(), with_secret);
+    let deleted = with_fields(
+        &s["WebhookEndpoint"],
+        "The endpoint as it was, marked deleted.",
+        json!({ "deleted": { "const": true } }),
     );
+    s.insert("DeletedWebhookEndpoint".into(), deleted);
     s.insert(
         "WebhookDelivery".into(),
         resource("One event on its way to one endpoint.", json!({
@@ -3137,7 +3164,7 @@ pub fn schemas() -> Value {
                 "query": { "type": ["string", "null"] },
                 "status": { "type": "integer", "description": "The HTTP status answered." },
                 "durationMs": { "type": "number", "minimum": 0 },
-                "apiKeyId": id(""),
+                "apiKeyId": r("ApiKeyId"),
                 "requestId": { "type": ["string", "null"] },
                 "ip": { "type": ["string", "null"] },
                 "requestBody": { "type": ["string", "null"] },

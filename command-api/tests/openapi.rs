@@ -223,9 +223,11 @@ fn every_operation_documents_success_and_errors() {
             .as_object()
             .unwrap_or_else(|| panic!("{at}: responses"));
         assert!(responses.contains_key("200"), "{at}: 200");
+        // A health check's 503 is its own body, saying why (`Success::JsonOr503`).
         let errors: Vec<_> = responses
             .iter()
             .filter(|(s, _)| s.as_str() >= "400")
+            .filter(|(s, _)| !(s.as_str() == "503" && op["operationId"] == "getHealth"))
             .collect();
         assert!(!errors.is_empty(), "{at}: no error response");
         assert!(responses.contains_key("500"), "{at}: 500");

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod bulk;
 mod concurrency;
+mod documented;
 mod editing;
 mod idempotency;
 mod isolation;

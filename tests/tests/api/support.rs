@@ -14,6 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+#[path = "contract.rs"]
+pub mod contract;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-of-32-characters-at-least";
 /// A due date safely after any issue date the server defaults to (today).
 pub const DUE: &str = "2031-06-30";
@@ -259,6 +262,12 @@ impl Api {
             .await
             .map_err(|e| format!("{what}: reading body: {e}"))?
             .to_vec();
+        contract::check(
+            &what,
+            status,
+            headers.get("content-type").and_then(|v| v.to_str().ok()),
+            &bytes,
+        );
         Ok(Resp {
             status,
             headers,
