@@ -203,6 +203,7 @@ fn object_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
+        .merge(routes::docs::router())
         .nest("/api/v1", routes::api_router(state.clone()))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

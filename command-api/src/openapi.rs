@@ -472,6 +472,24 @@ pub static OPERATIONS: &[Op] = &[
         success: Success::Json("OpenApiDocument"),
         ..BASE
     },
+    Op {
+        path: "/docs",
+        operation_id: "getApiReference",
+        tag: SYSTEM,
+        summary: "This document, browsable",
+        description: "An HTML page rendering this document with Redoc, whose script the server itself serves (`/docs/redoc-3.0.1/redoc.standalone.js`): it works offline, and its `Content-Security-Policy` lets it load nothing from elsewhere. No credentials needed.",
+        success: Success::Text("text/html"),
+        ..BASE
+    },
+    Op {
+        path: "/docs/redoc-3.0.1/redoc.standalone.js",
+        operation_id: "getApiReferenceScript",
+        tag: SYSTEM,
+        summary: "The API reference's script",
+        description: "Redoc 3.0.1's standalone bundle, as published (MIT), for `/docs`. Its path names its version, so it may be cached for good (`Cache-Control: immutable`). No credentials needed.",
+        success: Success::Text("text/javascript"),
+        ..BASE
+    },
     // ----------------------------------------------------------------- admin
     Op {
         method: Post,

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod api_logs;
 pub mod clock;
 pub mod connections;
+pub mod docs;
 pub mod health;
 pub mod invoices;
 pub mod payments;
