@@ -23,19 +23,7 @@ const CHUNK_ROWS: usize = 1000;
 /// The export connection's page cache, in KiB.
 const CACHE_KIB: i64 = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    Jsonl,
-}
-
-pub fn format(q: &std::collections::HashMap<String, String>) -> ApiResult<Format> {
-    match q.get("format").map(String::as_str) {
-        Some("csv") => Ok(Format::Csv),
-        Some("jsonl") | None => Ok(Format::Jsonl),
-        Some(_) => Err(ApiError::Validation("format must be csv or jsonl".into())),
-    }
-}
+pub use crate::query::Format;
 
 /// Reads one chunk of an export: its rows rendered as the API shows them,
 /// each with the seq the next chunk resumes after.

@@ -19,6 +19,7 @@ pub mod master_key;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;
+pub mod query;
 pub mod rate_limit;
 pub mod routes;
 pub mod webhooks;

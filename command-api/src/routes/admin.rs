@@ -1,12 +1,13 @@
 //! Operator routes (`X-Admin-Token`): organizations, deposits, collateral,
 //! freezes, and the raw event stream for auditors.
 
-use super::{path_id, Query};
+use super::path_id;
 use crate::app::AppState;
 use crate::auth::{new_secret, Admin};
 use crate::body::JsonBody;
 use crate::commands::{execute, render_view, Request, View};
 use crate::error::{ApiError, ApiResult};
+use crate::query::{self, Query};
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderName};
@@ -217,23 +218,45 @@ const EVENTS_MAX_LIMIT: u64 = 10_000;
 
 /// `GET /admin/events?after=SEQ&limit=N`: JSON lines, oldest first, each with
 /// its chain hash so an auditor can verify the chain without trusting us.
-async fn events(_: Admin, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
-    let after: u64 = match q.get("after") {
-        None => 0,
-        Some(s) => s
-            .parse()
-            .map_err(|_| ApiError::Validation("after must be a sequence number".into()))?,
-    };
-    let limit: u64 = match q.get("limit") {
-        None => EVENTS_DEFAULT_LIMIT,
-        Some(s) => s
-            .parse()
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default, deserialize_with = "query::optional")]
+    after: Option<Seq>,
+    #[serde(default, deserialize_with = "query::optional")]
+    limit: Option<EventsLimit>,
+}
+
+struct Seq(u64);
+
+impl std::str::FromStr for Seq {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse()
+            .map(Seq)
+            .map_err(|_| "after must be a sequence number")
+    }
+}
+
+struct EventsLimit(u64);
+
+impl std::str::FromStr for EventsLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse()
             .ok()
             .filter(|n| (1..=EVENTS_MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::Validation(format!("limit must be 1 to {EVENTS_MAX_LIMIT}"))
-            })?,
-    };
+            .map(EventsLimit)
+            .ok_or_else(|| format!("limit must be 1 to {EVENTS_MAX_LIMIT}"))
+    }
+}
+
+async fn events(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Response> {
+    let after = q.after.map_or(0, |s| s.0);
+    let limit = q.limit.map_or(EVENTS_DEFAULT_LIMIT, |l| l.0);
     let log = state.log.clone();
     let body = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
         let mut out = Vec::new();

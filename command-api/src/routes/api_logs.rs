@@ -1,13 +1,11 @@
 //! `GET /settings/api-logs[/{id}]` and `/export`.
 
-use super::payments::time_param;
-use super::Query;
 use crate::api_log::{org_prefix, ApiLogRecord};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::commands::json_value;
 use crate::error::{ApiError, ApiResult};
-use crate::paging;
+use crate::query::{self, Format, Page, Period, Query};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
@@ -16,9 +14,9 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
 use ledger_core::events::Permission;
-use ledger_core::time::Timestamp;
+use ledger_core::ids::ApiKeyId;
+use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -72,57 +70,78 @@ fn as_seen_by(caller: &Caller, mut r: ApiLogRecord) -> ApiLogRecord {
     r
 }
 
+/// The list's and the export's filters.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Filter {
-    method: Option<String>,
-    status: Option<u16>,
+    #[serde(default, deserialize_with = "query::optional")]
+    method: Option<Method>,
+    #[serde(default, deserialize_with = "query::optional")]
+    status: Option<Status>,
+    #[serde(default, deserialize_with = "query::optional")]
     path: Option<String>,
-    api_key: Option<String>,
-    from: Option<Timestamp>,
-    to: Option<Timestamp>,
+    #[serde(default, deserialize_with = "query::optional")]
+    api_key_id: Option<ApiKeyId>,
+    #[serde(flatten)]
+    period: Period,
+}
+
+/// Compared upper case, as requests record it.
+struct Method(String);
+
+impl std::str::FromStr for Method {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Method(s.to_ascii_uppercase()))
+    }
+}
+
+struct Status(u16);
+
+impl std::str::FromStr for Status {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse()
+            .map(Status)
+            .map_err(|_| "status must be an HTTP status code")
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(flatten)]
+    page: Page,
+    #[serde(flatten)]
+    filter: Filter,
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    #[serde(default)]
+    format: Format,
+    #[serde(flatten)]
+    filter: Filter,
 }
 
 impl Filter {
-    fn parse(q: &HashMap<String, String>) -> ApiResult<Self> {
-        Ok(Self {
-            method: q.get("method").map(|m| m.to_ascii_uppercase()),
-            status: q
-                .get("status")
-                .map(|s| {
-                    s.parse().map_err(|_| {
-                        ApiError::Validation("status must be an HTTP status code".into())
-                    })
-                })
-                .transpose()?,
-            path: q.get("path").cloned(),
-            api_key: q.get("apiKeyId").cloned(),
-            from: time_param(q, "from")?,
-            to: time_param(q, "to")?,
-        })
-    }
-
     fn keep(&self, r: &ApiLogRecord) -> bool {
-        self.method.as_deref().is_none_or(|m| r.method == m)
-            && self.status.is_none_or(|s| r.status == s)
+        self.method.as_ref().is_none_or(|m| r.method == m.0)
+            && self.status.as_ref().is_none_or(|s| r.status == s.0)
             && self.path.as_deref().is_none_or(|p| r.path.starts_with(p))
-            && self
-                .api_key
-                .as_deref()
-                .is_none_or(|k| r.api_key_id.to_string() == k)
-            && self.from.is_none_or(|f| r.at >= f)
-            && self.to.is_none_or(|t| r.at < t)
+            && self.api_key_id.is_none_or(|k| r.api_key_id == k)
+            && self.period.from().is_none_or(|f| r.at >= f)
+            && self.period.to().is_none_or(|t| r.at < t)
     }
 }
 
 fn cursor_key(
     org: ledger_core::ids::OrganizationId,
-    cursor: Option<String>,
+    cursor: Option<&[u8]>,
 ) -> ApiResult<Option<Vec<u8>>> {
     match cursor {
         None => Ok(None),
-        Some(c) => {
-            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c)
-                .map_err(|_| ApiError::Validation("cursor is not valid".into()))?;
+        Some(key) => {
+            let key = key.to_vec();
             // A cursor only ever walks its own organization's records.
             if !key.starts_with(&org_prefix(org)) {
                 return Err(ApiError::Validation("cursor is not valid".into()));
@@ -132,14 +151,15 @@ fn cursor_key(
     }
 }
 
-async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
-    let filter = Filter::parse(&q)?;
-    let limit = paging::limit(q.get("limit").map(String::as_str))?;
-    let after = cursor_key(
-        caller.organization_id,
-        q.get("cursor").filter(|c| !c.is_empty()).cloned(),
-    )?;
+    let filter = q.filter;
+    let limit = q.page.limit();
+    let after = cursor_key(caller.organization_id, q.page.cursor_bytes())?;
     state.api_logs.sync().await;
     let logs = state.api_logs.clone();
     let org = caller.organization_id;
@@ -188,10 +208,14 @@ const COLUMNS: &[&str] = &[
 ];
 const CHUNK: usize = 500;
 
-async fn export(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+async fn export(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
-    let format = crate::export::format(&q)?;
-    let filter = std::sync::Arc::new(Filter::parse(&q)?);
+    let format = q.format;
+    let filter = std::sync::Arc::new(q.filter);
     state.api_logs.sync().await;
     let logs = state.api_logs.clone();
     let org = caller.organization_id;

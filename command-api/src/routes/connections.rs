@@ -1,17 +1,19 @@
 //! Connections between a seller and a buyer organization.
 
-use super::{path_id, Query};
+use super::path_id;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::commands::{execute, json_value, render_outcome, Request};
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
+use crate::query::{self, Named, Page, Query};
 use crate::views;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use ledger_core::domain::connection::ConnectionStatus;
 use ledger_core::domain::Command;
 use ledger_core::events::{Party, Permission};
 use ledger_core::ids::{ConnectionId, OrganizationId};
@@ -152,18 +154,28 @@ async fn get_one(
     )))
 }
 
-async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(flatten)]
+    page: Page,
+    #[serde(default, deserialize_with = "query::optional")]
+    status: Option<Named<ConnectionStatus>>,
+}
+
+async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
     caller.require(Permission::InvoicesRead)?;
-    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
-    let status = q.get("status").cloned();
+    let status = q.status.map(|s| s.0.as_str());
     let org = caller.organization_id;
     let page = queries::PageRequest {
-        after_key: cursor.as_deref(),
-        limit,
+        after_key: q.page.cursor()?,
+        limit: q.page.limit(),
         descending: false,
     };
-    let (items, next) =
-        state.sql(|c| queries::access::connections_of(c, org, status.as_deref(), &page))?;
+    let (items, next) = state.sql(|c| queries::access::connections_of(c, org, status, &page))?;
     Ok(json_value(&json!({
         "data": items
             .iter()

@@ -1,13 +1,14 @@
 //! Invoices: create, read, search, edit, every action of the state diagram,
 //! line items, bulk actions and history.
 
-use super::{path_id, Query};
+use super::path_id;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::commands::{execute, json_value, render_outcome, Request};
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
+use crate::query::{self, Day, Named, Page, Query};
 use crate::views;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -623,72 +624,109 @@ fn is_draft_work(event: &ledger_core::events::Event) -> bool {
     )
 }
 
-/// The list's filters, parsed at the edge.
-fn parse_filter(
-    q: &std::collections::HashMap<String, String>,
-) -> ApiResult<queries::InvoiceFilter> {
-    let get = |k: &str| q.get(k).map(String::as_str).filter(|s| !s.is_empty());
-    Ok(queries::InvoiceFilter {
-        status: get("status")
-            .map(|s| {
-                InvoiceStatus::parse(s)
-                    .ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`")))
-            })
-            .transpose()?,
-        role: get("role")
-            .map(|r| match r {
-                "seller" | "SELLER" => Ok(Party::Seller),
-                "buyer" | "BUYER" => Ok(Party::Buyer),
-                _ => Err(ApiError::Validation("role must be seller or buyer".into())),
-            })
-            .transpose()?,
-        connection: get("connectionId")
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| ApiError::Validation("connectionId must be a UUID".into()))
-            })
-            .transpose()?,
-        counterparty: get("counterpartyOrganizationId")
-            .map(|s| {
-                s.parse().map_err(|_| {
-                    ApiError::Validation("counterpartyOrganizationId must be a UUID".into())
-                })
-            })
-            .transpose()?,
-        currency: get("currency")
-            .map(Currency::parse)
-            .transpose()
-            .map_err(validation)?,
-        due_before: get("dueBefore").map(|d| date("dueBefore", d)).transpose()?,
-        due_after: get("dueAfter").map(|d| date("dueAfter", d)).transpose()?,
-        q: get("q").map(str::to_lowercase),
-    })
+/// `GET /invoices`: filters, sort and page.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    #[serde(flatten)]
+    page: Page,
+    #[serde(default, deserialize_with = "query::optional")]
+    status: Option<Named<InvoiceStatus>>,
+    #[serde(default, deserialize_with = "query::optional")]
+    role: Option<Role>,
+    #[serde(default, deserialize_with = "query::optional")]
+    connection_id: Option<ConnectionId>,
+    #[serde(default, deserialize_with = "query::optional")]
+    counterparty_organization_id: Option<OrganizationId>,
+    #[serde(default, deserialize_with = "query::optional")]
+    currency: Option<Currency>,
+    #[serde(default, deserialize_with = "query::optional")]
+    due_before: Option<Day>,
+    #[serde(default, deserialize_with = "query::optional")]
+    due_after: Option<Day>,
+    #[serde(default, deserialize_with = "query::optional")]
+    q: Option<String>,
+    #[serde(default, deserialize_with = "query::optional")]
+    sort: Option<Sort>,
+    #[serde(default, deserialize_with = "query::optional")]
+    order: Option<Order>,
 }
 
-async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesRead)?;
-    let filter = parse_filter(&q)?;
-    let sort = match q.get("sort").map(String::as_str).unwrap_or("createdAt") {
-        "createdAt" => InvoiceSort::CreatedAt,
-        "dueDate" => InvoiceSort::DueDate,
-        "total" => InvoiceSort::Total,
-        _ => {
-            return Err(ApiError::Validation(
-                "sort must be createdAt, dueDate or total".into(),
-            ))
+/// The caller's side of an invoice; either case, as clients write both.
+struct Role(Party);
+
+impl std::str::FromStr for Role {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "seller" | "SELLER" => Ok(Role(Party::Seller)),
+            "buyer" | "BUYER" => Ok(Role(Party::Buyer)),
+            _ => Err("role must be seller or buyer"),
         }
-    };
-    let descending = match q.get("order").map(String::as_str) {
-        None => sort == InvoiceSort::CreatedAt,
-        Some("asc") => false,
-        Some("desc") => true,
-        Some(_) => return Err(ApiError::Validation("order must be asc or desc".into())),
-    };
-    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
+    }
+}
+
+struct Sort(InvoiceSort);
+
+impl std::str::FromStr for Sort {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "createdAt" => Ok(Sort(InvoiceSort::CreatedAt)),
+            "dueDate" => Ok(Sort(InvoiceSort::DueDate)),
+            "total" => Ok(Sort(InvoiceSort::Total)),
+            _ => Err("sort must be createdAt, dueDate or total"),
+        }
+    }
+}
+
+struct Order {
+    descending: bool,
+}
+
+impl std::str::FromStr for Order {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "asc" => Ok(Order { descending: false }),
+            "desc" => Ok(Order { descending: true }),
+            _ => Err("order must be asc or desc"),
+        }
+    }
+}
+
+impl ListQuery {
+    fn filter(&self) -> queries::InvoiceFilter {
+        queries::InvoiceFilter {
+            status: self.status.map(|s| s.0),
+            role: self.role.as_ref().map(|r| r.0),
+            connection: self.connection_id,
+            counterparty: self.counterparty_organization_id,
+            currency: self.currency,
+            due_before: self.due_before.map(|d| d.0),
+            due_after: self.due_after.map(|d| d.0),
+            q: self.q.as_deref().map(str::to_lowercase),
+        }
+    }
+}
+
+async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    caller.require(Permission::InvoicesRead)?;
+    let filter = q.filter();
+    let sort = q.sort.as_ref().map_or(InvoiceSort::CreatedAt, |s| s.0);
+    // Newest first by default; the other sorts ascend.
+    let descending = q
+        .order
+        .as_ref()
+        .map_or(sort == InvoiceSort::CreatedAt, |o| o.descending);
     let org = caller.organization_id;
     let page = queries::PageRequest {
-        after_key: cursor.as_deref(),
-        limit,
+        after_key: q.page.cursor()?,
+        limit: q.page.limit(),
         descending,
     };
     let (items, next) = state.sql(|c| queries::list_invoices(c, org, &filter, sort, &page))?;

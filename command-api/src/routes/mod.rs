@@ -16,7 +16,6 @@ pub mod webhooks;
 use crate::app::AppState;
 use crate::error::ApiError;
 use axum::Router;
-use std::collections::HashMap;
 
 pub fn api_router(state: AppState) -> Router<AppState> {
     // Organization routes are rate limited per API key; the operator's are not.
@@ -45,6 +44,3 @@ pub fn api_router(state: AppState) -> Router<AppState> {
 pub fn path_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound(what))
 }
-
-/// Query strings parsed by hand so a bad value gets our error shape.
-pub type Query = axum::extract::Query<HashMap<String, String>>;

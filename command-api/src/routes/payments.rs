@@ -1,12 +1,13 @@
 //! Settlement and the payments read side.
 
-use super::{path_id, Query};
+use super::path_id;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::commands::{execute, json_value, render_outcome, Request};
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
+use crate::query::{self, Format, Named, Page, Period, Query};
 use crate::views;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -16,7 +17,6 @@ use ledger_core::domain::payment::PaymentStatus;
 use ledger_core::domain::Command;
 use ledger_core::events::Permission;
 use ledger_core::ids::{InvoiceId, PaymentId};
-use ledger_core::time::Timestamp;
 use projections::sql::queries::payments::{self, LogPage, PaymentFilter};
 use serde::Deserialize;
 use serde_json::json;
@@ -194,50 +194,56 @@ async fn get_one(
     Ok(json_value(&views::payment(&p)))
 }
 
-pub fn time_param(
-    q: &std::collections::HashMap<String, String>,
-    key: &str,
-) -> ApiResult<Option<Timestamp>> {
-    match q.get(key).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => Timestamp::parse_rfc3339(s)
-            .or_else(|| {
-                crate::input::date(key, s).ok().and_then(|d| {
-                    d.and_hms_opt(0, 0, 0)
-                        .map(|dt| Timestamp::from_datetime(dt.and_utc()))
-                })
-            })
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::Validation(format!("{key} must be an RFC 3339 time or a date"))
-            }),
+/// The list's and the export's filters.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Filters {
+    #[serde(default, deserialize_with = "query::optional")]
+    status: Option<Named<PaymentStatus>>,
+    #[serde(default, deserialize_with = "query::optional")]
+    invoice_id: Option<InvoiceId>,
+    #[serde(flatten)]
+    period: Period,
+}
+
+impl Filters {
+    fn filter(&self) -> PaymentFilter {
+        PaymentFilter {
+            status: self.status.map(|s| s.0),
+            invoice: self.invoice_id,
+            from: self.period.from(),
+            to: self.period.to(),
+        }
     }
 }
 
-/// The list's and the export's filters, parsed at the edge.
-pub fn parse_filter(q: &std::collections::HashMap<String, String>) -> ApiResult<PaymentFilter> {
-    Ok(PaymentFilter {
-        status: q
-            .get("status")
-            .map(|s| {
-                PaymentStatus::parse(s)
-                    .ok_or_else(|| ApiError::Validation(format!("unknown status `{s}`")))
-            })
-            .transpose()?,
-        invoice: q.get("invoiceId").map(|s| invoice_id(s)).transpose()?,
-        from: time_param(q, "from")?,
-        to: time_param(q, "to")?,
-    })
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(flatten)]
+    page: Page,
+    #[serde(flatten)]
+    filters: Filters,
 }
 
-async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+#[derive(Deserialize)]
+struct ExportQuery {
+    #[serde(default)]
+    format: Format,
+    #[serde(flatten)]
+    filters: Filters,
+}
+
+async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
     caller.require(Permission::PaymentsRead)?;
-    let filter = parse_filter(&q)?;
-    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
+    let filter = q.filters.filter();
     let org = caller.organization_id;
     let page = LogPage {
-        after_key: cursor.as_deref(),
-        limit,
+        after_key: q.page.cursor()?,
+        limit: q.page.limit(),
     };
     let (items, next) = state.sql(|c| payments::list_payments(c, org, &filter, &page))?;
     Ok(json_value(&json!({
@@ -260,10 +266,14 @@ const PAYMENT_COLUMNS: &[&str] = &[
     "completedAt",
 ];
 
-async fn export(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+async fn export(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<Response> {
     caller.require(Permission::PaymentsRead)?;
-    let format = crate::export::format(&q)?;
-    let filter = parse_filter(&q)?;
+    let format = q.format;
+    let filter = q.filters.filter();
     let org = caller.organization_id;
     let exporter = crate::export::Exporter {
         name: "payments",

@@ -2,13 +2,14 @@
 //! metadata in the event log, downloads for the owner and for the counterparty
 //! of an invoice the file is attached to.
 
-use super::{path_id, Query};
+use super::path_id;
 use crate::app::AppState;
 use crate::auth::{Admin, Caller};
 use crate::body::IDEMPOTENCY_KEY_HEADER;
 use crate::commands::{execute, json_value, render_outcome, Request as CommandRequest};
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
+use crate::query::{self, Page, Query};
 use crate::views;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
@@ -208,9 +209,16 @@ async fn write_object(
     })
 }
 
+/// `?filename=` names a raw upload's bytes (a multipart part names itself).
+#[derive(serde::Deserialize)]
+struct UploadQuery {
+    #[serde(default, deserialize_with = "query::optional")]
+    filename: Option<String>,
+}
+
 async fn open_upload(
     state: &AppState,
-    q: &std::collections::HashMap<String, String>,
+    q: &UploadQuery,
     request: Request,
 ) -> ApiResult<(Upload<'static>, Option<Multipart>)> {
     let content_type = request
@@ -234,7 +242,7 @@ async fn open_upload(
             Some(multipart),
         ));
     }
-    let filename = valid_filename(q.get("filename").map(String::as_str).unwrap_or(""))?;
+    let filename = valid_filename(q.filename.as_deref().unwrap_or(""))?;
     let content_type = content_type
         .filter(|c| !c.is_empty())
         .map(|c| crate::input::content_type(&c))
@@ -256,7 +264,7 @@ async fn open_upload(
 async fn upload(
     caller: Caller,
     State(state): State<AppState>,
-    q: Query,
+    Query(q): Query<UploadQuery>,
     request: Request,
 ) -> ApiResult<Response> {
     caller.require(Permission::StorageWrite)?;
@@ -289,12 +297,8 @@ async fn upload(
             if field.name() != Some("file") {
                 continue;
             }
-            upload.filename = valid_filename(
-                field
-                    .file_name()
-                    .or(q.get("filename").map(String::as_str))
-                    .unwrap_or(""),
-            )?;
+            upload.filename =
+                valid_filename(field.file_name().or(q.filename.as_deref()).unwrap_or(""))?;
             upload.content_type = field
                 .content_type()
                 .filter(|c| *c != "application/octet-stream")
@@ -459,13 +463,16 @@ async fn metadata(
     Ok(json_value(&views::file(&file)))
 }
 
-async fn list(caller: Caller, State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<Page>,
+) -> ApiResult<Response> {
     caller.require(Permission::StorageRead)?;
-    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
     let org = caller.organization_id;
     let page = queries::PageRequest {
-        after_key: cursor.as_deref(),
-        limit,
+        after_key: q.cursor()?,
+        limit: q.limit(),
         descending: false,
     };
     let (items, next) = state.sql(|c| queries::access::files_of(c, org, &page))?;

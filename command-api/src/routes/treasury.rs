@@ -2,20 +2,21 @@
 //! transactions, withdrawals and refunds. `{orgId}` is the caller's own
 //! organization or `me`; anything else is 404.
 
-use super::payments::time_param;
-use super::{path_id, Query};
+use super::path_id;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::commands::{execute, json_value, render_outcome, Request};
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
+use crate::query::{self, Format, Instant, Named, Page, Period, Query};
 use crate::views;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use ledger_core::domain::balance::Balance;
+use ledger_core::domain::withdrawal::WithdrawalStatus;
 use ledger_core::domain::Command;
 use ledger_core::events::{Destination, Permission};
 use ledger_core::ids::{BalanceId, OrganizationId, RefundId, TransactionId, WithdrawalId};
@@ -106,16 +107,23 @@ fn own_balance(state: &AppState, org: OrganizationId, raw: &str) -> ApiResult<Ba
         .ok_or(ApiError::NotFound("balance"))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BalanceQuery {
+    #[serde(default, deserialize_with = "query::optional")]
+    as_of: Option<Instant>,
+}
+
 async fn balance(
     caller: Caller,
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
-    q: Query,
+    Query(q): Query<BalanceQuery>,
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let b = own_balance(&state, org, &id)?;
-    let Some(as_of) = time_param(&q, "asOf")? else {
+    let Some(Instant(as_of)) = q.as_of else {
         return Ok(json_value(&views::balance(&b)));
     };
     let c = b.currency;
@@ -140,15 +148,14 @@ async fn changes(
     caller: Caller,
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
-    q: Query,
+    Query(q): Query<Page>,
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
     let b = own_balance(&state, org, &id)?;
     let page = LogPage {
-        after_key: cursor.as_deref(),
-        limit,
+        after_key: q.cursor()?,
+        limit: q.limit(),
     };
     let (items, next) = state.sql(|c| treasury::list_balance_changes(c, b.id, &page))?;
     Ok(json_value(&json!({
@@ -182,19 +189,24 @@ async fn summary(
     Ok(json_value(&json!({ "data": data })))
 }
 
+#[derive(Deserialize)]
+struct UsageQuery {
+    #[serde(default, deserialize_with = "query::optional")]
+    interval: Option<Named<Interval>>,
+    #[serde(flatten)]
+    period: Period,
+}
+
 async fn usage(
     caller: Caller,
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
-    q: Query,
+    Query(q): Query<UsageQuery>,
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let interval = q.get("interval").map(String::as_str).unwrap_or("day");
-    let interval = Interval::parse(interval)
-        .ok_or_else(|| ApiError::Validation("interval must be day, week or month".into()))?;
-    let from = time_param(&q, "from")?;
-    let to = time_param(&q, "to")?;
+    let interval = q.interval.map_or(Interval::Day, |i| i.0);
+    let (from, to) = (q.period.from(), q.period.to());
     let b = own_balance(&state, org, &id)?;
     let c = b.currency;
     let buckets = state.sql(|conn| treasury::usage(conn, b.id, interval, from, to))?;
@@ -214,40 +226,56 @@ async fn usage(
     ))
 }
 
-/// The transaction list's and export's filters, parsed at the edge.
-pub fn parse_transaction_filter(
-    q: &std::collections::HashMap<String, String>,
-) -> ApiResult<TransactionFilter> {
-    Ok(TransactionFilter {
-        kind: q
-            .get("type")
-            .map(|s| {
-                TransactionType::parse(s)
-                    .ok_or_else(|| ApiError::Validation(format!("unknown type `{s}`")))
-            })
-            .transpose()?,
-        currency: q
-            .get("currency")
-            .map(|c| Currency::parse(c).map_err(|e| ApiError::Validation(e.to_string())))
-            .transpose()?,
-        from: time_param(q, "from")?,
-        to: time_param(q, "to")?,
-    })
+/// The transaction list's and export's filters.
+#[derive(Deserialize)]
+pub struct TransactionFilters {
+    #[serde(default, rename = "type", deserialize_with = "query::optional")]
+    kind: Option<Named<TransactionType>>,
+    #[serde(default, deserialize_with = "query::optional")]
+    currency: Option<Currency>,
+    #[serde(flatten)]
+    period: Period,
+}
+
+impl TransactionFilters {
+    pub fn filter(&self) -> TransactionFilter {
+        TransactionFilter {
+            kind: self.kind.map(|k| k.0),
+            currency: self.currency,
+            from: self.period.from(),
+            to: self.period.to(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TransactionsQuery {
+    #[serde(flatten)]
+    page: Page,
+    #[serde(flatten)]
+    filters: TransactionFilters,
+}
+
+#[derive(Deserialize)]
+struct TransactionsExportQuery {
+    #[serde(default)]
+    format: Format,
+    #[serde(flatten)]
+    filters: TransactionFilters,
 }
 
 async fn transactions(
     caller: Caller,
     State(state): State<AppState>,
     Path(org): Path<String>,
-    q: Query,
+    Query(q): Query<TransactionsQuery>,
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let filter = parse_transaction_filter(&q)?;
-    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
+    let filter = q.filters.filter();
     let page = LogPage {
-        after_key: cursor.as_deref(),
-        limit,
+        after_key: q.page.cursor()?,
+        limit: q.page.limit(),
     };
     let (items, next) = state.sql(|c| treasury::list_transactions(c, org, &filter, &page))?;
     Ok(json_value(&json!({
@@ -439,19 +467,26 @@ async fn cancel_withdrawal(
     .await
 }
 
+#[derive(Deserialize)]
+struct WithdrawalsQuery {
+    #[serde(flatten)]
+    page: Page,
+    #[serde(default, deserialize_with = "query::optional")]
+    status: Option<Named<WithdrawalStatus>>,
+}
+
 async fn withdrawals(
     caller: Caller,
     State(state): State<AppState>,
     Path(org): Path<String>,
-    q: Query,
+    Query(q): Query<WithdrawalsQuery>,
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
-    let status = q.get("status").map(String::as_str);
+    let status = q.status.map(|s| s.0.as_str());
     let page = LogPage {
-        after_key: cursor.as_deref(),
-        limit,
+        after_key: q.page.cursor()?,
+        limit: q.page.limit(),
     };
     let (items, next) = state.sql(|c| treasury::list_withdrawals(c, org, status, &page))?;
     Ok(json_value(&json!({
@@ -544,14 +579,13 @@ async fn refunds(
     caller: Caller,
     State(state): State<AppState>,
     Path(org): Path<String>,
-    q: Query,
+    Query(q): Query<Page>,
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let paging::Paging { limit, cursor } = paging::Paging::of(&q)?;
     let page = LogPage {
-        after_key: cursor.as_deref(),
-        limit,
+        after_key: q.cursor()?,
+        limit: q.limit(),
     };
     let (items, next) = state.sql(|c| treasury::list_refunds(c, org, &page))?;
     Ok(json_value(&json!({
@@ -593,12 +627,12 @@ async fn export_transactions(
     caller: Caller,
     State(state): State<AppState>,
     Path(org): Path<String>,
-    q: Query,
+    Query(q): Query<TransactionsExportQuery>,
 ) -> ApiResult<Response> {
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
-    let format = crate::export::format(&q)?;
-    let filter = parse_transaction_filter(&q)?;
+    let format = q.format;
+    let filter = q.filters.filter();
     let exporter = crate::export::Exporter {
         name: "transactions",
         columns: TRANSACTION_COLUMNS,

@@ -4,7 +4,7 @@
 //! live in the outbox (`projections::sql::outbox`, rows of the same
 //! database), drained by `crate::webhooks`.
 
-use super::{path_id, Query};
+use super::path_id;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
@@ -12,6 +12,7 @@ use crate::commands::{execute, json_value, render_view, Request, View};
 use crate::error::{ApiError, ApiResult};
 use crate::master_key::Purpose;
 use crate::paging;
+use crate::query::{self, Named, Page, Query};
 use crate::views;
 use crate::webhooks::{signing, ssrf};
 use axum::extract::{Path, State};
@@ -181,12 +182,16 @@ async fn create(
     .await
 }
 
-async fn list(caller: Caller, State(state): State<AppState>, query: Query) -> ApiResult<Response> {
+async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<Page>,
+) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
-    let paging::Paging { limit, cursor } = paging::Paging::of(&query)?;
+    let (limit, cursor) = (q.limit(), q.cursor()?);
     let org = caller.organization_id;
     // One more than the page: whether a next page exists.
-    let mut page = state.sql(|c| outbox::endpoints_of(c, org, cursor.as_deref(), limit + 1))?;
+    let mut page = state.sql(|c| outbox::endpoints_of(c, org, cursor, limit + 1))?;
     let next = if page.len() > limit {
         page.truncate(limit);
         page.last()
@@ -369,28 +374,29 @@ async fn send_test(
     Ok(json_value(&delivery_view(&stored)))
 }
 
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    #[serde(flatten)]
+    page: Page,
+    #[serde(default, deserialize_with = "query::optional")]
+    status: Option<Named<DeliveryStatus>>,
+}
+
 async fn deliveries(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: Query,
+    Query(q): Query<DeliveriesQuery>,
 ) -> ApiResult<Response> {
     caller.require(Permission::SettingsRead)?;
     let endpoint = own_endpoint(&state, &caller, &id)?;
-    let limit = paging::limit(query.get("limit").map(String::as_str))?;
-    let before = paging::decode_cursor(query.get("cursor").map(String::as_str))?
-        .map(|c| {
-            Uuid::parse_str(&c).map_err(|_| ApiError::Validation("cursor is not valid".into()))
-        })
+    let limit = q.page.limit();
+    let before = q
+        .page
+        .cursor()?
+        .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::Validation("cursor is not valid".into())))
         .transpose()?;
-    let status = query
-        .get("status")
-        .map(|s| {
-            DeliveryStatus::parse(s).ok_or_else(|| {
-                ApiError::Validation("status must be PENDING, SUCCEEDED or FAILED".into())
-            })
-        })
-        .transpose()?;
+    let status = q.status.map(|s| s.0);
     let (page, next) = outbox_of(&state)?
         .list(endpoint.id, before, status, limit)
         .map_err(|e| ApiError::internal("webhook outbox", e))?;

@@ -493,3 +493,120 @@ async fn sorting_orders_by_the_field_and_paging_walks_every_item_once() {
     assert_eq!(conns.len(), 3);
     assert_eq!(me.walk("/api/v1/connections", 1).await, conns);
 }
+
+/// Every other route taking a query refuses a nonsense value with 400
+/// `VALIDATION_ERROR` saying what it expected (a status filter used to match
+/// nothing instead), and a blank value means the parameter was left out.
+#[tokio::test]
+async fn every_query_refuses_nonsense_and_takes_blank_as_absent() {
+    let app = spawn_app().await;
+    let pair = app.trading_pair("100.00").await;
+    let buyer = &pair.buyer;
+    let balance = s(&buyer.balance("USD").await.expect("a USD balance")["id"]);
+    let nowhere = "0190e0a0-0000-7000-8000-000000000001";
+    let b = format!("/api/v1/treasury/me/balances/{balance}");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "/api/v1/connections?status=LOST".into(),
+            "unknown status `LOST`",
+        ),
+        (
+            "/api/v1/payments?status=LOST".into(),
+            "unknown status `LOST`",
+        ),
+        (
+            "/api/v1/payments?invoiceId=abc".into(),
+            "`abc` is not a valid invoice id",
+        ),
+        (
+            "/api/v1/payments?from=soon".into(),
+            "`soon` is not an RFC 3339 time",
+        ),
+        ("/api/v1/payments/export?format=xml".into(), "xml"),
+        (
+            "/api/v1/treasury/me/transactions?type=GIFT".into(),
+            "unknown type `GIFT`",
+        ),
+        (
+            "/api/v1/treasury/me/transactions?currency=ZZZ".into(),
+            "ZZZ",
+        ),
+        (
+            "/api/v1/treasury/me/transactions?to=later".into(),
+            "`later` is not",
+        ),
+        (
+            "/api/v1/treasury/me/transactions/export?format=pdf".into(),
+            "pdf",
+        ),
+        (
+            "/api/v1/treasury/me/withdrawals?status=LOST".into(),
+            "unknown status `LOST`",
+        ),
+        (
+            "/api/v1/treasury/me/refunds?limit=0".into(),
+            "limit must be an integer from 1 to 200",
+        ),
+        (format!("{b}?asOf=soon"), "`soon` is not an RFC 3339 time"),
+        (format!("{b}/changes?cursor=%25%25"), "cursor is not valid"),
+        (
+            format!("{b}/usage?interval=hour"),
+            "unknown interval `hour`",
+        ),
+        (
+            "/api/v1/settings/api-logs?status=teapot".into(),
+            "status must be an HTTP status code",
+        ),
+        (
+            "/api/v1/settings/api-logs?apiKeyId=abc".into(),
+            "`abc` is not a valid API key id",
+        ),
+        ("/api/v1/settings/api-logs/export?format=xls".into(), "xls"),
+        (
+            "/api/v1/settings/webhooks?limit=500".into(),
+            "limit must be",
+        ),
+        (
+            format!("/api/v1/settings/webhooks/{nowhere}/deliveries?status=LOST"),
+            "unknown status",
+        ),
+        ("/api/v1/storage?limit=ten".into(), "limit must be"),
+    ];
+    for (path, says) in &cases {
+        let r = buyer.get(path).await;
+        r.err(400, "VALIDATION_ERROR");
+        let message = s(&r.json()["error"]["message"]);
+        assert!(message.contains(says), "{path}: `{message}`");
+    }
+    for (path, says) in [
+        (
+            "/api/v1/admin/events?after=-1",
+            "after must be a sequence number",
+        ),
+        ("/api/v1/admin/events?limit=0", "limit must be 1 to 10000"),
+    ] {
+        let r = app.admin.get(path).await;
+        r.err(400, "VALIDATION_ERROR");
+        assert!(r.text().contains(says), "{path}: {}", r.text());
+    }
+
+    // Blank is absent: the same answer as without the parameter.
+    for (blank, absent) in [
+        ("/api/v1/connections?status=&limit=", "/api/v1/connections"),
+        (
+            "/api/v1/treasury/me/transactions?type=&from=&cursor=",
+            "/api/v1/treasury/me/transactions",
+        ),
+        (
+            "/api/v1/treasury/me/withdrawals?status=",
+            "/api/v1/treasury/me/withdrawals",
+        ),
+    ] {
+        let with_blank = buyer.get(blank).await.ok();
+        assert_eq!(with_blank, buyer.get(absent).await.ok(), "{blank}");
+        assert!(
+            !with_blank["data"].as_array().unwrap().is_empty() || blank.contains("withdrawals"),
+            "{blank}"
+        );
+    }
+}
