@@ -10,7 +10,7 @@ use crate::rate_limit::{AdminThrottle, RateLimiter};
 use crate::routes;
 use anyhow::Context;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -24,7 +24,8 @@ use projections::Projections;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_http::catch_panic::CatchPanicLayer;
-use tracing::Instrument;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -218,7 +219,18 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::authenticate,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(state.clone(), measure))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(served)
+                // A 5xx is logged where it is made, with its cause.
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(drop_unusable_request_id))
         .with_state(state)
 }
 
@@ -234,41 +246,64 @@ fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked", what))
 }
 
-/// Request id, tracing span and metrics for every request.
-async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// A client's `X-Request-Id` is kept (echoed, logged, in the API log) when it
+/// is 1 to 128 printable ASCII characters; any other is replaced by a fresh
+/// one, so a client cannot fill logs or forge line breaks through it.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = request.headers().get(&REQUEST_ID).is_none_or(|v| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
+    });
+    if !usable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+/// Each request's span: what the `served` line and everything logged while
+/// serving it carry.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        request.headers_mut().insert(REQUEST_ID, v);
-    }
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = %route,
+        request_id = %request_id,
+    )
+}
+
+/// One line per request, in its span (`benches`' scale run reads them).
+fn served(response: &Response, latency: Duration, _: &tracing::Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        ms = latency.as_secs_f64() * 1000.0,
+        "served"
+    );
+}
+
+/// Request counts and latencies per route and status, for `/metrics`.
+async fn measure(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().clone();
-    let span = tracing::info_span!("request", %method, %route, request_id = %request_id);
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let elapsed = started.elapsed();
-    state
-        .metrics
-        .observe_request(method.as_str(), &route, response.status().as_u16(), elapsed);
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            ms = elapsed.as_secs_f64() * 1000.0,
-            "served"
-        )
-    });
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, v);
-    }
+    let response = next.run(request).await;
+    state.metrics.observe_request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 

@@ -283,3 +283,51 @@ fn split_labels(labels: &str) -> Vec<String> {
     }
     out
 }
+
+/// A request id the server will not carry (too long, blank, or with
+/// characters a log line should not hold) is replaced by a fresh one, in the
+/// response and in the API log alike; one it can carry is kept in both.
+#[tokio::test]
+async fn unusable_request_ids_are_replaced_and_usable_ones_kept() {
+    let app = spawn_app().await;
+    let org = app.create_org("Ids").await;
+    let long = "x".repeat(129);
+    let longest = "y".repeat(128);
+    for (sent, kept) in [
+        (long.as_str(), false),
+        ("has space", false),
+        ("tab\there", false),
+        (longest.as_str(), true),
+        ("ok-Id_1.2:3", true),
+    ] {
+        let r = org
+            .send(
+                reqwest::Method::GET,
+                "/api/v1/connections",
+                &[("x-request-id", sent)],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{sent}: {}", r.text());
+        let echoed = r.header("x-request-id").unwrap_or_default();
+        if kept {
+            assert_eq!(echoed, sent);
+        } else {
+            assert!(
+                uuid::Uuid::parse_str(&echoed).is_ok(),
+                "{sent:?} → {echoed:?}"
+            );
+        }
+        let logged = org
+            .get("/api/v1/settings/api-logs?path=/api/v1/connections&limit=200")
+            .await
+            .ok();
+        let ids: Vec<&str> = logged["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["requestId"].as_str())
+            .collect();
+        assert!(ids.contains(&echoed.as_str()), "{sent:?}: {ids:?}");
+    }
+}
