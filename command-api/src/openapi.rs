@@ -2297,13 +2297,7 @@ fn resource(description: &str, properties: Value) -> Value {
         .as_object()
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    json!({
-        "type": "object",
-        "description": description,
-        "required": required,
-        "properties": properties,
-        "additionalProperties": false,
-    })
+    closed_object(description, &required, properties)
 }
 
 /// `base` (a [`resource`]) with more fields, all present.
@@ -2318,6 +2312,15 @@ fn with_fields(base: &Value, description: &str, extra: Value) -> Value {
 /// A request body: unknown fields are refused.
 fn request(description: &str, required: &[&str], mut properties: Value) -> Value {
     properties["requestId"] = r("RequestId");
+    closed_object(description, required, properties)
+}
+
+/// An object with exactly these properties.
+fn closed_object<S: serde::Serialize>(
+    description: &str,
+    required: &[S],
+    properties: Value,
+) -> Value {
     json!({
         "type": "object",
         "description": description,
