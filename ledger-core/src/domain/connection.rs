@@ -1,7 +1,9 @@
 //! Connections: a seller and a buyer trade only over an ACTIVE connection.
 
-use super::DomainError;
-use crate::events::Party;
+use super::command::{Command, Outcome};
+use super::ledger::Ledger;
+use super::{invoice, misrouted, need, Ctx, Decision, DomainError};
+use crate::events::{Event, Party};
 use crate::ids::{ConnectionId, OrganizationId};
 use crate::time::Timestamp;
 
@@ -60,4 +62,87 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// Requesting a connection, and the counterparty's answer.
+pub(super) fn decide(
+    ledger: &Ledger,
+    org: OrganizationId,
+    command: &Command,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    match command {
+        Command::RequestConnection { counterparty, role } => {
+            request(ledger, org, *counterparty, *role, ctx)
+        }
+        Command::AcceptConnection { id } => {
+            answerable(ledger, org, *id)?;
+            Ok((
+                Outcome::Connection(*id),
+                vec![Event::ConnectionAccepted { id: *id }],
+            ))
+        }
+        Command::RejectConnection { id, reason } => {
+            answerable(ledger, org, *id)?;
+            let reason = invoice::optional_text("reason", reason.as_deref())?;
+            Ok((
+                Outcome::Connection(*id),
+                vec![Event::ConnectionRejectedBecause { id: *id, reason }],
+            ))
+        }
+        _ => Err(misrouted("connection")),
+    }
+}
+
+fn request(
+    ledger: &Ledger,
+    org: OrganizationId,
+    counterparty: OrganizationId,
+    role: Party,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    need(ledger.organizations.get(&counterparty), "organization")?;
+    if counterparty == org {
+        return Err(DomainError::Validation(
+            "an organization cannot connect to itself".into(),
+        ));
+    }
+    let (seller, buyer) = match role {
+        Party::Seller => (org, counterparty),
+        Party::Buyer => (counterparty, org),
+    };
+    // A rejected request may be asked again; anything else would duplicate the pair.
+    let exists = ledger.connections.values().any(|c| {
+        c.seller_organization_id == seller
+            && c.buyer_organization_id == buyer
+            && c.status != ConnectionStatus::Rejected
+    });
+    if exists {
+        return Err(DomainError::Validation(
+            "a pending or active connection between these organizations in these roles already exists".into(),
+        ));
+    }
+    let id = ctx.id();
+    Ok((
+        Outcome::Connection(id),
+        vec![Event::ConnectionRequested {
+            id,
+            seller_organization_id: seller,
+            buyer_organization_id: buyer,
+            requested_by: org,
+        }],
+    ))
+}
+
+/// The connection `org` may answer now: a party to it, not the one that
+/// asked, and still pending.
+fn answerable(ledger: &Ledger, org: OrganizationId, id: ConnectionId) -> Result<(), DomainError> {
+    let c = need(
+        ledger
+            .connections
+            .get(&id)
+            .filter(|c| c.party_of(org).is_some()),
+        "connection",
+    )?;
+    c.check_answer(org)
 }

@@ -1,17 +1,17 @@
 //! The write model: every aggregate, and the decisions that span them.
 
-use super::api_key::ApiKey;
+use super::api_key::{self, ApiKey};
 use super::balance::Balance;
 use super::command::*;
-use super::connection::{Connection, ConnectionStatus};
-use super::file::StoredFile;
+use super::connection::{self, Connection, ConnectionStatus};
+use super::file::{self, StoredFile};
 use super::invoice::{self, InvoiceState, InvoiceStatus};
 use super::organization::{self, Organization};
 use super::payment::{Payment, PaymentStatus};
 use super::refund::Refund;
-use super::webhook_endpoint::WebhookEndpoint;
+use super::webhook_endpoint::{self, WebhookEndpoint};
 use super::withdrawal::Withdrawal;
-use super::{Ctx, DomainError};
+use super::{need, Ctx, DomainError};
 use crate::events::{
     Actor, Event, Hold, LineItem, Party, Permission, RecordedEvent, StreamId, StreamKind,
 };
@@ -75,10 +75,6 @@ pub struct Ledger {
 pub struct InvariantViolation {
     pub seq: u64,
     pub reason: String,
-}
-
-fn need<T>(v: Option<T>, what: &'static str) -> Result<T, DomainError> {
-    v.ok_or(DomainError::NotFound(what))
 }
 
 impl Ledger {
@@ -314,126 +310,15 @@ impl Ledger {
         command: &Command,
         ctx: &mut Ctx<'_>,
     ) -> Result<(Outcome, Vec<Event>), DomainError> {
+        use Command::*;
         match command {
-            Command::CreateApiKey {
-                name,
-                permissions,
-                secret_hash,
-                expires_at,
-            } => {
-                let name = invoice::required_text("name", name, 200)?;
-                if permissions.is_empty() {
-                    return Err(DomainError::Validation(
-                        "permissions must not be empty".into(),
-                    ));
-                }
-                if expires_at.is_some_and(|t| t <= ctx.now) {
-                    return Err(DomainError::Validation(
-                        "expiresAt must be in the future".into(),
-                    ));
-                }
-                let id = ctx.id();
-                Ok((
-                    Outcome::ApiKey(id),
-                    vec![Event::ApiKeyCreated {
-                        id,
-                        organization_id: org,
-                        name,
-                        permissions: permissions.clone(),
-                        secret_hash: *secret_hash,
-                        expires_at: *expires_at,
-                    }],
-                ))
-            }
-            Command::RevokeApiKey { id } => {
-                let k = need(
-                    self.api_keys.get(id).filter(|k| k.organization_id == org),
-                    "API key",
-                )?;
-                let events = if k.revoked_at.is_some() {
-                    vec![]
-                } else {
-                    vec![Event::ApiKeyRevoked { id: *id }]
-                };
-                Ok((Outcome::ApiKey(*id), events))
-            }
-            Command::CreateWebhookEndpoint {
-                url,
-                events,
-                description,
-                secret,
-            } => {
-                let id = ctx.id();
-                Ok((
-                    Outcome::WebhookEndpoint(id),
-                    vec![Event::WebhookEndpointCreated {
-                        id,
-                        organization_id: org,
-                        url: url.clone(),
-                        events: events.clone(),
-                        description: description.clone(),
-                        secret: secret.clone(),
-                    }],
-                ))
-            }
-            Command::UpdateWebhookEndpoint {
-                id,
-                url,
-                events,
-                enabled,
-                description,
-            } => {
-                self.own_endpoint(org, *id)?;
-                Ok((
-                    Outcome::WebhookEndpoint(*id),
-                    vec![Event::WebhookEndpointUpdated {
-                        id: *id,
-                        url: url.clone(),
-                        events: events.clone(),
-                        enabled: *enabled,
-                        description: description.clone(),
-                    }],
-                ))
-            }
-            Command::DeleteWebhookEndpoint { id } => {
-                self.own_endpoint(org, *id)?;
-                Ok((
-                    Outcome::WebhookEndpoint(*id),
-                    vec![Event::WebhookEndpointDeleted { id: *id }],
-                ))
-            }
-            Command::RotateWebhookSecret {
-                id,
-                secret,
-                previous_valid_until,
-            } => {
-                self.own_endpoint(org, *id)?;
-                Ok((
-                    Outcome::WebhookEndpoint(*id),
-                    vec![Event::WebhookSecretRotated {
-                        id: *id,
-                        secret: secret.clone(),
-                        previous_valid_until: *previous_valid_until,
-                    }],
-                ))
-            }
-            Command::RequestConnection { counterparty, role } => {
-                self.decide_request_connection(org, *counterparty, *role, ctx)
-            }
-            Command::AcceptConnection { id } => {
-                self.answerable_connection(org, *id)?;
-                Ok((
-                    Outcome::Connection(*id),
-                    vec![Event::ConnectionAccepted { id: *id }],
-                ))
-            }
-            Command::RejectConnection { id, reason } => {
-                self.answerable_connection(org, *id)?;
-                let reason = invoice::optional_text("reason", reason.as_deref())?;
-                Ok((
-                    Outcome::Connection(*id),
-                    vec![Event::ConnectionRejectedBecause { id: *id, reason }],
-                ))
+            CreateApiKey { .. } | RevokeApiKey { .. } => api_key::decide(self, org, command, ctx),
+            CreateWebhookEndpoint { .. }
+            | UpdateWebhookEndpoint { .. }
+            | DeleteWebhookEndpoint { .. }
+            | RotateWebhookSecret { .. } => webhook_endpoint::decide(self, org, command, ctx),
+            RequestConnection { .. } | AcceptConnection { .. } | RejectConnection { .. } => {
+                connection::decide(self, org, command, ctx)
             }
             Command::CreateInvoice(new) => self.decide_create_invoice(org, new, ctx),
             Command::UpdateInvoice { id, patch } => {
@@ -638,72 +523,7 @@ impl Ledger {
                     vec![Event::RefundRejected { id: *id, reason }],
                 ))
             }
-            Command::StoreFile {
-                id,
-                filename,
-                content_type,
-                size,
-                sha256,
-            } => {
-                if self.files.contains_key(id) {
-                    return Err(DomainError::Validation("file id already used".into()));
-                }
-                Ok((
-                    Outcome::File(*id),
-                    vec![Event::FileStored {
-                        id: *id,
-                        organization_id: org,
-                        filename: filename.clone(),
-                        content_type: content_type.clone(),
-                        size: *size,
-                        sha256: *sha256,
-                    }],
-                ))
-            }
-            Command::DeleteFile { id } => {
-                need(
-                    self.files
-                        .get(id)
-                        .filter(|f| f.organization_id == org && !f.deleted),
-                    "file",
-                )?;
-                let attached_beyond_draft =
-                    self.file_invoices.get(id).into_iter().flatten().any(|inv| {
-                        self.invoices.get(inv).is_some_and(|i| {
-                            i.status != InvoiceStatus::Draft && i.attachments().contains(id)
-                        })
-                    });
-                if attached_beyond_draft {
-                    return Err(DomainError::Validation(
-                        "the file is attached to an invoice that is no longer a draft".into(),
-                    ));
-                }
-                // Drafts that still list the file drop it, so no invoice names a missing file.
-                let mut events: Vec<Event> = self
-                    .file_invoices
-                    .get(id)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|inv| self.invoices.get(inv))
-                    .filter(|i| i.attachments().contains(id))
-                    .map(|i| Event::InvoiceUpdated {
-                        id: i.id,
-                        number: None,
-                        due_date: None,
-                        memo: None,
-                        line_items: None,
-                        attachments: Some(
-                            i.attachments()
-                                .iter()
-                                .copied()
-                                .filter(|f| f != id)
-                                .collect(),
-                        ),
-                    })
-                    .collect();
-                events.push(Event::FileDeleted { id: *id });
-                Ok((Outcome::File(*id), events))
-            }
+            StoreFile { .. } | DeleteFile { .. } => file::decide(self, org, command),
             Command::Bulk(_)
             | Command::SettleAllDue { .. }
             | Command::RetryFailedPayments { .. } => Err(DomainError::Validation(
@@ -720,19 +540,6 @@ impl Ledger {
                 Err(DomainError::Forbidden("scheduled command".into()))
             }
         }
-    }
-
-    fn own_endpoint(
-        &self,
-        org: OrganizationId,
-        id: WebhookEndpointId,
-    ) -> Result<&WebhookEndpoint, DomainError> {
-        need(
-            self.webhook_endpoints
-                .get(&id)
-                .filter(|e| e.organization_id == org && !e.deleted),
-            "webhook endpoint",
-        )
     }
 
     fn own_withdrawal(
@@ -780,61 +587,6 @@ impl Ledger {
             currency,
         });
         id
-    }
-
-    /// The connection `org` may answer now: a party to it, not the one that
-    /// asked, and still pending.
-    fn answerable_connection(
-        &self,
-        org: OrganizationId,
-        id: ConnectionId,
-    ) -> Result<(), DomainError> {
-        let c = need(
-            self.connections
-                .get(&id)
-                .filter(|c| c.party_of(org).is_some()),
-            "connection",
-        )?;
-        c.check_answer(org)
-    }
-
-    fn decide_request_connection(
-        &self,
-        org: OrganizationId,
-        counterparty: OrganizationId,
-        role: Party,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
-        need(self.organizations.get(&counterparty), "organization")?;
-        if counterparty == org {
-            return Err(DomainError::Validation(
-                "an organization cannot connect to itself".into(),
-            ));
-        }
-        let (seller, buyer) = match role {
-            Party::Seller => (org, counterparty),
-            Party::Buyer => (counterparty, org),
-        };
-        let exists = self.connections.values().any(|c| {
-            c.seller_organization_id == seller
-                && c.buyer_organization_id == buyer
-                && c.status != ConnectionStatus::Rejected
-        });
-        if exists {
-            return Err(DomainError::Validation(
-                "a pending or active connection between these organizations in these roles already exists".into(),
-            ));
-        }
-        let id = ctx.id();
-        Ok((
-            Outcome::Connection(id),
-            vec![Event::ConnectionRequested {
-                id,
-                seller_organization_id: seller,
-                buyer_organization_id: buyer,
-                requested_by: org,
-            }],
-        ))
     }
 
     fn check_attachments(&self, org: OrganizationId, files: &[FileId]) -> Result<(), DomainError> {

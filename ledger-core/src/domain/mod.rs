@@ -23,6 +23,7 @@ pub mod withdrawal;
 pub use command::{Command, Outcome};
 pub use ledger::Ledger;
 
+use crate::events::Event;
 use crate::money::{Amount, Currency, MoneyError};
 use crate::time::Timestamp;
 use uuid::Uuid;
@@ -52,6 +53,21 @@ pub enum DomainError {
     NotFound(&'static str),
     #[error("version conflict: expected {expected}, current {current}")]
     VersionConflict { expected: u64, current: u64 },
+}
+
+/// What deciding a command gives: its outcome and the events to append, or
+/// why it is refused.
+pub type Decision = Result<(Outcome, Vec<Event>), DomainError>;
+
+/// The entity, or the 404 naming it.
+pub(crate) fn need<T>(v: Option<T>, what: &'static str) -> Result<T, DomainError> {
+    v.ok_or(DomainError::NotFound(what))
+}
+
+/// An aggregate's `decide` given a command that is not its own: a routing bug
+/// in `Ledger::decide`, refused rather than panicking the single writer.
+fn misrouted(aggregate: &'static str) -> DomainError {
+    DomainError::Validation(format!("not a command for the {aggregate}"))
 }
 
 impl From<MoneyError> for DomainError {

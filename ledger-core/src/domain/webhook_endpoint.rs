@@ -1,5 +1,8 @@
 //! Webhook endpoints: where an organization hears about its events.
 
+use super::command::{Command, Outcome};
+use super::ledger::Ledger;
+use super::{misrouted, need, Ctx, Decision, DomainError};
 use crate::events::Event;
 use crate::ids::{OrganizationId, WebhookEndpointId};
 use crate::time::Timestamp;
@@ -69,4 +72,83 @@ impl WebhookEndpoint {
         }
         self.updated_at = at;
     }
+}
+
+/// Creating, changing, deleting `org`'s endpoints and rotating their secrets.
+pub(super) fn decide(
+    ledger: &Ledger,
+    org: OrganizationId,
+    command: &Command,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    let (id, event) = match command {
+        Command::CreateWebhookEndpoint {
+            url,
+            events,
+            description,
+            secret,
+        } => {
+            let id = ctx.id();
+            let event = Event::WebhookEndpointCreated {
+                id,
+                organization_id: org,
+                url: url.clone(),
+                events: events.clone(),
+                description: description.clone(),
+                secret: secret.clone(),
+            };
+            (id, event)
+        }
+        Command::UpdateWebhookEndpoint {
+            id,
+            url,
+            events,
+            enabled,
+            description,
+        } => {
+            own_endpoint(ledger, org, *id)?;
+            let event = Event::WebhookEndpointUpdated {
+                id: *id,
+                url: url.clone(),
+                events: events.clone(),
+                enabled: *enabled,
+                description: description.clone(),
+            };
+            (*id, event)
+        }
+        Command::DeleteWebhookEndpoint { id } => {
+            own_endpoint(ledger, org, *id)?;
+            (*id, Event::WebhookEndpointDeleted { id: *id })
+        }
+        Command::RotateWebhookSecret {
+            id,
+            secret,
+            previous_valid_until,
+        } => {
+            own_endpoint(ledger, org, *id)?;
+            let event = Event::WebhookSecretRotated {
+                id: *id,
+                secret: secret.clone(),
+                previous_valid_until: *previous_valid_until,
+            };
+            (*id, event)
+        }
+        _ => return Err(misrouted("webhook endpoint")),
+    };
+    Ok((Outcome::WebhookEndpoint(id), vec![event]))
+}
+
+/// A deleted endpoint is as absent as another organization's.
+fn own_endpoint(
+    ledger: &Ledger,
+    org: OrganizationId,
+    id: WebhookEndpointId,
+) -> Result<&WebhookEndpoint, DomainError> {
+    need(
+        ledger
+            .webhook_endpoints
+            .get(&id)
+            .filter(|e| e.organization_id == org && !e.deleted),
+        "webhook endpoint",
+    )
 }
