@@ -4,7 +4,9 @@
 //! reserved figure is exactly the sum of the open holds. Every change goes
 //! through a check here first and is asserted again in `evolve`.
 
-use super::DomainError;
+use super::command::{Command, Outcome};
+use super::ledger::Ledger;
+use super::{invoice, misrouted, need, Ctx, Decision, DomainError};
 use crate::events::{Event, Hold};
 use crate::ids::{BalanceId, OrganizationId};
 use crate::money::{Amount, Currency};
@@ -169,6 +171,155 @@ impl Balance {
         self.updated_at = at;
         debug_assert_eq!(self.check_invariants(), Ok(()));
     }
+}
+
+/// The operator's commands on an organization's balance in one currency,
+/// opened by the first of them if it does not exist yet.
+pub(super) fn decide(ledger: &Ledger, command: &Command, ctx: &mut Ctx<'_>) -> Decision {
+    match command {
+        Command::Deposit {
+            organization_id,
+            currency,
+            amount,
+            reference,
+        } => deposit(ledger, *organization_id, *currency, *amount, reference, ctx),
+        Command::SetCollateral {
+            organization_id,
+            currency,
+            amount,
+        } => set_collateral(ledger, *organization_id, *currency, *amount, ctx),
+        Command::FreezeBalance {
+            organization_id,
+            currency,
+            reason,
+        } => set_frozen(ledger, *organization_id, *currency, true, reason, ctx),
+        Command::UnfreezeBalance {
+            organization_id,
+            currency,
+            reason,
+        } => set_frozen(ledger, *organization_id, *currency, false, reason, ctx),
+        _ => Err(misrouted("balance")),
+    }
+}
+
+fn deposit(
+    ledger: &Ledger,
+    org: OrganizationId,
+    currency: Currency,
+    amount: Amount,
+    reference: &str,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    need(ledger.organizations.get(&org), "organization")?;
+    if amount.is_zero() {
+        return Err(DomainError::Validation(
+            "amount must be greater than zero".into(),
+        ));
+    }
+    let reference = invoice::bounded_text("reference", reference, 200)?;
+    // Every sum of money in one currency stays within Amount's cap: bounding what
+    // ever came in bounds every balance and every total derived from them.
+    let deposited = ledger
+        .supply
+        .get(&currency)
+        .map(|s| s.deposited)
+        .unwrap_or(Amount::ZERO);
+    if deposited.checked_add(amount).is_none() {
+        return Err(DomainError::Validation(format!(
+            "this deposit would take the {currency} held in the ledger past its limit"
+        )));
+    }
+    let mut events = Vec::new();
+    let balance_id = open_balance(ledger, org, currency, ctx, &mut events);
+    let transaction_id = ctx.id();
+    events.push(Event::FundsDeposited {
+        balance_id,
+        transaction_id,
+        amount,
+        reference,
+    });
+    Ok((
+        Outcome::Transaction {
+            id: transaction_id,
+            balance_id,
+        },
+        events,
+    ))
+}
+
+fn set_collateral(
+    ledger: &Ledger,
+    org: OrganizationId,
+    currency: Currency,
+    amount: Amount,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    need(ledger.organizations.get(&org), "organization")?;
+    let mut events = Vec::new();
+    let balance_id = open_balance(ledger, org, currency, ctx, &mut events);
+    if let Some(b) = ledger.balances.get(&balance_id) {
+        b.check_collateral(amount)?;
+    } else if !amount.is_zero() {
+        // A balance opened just now holds nothing to set aside.
+        return Err(DomainError::insufficient(currency, amount, Amount::ZERO));
+    }
+    events.push(Event::CollateralSet { balance_id, amount });
+    Ok((Outcome::Balance(balance_id), events))
+}
+
+fn set_frozen(
+    ledger: &Ledger,
+    org: OrganizationId,
+    currency: Currency,
+    freeze: bool,
+    reason: &str,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    need(ledger.organizations.get(&org), "organization")?;
+    let reason = invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?;
+    let mut events = Vec::new();
+    let balance_id = open_balance(ledger, org, currency, ctx, &mut events);
+    let frozen = ledger.balances.get(&balance_id).is_some_and(|b| b.frozen);
+    if frozen == freeze {
+        return Err(DomainError::InvalidTransition {
+            entity: "balance",
+            action: if freeze { "freeze" } else { "unfreeze" },
+            current: if frozen { "FROZEN" } else { "ACTIVE" },
+        });
+    }
+    events.push(if freeze {
+        Event::BalanceFrozen { balance_id, reason }
+    } else {
+        Event::BalanceUnfrozen { balance_id, reason }
+    });
+    Ok((Outcome::Balance(balance_id), events))
+}
+
+/// The balance's id, with a `BalanceOpened` pushed first if it does not exist
+/// yet. `events` are the command's so far, so that one command never opens
+/// the same balance twice.
+pub(super) fn open_balance(
+    ledger: &Ledger,
+    org: OrganizationId,
+    currency: Currency,
+    ctx: &mut Ctx<'_>,
+    events: &mut Vec<Event>,
+) -> BalanceId {
+    if let Some(id) = ledger.balance_index.get(&(org, currency)) {
+        return *id;
+    }
+    if let Some(Event::BalanceOpened { id, .. }) = events.iter().find(|e| {
+        matches!(e, Event::BalanceOpened { organization_id, currency: c, .. } if *organization_id == org && *c == currency)
+    }) {
+        return *id;
+    }
+    let id = ctx.id();
+    events.push(Event::BalanceOpened {
+        id,
+        organization_id: org,
+        currency,
+    });
+    id
 }
 
 // The decisions have checked these never underflow; saturating keeps a corrupt

@@ -1,7 +1,7 @@
 //! The write model: every aggregate, and the decisions that span them.
 
 use super::api_key::{self, ApiKey};
-use super::balance::Balance;
+use super::balance::{self, open_balance, Balance};
 use super::command::*;
 use super::connection::{self, Connection, ConnectionStatus};
 use super::file::{self, StoredFile};
@@ -12,9 +12,7 @@ use super::refund::Refund;
 use super::webhook_endpoint::{self, WebhookEndpoint};
 use super::withdrawal::Withdrawal;
 use super::{need, Ctx, DomainError};
-use crate::events::{
-    Actor, Event, Hold, LineItem, Party, Permission, RecordedEvent, StreamId, StreamKind,
-};
+use crate::events::{Actor, Event, Hold, LineItem, Party, RecordedEvent, StreamId, StreamKind};
 use crate::ids::*;
 use crate::money::{line_figures, Amount, Currency};
 use indexmap::IndexMap;
@@ -150,119 +148,11 @@ impl Ledger {
             Command::CreateOrganization {
                 name,
                 api_key_secret_hash,
-            } => {
-                let name = organization::validate_name(name)?;
-                let id: OrganizationId = ctx.id();
-                let key: ApiKeyId = ctx.id();
-                Ok((
-                    Outcome::Organization {
-                        id,
-                        api_key_id: key,
-                    },
-                    vec![
-                        Event::OrganizationCreated { id, name },
-                        Event::ApiKeyCreated {
-                            id: key,
-                            organization_id: id,
-                            name: "default".into(),
-                            permissions: vec![Permission::All],
-                            secret_hash: *api_key_secret_hash,
-                            expires_at: None,
-                        },
-                    ],
-                ))
-            }
-            Command::Deposit {
-                organization_id,
-                currency,
-                amount,
-                reference,
-            } => {
-                need(self.organizations.get(organization_id), "organization")?;
-                if amount.is_zero() {
-                    return Err(DomainError::Validation(
-                        "amount must be greater than zero".into(),
-                    ));
-                }
-                let reference = invoice::bounded_text("reference", reference, 200)?;
-                // Every sum of money in one currency stays within Amount's cap: bounding what
-                // ever came in bounds every balance and every total derived from them.
-                let deposited = self
-                    .supply
-                    .get(currency)
-                    .map(|s| s.deposited)
-                    .unwrap_or(Amount::ZERO);
-                if deposited.checked_add(*amount).is_none() {
-                    return Err(DomainError::Validation(format!(
-                        "this deposit would take the {currency} held in the ledger past its limit"
-                    )));
-                }
-                let mut events = Vec::new();
-                let balance_id = self.open_balance(*organization_id, *currency, ctx, &mut events);
-                let transaction_id = ctx.id();
-                events.push(Event::FundsDeposited {
-                    balance_id,
-                    transaction_id,
-                    amount: *amount,
-                    reference,
-                });
-                Ok((
-                    Outcome::Transaction {
-                        id: transaction_id,
-                        balance_id,
-                    },
-                    events,
-                ))
-            }
-            Command::SetCollateral {
-                organization_id,
-                currency,
-                amount,
-            } => {
-                need(self.organizations.get(organization_id), "organization")?;
-                let mut events = Vec::new();
-                let balance_id = self.open_balance(*organization_id, *currency, ctx, &mut events);
-                if let Some(b) = self.balances.get(&balance_id) {
-                    b.check_collateral(*amount)?;
-                } else if !amount.is_zero() {
-                    return Err(DomainError::insufficient(*currency, *amount, Amount::ZERO));
-                }
-                events.push(Event::CollateralSet {
-                    balance_id,
-                    amount: *amount,
-                });
-                Ok((Outcome::Balance(balance_id), events))
-            }
-            Command::FreezeBalance {
-                organization_id,
-                currency,
-                reason,
-            }
-            | Command::UnfreezeBalance {
-                organization_id,
-                currency,
-                reason,
-            } => {
-                need(self.organizations.get(organization_id), "organization")?;
-                let freeze = matches!(command, Command::FreezeBalance { .. });
-                let reason = invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?;
-                let mut events = Vec::new();
-                let balance_id = self.open_balance(*organization_id, *currency, ctx, &mut events);
-                let frozen = self.balances.get(&balance_id).is_some_and(|b| b.frozen);
-                if frozen == freeze {
-                    return Err(DomainError::InvalidTransition {
-                        entity: "balance",
-                        action: if freeze { "freeze" } else { "unfreeze" },
-                        current: if frozen { "FROZEN" } else { "ACTIVE" },
-                    });
-                }
-                events.push(if freeze {
-                    Event::BalanceFrozen { balance_id, reason }
-                } else {
-                    Event::BalanceUnfrozen { balance_id, reason }
-                });
-                Ok((Outcome::Balance(balance_id), events))
-            }
+            } => organization::create(name, api_key_secret_hash, ctx),
+            Command::Deposit { .. }
+            | Command::SetCollateral { .. }
+            | Command::FreezeBalance { .. }
+            | Command::UnfreezeBalance { .. } => balance::decide(self, command, ctx),
             _ => Err(DomainError::Forbidden("not an operator command".into())),
         }
     }
@@ -490,7 +380,7 @@ impl Ledger {
                 payee.check_available(r.amount)?;
                 let mut events = Vec::new();
                 let payer_balance =
-                    self.open_balance(r.payer_organization_id, r.currency, ctx, &mut events);
+                    open_balance(self, r.payer_organization_id, r.currency, ctx, &mut events);
                 let payee_tx = ctx.id();
                 let payer_tx = ctx.id();
                 events.push(Event::RefundApproved {
@@ -562,31 +452,6 @@ impl Ledger {
                 .filter(|r| r.payee_organization_id == org || r.payer_organization_id == org),
             "refund",
         )
-    }
-
-    /// The balance's id, with a `BalanceOpened` pushed first if it does not exist yet.
-    fn open_balance(
-        &self,
-        org: OrganizationId,
-        currency: Currency,
-        ctx: &mut Ctx<'_>,
-        events: &mut Vec<Event>,
-    ) -> BalanceId {
-        if let Some(id) = self.balance_index.get(&(org, currency)) {
-            return *id;
-        }
-        if let Some(Event::BalanceOpened { id, .. }) = events.iter().find(|e| {
-            matches!(e, Event::BalanceOpened { organization_id, currency: c, .. } if *organization_id == org && *c == currency)
-        }) {
-            return *id;
-        }
-        let id = ctx.id();
-        events.push(Event::BalanceOpened {
-            id,
-            organization_id: org,
-            currency,
-        });
-        id
     }
 
     fn check_attachments(&self, org: OrganizationId, files: &[FileId]) -> Result<(), DomainError> {
@@ -1041,7 +906,7 @@ impl Ledger {
             return Ok(());
         }
         let payee_balance =
-            self.open_balance(inv.seller_organization_id, inv.currency, ctx, events);
+            open_balance(self, inv.seller_organization_id, inv.currency, ctx, events);
         let payer_tx = ctx.id();
         let payee_tx = ctx.id();
         events.push(Event::PaymentCompleted {

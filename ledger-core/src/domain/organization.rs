@@ -1,6 +1,9 @@
 //! Organizations: the tenants. Created by the operator; never deleted.
 
-use crate::ids::OrganizationId;
+use super::command::Outcome;
+use super::{Ctx, Decision};
+use crate::events::{Event, Permission};
+use crate::ids::{ApiKeyId, OrganizationId};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -20,4 +23,29 @@ pub fn validate_name(name: &str) -> Result<String, super::DomainError> {
         )));
     }
     Ok(trimmed.to_string())
+}
+
+/// The operator creates an organization with one key that may do everything,
+/// so that the organization can make its own keys from there.
+pub(super) fn create(name: &str, api_key_secret_hash: &[u8; 32], ctx: &mut Ctx<'_>) -> Decision {
+    let name = validate_name(name)?;
+    let id: OrganizationId = ctx.id();
+    let key: ApiKeyId = ctx.id();
+    Ok((
+        Outcome::Organization {
+            id,
+            api_key_id: key,
+        },
+        vec![
+            Event::OrganizationCreated { id, name },
+            Event::ApiKeyCreated {
+                id: key,
+                organization_id: id,
+                name: "default".into(),
+                permissions: vec![Permission::All],
+                secret_hash: *api_key_secret_hash,
+                expires_at: None,
+            },
+        ],
+    ))
 }
