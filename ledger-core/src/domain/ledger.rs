@@ -10,7 +10,7 @@ use super::organization::{self, Organization};
 use super::payment::{Payment, PaymentStatus};
 use super::refund::Refund;
 use super::webhook_endpoint::{self, WebhookEndpoint};
-use super::withdrawal::Withdrawal;
+use super::withdrawal::{self, Withdrawal};
 use super::{need, Ctx, DomainError};
 use crate::events::{Actor, Event, Hold, LineItem, Party, RecordedEvent, StreamId, StreamKind};
 use crate::ids::*;
@@ -270,100 +270,10 @@ impl Ledger {
             Command::Invoice { id, action } => self.decide_invoice_action(org, *id, action),
             Command::SettleInvoice { id } => self.decide_settle(org, *id, ctx),
             Command::RetryPayment { id } => self.decide_retry(org, *id, ctx),
-            Command::SubmitWithdrawal {
-                currency,
-                amount,
-                destination,
-            } => {
-                if amount.is_zero() {
-                    return Err(DomainError::Validation(
-                        "amount must be greater than zero".into(),
-                    ));
-                }
-                let balance = self
-                    .balance_of(org, *currency)
-                    .ok_or_else(|| DomainError::insufficient(*currency, *amount, Amount::ZERO))?;
-                balance.check_not_frozen()?;
-                let id: WithdrawalId = ctx.id();
-                balance.check_reserve(Hold::Withdrawal(id), *amount)?;
-                Ok((
-                    Outcome::Withdrawal(id),
-                    vec![
-                        Event::WithdrawalSubmitted {
-                            id,
-                            organization_id: org,
-                            balance_id: balance.id,
-                            currency: *currency,
-                            amount: *amount,
-                            destination: destination.clone(),
-                            submitted_by: key,
-                        },
-                        Event::FundsReserved {
-                            balance_id: balance.id,
-                            hold: Hold::Withdrawal(id),
-                            amount: *amount,
-                        },
-                    ],
-                ))
-            }
-            Command::ApproveWithdrawal { id } => {
-                let w = self.own_withdrawal(org, *id)?;
-                w.check_decide("approve", key)?;
-                let balance = need(self.balances.get(&w.balance_id), "balance")?;
-                balance.check_not_frozen()?;
-                let transaction_id = ctx.id();
-                Ok((
-                    Outcome::Withdrawal(*id),
-                    vec![
-                        Event::WithdrawalApproved {
-                            id: *id,
-                            approved_by: key,
-                            transaction_id,
-                        },
-                        Event::WithdrawalDebited {
-                            balance_id: w.balance_id,
-                            transaction_id,
-                            withdrawal_id: *id,
-                            amount: w.amount,
-                        },
-                    ],
-                ))
-            }
-            Command::RejectWithdrawal { id, reason } => {
-                let w = self.own_withdrawal(org, *id)?;
-                w.check_decide("reject", key)?;
-                let reason = invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?;
-                Ok((
-                    Outcome::Withdrawal(*id),
-                    vec![
-                        Event::WithdrawalRejected {
-                            id: *id,
-                            rejected_by: key,
-                            reason,
-                        },
-                        Event::ReservationReleased {
-                            balance_id: w.balance_id,
-                            hold: Hold::Withdrawal(*id),
-                            amount: w.amount,
-                        },
-                    ],
-                ))
-            }
-            Command::CancelWithdrawal { id } => {
-                let w = self.own_withdrawal(org, *id)?;
-                w.check_cancel(key)?;
-                Ok((
-                    Outcome::Withdrawal(*id),
-                    vec![
-                        Event::WithdrawalCancelled { id: *id },
-                        Event::ReservationReleased {
-                            balance_id: w.balance_id,
-                            hold: Hold::Withdrawal(*id),
-                            amount: w.amount,
-                        },
-                    ],
-                ))
-            }
+            SubmitWithdrawal { .. }
+            | ApproveWithdrawal { .. }
+            | RejectWithdrawal { .. }
+            | CancelWithdrawal { .. } => withdrawal::decide(self, org, key, command, ctx),
             Command::CreateRefund {
                 transaction_id,
                 amount,
@@ -430,19 +340,6 @@ impl Ledger {
                 Err(DomainError::Forbidden("scheduled command".into()))
             }
         }
-    }
-
-    fn own_withdrawal(
-        &self,
-        org: OrganizationId,
-        id: WithdrawalId,
-    ) -> Result<&Withdrawal, DomainError> {
-        need(
-            self.withdrawals
-                .get(&id)
-                .filter(|w| w.organization_id == org),
-            "withdrawal",
-        )
     }
 
     fn visible_refund(&self, org: OrganizationId, id: RefundId) -> Result<&Refund, DomainError> {

@@ -1,8 +1,10 @@
 //! Withdrawals: maker-checker. Submitting holds the funds; a different API key
 //! approves (funds leave) or rejects; the submitter may cancel while pending.
 
-use super::DomainError;
-use crate::events::{Destination, Event};
+use super::command::{Command, Outcome};
+use super::ledger::Ledger;
+use super::{invoice, misrouted, need, Ctx, Decision, DomainError};
+use crate::events::{Destination, Event, Hold};
 use crate::ids::{ApiKeyId, BalanceId, OrganizationId, TransactionId, WithdrawalId};
 use crate::money::{Amount, Currency};
 use crate::time::Timestamp;
@@ -74,6 +76,15 @@ impl Withdrawal {
         self.check_pending("cancel")
     }
 
+    /// Its hold given back: a rejected or cancelled withdrawal moves no money.
+    fn released(&self) -> Event {
+        Event::ReservationReleased {
+            balance_id: self.balance_id,
+            hold: Hold::Withdrawal(self.id),
+            amount: self.amount,
+        }
+    }
+
     pub fn evolve(&mut self, event: &Event, at: Timestamp) {
         match event {
             Event::WithdrawalApproved {
@@ -99,4 +110,130 @@ impl Withdrawal {
         }
         self.updated_at = at;
     }
+}
+
+/// The maker-checker steps, by `key` of `org`. A withdrawal holds its funds
+/// on its organization's balance under its own hold from submission until it
+/// is decided, so every step here is also a step of that balance.
+pub(super) fn decide(
+    ledger: &Ledger,
+    org: OrganizationId,
+    key: ApiKeyId,
+    command: &Command,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    match command {
+        Command::SubmitWithdrawal {
+            currency,
+            amount,
+            destination,
+        } => submit(ledger, org, key, *currency, *amount, destination, ctx),
+        Command::ApproveWithdrawal { id } => approve(ledger, org, key, *id, ctx),
+        Command::RejectWithdrawal { id, reason } => {
+            let w = own(ledger, org, *id)?;
+            w.check_decide("reject", key)?;
+            let reason = invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?;
+            Ok((
+                Outcome::Withdrawal(*id),
+                vec![
+                    Event::WithdrawalRejected {
+                        id: *id,
+                        rejected_by: key,
+                        reason,
+                    },
+                    w.released(),
+                ],
+            ))
+        }
+        Command::CancelWithdrawal { id } => {
+            let w = own(ledger, org, *id)?;
+            w.check_cancel(key)?;
+            Ok((
+                Outcome::Withdrawal(*id),
+                vec![Event::WithdrawalCancelled { id: *id }, w.released()],
+            ))
+        }
+        _ => Err(misrouted("withdrawal")),
+    }
+}
+
+fn submit(
+    ledger: &Ledger,
+    org: OrganizationId,
+    key: ApiKeyId,
+    currency: Currency,
+    amount: Amount,
+    destination: &Destination,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    if amount.is_zero() {
+        return Err(DomainError::Validation(
+            "amount must be greater than zero".into(),
+        ));
+    }
+    let balance = ledger
+        .balance_of(org, currency)
+        .ok_or_else(|| DomainError::insufficient(currency, amount, Amount::ZERO))?;
+    balance.check_not_frozen()?;
+    let id: WithdrawalId = ctx.id();
+    balance.check_reserve(Hold::Withdrawal(id), amount)?;
+    Ok((
+        Outcome::Withdrawal(id),
+        vec![
+            Event::WithdrawalSubmitted {
+                id,
+                organization_id: org,
+                balance_id: balance.id,
+                currency,
+                amount,
+                destination: destination.clone(),
+                submitted_by: key,
+            },
+            Event::FundsReserved {
+                balance_id: balance.id,
+                hold: Hold::Withdrawal(id),
+                amount,
+            },
+        ],
+    ))
+}
+
+fn approve(
+    ledger: &Ledger,
+    org: OrganizationId,
+    key: ApiKeyId,
+    id: WithdrawalId,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    let w = own(ledger, org, id)?;
+    w.check_decide("approve", key)?;
+    let balance = need(ledger.balances.get(&w.balance_id), "balance")?;
+    balance.check_not_frozen()?;
+    let transaction_id = ctx.id();
+    Ok((
+        Outcome::Withdrawal(id),
+        vec![
+            Event::WithdrawalApproved {
+                id,
+                approved_by: key,
+                transaction_id,
+            },
+            Event::WithdrawalDebited {
+                balance_id: w.balance_id,
+                transaction_id,
+                withdrawal_id: id,
+                amount: w.amount,
+            },
+        ],
+    ))
+}
+
+fn own(ledger: &Ledger, org: OrganizationId, id: WithdrawalId) -> Result<&Withdrawal, DomainError> {
+    need(
+        ledger
+            .withdrawals
+            .get(&id)
+            .filter(|w| w.organization_id == org),
+        "withdrawal",
+    )
 }
