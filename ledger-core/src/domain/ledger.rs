@@ -1,18 +1,18 @@
 //! The write model: every aggregate, and the decisions that span them.
 
 use super::api_key::{self, ApiKey};
-use super::balance::{self, open_balance, Balance};
+use super::balance::{self, Balance};
 use super::command::*;
 use super::connection::{self, Connection, ConnectionStatus};
 use super::file::{self, StoredFile};
 use super::invoice::{self, InvoiceState, InvoiceStatus};
 use super::organization::{self, Organization};
-use super::payment::{Payment, PaymentStatus};
-use super::refund::Refund;
+use super::payment::Payment;
+use super::refund::{self, Refund};
 use super::webhook_endpoint::{self, WebhookEndpoint};
 use super::withdrawal::{self, Withdrawal};
-use super::{need, Ctx, DomainError};
-use crate::events::{Actor, Event, Hold, LineItem, Party, RecordedEvent, StreamId, StreamKind};
+use super::{need, settlement, Ctx, DomainError};
+use crate::events::{Actor, Event, LineItem, Party, RecordedEvent, StreamId, StreamKind};
 use crate::ids::*;
 use crate::money::{line_figures, Amount, Currency};
 use indexmap::IndexMap;
@@ -268,60 +268,14 @@ impl Ledger {
                 ))
             }
             Command::Invoice { id, action } => self.decide_invoice_action(org, *id, action),
-            Command::SettleInvoice { id } => self.decide_settle(org, *id, ctx),
-            Command::RetryPayment { id } => self.decide_retry(org, *id, ctx),
+            SettleInvoice { id } => settlement::settle(self, org, *id, ctx),
+            RetryPayment { id } => settlement::retry(self, org, *id, ctx),
             SubmitWithdrawal { .. }
             | ApproveWithdrawal { .. }
             | RejectWithdrawal { .. }
             | CancelWithdrawal { .. } => withdrawal::decide(self, org, key, command, ctx),
-            Command::CreateRefund {
-                transaction_id,
-                amount,
-                reason,
-            } => self.decide_create_refund(org, *transaction_id, amount, reason, ctx),
-            Command::ApproveRefund { id } => {
-                let r = self.visible_refund(org, *id)?;
-                r.check_decide("approve", org)?;
-                let payee = need(
-                    self.balance_of(r.payee_organization_id, r.currency),
-                    "balance",
-                )?;
-                payee.check_not_frozen()?;
-                payee.check_available(r.amount)?;
-                let mut events = Vec::new();
-                let payer_balance =
-                    open_balance(self, r.payer_organization_id, r.currency, ctx, &mut events);
-                let payee_tx = ctx.id();
-                let payer_tx = ctx.id();
-                events.push(Event::RefundApproved {
-                    id: *id,
-                    payee_transaction_id: payee_tx,
-                    payer_transaction_id: payer_tx,
-                });
-                events.push(Event::RefundDebited {
-                    balance_id: payee.id,
-                    transaction_id: payee_tx,
-                    refund_id: *id,
-                    counterparty_organization_id: r.payer_organization_id,
-                    amount: r.amount,
-                });
-                events.push(Event::RefundCredited {
-                    balance_id: payer_balance,
-                    transaction_id: payer_tx,
-                    refund_id: *id,
-                    counterparty_organization_id: r.payee_organization_id,
-                    amount: r.amount,
-                });
-                Ok((Outcome::Refund(*id), events))
-            }
-            Command::RejectRefund { id, reason } => {
-                let r = self.visible_refund(org, *id)?;
-                r.check_decide("reject", org)?;
-                let reason = invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?;
-                Ok((
-                    Outcome::Refund(*id),
-                    vec![Event::RefundRejected { id: *id, reason }],
-                ))
+            CreateRefund { .. } | ApproveRefund { .. } | RejectRefund { .. } => {
+                refund::decide(self, org, command, ctx)
             }
             StoreFile { .. } | DeleteFile { .. } => file::decide(self, org, command),
             Command::Bulk(_)
@@ -340,15 +294,6 @@ impl Ledger {
                 Err(DomainError::Forbidden("scheduled command".into()))
             }
         }
-    }
-
-    fn visible_refund(&self, org: OrganizationId, id: RefundId) -> Result<&Refund, DomainError> {
-        need(
-            self.refunds
-                .get(&id)
-                .filter(|r| r.payee_organization_id == org || r.payer_organization_id == org),
-            "refund",
-        )
     }
 
     fn check_attachments(&self, org: OrganizationId, files: &[FileId]) -> Result<(), DomainError> {
@@ -525,12 +470,8 @@ impl Ledger {
                 adjusted_amount,
                 reason,
             } => {
-                return self.decide_approve(
-                    inv,
-                    party,
-                    adjusted_amount.as_deref(),
-                    reason.as_deref(),
-                )
+                let adjusted = adjusted_amount.as_deref();
+                settlement::approve_invoice(self, inv, party, adjusted, reason.as_deref())?
             }
             InvoiceAction::Dispute { reason } => {
                 inv.check("dispute", party, &[Party::Buyer], &[S::Submitted])?;
@@ -580,7 +521,7 @@ impl Ledger {
                     by: party,
                     reason: inv.cancellation().map(|c| c.reason.clone()),
                 }];
-                events.extend(self.release_invoice_hold(inv)?);
+                events.extend(settlement::release_invoice_hold(self, inv));
                 events
             }
             InvoiceAction::RejectCancellation => {
@@ -607,271 +548,6 @@ impl Ledger {
             }
         };
         Ok((Outcome::Invoice(id), events))
-    }
-
-    fn release_invoice_hold(&self, inv: &InvoiceState) -> Result<Vec<Event>, DomainError> {
-        let Some(balance) = self.balance_of(inv.buyer_organization_id, inv.currency) else {
-            return Ok(vec![]);
-        };
-        let hold = Hold::Invoice(inv.id);
-        Ok(match balance.holds.get(&hold) {
-            Some(amount) => vec![Event::ReservationReleased {
-                balance_id: balance.id,
-                hold,
-                amount: *amount,
-            }],
-            None => vec![],
-        })
-    }
-
-    fn decide_approve(
-        &self,
-        inv: &InvoiceState,
-        party: Party,
-        adjusted: Option<&str>,
-        reason: Option<&str>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
-        inv.check(
-            "approve",
-            party,
-            &[Party::Buyer],
-            &[InvoiceStatus::Submitted],
-        )?;
-        let total = inv.total;
-        let (amount, adjustment_reason) = match adjusted {
-            None => (total, None),
-            Some(raw) => {
-                let amount = Amount::parse(inv.currency, raw)?;
-                if amount >= total {
-                    return Err(DomainError::Validation(format!(
-                        "adjustedAmount must be less than the invoice total {}",
-                        total.format(inv.currency)
-                    )));
-                }
-                let reason = reason.ok_or_else(|| {
-                    DomainError::Validation("reason is required with adjustedAmount".into())
-                })?;
-                (
-                    amount,
-                    Some(invoice::required_text(
-                        "reason",
-                        reason,
-                        invoice::MAX_TEXT_CHARS,
-                    )?),
-                )
-            }
-        };
-        if amount.is_zero() {
-            return Err(DomainError::Validation(
-                "an invoice with a total of zero cannot be approved".into(),
-            ));
-        }
-        let balance = self
-            .balance_of(inv.buyer_organization_id, inv.currency)
-            .ok_or_else(|| DomainError::insufficient(inv.currency, amount, Amount::ZERO))?;
-        balance.check_reserve(Hold::Invoice(inv.id), amount)?;
-        Ok((
-            Outcome::Invoice(inv.id),
-            vec![
-                Event::InvoiceApproved {
-                    id: inv.id,
-                    approved_amount: amount,
-                    adjustment_reason,
-                },
-                Event::FundsReserved {
-                    balance_id: balance.id,
-                    hold: Hold::Invoice(inv.id),
-                    amount,
-                },
-            ],
-        ))
-    }
-
-    fn decide_settle(
-        &self,
-        org: OrganizationId,
-        id: InvoiceId,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
-        let (inv, party) = self.visible_invoice(org, id)?;
-        inv.check(
-            "settle",
-            party,
-            &[Party::Buyer],
-            &[
-                InvoiceStatus::Approved,
-                InvoiceStatus::ApprovedWithAdjustment,
-            ],
-        )?;
-        // An earlier attempt that failed is retried rather than duplicated.
-        if let Some(failed) = self
-            .failed_by_payer
-            .get(&org)
-            .into_iter()
-            .flatten()
-            .find(|p| self.payments.get(*p).is_some_and(|p| p.invoice_id == id))
-        {
-            return self.decide_retry(org, *failed, ctx);
-        }
-        let amount = inv.approved_amount.ok_or(DomainError::InvalidTransition {
-            entity: "invoice",
-            action: "settle",
-            current: inv.status.as_str(),
-        })?;
-        let payment_id: PaymentId = ctx.id();
-        let mut events = vec![Event::PaymentInitiated {
-            id: payment_id,
-            invoice_id: id,
-            payer_organization_id: inv.buyer_organization_id,
-            payee_organization_id: inv.seller_organization_id,
-            currency: inv.currency,
-            amount,
-        }];
-        self.attempt_transfer(inv, payment_id, amount, ctx, &mut events)?;
-        Ok((Outcome::Payment(payment_id), events))
-    }
-
-    fn decide_retry(
-        &self,
-        org: OrganizationId,
-        id: PaymentId,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
-        let p = need(
-            self.payments
-                .get(&id)
-                .filter(|p| p.payer_organization_id == org || p.payee_organization_id == org),
-            "payment",
-        )?;
-        if p.payer_organization_id != org {
-            return Err(DomainError::Forbidden(
-                "only the payer may retry a payment".into(),
-            ));
-        }
-        if p.status != PaymentStatus::Failed {
-            return Err(DomainError::InvalidTransition {
-                entity: "payment",
-                action: "retry",
-                current: p.status.as_str(),
-            });
-        }
-        let inv = need(self.invoices.get(&p.invoice_id), "invoice")?;
-        if !inv.status.is_approved() {
-            return Err(DomainError::InvalidTransition {
-                entity: "invoice",
-                action: "settle",
-                current: inv.status.as_str(),
-            });
-        }
-        let mut events = Vec::new();
-        self.attempt_transfer(inv, id, p.amount, ctx, &mut events)?;
-        Ok((Outcome::Payment(id), events))
-    }
-
-    /// The transfer itself: completes, or fails (frozen side) keeping the reservation.
-    fn attempt_transfer(
-        &self,
-        inv: &InvoiceState,
-        payment_id: PaymentId,
-        amount: Amount,
-        ctx: &mut Ctx<'_>,
-        events: &mut Vec<Event>,
-    ) -> Result<(), DomainError> {
-        let payer = need(
-            self.balance_of(inv.buyer_organization_id, inv.currency),
-            "balance",
-        )?;
-        let held = payer.hold(Hold::Invoice(inv.id))?;
-        if held != amount {
-            return Err(DomainError::Validation(
-                "reservation does not match the approved amount".into(),
-            ));
-        }
-        let payee_frozen = self
-            .balance_of(inv.seller_organization_id, inv.currency)
-            .is_some_and(|b| b.frozen);
-        let reason = match (payer.frozen, payee_frozen) {
-            (true, _) => Some("payer balance is frozen"),
-            (_, true) => Some("payee balance is frozen"),
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            events.push(Event::PaymentFailed {
-                id: payment_id,
-                reason: reason.into(),
-            });
-            return Ok(());
-        }
-        let payee_balance =
-            open_balance(self, inv.seller_organization_id, inv.currency, ctx, events);
-        let payer_tx = ctx.id();
-        let payee_tx = ctx.id();
-        events.push(Event::PaymentCompleted {
-            id: payment_id,
-            payer_transaction_id: payer_tx,
-            payee_transaction_id: payee_tx,
-        });
-        events.push(Event::SettlementDebited {
-            balance_id: payer.id,
-            transaction_id: payer_tx,
-            payment_id,
-            invoice_id: inv.id,
-            counterparty_organization_id: inv.seller_organization_id,
-            amount,
-        });
-        events.push(Event::SettlementCredited {
-            balance_id: payee_balance,
-            transaction_id: payee_tx,
-            payment_id,
-            invoice_id: inv.id,
-            counterparty_organization_id: inv.buyer_organization_id,
-            amount,
-        });
-        events.push(Event::InvoiceSettled {
-            id: inv.id,
-            payment_id,
-        });
-        Ok(())
-    }
-
-    fn decide_create_refund(
-        &self,
-        org: OrganizationId,
-        transaction_id: TransactionId,
-        amount: &str,
-        reason: &str,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
-        let payment = self
-            .settlement_transactions
-            .get(&transaction_id)
-            .and_then(|p| self.payments.get(p))
-            .filter(|p| p.payer_organization_id == org || p.payee_organization_id == org);
-        let payment = need(payment, "transaction")?;
-        let amount = Amount::parse(payment.currency, amount)?;
-        if amount > payment.refundable() {
-            return Err(DomainError::Validation(format!(
-                "refund exceeds what may still be refunded ({})",
-                payment.refundable().format(payment.currency)
-            )));
-        }
-        let reason = invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?;
-        let id = ctx.id();
-        Ok((
-            Outcome::Refund(id),
-            vec![Event::RefundCreated {
-                id,
-                transaction_id,
-                payment_id: payment.id,
-                invoice_id: payment.invoice_id,
-                payee_organization_id: payment.payee_organization_id,
-                payer_organization_id: payment.payer_organization_id,
-                requested_by: org,
-                currency: payment.currency,
-                amount,
-                reason,
-            }],
-        ))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod organization;
 pub mod payment;
 pub mod refund;
+mod settlement;
 pub mod webhook_endpoint;
 pub mod withdrawal;
 

@@ -1,7 +1,9 @@
 //! Refunds: against a completed settlement, never more in total than was
 //! settled; the payee (who received the settlement) approves and pays.
 
-use super::DomainError;
+use super::command::{Command, Outcome};
+use super::ledger::Ledger;
+use super::{invoice, misrouted, need, settlement, Ctx, Decision, DomainError};
 use crate::events::Event;
 use crate::ids::{InvoiceId, OrganizationId, PaymentId, RefundId, TransactionId};
 use crate::money::{Amount, Currency};
@@ -84,4 +86,88 @@ impl Refund {
         }
         self.updated_at = at;
     }
+}
+
+/// Asking for a refund of a settlement, and the payee's answer. Approving
+/// pays it, from the payee's balance to the payer's: [`settlement`]'s rule.
+pub(super) fn decide(
+    ledger: &Ledger,
+    org: OrganizationId,
+    command: &Command,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    match command {
+        Command::CreateRefund {
+            transaction_id,
+            amount,
+            reason,
+        } => create(ledger, org, *transaction_id, amount, reason, ctx),
+        Command::ApproveRefund { id } => settlement::approve_refund(ledger, org, *id, ctx),
+        Command::RejectRefund { id, reason } => {
+            let r = visible(ledger, org, *id)?;
+            r.check_decide("reject", org)?;
+            let reason = invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?;
+            Ok((
+                Outcome::Refund(*id),
+                vec![Event::RefundRejected { id: *id, reason }],
+            ))
+        }
+        _ => Err(misrouted("refund")),
+    }
+}
+
+fn create(
+    ledger: &Ledger,
+    org: OrganizationId,
+    transaction_id: TransactionId,
+    amount: &str,
+    reason: &str,
+    ctx: &mut Ctx<'_>,
+) -> Decision {
+    // Either side of the settlement may ask; the transaction is either half.
+    let payment = ledger
+        .settlement_transactions
+        .get(&transaction_id)
+        .and_then(|p| ledger.payments.get(p))
+        .filter(|p| p.payer_organization_id == org || p.payee_organization_id == org);
+    let payment = need(payment, "transaction")?;
+    let amount = Amount::parse(payment.currency, amount)?;
+    if amount > payment.refundable() {
+        return Err(DomainError::Validation(format!(
+            "refund exceeds what may still be refunded ({})",
+            payment.refundable().format(payment.currency)
+        )));
+    }
+    let reason = invoice::required_text("reason", reason, invoice::MAX_TEXT_CHARS)?;
+    let id = ctx.id();
+    Ok((
+        Outcome::Refund(id),
+        vec![Event::RefundCreated {
+            id,
+            transaction_id,
+            payment_id: payment.id,
+            invoice_id: payment.invoice_id,
+            payee_organization_id: payment.payee_organization_id,
+            payer_organization_id: payment.payer_organization_id,
+            requested_by: org,
+            currency: payment.currency,
+            amount,
+            reason,
+        }],
+    ))
+}
+
+/// A refund is seen by both parties to its settlement, and by no one else.
+pub(super) fn visible(
+    ledger: &Ledger,
+    org: OrganizationId,
+    id: RefundId,
+) -> Result<&Refund, DomainError> {
+    need(
+        ledger
+            .refunds
+            .get(&id)
+            .filter(|r| r.payee_organization_id == org || r.payer_organization_id == org),
+        "refund",
+    )
 }
