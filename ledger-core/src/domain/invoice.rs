@@ -12,6 +12,11 @@
 //!                                                     (counterparty of requester)
 //! SETTLED | CANCELLED → ARCHIVED (either) → back again (restore)
 //! ```
+//!
+//! The commands that move it are decided in its `decide` submodule.
+
+mod decide;
+pub(super) use decide::{decide, decide_scheduled};
 
 use super::DomainError;
 use crate::events::{Event, LineItem, Party};

@@ -1,20 +1,21 @@
-//! The write model: every aggregate, and the decisions that span them.
+//! The write model: every aggregate, the routing of each command to the one
+//! that decides it, and the running of commands (composite ones part by part).
 
 use super::api_key::{self, ApiKey};
 use super::balance::{self, Balance};
 use super::command::*;
-use super::connection::{self, Connection, ConnectionStatus};
+use super::connection::{self, Connection};
 use super::file::{self, StoredFile};
-use super::invoice::{self, InvoiceState, InvoiceStatus};
+use super::invoice::{self, InvoiceState};
 use super::organization::{self, Organization};
 use super::payment::Payment;
 use super::refund::{self, Refund};
 use super::webhook_endpoint::{self, WebhookEndpoint};
 use super::withdrawal::{self, Withdrawal};
-use super::{need, settlement, Ctx, DomainError};
-use crate::events::{Actor, Event, LineItem, Party, RecordedEvent, StreamId, StreamKind};
+use super::{need, settlement, Ctx, Decision, DomainError};
+use crate::events::{Actor, Party, RecordedEvent, StreamId, StreamKind};
 use crate::ids::*;
-use crate::money::{line_figures, Amount, Currency};
+use crate::money::{Amount, Currency};
 use indexmap::IndexMap;
 use std::collections::{BTreeSet, HashMap};
 
@@ -118,20 +119,15 @@ impl Ledger {
     }
 
     // ------------------------------------------------------------------
-    // decide
+    // decide: each command goes to the aggregate whose rules decide it
     // ------------------------------------------------------------------
 
     /// Decides one command against the current state. Pure: reads `self` and
     /// `ctx`, returns the events to append or why not.
-    pub fn decide(
-        &self,
-        actor: &Actor,
-        command: &Command,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
+    pub fn decide(&self, actor: &Actor, command: &Command, ctx: &mut Ctx<'_>) -> Decision {
         match actor {
             Actor::Admin => self.decide_admin(command, ctx),
-            Actor::System => self.decide_system(command, ctx),
+            Actor::System => self.decide_system(command),
             Actor::ApiKey {
                 organization_id,
                 api_key_id,
@@ -139,11 +135,7 @@ impl Ledger {
         }
     }
 
-    fn decide_admin(
-        &self,
-        command: &Command,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
+    fn decide_admin(&self, command: &Command, ctx: &mut Ctx<'_>) -> Decision {
         match command {
             Command::CreateOrganization {
                 name,
@@ -157,49 +149,23 @@ impl Ledger {
         }
     }
 
-    fn decide_system(
-        &self,
-        command: &Command,
-        _ctx: &mut Ctx<'_>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
+    fn decide_system(&self, command: &Command) -> Decision {
         match command {
-            Command::MarkPaymentDue { id, today } => {
-                let inv = need(self.invoices.get(id), "invoice")?;
-                if !inv.status.is_approved() || inv.payment_due_notified || inv.due_date > *today {
-                    return Ok((Outcome::Invoice(*id), vec![]));
-                }
-                Ok((
-                    Outcome::Invoice(*id),
-                    vec![Event::InvoicePaymentDue {
-                        id: *id,
-                        due_date: inv.due_date,
-                    }],
-                ))
-            }
-            Command::AutoArchive { id } => {
-                let inv = need(self.invoices.get(id), "invoice")?;
-                if !matches!(
-                    inv.status,
-                    InvoiceStatus::Settled | InvoiceStatus::Cancelled
-                ) {
-                    return Ok((Outcome::Invoice(*id), vec![]));
-                }
-                Ok((
-                    Outcome::Invoice(*id),
-                    vec![Event::InvoiceArchived { id: *id }],
-                ))
+            Command::MarkPaymentDue { .. } | Command::AutoArchive { .. } => {
+                invoice::decide_scheduled(self, command)
             }
             _ => Err(DomainError::Forbidden("not a scheduled command".into())),
         }
     }
 
+    /// An organization's command, by its API key `key`.
     fn decide_org(
         &self,
         org: OrganizationId,
         key: ApiKeyId,
         command: &Command,
         ctx: &mut Ctx<'_>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
+    ) -> Decision {
         use Command::*;
         match command {
             CreateApiKey { .. } | RevokeApiKey { .. } => api_key::decide(self, org, command, ctx),
@@ -210,64 +176,12 @@ impl Ledger {
             RequestConnection { .. } | AcceptConnection { .. } | RejectConnection { .. } => {
                 connection::decide(self, org, command, ctx)
             }
-            Command::CreateInvoice(new) => self.decide_create_invoice(org, new, ctx),
-            Command::UpdateInvoice { id, patch } => {
-                self.decide_update_invoice(org, *id, patch, ctx)
-            }
-            Command::AddLineItem { id, item } => {
-                let (inv, party) = self.visible_invoice(org, *id)?;
-                inv.check_line_items_editable(party)?;
-                if inv.line_count as usize >= invoice::MAX_LINE_ITEMS {
-                    return Err(DomainError::Validation(format!(
-                        "an invoice holds at most {} line items",
-                        invoice::MAX_LINE_ITEMS
-                    )));
-                }
-                let item = make_line_item(inv.currency, ctx.id(), item)?;
-                Ok((
-                    Outcome::Invoice(*id),
-                    vec![Event::LineItemAdded { id: *id, item }],
-                ))
-            }
-            Command::UpdateLineItem {
-                id,
-                line_item_id,
-                patch,
-            } => {
-                let (inv, party) = self.visible_invoice(org, *id)?;
-                inv.check_line_items_editable(party)?;
-                let old = inv.line_item(*line_item_id)?;
-                let input = LineItemInput {
-                    description: patch
-                        .description
-                        .clone()
-                        .unwrap_or_else(|| old.description.clone()),
-                    quantity: patch.quantity.unwrap_or(old.quantity),
-                    unit_price: patch
-                        .unit_price
-                        .clone()
-                        .unwrap_or_else(|| old.unit_price.format(inv.currency)),
-                    tax_rate: patch.tax_rate.unwrap_or(old.tax_rate),
-                };
-                let item = make_line_item(inv.currency, *line_item_id, &input)?;
-                Ok((
-                    Outcome::Invoice(*id),
-                    vec![Event::LineItemUpdated { id: *id, item }],
-                ))
-            }
-            Command::RemoveLineItem { id, line_item_id } => {
-                let (inv, party) = self.visible_invoice(org, *id)?;
-                inv.check_line_items_editable(party)?;
-                inv.line_item(*line_item_id)?;
-                Ok((
-                    Outcome::Invoice(*id),
-                    vec![Event::LineItemRemoved {
-                        id: *id,
-                        line_item_id: *line_item_id,
-                    }],
-                ))
-            }
-            Command::Invoice { id, action } => self.decide_invoice_action(org, *id, action),
+            CreateInvoice(_)
+            | UpdateInvoice { .. }
+            | AddLineItem { .. }
+            | UpdateLineItem { .. }
+            | RemoveLineItem { .. }
+            | Invoice { .. } => invoice::decide(self, org, command, ctx),
             SettleInvoice { id } => settlement::settle(self, org, *id, ctx),
             RetryPayment { id } => settlement::retry(self, org, *id, ctx),
             SubmitWithdrawal { .. }
@@ -278,276 +192,18 @@ impl Ledger {
                 refund::decide(self, org, command, ctx)
             }
             StoreFile { .. } | DeleteFile { .. } => file::decide(self, org, command),
-            Command::Bulk(_)
-            | Command::SettleAllDue { .. }
-            | Command::RetryFailedPayments { .. } => Err(DomainError::Validation(
-                "composite commands are expanded before deciding".into(),
-            )),
-            Command::CreateOrganization { .. }
-            | Command::Deposit { .. }
-            | Command::SetCollateral { .. }
-            | Command::FreezeBalance { .. }
-            | Command::UnfreezeBalance { .. } => {
-                Err(DomainError::Forbidden("operator command".into()))
-            }
-            Command::MarkPaymentDue { .. } | Command::AutoArchive { .. } => {
+            Bulk(_) | SettleAllDue { .. } | RetryFailedPayments { .. } => Err(
+                DomainError::Validation("composite commands are expanded before deciding".into()),
+            ),
+            CreateOrganization { .. }
+            | Deposit { .. }
+            | SetCollateral { .. }
+            | FreezeBalance { .. }
+            | UnfreezeBalance { .. } => Err(DomainError::Forbidden("operator command".into())),
+            MarkPaymentDue { .. } | AutoArchive { .. } => {
                 Err(DomainError::Forbidden("scheduled command".into()))
             }
         }
-    }
-
-    fn check_attachments(&self, org: OrganizationId, files: &[FileId]) -> Result<(), DomainError> {
-        if files.len() > invoice::MAX_ATTACHMENTS {
-            return Err(DomainError::Validation(format!(
-                "at most {} attachments",
-                invoice::MAX_ATTACHMENTS
-            )));
-        }
-        for f in files {
-            need(
-                self.files
-                    .get(f)
-                    .filter(|x| x.organization_id == org && !x.deleted),
-                "file",
-            )?;
-        }
-        Ok(())
-    }
-
-    fn decide_create_invoice(
-        &self,
-        org: OrganizationId,
-        new: &NewInvoice,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
-        let conn = need(
-            self.connections
-                .get(&new.connection_id)
-                .filter(|c| c.party_of(org).is_some()),
-            "connection",
-        )?;
-        if conn.seller_organization_id != org {
-            return Err(DomainError::Forbidden(
-                "only the seller of a connection may invoice over it".into(),
-            ));
-        }
-        if conn.status != ConnectionStatus::Active {
-            return Err(DomainError::Validation(format!(
-                "connection is {}, not ACTIVE",
-                conn.status.as_str()
-            )));
-        }
-        self.check_attachments(org, &new.attachments)?;
-        let line_items = make_line_items(new.currency, &new.line_items, ctx)?;
-        let issue_date = new.issue_date.unwrap_or_else(|| ctx.now.date());
-        if new.due_date < issue_date {
-            return Err(DomainError::Validation(
-                "dueDate must not be before issueDate".into(),
-            ));
-        }
-        let number = match &new.number {
-            Some(n) => invoice::required_text("number", n, invoice::MAX_NUMBER_CHARS)?,
-            None => format!(
-                "INV-{:06}",
-                self.invoices_by_seller.get(&org).copied().unwrap_or(0) + 1
-            ),
-        };
-        let memo = match &new.memo {
-            Some(m) => Some(invoice::bounded_text("memo", m, invoice::MAX_TEXT_CHARS)?),
-            None => None,
-        };
-        let id: InvoiceId = ctx.id();
-        let mut events = vec![Event::InvoiceCreated {
-            id,
-            connection_id: conn.id,
-            seller_organization_id: conn.seller_organization_id,
-            buyer_organization_id: conn.buyer_organization_id,
-            number,
-            currency: new.currency,
-            issue_date,
-            due_date: new.due_date,
-            memo,
-            line_items: line_items.clone(),
-            attachments: new.attachments.clone(),
-        }];
-        if new.submit {
-            if line_items.is_empty() || invoice::totals(&line_items).total.is_zero() {
-                return Err(DomainError::Validation(
-                    "an invoice needs at least one line item and a total above zero to be submitted".into(),
-                ));
-            }
-            events.push(Event::InvoiceSubmitted { id });
-        }
-        Ok((Outcome::Invoice(id), events))
-    }
-
-    fn decide_update_invoice(
-        &self,
-        org: OrganizationId,
-        id: InvoiceId,
-        patch: &InvoicePatch,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
-        let (inv, party) = self.visible_invoice(org, id)?;
-        // Who may PATCH comes first: a stale version never turns a 403 into a 409.
-        inv.check_editable(party)?;
-        if let Some(expected) = patch.expected_version {
-            if expected != inv.version {
-                return Err(DomainError::VersionConflict {
-                    expected,
-                    current: inv.version,
-                });
-            }
-        }
-        if let Some(files) = &patch.attachments {
-            self.check_attachments(org, files)?;
-        }
-        let line_items = match &patch.line_items {
-            Some(items) => Some(make_line_items(inv.currency, items, ctx)?),
-            None => None,
-        };
-        if let Some(d) = patch.due_date {
-            if d < inv.issue_date {
-                return Err(DomainError::Validation(
-                    "dueDate must not be before issueDate".into(),
-                ));
-            }
-        }
-        let number = match &patch.number {
-            Some(n) => Some(invoice::required_text(
-                "number",
-                n,
-                invoice::MAX_NUMBER_CHARS,
-            )?),
-            None => None,
-        };
-        let memo = match &patch.memo {
-            Some(Some(m)) => Some(Some(invoice::bounded_text(
-                "memo",
-                m,
-                invoice::MAX_TEXT_CHARS,
-            )?)),
-            Some(None) => Some(None),
-            None => None,
-        };
-        Ok((
-            Outcome::Invoice(id),
-            vec![Event::InvoiceUpdated {
-                id,
-                number,
-                due_date: patch.due_date,
-                memo,
-                line_items,
-                attachments: patch.attachments.clone(),
-            }],
-        ))
-    }
-
-    fn decide_invoice_action(
-        &self,
-        org: OrganizationId,
-        id: InvoiceId,
-        action: &InvoiceAction,
-    ) -> Result<(Outcome, Vec<Event>), DomainError> {
-        use InvoiceStatus as S;
-        let (inv, party) = self.visible_invoice(org, id)?;
-        let text = |field: &str, v: &str| invoice::required_text(field, v, invoice::MAX_TEXT_CHARS);
-        let events = match action {
-            InvoiceAction::Submit => {
-                inv.check_submit(party)?;
-                vec![Event::InvoiceSubmitted { id }]
-            }
-            InvoiceAction::RespondInfo { message } => {
-                inv.check("respond to", party, &[Party::Seller], &[S::InfoRequested])?;
-                // It goes back to SUBMITTED, so it must still be submittable.
-                inv.check_submittable()?;
-                vec![Event::InvoiceInfoProvided {
-                    id,
-                    message: text("message", message)?,
-                }]
-            }
-            InvoiceAction::Approve {
-                adjusted_amount,
-                reason,
-            } => {
-                let adjusted = adjusted_amount.as_deref();
-                settlement::approve_invoice(self, inv, party, adjusted, reason.as_deref())?
-            }
-            InvoiceAction::Dispute { reason } => {
-                inv.check("dispute", party, &[Party::Buyer], &[S::Submitted])?;
-                vec![Event::InvoiceDisputed {
-                    id,
-                    reason: text("reason", reason)?,
-                }]
-            }
-            InvoiceAction::RequestInfo { question } => {
-                inv.check(
-                    "request information on",
-                    party,
-                    &[Party::Buyer],
-                    &[S::Submitted],
-                )?;
-                vec![Event::InvoiceInfoRequested {
-                    id,
-                    question: text("question", question)?,
-                }]
-            }
-            InvoiceAction::Cancel { reason } => {
-                inv.check_cancel(party)?;
-                let reason = invoice::optional_text("reason", reason.as_deref())?;
-                vec![Event::InvoiceCancelled {
-                    id,
-                    by: party,
-                    reason,
-                }]
-            }
-            InvoiceAction::RequestCancellation { reason } => {
-                inv.check(
-                    "request cancellation of",
-                    party,
-                    &[Party::Seller, Party::Buyer],
-                    &[S::Approved, S::ApprovedWithAdjustment],
-                )?;
-                vec![Event::InvoiceCancellationRequested {
-                    id,
-                    by: party,
-                    reason: text("reason", reason)?,
-                }]
-            }
-            InvoiceAction::AcceptCancellation => {
-                inv.check_answer_cancellation("accept the cancellation of", party)?;
-                let mut events = vec![Event::InvoiceCancelled {
-                    id,
-                    by: party,
-                    reason: inv.cancellation().map(|c| c.reason.clone()),
-                }];
-                events.extend(settlement::release_invoice_hold(self, inv));
-                events
-            }
-            InvoiceAction::RejectCancellation => {
-                inv.check_answer_cancellation("reject the cancellation of", party)?;
-                vec![Event::InvoiceCancellationRejected { id }]
-            }
-            InvoiceAction::Archive => {
-                inv.check(
-                    "archive",
-                    party,
-                    &[Party::Seller, Party::Buyer],
-                    &[S::Settled, S::Cancelled],
-                )?;
-                vec![Event::InvoiceArchived { id }]
-            }
-            InvoiceAction::Restore => {
-                inv.check(
-                    "restore",
-                    party,
-                    &[Party::Seller, Party::Buyer],
-                    &[S::Archived],
-                )?;
-                vec![Event::InvoiceRestored { id }]
-            }
-        };
-        Ok((Outcome::Invoice(id), events))
     }
 }
 
@@ -557,43 +213,6 @@ fn subject_of(command: &Command) -> Option<uuid::Uuid> {
         Command::RetryPayment { id } => Some(id.as_uuid()),
         _ => None,
     }
-}
-
-fn make_line_item(
-    currency: Currency,
-    id: LineItemId,
-    input: &LineItemInput,
-) -> Result<LineItem, DomainError> {
-    let description =
-        invoice::required_text("description", &input.description, invoice::MAX_TEXT_CHARS)?;
-    let unit_price = Amount::parse_non_negative(currency, &input.unit_price)?;
-    let figures = line_figures(currency, input.quantity, unit_price, input.tax_rate)?;
-    Ok(LineItem {
-        id,
-        description,
-        quantity: input.quantity,
-        unit_price,
-        tax_rate: input.tax_rate,
-        amount: figures.amount,
-        tax_amount: figures.tax_amount,
-    })
-}
-
-fn make_line_items(
-    currency: Currency,
-    inputs: &[LineItemInput],
-    ctx: &mut Ctx<'_>,
-) -> Result<Vec<LineItem>, DomainError> {
-    if inputs.len() > invoice::MAX_LINE_ITEMS {
-        return Err(DomainError::Validation(format!(
-            "an invoice holds at most {} line items",
-            invoice::MAX_LINE_ITEMS
-        )));
-    }
-    inputs
-        .iter()
-        .map(|i| make_line_item(currency, ctx.id(), i))
-        .collect()
 }
 
 /// Whose scheduled or composite work a command expands into.

@@ -1,10 +1,15 @@
 //! The money model: pure rules, no I/O.
 //!
-//! Each aggregate module holds its state, `evolve` (apply one event) and the
-//! pure checks its commands need. [`ledger::Ledger`] is the write model: all
-//! aggregates together, with `decide(actor, command) -> events | error` that
-//! orchestrates commands touching several aggregates (a settlement touches the
-//! invoice, the payment and two balances) and `apply(event)`.
+//! Each aggregate module holds its state, `evolve` (apply one event), the
+//! pure checks its commands need and `decide` for its commands: a pure
+//! function of the whole write model (it may read other aggregates, as an
+//! invoice reads its connection) to the events to append or why not.
+//! [`ledger::Ledger`] is the write model: all aggregates together, with
+//! `decide(actor, command)` routing each command to its aggregate, and
+//! `apply(event)`. `settlement` holds the rules of money that moves because of
+//! an invoice: the buyer's funds reserved at approval and released at
+//! cancellation, the settlement (invoice, payment and two balances) and the
+//! refund of one (two balances).
 
 pub mod api_key;
 pub mod balance;
