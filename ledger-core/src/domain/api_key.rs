@@ -2,7 +2,7 @@
 
 use super::command::{Command, Outcome};
 use super::ledger::Ledger;
-use super::{invoice, misrouted, need, Ctx, Decision, DomainError};
+use super::{invoice, misapplied, misrouted, need, Ctx, Decision, DomainError};
 use crate::events::{Event, Permission};
 use crate::ids::{ApiKeyId, OrganizationId};
 use crate::time::Timestamp;
@@ -85,4 +85,40 @@ pub(super) fn decide(
         }
         _ => Err(misrouted("API key")),
     }
+}
+
+pub(super) fn evolve(ledger: &mut Ledger, event: &Event, at: Timestamp) -> Result<(), String> {
+    match event {
+        Event::ApiKeyCreated {
+            id,
+            organization_id,
+            name,
+            permissions,
+            secret_hash,
+            expires_at,
+        } => {
+            ledger.api_keys.insert(
+                *id,
+                ApiKey {
+                    id: *id,
+                    organization_id: *organization_id,
+                    name: name.clone(),
+                    permissions: permissions.clone(),
+                    secret_hash: *secret_hash,
+                    expires_at: *expires_at,
+                    created_at: at,
+                    revoked_at: None,
+                },
+            );
+        }
+        Event::ApiKeyRevoked { id } => {
+            let k = ledger
+                .api_keys
+                .get_mut(id)
+                .ok_or("revoked an unknown API key")?;
+            k.revoked_at = Some(at);
+        }
+        _ => return Err(misapplied("API key", event)),
+    }
+    Ok(())
 }

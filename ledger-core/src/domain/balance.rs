@@ -5,9 +5,9 @@
 //! through a check here first and is asserted again in `evolve`.
 
 use super::command::{Command, Outcome};
-use super::ledger::Ledger;
-use super::{invoice, misrouted, need, Ctx, Decision, DomainError};
-use crate::events::{Event, Hold};
+use super::ledger::{Ledger, Supply};
+use super::{invoice, misapplied, misrouted, need, Ctx, Decision, DomainError};
+use crate::events::{Event, Hold, StreamKind};
 use crate::ids::{BalanceId, OrganizationId};
 use crate::money::{Amount, Currency};
 use crate::time::Timestamp;
@@ -130,6 +130,37 @@ impl Balance {
             return Err(DomainError::insufficient(self.currency, amount, room));
         }
         Ok(())
+    }
+
+    /// Refuses an event this balance cannot take: nothing may go below zero,
+    /// and what a debit or release names must be exactly what is held.
+    fn check_event(&self, event: &Event) -> Result<(), String> {
+        use Event::*;
+        let balance_id = self.id;
+        match event {
+            FundsReserved { amount, .. } if *amount > self.available() => Err(format!(
+                "reservation of {amount} exceeds available on {balance_id}"
+            )),
+            ReservationReleased { hold, amount, .. } if self.holds.get(hold) != Some(amount) => {
+                Err(format!("release of {amount} does not match hold {hold:?}"))
+            }
+            SettlementDebited {
+                invoice_id, amount, ..
+            } if self.holds.get(&Hold::Invoice(*invoice_id)) != Some(amount) => Err(format!(
+                "settlement of {amount} does not match the reservation"
+            )),
+            WithdrawalDebited {
+                withdrawal_id,
+                amount,
+                ..
+            } if self.holds.get(&Hold::Withdrawal(*withdrawal_id)) != Some(amount) => {
+                Err(format!("withdrawal of {amount} does not match its hold"))
+            }
+            RefundDebited { amount, .. } if *amount > self.available() => Err(format!(
+                "refund of {amount} exceeds available on {balance_id}"
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub fn evolve(&mut self, event: &Event, at: Timestamp) {
@@ -320,6 +351,89 @@ pub(super) fn open_balance(
         currency,
     });
     id
+}
+
+/// A balance's events, each checked against the balance first, and the
+/// supply of its currency kept with them so that money is seen conserved
+/// after every event.
+pub(super) fn evolve(ledger: &mut Ledger, event: &Event, at: Timestamp) -> Result<(), String> {
+    if event.stream().kind != StreamKind::Balance {
+        return Err(misapplied("balance", event));
+    }
+    if let Event::BalanceOpened {
+        id,
+        organization_id,
+        currency,
+    } = event
+    {
+        if ledger
+            .balance_index
+            .insert((*organization_id, *currency), *id)
+            .is_some()
+        {
+            return Err(format!(
+                "second balance for {organization_id} in {currency}"
+            ));
+        }
+        ledger
+            .balances
+            .insert(*id, Balance::open(*id, *organization_id, *currency, at));
+        return Ok(());
+    }
+    let balance_id = BalanceId::from_uuid(event.stream().id);
+    let balance = ledger
+        .balances
+        .get_mut(&balance_id)
+        .ok_or("event for an unknown balance")?;
+    let before = balance.total;
+    let currency = balance.currency;
+    balance.check_event(event)?;
+    balance.evolve(event, at);
+    balance.check_invariants()?;
+    let after = balance.total;
+    let supply = ledger.supply.entry(currency).or_default();
+    account(supply, event, before, after)?;
+    supply.check_conserved(currency)
+}
+
+/// Moves the supply by what `event` did to a balance whose total went from
+/// `before` to `after`. A transfer's debit puts the money in transit until
+/// its credit takes it out.
+fn account(
+    supply: &mut Supply,
+    event: &Event,
+    before: Amount,
+    after: Amount,
+) -> Result<(), String> {
+    use Event::*;
+    let overflow = || "supply overflow".to_string();
+    match event {
+        FundsDeposited { amount, .. } => {
+            supply.deposited = supply.deposited.checked_add(*amount).ok_or_else(overflow)?;
+        }
+        WithdrawalDebited { amount, .. } => {
+            supply.withdrawn = supply.withdrawn.checked_add(*amount).ok_or_else(overflow)?;
+        }
+        SettlementDebited { amount, .. } | RefundDebited { amount, .. } => {
+            supply.in_transit = supply
+                .in_transit
+                .checked_add(*amount)
+                .ok_or_else(overflow)?;
+        }
+        SettlementCredited { amount, .. } | RefundCredited { amount, .. } => {
+            supply.in_transit = supply
+                .in_transit
+                .checked_sub(*amount)
+                .ok_or("credited more than was debited")?;
+        }
+        _ => {}
+    }
+    supply.balances_total = supply
+        .balances_total
+        .checked_sub(before)
+        .and_then(|t| t.checked_add(after))
+        .ok_or("balances total out of range")?;
+    Ok(())
 }
 
 // The decisions have checked these never underflow; saturating keeps a corrupt

@@ -2,7 +2,7 @@
 
 use super::command::{Command, Outcome};
 use super::ledger::Ledger;
-use super::{invoice, misrouted, need, Ctx, Decision, DomainError};
+use super::{invoice, misapplied, misrouted, need, Ctx, Decision, DomainError};
 use crate::events::{Event, Party};
 use crate::ids::{ConnectionId, OrganizationId};
 use crate::time::Timestamp;
@@ -145,4 +145,48 @@ fn answerable(ledger: &Ledger, org: OrganizationId, id: ConnectionId) -> Result<
         "connection",
     )?;
     c.check_answer(org)
+}
+
+pub(super) fn evolve(ledger: &mut Ledger, event: &Event, at: Timestamp) -> Result<(), String> {
+    use Event::*;
+    match event {
+        ConnectionRequested {
+            id,
+            seller_organization_id,
+            buyer_organization_id,
+            requested_by,
+        } => {
+            ledger.connections.insert(
+                *id,
+                Connection {
+                    id: *id,
+                    seller_organization_id: *seller_organization_id,
+                    buyer_organization_id: *buyer_organization_id,
+                    requested_by: *requested_by,
+                    status: ConnectionStatus::Pending,
+                    created_at: at,
+                    updated_at: at,
+                },
+            );
+        }
+        ConnectionAccepted { id }
+        | ConnectionRejected { id }
+        | ConnectionRejectedBecause { id, .. } => {
+            let c = ledger
+                .connections
+                .get_mut(id)
+                .ok_or("answered an unknown connection")?;
+            if c.status != ConnectionStatus::Pending {
+                return Err(format!("connection {id} answered twice"));
+            }
+            c.status = if matches!(event, ConnectionAccepted { .. }) {
+                ConnectionStatus::Active
+            } else {
+                ConnectionStatus::Rejected
+            };
+            c.updated_at = at;
+        }
+        _ => return Err(misapplied("connection", event)),
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 use super::command::{Command, Outcome};
 use super::invoice::InvoiceStatus;
 use super::ledger::Ledger;
-use super::{misrouted, need, Decision, DomainError};
+use super::{misapplied, misrouted, need, Decision, DomainError};
 use crate::events::Event;
 use crate::ids::{FileId, OrganizationId};
 use crate::time::Timestamp;
@@ -101,4 +101,36 @@ fn delete(ledger: &Ledger, org: OrganizationId, id: FileId) -> Decision {
         .collect();
     events.push(Event::FileDeleted { id });
     Ok((Outcome::File(id), events))
+}
+
+pub(super) fn evolve(ledger: &mut Ledger, event: &Event, at: Timestamp) -> Result<(), String> {
+    match event {
+        Event::FileStored {
+            id,
+            organization_id,
+            filename,
+            content_type,
+            size,
+            sha256,
+        } => {
+            ledger.files.insert(
+                *id,
+                StoredFile {
+                    id: *id,
+                    organization_id: *organization_id,
+                    filename: filename.clone(),
+                    content_type: content_type.clone(),
+                    size: *size,
+                    sha256: *sha256,
+                    created_at: at,
+                    deleted: false,
+                },
+            );
+        }
+        Event::FileDeleted { id } => {
+            ledger.files.get_mut(id).ok_or("unknown file")?.deleted = true;
+        }
+        _ => return Err(misapplied("file", event)),
+    }
+    Ok(())
 }

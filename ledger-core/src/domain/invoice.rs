@@ -18,8 +18,9 @@
 mod decide;
 pub(super) use decide::{decide, decide_scheduled};
 
-use super::DomainError;
-use crate::events::{Event, LineItem, Party};
+use super::ledger::Ledger;
+use super::{misapplied, DomainError};
+use crate::events::{Event, LineItem, Party, StreamKind};
 use crate::ids::{ConnectionId, FileId, InvoiceId, LineItemId, OrganizationId, PaymentId};
 use crate::money::{Amount, Currency};
 use crate::time::Timestamp;
@@ -676,6 +677,66 @@ impl InvoiceState {
             .find(|l| l.id == id)
             .ok_or(DomainError::NotFound("line item"))
     }
+}
+
+/// An invoice's events, with the state machine asserted, and the indexes
+/// that follow them: a seller's invoice count (the next default number), the
+/// invoices naming a file, and a buyer's approved invoices (what it has to
+/// settle).
+pub(super) fn evolve(ledger: &mut Ledger, event: &Event, at: Timestamp) -> Result<(), String> {
+    if event.stream().kind != StreamKind::Invoice {
+        return Err(misapplied("invoice", event));
+    }
+    if let Event::InvoiceCreated { .. } = event {
+        create(ledger, event, at);
+        return Ok(());
+    }
+    let id = InvoiceId::from_uuid(event.stream().id);
+    let inv = ledger
+        .invoices
+        .get_mut(&id)
+        .ok_or("event for an unknown invoice")?;
+    let before = inv.status;
+    inv.evolve(event, at);
+    let after = inv.status;
+    if before != after && !before.can_become(after) {
+        return Err(format!(
+            "invoice {id} moved {} -> {}, not an edge of the state diagram",
+            before.as_str(),
+            after.as_str()
+        ));
+    }
+    if let Event::InvoiceUpdated {
+        attachments: Some(files),
+        ..
+    } = event
+    {
+        for f in files {
+            ledger.file_invoices.entry(*f).or_default().insert(id);
+        }
+    }
+    let buyer = inv.buyer_organization_id;
+    let approved = ledger.approved_by_buyer.entry(buyer).or_default();
+    if after.is_approved() {
+        approved.insert(id);
+    } else {
+        approved.remove(&id);
+    }
+    Ok(())
+}
+
+fn create(ledger: &mut Ledger, event: &Event, at: Timestamp) {
+    let Some(inv) = InvoiceState::created(event, at) else {
+        return;
+    };
+    for f in inv.attachments() {
+        ledger.file_invoices.entry(*f).or_default().insert(inv.id);
+    }
+    *ledger
+        .invoices_by_seller
+        .entry(inv.seller_organization_id)
+        .or_default() += 1;
+    ledger.invoices.insert(inv.id, inv);
 }
 
 pub fn party_name(party: Party) -> &'static str {

@@ -32,6 +32,28 @@ pub struct Supply {
     pub in_transit: Amount,
 }
 
+impl Supply {
+    /// Money is conserved: all balances plus what is in transit equal what
+    /// was deposited minus what was withdrawn.
+    pub(super) fn check_conserved(&self, currency: Currency) -> Result<(), String> {
+        let expected = self
+            .deposited
+            .checked_sub(self.withdrawn)
+            .ok_or_else(|| format!("{currency}: withdrawn more than deposited"))?;
+        let held = self
+            .balances_total
+            .checked_add(self.in_transit)
+            .ok_or("supply overflow")?;
+        if held != expected {
+            return Err(format!(
+                "{currency}: balances {} + in transit {} ≠ deposits − withdrawals {}",
+                self.balances_total, self.in_transit, expected
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A map for the tables of a million entries whose values are large. A
 /// `HashMap` keeps each value in its slot, and its slots are 44–88% full
 /// (the table doubles), so a table of 918k invoices costs 2M slots × 153 B.

@@ -76,6 +76,12 @@ fn misrouted(aggregate: &'static str) -> DomainError {
     DomainError::Validation(format!("not a command for the {aggregate}"))
 }
 
+/// What an aggregate's `evolve` answers an event of another stream: a
+/// routing bug in `Ledger::evolve`, reported as a broken invariant.
+fn misapplied(aggregate: &str, event: &Event) -> String {
+    format!("{} is not an event of a {aggregate}", event.type_name())
+}
+
 impl From<MoneyError> for DomainError {
     fn from(e: MoneyError) -> Self {
         DomainError::Validation(e.to_string())

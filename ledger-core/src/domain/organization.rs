@@ -1,7 +1,8 @@
 //! Organizations: the tenants. Created by the operator; never deleted.
 
 use super::command::Outcome;
-use super::{Ctx, Decision};
+use super::ledger::Ledger;
+use super::{misapplied, Ctx, Decision};
 use crate::events::{Event, Permission};
 use crate::ids::{ApiKeyId, OrganizationId};
 use crate::time::Timestamp;
@@ -48,4 +49,19 @@ pub(super) fn create(name: &str, api_key_secret_hash: &[u8; 32], ctx: &mut Ctx<'
             },
         ],
     ))
+}
+
+pub(super) fn evolve(ledger: &mut Ledger, event: &Event, at: Timestamp) -> Result<(), String> {
+    let Event::OrganizationCreated { id, name } = event else {
+        return Err(misapplied("organization", event));
+    };
+    ledger.organizations.insert(
+        *id,
+        Organization {
+            id: *id,
+            name: name.clone(),
+            created_at: at,
+        },
+    );
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! Payments: one per settlement of an invoice. PENDING only for the instant of
 //! the attempt; COMPLETED, or FAILED (a frozen balance) and retryable.
 
+use super::ledger::Ledger;
+use super::misapplied;
 use crate::events::Event;
 use crate::ids::{InvoiceId, OrganizationId, PaymentId, TransactionId};
 use crate::money::{Amount, Currency};
@@ -79,4 +81,63 @@ impl Payment {
             .checked_sub(self.refunded)
             .unwrap_or(Amount::ZERO)
     }
+}
+
+/// A payment's events, and the indexes that follow them: the payer's failed
+/// payments (what a retry of all may pick up) and the settlement
+/// transactions (what a refund names).
+pub(super) fn evolve(ledger: &mut Ledger, event: &Event, at: Timestamp) -> Result<(), String> {
+    match event {
+        Event::PaymentInitiated {
+            id,
+            invoice_id,
+            payer_organization_id,
+            payee_organization_id,
+            currency,
+            amount,
+        } => {
+            ledger.payments.insert(
+                *id,
+                Payment {
+                    id: *id,
+                    invoice_id: *invoice_id,
+                    payer_organization_id: *payer_organization_id,
+                    payee_organization_id: *payee_organization_id,
+                    currency: *currency,
+                    amount: *amount,
+                    status: PaymentStatus::Pending,
+                    failure_reason: None,
+                    attempts: 0,
+                    payer_transaction_id: None,
+                    payee_transaction_id: None,
+                    refunded: Amount::ZERO,
+                    created_at: at,
+                    completed_at: None,
+                    updated_at: at,
+                },
+            );
+        }
+        Event::PaymentCompleted { id, .. } | Event::PaymentFailed { id, .. } => {
+            let p = ledger.payments.get_mut(id).ok_or("unknown payment")?;
+            if p.status == PaymentStatus::Completed {
+                return Err(format!("payment {id} completed twice"));
+            }
+            p.evolve(event, at);
+            let failed = ledger
+                .failed_by_payer
+                .entry(p.payer_organization_id)
+                .or_default();
+            if p.status == PaymentStatus::Failed {
+                failed.insert(*id);
+            } else {
+                failed.remove(id);
+            }
+            if let (Some(a), Some(b)) = (p.payer_transaction_id, p.payee_transaction_id) {
+                ledger.settlement_transactions.insert(a, *id);
+                ledger.settlement_transactions.insert(b, *id);
+            }
+        }
+        _ => return Err(misapplied("payment", event)),
+    }
+    Ok(())
 }

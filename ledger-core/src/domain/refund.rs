@@ -3,7 +3,7 @@
 
 use super::command::{Command, Outcome};
 use super::ledger::Ledger;
-use super::{invoice, misrouted, need, settlement, Ctx, Decision, DomainError};
+use super::{invoice, misapplied, misrouted, need, settlement, Ctx, Decision, DomainError};
 use crate::events::Event;
 use crate::ids::{InvoiceId, OrganizationId, PaymentId, RefundId, TransactionId};
 use crate::money::{Amount, Currency};
@@ -170,4 +170,72 @@ pub(super) fn visible(
             .filter(|r| r.payee_organization_id == org || r.payer_organization_id == org),
         "refund",
     )
+}
+
+/// A refund's events. What a pending or approved refund claims is counted on
+/// its payment (`refunded`) at once, so two refunds can never together exceed
+/// the settlement; a rejection gives its share back.
+pub(super) fn evolve(ledger: &mut Ledger, event: &Event, at: Timestamp) -> Result<(), String> {
+    match event {
+        Event::RefundCreated {
+            id,
+            transaction_id,
+            payment_id,
+            invoice_id,
+            payee_organization_id,
+            payer_organization_id,
+            requested_by,
+            currency,
+            amount,
+            reason,
+        } => {
+            let p = ledger
+                .payments
+                .get_mut(payment_id)
+                .ok_or("refund of an unknown payment")?;
+            p.refunded = p
+                .refunded
+                .checked_add(*amount)
+                .filter(|r| *r <= p.amount)
+                .ok_or_else(|| {
+                    format!("refunds of payment {payment_id} exceed the settled amount")
+                })?;
+            ledger.refunds.insert(
+                *id,
+                Refund {
+                    id: *id,
+                    transaction_id: *transaction_id,
+                    payment_id: *payment_id,
+                    invoice_id: *invoice_id,
+                    payee_organization_id: *payee_organization_id,
+                    payer_organization_id: *payer_organization_id,
+                    requested_by: *requested_by,
+                    currency: *currency,
+                    amount: *amount,
+                    reason: reason.clone(),
+                    status: RefundStatus::Pending,
+                    rejection_reason: None,
+                    payee_transaction_id: None,
+                    payer_transaction_id: None,
+                    created_at: at,
+                    updated_at: at,
+                },
+            );
+        }
+        Event::RefundApproved { id, .. } | Event::RefundRejected { id, .. } => {
+            let r = ledger.refunds.get_mut(id).ok_or("unknown refund")?;
+            if r.status != RefundStatus::Pending {
+                return Err(format!("refund {id} decided twice"));
+            }
+            r.evolve(event, at);
+            if r.status == RefundStatus::Rejected {
+                let (payment_id, amount) = (r.payment_id, r.amount);
+                if let Some(p) = ledger.payments.get_mut(&payment_id) {
+                    p.refunded = p.refunded.checked_sub(amount).unwrap_or(Amount::ZERO);
+                }
+            }
+        }
+        _ => return Err(misapplied("refund", event)),
+    }
+    Ok(())
 }

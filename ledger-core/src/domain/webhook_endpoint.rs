@@ -2,7 +2,7 @@
 
 use super::command::{Command, Outcome};
 use super::ledger::Ledger;
-use super::{misrouted, need, Ctx, Decision, DomainError};
+use super::{misapplied, misrouted, need, Ctx, Decision, DomainError};
 use crate::events::Event;
 use crate::ids::{OrganizationId, WebhookEndpointId};
 use crate::time::Timestamp;
@@ -151,4 +151,45 @@ fn own_endpoint(
             .filter(|e| e.organization_id == org && !e.deleted),
         "webhook endpoint",
     )
+}
+
+pub(super) fn evolve(ledger: &mut Ledger, event: &Event, at: Timestamp) -> Result<(), String> {
+    match event {
+        Event::WebhookEndpointCreated {
+            id,
+            organization_id,
+            url,
+            events,
+            description,
+            secret,
+        } => {
+            ledger.webhook_endpoints.insert(
+                *id,
+                WebhookEndpoint {
+                    id: *id,
+                    organization_id: *organization_id,
+                    url: url.clone(),
+                    events: events.clone(),
+                    description: description.clone(),
+                    enabled: true,
+                    secret: secret.clone(),
+                    previous_secret: None,
+                    deleted: false,
+                    created_at: at,
+                    updated_at: at,
+                },
+            );
+        }
+        Event::WebhookEndpointUpdated { id, .. }
+        | Event::WebhookEndpointDeleted { id }
+        | Event::WebhookSecretRotated { id, .. } => {
+            ledger
+                .webhook_endpoints
+                .get_mut(id)
+                .ok_or("unknown webhook endpoint")?
+                .evolve(event, at);
+        }
+        _ => return Err(misapplied("webhook endpoint", event)),
+    }
+    Ok(())
 }

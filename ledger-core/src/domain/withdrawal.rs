@@ -3,7 +3,7 @@
 
 use super::command::{Command, Outcome};
 use super::ledger::Ledger;
-use super::{invoice, misrouted, need, Ctx, Decision, DomainError};
+use super::{invoice, misapplied, misrouted, need, Ctx, Decision, DomainError};
 use crate::events::{Destination, Event, Hold};
 use crate::ids::{ApiKeyId, BalanceId, OrganizationId, TransactionId, WithdrawalId};
 use crate::money::{Amount, Currency};
@@ -236,4 +236,48 @@ fn own(ledger: &Ledger, org: OrganizationId, id: WithdrawalId) -> Result<&Withdr
             .filter(|w| w.organization_id == org),
         "withdrawal",
     )
+}
+
+pub(super) fn evolve(ledger: &mut Ledger, event: &Event, at: Timestamp) -> Result<(), String> {
+    match event {
+        Event::WithdrawalSubmitted {
+            id,
+            organization_id,
+            balance_id,
+            currency,
+            amount,
+            destination,
+            submitted_by,
+        } => {
+            ledger.withdrawals.insert(
+                *id,
+                Withdrawal {
+                    id: *id,
+                    organization_id: *organization_id,
+                    balance_id: *balance_id,
+                    currency: *currency,
+                    amount: *amount,
+                    destination: destination.clone(),
+                    status: WithdrawalStatus::PendingApproval,
+                    submitted_by: *submitted_by,
+                    decided_by: None,
+                    rejection_reason: None,
+                    transaction_id: None,
+                    created_at: at,
+                    updated_at: at,
+                },
+            );
+        }
+        Event::WithdrawalApproved { id, .. }
+        | Event::WithdrawalRejected { id, .. }
+        | Event::WithdrawalCancelled { id } => {
+            let w = ledger.withdrawals.get_mut(id).ok_or("unknown withdrawal")?;
+            if w.status != WithdrawalStatus::PendingApproval {
+                return Err(format!("withdrawal {id} decided twice"));
+            }
+            w.evolve(event, at);
+        }
+        _ => return Err(misapplied("withdrawal", event)),
+    }
+    Ok(())
 }
