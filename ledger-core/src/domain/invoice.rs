@@ -271,6 +271,20 @@ impl Invoice {
     pub fn evolve(&mut self, event: &Event, at: Timestamp) {
         use Event::*;
         match event {
+            InvoiceUpdated { .. }
+            | LineItemAdded { .. }
+            | LineItemUpdated { .. }
+            | LineItemRemoved { .. } => self.edit(event),
+            _ => self.transition(event),
+        }
+        self.version += 1;
+        self.updated_at = at;
+    }
+
+    /// A change of its contents, which leaves its status as it is.
+    fn edit(&mut self, event: &Event) {
+        use Event::*;
+        match event {
             InvoiceUpdated {
                 number,
                 due_date,
@@ -304,6 +318,15 @@ impl Invoice {
             LineItemRemoved { line_item_id, .. } => {
                 self.line_items.retain(|l| l.id != *line_item_id)
             }
+            _ => {}
+        }
+    }
+
+    /// A step of the state machine, keeping what it says and, for the steps
+    /// that can be undone (a cancellation request, archiving), where it came from.
+    fn transition(&mut self, event: &Event) {
+        use Event::*;
+        match event {
             InvoiceSubmitted { .. } => {
                 self.status = InvoiceStatus::Submitted;
                 self.visible_to_buyer = true;
@@ -366,8 +389,6 @@ impl Invoice {
             InvoicePaymentDue { .. } => self.payment_due_notified = true,
             _ => {}
         }
-        self.version += 1;
-        self.updated_at = at;
     }
 }
 
