@@ -66,7 +66,7 @@ pub enum DomainError {
 pub type Decision = Result<(Outcome, Vec<Event>), DomainError>;
 
 /// The entity, or the 404 naming it.
-pub(crate) fn need<T>(v: Option<T>, what: &'static str) -> Result<T, DomainError> {
+fn need<T>(v: Option<T>, what: &'static str) -> Result<T, DomainError> {
     v.ok_or(DomainError::NotFound(what))
 }
 
