@@ -66,9 +66,12 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let header_key = match req.headers().get(IDEMPOTENCY_KEY_HEADER) {
-            Some(v) => Some(parse_request_id(v.to_str().map_err(|_| {
-                ApiError::Validation("Idempotency-Key must be a UUID".into())
-            })?)?),
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| RequestId::parse(s).ok())
+                    .ok_or_else(|| ApiError::Validation("Idempotency-Key must be a UUID".into()))?,
+            ),
             None => None,
         };
         let content_type = req

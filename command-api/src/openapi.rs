@@ -1747,6 +1747,10 @@ fn path_param(path: &str, name: &str) -> (&'static str, Value) {
         ),
         "balanceId" => ("balance", uuid_param("The balance's id.")),
         "lineItemId" => ("line item", uuid_param("The line item's id.")),
+        "id" if before == "api-keys" => (
+            "API key",
+            json!({ "description": "The API key's id.", "schema": r("ApiKeyId") }),
+        ),
         _ => {
             let resource = match before {
                 "connections" => "connection",
@@ -2270,6 +2274,17 @@ fn rd(name: &str, description: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}"), "description": description })
 }
 
+/// Required free text: not blank, within the bound every text has.
+fn not_blank(text: &str) -> Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_TEXT_CHARS,
+        "pattern": "\\S",
+        "description": format!("Required, not blank. {text}"),
+    })
+}
+
 fn string(description: &str) -> Value {
     json!({ "type": "string", "description": description })
 }
@@ -2534,11 +2549,7 @@ pub fn schemas() -> Value {
     s.insert("EmptyRequest".into(), request("No fields but the optional `requestId`; the body may be left out (send `Idempotency-Key` instead).", &[], json!({})));
     s.insert(
         "ReasonRequest".into(),
-        request(
-            "",
-            &["reason"],
-            json!({ "reason": string(&format!("Required, not blank. {text}")) }),
-        ),
+        request("", &["reason"], json!({ "reason": not_blank(&text) })),
     );
     s.insert(
         "OptionalReasonRequest".into(),
@@ -2615,19 +2626,11 @@ pub fn schemas() -> Value {
     })));
     s.insert(
         "RespondInfoRequest".into(),
-        request(
-            "",
-            &["message"],
-            json!({ "message": string(&format!("Required, not blank. {text}")) }),
-        ),
+        request("", &["message"], json!({ "message": not_blank(&text) })),
     );
     s.insert(
         "RequestInfoRequest".into(),
-        request(
-            "",
-            &["question"],
-            json!({ "question": string(&format!("Required, not blank. {text}")) }),
-        ),
+        request("", &["question"], json!({ "question": not_blank(&text) })),
     );
     s.insert("ApproveInvoiceRequest".into(), request("Leave out for a full approval.", &[], json!({
         "adjustedAmount": money("Approve less than `total` (→ APPROVED_WITH_ADJUSTMENT); needs `reason`."),
@@ -2704,7 +2707,7 @@ pub fn schemas() -> Value {
         ),
     );
     s.insert("CreateApiKeyRequest".into(), request("", &["name", "permissions"], json!({
-        "name": string("1 to 200 characters."),
+        "name": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S", "description": "1 to 200 characters, not blank." },
         "permissions": { "type": "array", "items": r("Permission"), "minItems": 1, "maxItems": 20, "description": "Each must be held by the calling key." },
         "expiresAt": timestamp("In the future. Default: never."),
     })));
@@ -3070,6 +3073,7 @@ pub fn schemas() -> Value {
         "WebhookEventFilter".into(),
         json!({
             "type": "string",
+            "minLength": 1,
             "description": "`*` (everything), `<family>.*` (e.g. `invoice.*`), or an exact event type.",
             "examples": ["invoice.*", "payment.settled", "*"],
         }),

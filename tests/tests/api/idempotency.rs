@@ -333,6 +333,31 @@ async fn an_idempotency_key_must_be_a_uuid() {
             .await;
         assert_eq!(r.status, 400, "Idempotency-Key `{key}`: {}", r.text());
         r.err(400, "VALIDATION_ERROR");
+        assert!(
+            r.text().contains("Idempotency-Key must be a UUID"),
+            "{}",
+            r.text()
+        );
+        // Beside a valid body key, the error still names the header.
+        let body = serde_json::to_vec(&json!({ "requestId": rid() })).unwrap();
+        let r = pair
+            .seller
+            .send(
+                Method::POST,
+                &format!("/api/v1/invoices/{id}/submit"),
+                &[
+                    ("content-type", "application/json"),
+                    ("idempotency-key", key),
+                ],
+                Some(body),
+            )
+            .await;
+        r.err(400, "VALIDATION_ERROR");
+        assert!(
+            r.text().contains("Idempotency-Key must be a UUID"),
+            "{}",
+            r.text()
+        );
     }
     assert_eq!(app.log_state().await, before);
 }
