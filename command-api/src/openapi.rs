@@ -2418,7 +2418,9 @@ pub fn schemas() -> Value {
     let attachments = format!("File ids (at most {MAX_ATTACHMENTS}), files of the seller.");
     let text = format!("At most {MAX_TEXT_CHARS} characters.");
     let bulk_max = crate::routes::invoices::BULK_MAX;
-    let mut s = Map::new();
+    // The resources `projections::views` defines, with schemas derived from
+    // their types; the rest are written out below.
+    let mut s = projections::views::schemas();
     // ------------------------------------------------------- primitives
     s.insert(
         "ApiKeyId".into(),
@@ -2729,17 +2731,6 @@ pub fn schemas() -> Value {
         "reason": string(""),
     })));
     // -------------------------------------------------------- resources
-    s.insert(
-        "Organization".into(),
-        resource(
-            "",
-            json!({
-                "id": id(""),
-                "name": { "type": "string" },
-                "createdAt": timestamp(""),
-            }),
-        ),
-    );
     s.insert("OrganizationCreated".into(), resource("", json!({
         "organization": r("Organization"),
         "apiKey": resource("The organization's first API key. The secret is shown here only.", json!({
@@ -2748,43 +2739,12 @@ pub fn schemas() -> Value {
             "permissions": { "type": "array", "items": r("Permission") },
         })),
     })));
-    s.insert(
-        "ApiKey".into(),
-        resource(
-            "",
-            json!({
-                "id": r("ApiKeyId"),
-                "organizationId": id(""),
-                "name": { "type": "string" },
-                "permissions": { "type": "array", "items": r("Permission") },
-                "createdAt": timestamp(""),
-                "expiresAt": nullable(r("Timestamp")),
-                "revokedAt": nullable(r("Timestamp")),
-            }),
-        ),
-    );
     let api_key_created = with_fields(
         &s["ApiKey"],
         "The key, with its secret (shown here only).",
         json!({ "secret": string("Send as `X-API-Secret`.") }),
     );
     s.insert("ApiKeyCreated".into(), api_key_created);
-    s.insert(
-        "Connection".into(),
-        resource(
-            "",
-            json!({
-                "id": id(""),
-                "sellerOrganizationId": id(""),
-                "buyerOrganizationId": id(""),
-                "requestedByOrganizationId": id("Who asked; the other party answers."),
-                "status": r("ConnectionStatus"),
-                "rejectionReason": nullable(string("Why the counterparty rejected it, if it said so; null otherwise.")),
-                "createdAt": timestamp(""),
-                "updatedAt": timestamp(""),
-            }),
-        ),
-    );
     s.insert("LineItem".into(), resource("", json!({
         "id": id(""),
         "description": { "type": "string" },
@@ -2841,39 +2801,6 @@ pub fn schemas() -> Value {
         resource(
             "",
             json!({ "data": { "type": "array", "items": r("InvoiceEvent") } }),
-        ),
-    );
-    s.insert("Payment".into(), resource("", json!({
-        "id": id(""),
-        "invoiceId": id(""),
-        "payerOrganizationId": id("The buyer."),
-        "payeeOrganizationId": id("The seller."),
-        "currency": r("Currency"),
-        "amount": r("Money"),
-        "status": r("PaymentStatus"),
-        "failureReason": { "type": ["string", "null"] },
-        "attempts": int(""),
-        "payerTransactionId": { "type": ["string", "null"], "format": "uuid", "description": "The SETTLEMENT_OUT transaction." },
-        "payeeTransactionId": { "type": ["string", "null"], "format": "uuid", "description": "The SETTLEMENT_IN transaction." },
-        "refundedAmount": money("Refunded so far."),
-        "createdAt": timestamp(""),
-        "completedAt": nullable(r("Timestamp")),
-    })));
-    s.insert(
-        "Balance".into(),
-        resource(
-            "One per (organization, currency).",
-            json!({
-                "id": id(""),
-                "organizationId": id(""),
-                "currency": r("Currency"),
-                "total": r("Money"),
-                "reserved": money("Held for approved invoices and pending withdrawals."),
-                "collateral": money("Set by the operator."),
-                "available": money("total - reserved - collateral."),
-                "frozen": { "type": "boolean" },
-                "updatedAt": timestamp(""),
-            }),
         ),
     );
     s.insert("BalanceAsOf".into(), resource("A balance as it stood at `asOf`.", json!({
@@ -2948,75 +2875,6 @@ pub fn schemas() -> Value {
                         "closingBalance": money("`total` after the interval's last transaction."),
                     })),
                 },
-            }),
-        ),
-    );
-    s.insert("Transaction".into(), resource("One money movement on a balance.", json!({
-        "id": id(""),
-        "type": r("TransactionType"),
-        "balanceId": id(""),
-        "currency": r("Currency"),
-        "amount": money("Always positive; `type` gives the direction."),
-        "totalAfter": money("The balance's total after it."),
-        "reference": { "type": ["string", "null"], "description": "A deposit's reference." },
-        "invoiceId": { "type": ["string", "null"], "format": "uuid" },
-        "paymentId": { "type": ["string", "null"], "format": "uuid" },
-        "withdrawalId": { "type": ["string", "null"], "format": "uuid" },
-        "refundId": { "type": ["string", "null"], "format": "uuid" },
-        "counterpartyOrganizationId": { "type": ["string", "null"], "format": "uuid" },
-        "createdAt": timestamp(""),
-    })));
-    s.insert("Withdrawal".into(), resource("", json!({
-        "id": id(""),
-        "organizationId": id(""),
-        "balanceId": id(""),
-        "currency": r("Currency"),
-        "amount": r("Money"),
-        "destination": { "type": "object", "additionalProperties": { "type": "string" } },
-        "status": r("WithdrawalStatus"),
-        "submittedByApiKeyId": r("ApiKeyId"),
-        "decidedByApiKeyId": nullable(r("ApiKeyId")),
-        "rejectionReason": { "type": ["string", "null"] },
-        "transactionId": { "type": ["string", "null"], "format": "uuid", "description": "The WITHDRAWAL transaction, once completed." },
-        "createdAt": timestamp(""),
-        "updatedAt": timestamp(""),
-    })));
-    s.insert("Refund".into(), resource("", json!({
-        "id": id(""),
-        "transactionId": id("The settlement transaction refunded."),
-        "paymentId": id(""),
-        "invoiceId": id(""),
-        "payeeOrganizationId": id("Received the settlement; pays the refund and decides on it."),
-        "payerOrganizationId": id("Paid the settlement; receives the refund."),
-        "requestedByOrganizationId": id(""),
-        "currency": r("Currency"),
-        "amount": r("Money"),
-        "reason": { "type": "string" },
-        "status": r("RefundStatus"),
-        "rejectionReason": { "type": ["string", "null"] },
-        "createdAt": timestamp(""),
-        "updatedAt": timestamp(""),
-    })));
-    s.insert("WebhookEndpoint".into(), resource("", json!({
-        "id": id(""),
-        "url": { "type": "string", "format": "uri" },
-        "events": { "type": "array", "items": { "type": "string" }, "description": "Event names, `invoice.*` or `*`." },
-        "description": { "type": ["string", "null"] },
-        "enabled": { "type": "boolean" },
-        "createdAt": timestamp(""),
-        "updatedAt": timestamp(""),
-    })));
-    s.insert(
-        "File".into(),
-        resource(
-            "",
-            json!({
-                "id": id(""),
-                "filename": { "type": "string" },
-                "contentType": { "type": "string" },
-                "size": int("Bytes."),
-                "sha256": { "type": "string", "pattern": "^[0-9a-f]{64}$" },
-                "createdAt": timestamp(""),
             }),
         ),
     );

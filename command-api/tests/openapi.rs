@@ -900,3 +900,18 @@ async fn the_router_serves_the_document_and_every_documented_route() {
     drop(started);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The resources whose schemas are derived from their view types are in the
+/// document as derived: no hand-written entry replaces one.
+#[test]
+fn derived_schemas_are_the_documents() {
+    let doc = doc();
+    let derived = projections::views::schemas();
+    assert!(derived.len() >= 10, "{:?}", derived.keys());
+    for (name, schema) in &derived {
+        assert_eq!(
+            &doc["components"]["schemas"][name], schema,
+            "{name}: the document's schema is not the derived one"
+        );
+    }
+}

@@ -12,6 +12,7 @@
 pub mod model;
 pub mod outbox;
 pub mod runner;
+pub mod schema;
 pub mod sql;
 pub mod views;
 pub mod webhooks;

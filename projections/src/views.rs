@@ -2,6 +2,7 @@
 //! commands (rendered inside the writer, kept for idempotent replays) and to
 //! answer reads from the projections, so both always agree byte for byte.
 
+use crate::schema;
 use crate::{BalanceChange, Transaction};
 use chrono::NaiveDate;
 use ledger_core::domain::api_key::ApiKey;
@@ -18,8 +19,10 @@ use ledger_core::events::{LineItem, Party};
 use ledger_core::ids::{ConnectionId, FileId, InvoiceId, LineItemId, OrganizationId, PaymentId};
 use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
 use ledger_core::time::Timestamp;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 fn money(a: Amount, c: Currency) -> String {
     a.format(c)
@@ -29,33 +32,101 @@ fn ts(t: Timestamp) -> String {
     t.rfc3339()
 }
 
+/// A view as a `Value`, for the places that put it inside another or
+/// compare it. Cannot fail: every key is a string and every value plain data.
+fn value<T: Serialize>(view: T) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
+}
+
+// Each view below is the one definition of its resource's JSON: built here,
+// served through `value`, and described by its derived schema in the OpenAPI
+// document. Fields are declared in the byte order of their JSON names, the
+// order a `Value` writes them in.
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "Organization")]
+pub struct OrganizationView<'a> {
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    name: &'a str,
+}
+
 pub fn organization(o: &Organization) -> Value {
-    json!({ "id": o.id.to_string(), "name": o.name, "createdAt": ts(o.created_at) })
+    value(OrganizationView {
+        created_at: ts(o.created_at),
+        id: o.id.to_string(),
+        name: &o.name,
+    })
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "ApiKey")]
+pub struct ApiKeyView<'a> {
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    #[schemars(with = "Option<schema::Timestamp>")]
+    expires_at: Option<String>,
+    #[schemars(with = "schema::ApiKeyId")]
+    id: String,
+    name: &'a str,
+    #[schemars(with = "schema::Uuid")]
+    organization_id: String,
+    #[schemars(with = "Vec<schema::Permission>")]
+    permissions: Vec<&'static str>,
+    #[schemars(with = "Option<schema::Timestamp>")]
+    revoked_at: Option<String>,
 }
 
 pub fn api_key(k: &ApiKey) -> Value {
-    json!({
-        "id": k.id.to_string(),
-        "organizationId": k.organization_id.to_string(),
-        "name": k.name,
-        "permissions": k.permissions.iter().map(|p| p.name()).collect::<Vec<_>>(),
-        "createdAt": ts(k.created_at),
-        "expiresAt": k.expires_at.map(ts),
-        "revokedAt": k.revoked_at.map(ts),
+    value(ApiKeyView {
+        created_at: ts(k.created_at),
+        expires_at: k.expires_at.map(ts),
+        id: k.id.to_string(),
+        name: &k.name,
+        organization_id: k.organization_id.to_string(),
+        permissions: k.permissions.iter().map(|p| p.name()).collect(),
+        revoked_at: k.revoked_at.map(ts),
     })
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "Connection")]
+pub struct ConnectionView<'a> {
+    #[schemars(with = "schema::Uuid")]
+    buyer_organization_id: String,
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    /// Why the counterparty rejected it, if it said so; null otherwise.
+    rejection_reason: Option<&'a str>,
+    /// Who asked; the other party answers.
+    #[schemars(with = "schema::Uuid")]
+    requested_by_organization_id: String,
+    #[schemars(with = "schema::Uuid")]
+    seller_organization_id: String,
+    #[schemars(with = "schema::ConnectionStatus")]
+    status: &'static str,
+    #[schemars(with = "schema::Timestamp")]
+    updated_at: String,
 }
 
 /// `rejection_reason` lives beside the resource (see `sql::rows::ConnectionRow`).
 pub fn connection(c: &Connection, rejection_reason: Option<&str>) -> Value {
-    json!({
-        "id": c.id.to_string(),
-        "sellerOrganizationId": c.seller_organization_id.to_string(),
-        "buyerOrganizationId": c.buyer_organization_id.to_string(),
-        "requestedByOrganizationId": c.requested_by.to_string(),
-        "status": c.status.as_str(),
-        "rejectionReason": rejection_reason,
-        "createdAt": ts(c.created_at),
-        "updatedAt": ts(c.updated_at),
+    value(ConnectionView {
+        buyer_organization_id: c.buyer_organization_id.to_string(),
+        created_at: ts(c.created_at),
+        id: c.id.to_string(),
+        rejection_reason,
+        requested_by_organization_id: c.requested_by.to_string(),
+        seller_organization_id: c.seller_organization_id.to_string(),
+        status: c.status.as_str(),
+        updated_at: ts(c.updated_at),
     })
 }
 
@@ -190,37 +261,102 @@ pub fn invoice(i: &Invoice) -> Value {
     serde_json::to_value(invoice_view(i)).unwrap_or(Value::Null)
 }
 
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "Payment")]
+pub struct PaymentView<'a> {
+    #[schemars(with = "schema::Money")]
+    amount: String,
+    attempts: u32,
+    #[schemars(with = "Option<schema::Timestamp>")]
+    completed_at: Option<String>,
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    #[schemars(with = "schema::Currency")]
+    currency: &'static str,
+    failure_reason: &'a Option<String>,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    #[schemars(with = "schema::Uuid")]
+    invoice_id: String,
+    /// The seller.
+    #[schemars(with = "schema::Uuid")]
+    payee_organization_id: String,
+    /// The SETTLEMENT_IN transaction.
+    #[schemars(with = "Option<schema::Uuid>")]
+    payee_transaction_id: Option<String>,
+    /// The buyer.
+    #[schemars(with = "schema::Uuid")]
+    payer_organization_id: String,
+    /// The SETTLEMENT_OUT transaction.
+    #[schemars(with = "Option<schema::Uuid>")]
+    payer_transaction_id: Option<String>,
+    /// Refunded so far.
+    #[schemars(with = "schema::Money")]
+    refunded_amount: String,
+    #[schemars(with = "schema::PaymentStatus")]
+    status: &'static str,
+}
+
 pub fn payment(p: &Payment) -> Value {
-    json!({
-        "id": p.id.to_string(),
-        "invoiceId": p.invoice_id.to_string(),
-        "payerOrganizationId": p.payer_organization_id.to_string(),
-        "payeeOrganizationId": p.payee_organization_id.to_string(),
-        "currency": p.currency.code(),
-        "amount": money(p.amount, p.currency),
-        "status": p.status.as_str(),
-        "failureReason": p.failure_reason,
-        "attempts": p.attempts,
-        "payerTransactionId": p.payer_transaction_id.map(|t| t.to_string()),
-        "payeeTransactionId": p.payee_transaction_id.map(|t| t.to_string()),
-        "refundedAmount": money(p.refunded, p.currency),
-        "createdAt": ts(p.created_at),
-        "completedAt": p.completed_at.map(ts),
+    let c = p.currency;
+    value(PaymentView {
+        amount: money(p.amount, c),
+        attempts: p.attempts,
+        completed_at: p.completed_at.map(ts),
+        created_at: ts(p.created_at),
+        currency: c.code(),
+        failure_reason: &p.failure_reason,
+        id: p.id.to_string(),
+        invoice_id: p.invoice_id.to_string(),
+        payee_organization_id: p.payee_organization_id.to_string(),
+        payee_transaction_id: p.payee_transaction_id.map(|t| t.to_string()),
+        payer_organization_id: p.payer_organization_id.to_string(),
+        payer_transaction_id: p.payer_transaction_id.map(|t| t.to_string()),
+        refunded_amount: money(p.refunded, c),
+        status: p.status.as_str(),
     })
+}
+
+/// One per (organization, currency).
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "Balance")]
+pub struct BalanceView {
+    /// total - reserved - collateral.
+    #[schemars(with = "schema::Money")]
+    available: String,
+    /// Set by the operator.
+    #[schemars(with = "schema::Money")]
+    collateral: String,
+    #[schemars(with = "schema::Currency")]
+    currency: &'static str,
+    frozen: bool,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    #[schemars(with = "schema::Uuid")]
+    organization_id: String,
+    /// Held for approved invoices and pending withdrawals.
+    #[schemars(with = "schema::Money")]
+    reserved: String,
+    #[schemars(with = "schema::Money")]
+    total: String,
+    #[schemars(with = "schema::Timestamp")]
+    updated_at: String,
 }
 
 pub fn balance(b: &Balance) -> Value {
     let c = b.currency;
-    json!({
-        "id": b.id.to_string(),
-        "organizationId": b.organization_id.to_string(),
-        "currency": c.code(),
-        "total": money(b.total, c),
-        "reserved": money(b.reserved, c),
-        "collateral": money(b.collateral, c),
-        "available": money(b.available(), c),
-        "frozen": b.frozen,
-        "updatedAt": ts(b.updated_at),
+    value(BalanceView {
+        available: money(b.available(), c),
+        collateral: money(b.collateral, c),
+        currency: c.code(),
+        frozen: b.frozen,
+        id: b.id.to_string(),
+        organization_id: b.organization_id.to_string(),
+        reserved: money(b.reserved, c),
+        total: money(b.total, c),
+        updated_at: ts(b.updated_at),
     })
 }
 
@@ -239,89 +375,243 @@ pub fn balance_change(ch: &BalanceChange, c: Currency) -> Value {
     })
 }
 
+/// One money movement on a balance.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "Transaction")]
+pub struct TransactionView<'a> {
+    /// Always positive; `type` gives the direction.
+    #[schemars(with = "schema::Money")]
+    amount: String,
+    #[schemars(with = "schema::Uuid")]
+    balance_id: String,
+    #[schemars(with = "Option<schema::Uuid>")]
+    counterparty_organization_id: Option<String>,
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    #[schemars(with = "schema::Currency")]
+    currency: &'static str,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    #[schemars(with = "Option<schema::Uuid>")]
+    invoice_id: Option<String>,
+    #[schemars(with = "Option<schema::Uuid>")]
+    payment_id: Option<String>,
+    /// A deposit's reference.
+    reference: &'a Option<String>,
+    #[schemars(with = "Option<schema::Uuid>")]
+    refund_id: Option<String>,
+    /// The balance's total after it.
+    #[schemars(with = "schema::Money")]
+    total_after: String,
+    #[serde(rename = "type")]
+    #[schemars(with = "schema::TransactionType")]
+    kind: &'static str,
+    #[schemars(with = "Option<schema::Uuid>")]
+    withdrawal_id: Option<String>,
+}
+
 pub fn transaction(t: &Transaction) -> Value {
     let c = t.currency;
-    json!({
-        "id": t.id.to_string(),
-        "type": t.kind.as_str(),
-        "balanceId": t.balance_id.to_string(),
-        "currency": c.code(),
-        "amount": money(t.amount, c),
-        "totalAfter": money(t.total_after, c),
-        "reference": t.reference,
-        "invoiceId": t.invoice_id.map(|x| x.to_string()),
-        "paymentId": t.payment_id.map(|x| x.to_string()),
-        "withdrawalId": t.withdrawal_id.map(|x| x.to_string()),
-        "refundId": t.refund_id.map(|x| x.to_string()),
-        "counterpartyOrganizationId": t.counterparty_organization_id.map(|x| x.to_string()),
-        "createdAt": ts(t.created_at),
+    value(TransactionView {
+        amount: money(t.amount, c),
+        balance_id: t.balance_id.to_string(),
+        counterparty_organization_id: t.counterparty_organization_id.map(|x| x.to_string()),
+        created_at: ts(t.created_at),
+        currency: c.code(),
+        id: t.id.to_string(),
+        invoice_id: t.invoice_id.map(|x| x.to_string()),
+        payment_id: t.payment_id.map(|x| x.to_string()),
+        reference: &t.reference,
+        refund_id: t.refund_id.map(|x| x.to_string()),
+        total_after: money(t.total_after, c),
+        kind: t.kind.as_str(),
+        withdrawal_id: t.withdrawal_id.map(|x| x.to_string()),
     })
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "Withdrawal")]
+pub struct WithdrawalView<'a> {
+    #[schemars(with = "schema::Money")]
+    amount: String,
+    #[schemars(with = "schema::Uuid")]
+    balance_id: String,
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    #[schemars(with = "schema::Currency")]
+    currency: &'static str,
+    #[schemars(with = "Option<schema::ApiKeyId>")]
+    decided_by_api_key_id: Option<String>,
+    /// Where the money goes, as the bank needs it (IBAN, account, …).
+    destination: BTreeMap<&'a str, &'a str>,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    #[schemars(with = "schema::Uuid")]
+    organization_id: String,
+    rejection_reason: &'a Option<String>,
+    #[schemars(with = "schema::WithdrawalStatus")]
+    status: &'static str,
+    #[schemars(with = "schema::ApiKeyId")]
+    submitted_by_api_key_id: String,
+    /// The WITHDRAWAL transaction, once completed.
+    #[schemars(with = "Option<schema::Uuid>")]
+    transaction_id: Option<String>,
+    #[schemars(with = "schema::Timestamp")]
+    updated_at: String,
 }
 
 pub fn withdrawal(w: &Withdrawal) -> Value {
-    let destination: serde_json::Map<String, Value> = w
-        .destination
-        .fields
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    json!({
-        "id": w.id.to_string(),
-        "organizationId": w.organization_id.to_string(),
-        "balanceId": w.balance_id.to_string(),
-        "currency": w.currency.code(),
-        "amount": money(w.amount, w.currency),
-        "destination": destination,
-        "status": w.status.as_str(),
-        "submittedByApiKeyId": w.submitted_by.to_string(),
-        "decidedByApiKeyId": w.decided_by.map(|k| k.to_string()),
-        "rejectionReason": w.rejection_reason,
-        "transactionId": w.transaction_id.map(|t| t.to_string()),
-        "createdAt": ts(w.created_at),
-        "updatedAt": ts(w.updated_at),
+    value(WithdrawalView {
+        amount: money(w.amount, w.currency),
+        balance_id: w.balance_id.to_string(),
+        created_at: ts(w.created_at),
+        currency: w.currency.code(),
+        decided_by_api_key_id: w.decided_by.map(|k| k.to_string()),
+        // A later field of the same name replaces an earlier one, as the
+        // contract's JSON object would.
+        destination: w
+            .destination
+            .fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        id: w.id.to_string(),
+        organization_id: w.organization_id.to_string(),
+        rejection_reason: &w.rejection_reason,
+        status: w.status.as_str(),
+        submitted_by_api_key_id: w.submitted_by.to_string(),
+        transaction_id: w.transaction_id.map(|t| t.to_string()),
+        updated_at: ts(w.updated_at),
     })
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "Refund")]
+pub struct RefundView<'a> {
+    #[schemars(with = "schema::Money")]
+    amount: String,
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    #[schemars(with = "schema::Currency")]
+    currency: &'static str,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    #[schemars(with = "schema::Uuid")]
+    invoice_id: String,
+    /// Received the settlement; pays the refund and decides on it.
+    #[schemars(with = "schema::Uuid")]
+    payee_organization_id: String,
+    /// Paid the settlement; receives the refund.
+    #[schemars(with = "schema::Uuid")]
+    payer_organization_id: String,
+    #[schemars(with = "schema::Uuid")]
+    payment_id: String,
+    reason: &'a str,
+    rejection_reason: &'a Option<String>,
+    #[schemars(with = "schema::Uuid")]
+    requested_by_organization_id: String,
+    #[schemars(with = "schema::RefundStatus")]
+    status: &'static str,
+    /// The settlement transaction refunded.
+    #[schemars(with = "schema::Uuid")]
+    transaction_id: String,
+    #[schemars(with = "schema::Timestamp")]
+    updated_at: String,
 }
 
 pub fn refund(r: &Refund) -> Value {
-    json!({
-        "id": r.id.to_string(),
-        "transactionId": r.transaction_id.to_string(),
-        "paymentId": r.payment_id.to_string(),
-        "invoiceId": r.invoice_id.to_string(),
-        "payeeOrganizationId": r.payee_organization_id.to_string(),
-        "payerOrganizationId": r.payer_organization_id.to_string(),
-        "requestedByOrganizationId": r.requested_by.to_string(),
-        "currency": r.currency.code(),
-        "amount": money(r.amount, r.currency),
-        "reason": r.reason,
-        "status": r.status.as_str(),
-        "rejectionReason": r.rejection_reason,
-        "createdAt": ts(r.created_at),
-        "updatedAt": ts(r.updated_at),
+    value(RefundView {
+        amount: money(r.amount, r.currency),
+        created_at: ts(r.created_at),
+        currency: r.currency.code(),
+        id: r.id.to_string(),
+        invoice_id: r.invoice_id.to_string(),
+        payee_organization_id: r.payee_organization_id.to_string(),
+        payer_organization_id: r.payer_organization_id.to_string(),
+        payment_id: r.payment_id.to_string(),
+        reason: &r.reason,
+        rejection_reason: &r.rejection_reason,
+        requested_by_organization_id: r.requested_by.to_string(),
+        status: r.status.as_str(),
+        transaction_id: r.transaction_id.to_string(),
+        updated_at: ts(r.updated_at),
     })
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "WebhookEndpoint")]
+pub struct WebhookEndpointView<'a> {
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    description: &'a Option<String>,
+    enabled: bool,
+    /// Event names, `invoice.*` or `*`.
+    events: &'a [String],
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    #[schemars(with = "schema::Timestamp")]
+    updated_at: String,
+    #[schemars(url)]
+    url: &'a str,
 }
 
 pub fn webhook_endpoint(e: &WebhookEndpoint) -> Value {
-    json!({
-        "id": e.id.to_string(),
-        "url": e.url,
-        "events": e.events,
-        "description": e.description,
-        "enabled": e.enabled,
-        "createdAt": ts(e.created_at),
-        "updatedAt": ts(e.updated_at),
+    value(WebhookEndpointView {
+        created_at: ts(e.created_at),
+        description: &e.description,
+        enabled: e.enabled,
+        events: &e.events,
+        id: e.id.to_string(),
+        updated_at: ts(e.updated_at),
+        url: &e.url,
     })
 }
 
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "File")]
+pub struct FileView<'a> {
+    content_type: &'a str,
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    filename: &'a str,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    sha256: String,
+    /// Bytes.
+    size: u64,
+}
+
 pub fn file(f: &StoredFile) -> Value {
-    json!({
-        "id": f.id.to_string(),
-        "filename": f.filename,
-        "contentType": f.content_type,
-        "size": f.size,
-        "sha256": hex::encode(f.sha256),
-        "createdAt": ts(f.created_at),
+    value(FileView {
+        content_type: &f.content_type,
+        created_at: ts(f.created_at),
+        filename: &f.filename,
+        id: f.id.to_string(),
+        sha256: hex::encode(f.sha256),
+        size: f.size,
     })
+}
+
+/// The component schemas of the views above, derived from their types.
+pub fn schemas() -> serde_json::Map<String, Value> {
+    let mut c = crate::schema::Components::default();
+    c.add::<OrganizationView>()
+        .add::<ApiKeyView>()
+        .add::<ConnectionView>()
+        .add::<PaymentView>()
+        .add::<BalanceView>()
+        .add::<TransactionView>()
+        .add::<WithdrawalView>()
+        .add::<RefundView>()
+        .add::<WebhookEndpointView>()
+        .add::<FileView>();
+    c.into_schemas()
 }
 
 /// `{ "data": [...], "nextCursor": ... }`
