@@ -2745,46 +2745,6 @@ pub fn schemas() -> Value {
         json!({ "secret": string("Send as `X-API-Secret`.") }),
     );
     s.insert("ApiKeyCreated".into(), api_key_created);
-    s.insert("LineItem".into(), resource("", json!({
-        "id": id(""),
-        "description": { "type": "string" },
-        "quantity": r("Quantity"),
-        "unitPrice": r("Money"),
-        "taxRate": r("TaxRate"),
-        "amount": money("quantity × unitPrice, rounded half away from zero to the currency's minor units."),
-        "taxAmount": money("amount × taxRate / 100, rounded the same way."),
-    })));
-    s.insert("Invoice".into(), resource("", json!({
-        "id": id(""),
-        "number": { "type": "string" },
-        "connectionId": id(""),
-        "sellerOrganizationId": id(""),
-        "buyerOrganizationId": id(""),
-        "currency": r("Currency"),
-        "status": r("InvoiceStatus"),
-        "issueDate": r("Date"),
-        "dueDate": r("Date"),
-        "memo": { "type": ["string", "null"] },
-        "lineItems": { "type": "array", "items": r("LineItem") },
-        "subtotal": money("Sum of the line amounts."),
-        "taxTotal": money("Sum of the line tax amounts."),
-        "total": money("subtotal + taxTotal."),
-        "approvedAmount": nullable(rd("Money", "The amount approved (and reserved); null until approved.")),
-        "adjustmentReason": { "type": ["string", "null"] },
-        "disputeReason": { "type": ["string", "null"] },
-        "infoRequest": { "type": ["string", "null"], "description": "The buyer's question." },
-        "infoResponse": { "type": ["string", "null"], "description": "The seller's answer." },
-        "cancellationRequest": nullable(resource("A pending request to cancel an approved invoice.", json!({
-            "requestedBy": r("Party"),
-            "reason": { "type": "string" },
-        }))),
-        "cancellationReason": { "type": ["string", "null"] },
-        "attachments": { "type": "array", "items": { "type": "string", "format": "uuid" } },
-        "paymentId": { "type": ["string", "null"], "format": "uuid" },
-        "version": int("Increases by one with every event of the invoice."),
-        "createdAt": timestamp(""),
-        "updatedAt": timestamp(""),
-    })));
     s.insert("InvoiceEvent".into(), resource("One event of an invoice's history.", json!({
         "seq": int("Position in the global log."),
         "version": int("The invoice version after this event."),

@@ -47,6 +47,14 @@ component!(
     /// `ek_` and 32 hex digits.
     ApiKeyId
 );
+component!(
+    /// A calendar date, `YYYY-MM-DD`.
+    Date
+);
+component!(Quantity);
+component!(TaxRate);
+component!(InvoiceStatus);
+component!(Party);
 component!(Permission);
 component!(ConnectionStatus);
 component!(PaymentStatus);

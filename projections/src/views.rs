@@ -146,55 +146,91 @@ impl<T: std::fmt::Display> Serialize for Shown<T> {
 /// writes a `Value`'s keys sorted, and invoices were rendered through one
 /// before, so responses kept for idempotent replays, webhook payloads and
 /// fresh reads have the same bytes (`views::tests` holds this).
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "Invoice")]
 pub struct InvoiceView<'a> {
     adjustment_reason: &'a Option<String>,
+    /// The amount approved (and reserved); null until approved.
+    #[schemars(with = "Option<schema::Money>")]
     approved_amount: Option<String>,
+    #[schemars(with = "Vec<schema::Uuid>")]
     attachments: Vec<Shown<FileId>>,
+    #[schemars(with = "schema::Uuid")]
     buyer_organization_id: Shown<OrganizationId>,
     cancellation_reason: &'a Option<String>,
     cancellation_request: Option<CancellationView<'a>>,
+    #[schemars(with = "schema::Uuid")]
     connection_id: Shown<ConnectionId>,
+    #[schemars(with = "schema::Timestamp")]
     created_at: String,
+    #[schemars(with = "schema::Currency")]
     currency: &'static str,
     dispute_reason: &'a Option<String>,
+    #[schemars(with = "schema::Date")]
     due_date: Shown<NaiveDate>,
+    #[schemars(with = "schema::Uuid")]
     id: Shown<InvoiceId>,
+    /// The buyer's question.
     info_request: &'a Option<String>,
+    /// The seller's answer.
     info_response: &'a Option<String>,
+    #[schemars(with = "schema::Date")]
     issue_date: Shown<NaiveDate>,
     line_items: Vec<LineItemView<'a>>,
     memo: &'a Option<String>,
     number: &'a str,
+    #[schemars(with = "Option<schema::Uuid>")]
     payment_id: Option<Shown<PaymentId>>,
+    #[schemars(with = "schema::Uuid")]
     seller_organization_id: Shown<OrganizationId>,
+    #[schemars(with = "schema::InvoiceStatus")]
     status: &'static str,
+    /// Sum of the line amounts.
+    #[schemars(with = "schema::Money")]
     subtotal: String,
+    /// Sum of the line tax amounts.
+    #[schemars(with = "schema::Money")]
     tax_total: String,
+    /// subtotal + taxTotal.
+    #[schemars(with = "schema::Money")]
     total: String,
+    #[schemars(with = "schema::Timestamp")]
     updated_at: String,
+    /// Increases by one with every event of the invoice.
     version: u64,
 }
 
+/// A pending request to cancel an approved invoice.
 /// Fields in the byte order of their JSON names, as in [`InvoiceView`].
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "CancellationRequest")]
 struct CancellationView<'a> {
     reason: &'a str,
+    #[schemars(with = "schema::Party")]
     requested_by: &'static str,
 }
 
 /// Fields in the byte order of their JSON names, as in [`InvoiceView`].
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "LineItem")]
 struct LineItemView<'a> {
+    /// quantity × unitPrice, rounded half away from zero to the currency's minor units.
+    #[schemars(with = "schema::Money")]
     amount: String,
     description: &'a str,
+    #[schemars(with = "schema::Uuid")]
     id: Shown<LineItemId>,
+    #[schemars(with = "schema::Quantity")]
     quantity: Shown<&'a Quantity>,
+    /// amount × taxRate / 100, rounded the same way.
+    #[schemars(with = "schema::Money")]
     tax_amount: String,
+    #[schemars(with = "schema::TaxRate")]
     tax_rate: Shown<&'a TaxRate>,
+    #[schemars(with = "schema::Money")]
     unit_price: String,
 }
 
@@ -601,7 +637,8 @@ pub fn file(f: &StoredFile) -> Value {
 /// The component schemas of the views above, derived from their types.
 pub fn schemas() -> serde_json::Map<String, Value> {
     let mut c = crate::schema::Components::default();
-    c.add::<OrganizationView>()
+    c.add::<InvoiceView>()
+        .add::<OrganizationView>()
         .add::<ApiKeyView>()
         .add::<ConnectionView>()
         .add::<PaymentView>()
