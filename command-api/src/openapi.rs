@@ -2406,6 +2406,15 @@ fn error_codes() -> Vec<&'static str> {
 }
 
 /// Every component schema.
+/// The schemas of the responses whose types describe themselves: the views
+/// of `projections::views` and the answers route files define.
+pub fn derived_schemas() -> Map<String, Value> {
+    let mut derived = projections::schema::Components::default();
+    projections::views::add_schemas(&mut derived);
+    crate::routes::treasury::add_schemas(&mut derived);
+    derived.into_schemas()
+}
+
 pub fn schemas() -> Value {
     let currencies: Vec<&str> = Currency::all().map(Currency::code).collect();
     let minor_units = Currency::all()
@@ -2418,9 +2427,8 @@ pub fn schemas() -> Value {
     let attachments = format!("File ids (at most {MAX_ATTACHMENTS}), files of the seller.");
     let text = format!("At most {MAX_TEXT_CHARS} characters.");
     let bulk_max = crate::routes::invoices::BULK_MAX;
-    // The resources `projections::views` defines, with schemas derived from
-    // their types; the rest are written out below.
-    let mut s = projections::views::schemas();
+    // The schemas derived from response types; the rest are written out below.
+    let mut s = derived_schemas();
     // ------------------------------------------------------- primitives
     s.insert(
         "ApiKeyId".into(),
@@ -2763,18 +2771,6 @@ pub fn schemas() -> Value {
             json!({ "data": { "type": "array", "items": r("InvoiceEvent") } }),
         ),
     );
-    s.insert("BalanceAsOf".into(), resource("A balance as it stood at `asOf`.", json!({
-        "id": id(""),
-        "organizationId": id(""),
-        "currency": r("Currency"),
-        "asOf": timestamp(""),
-        "total": r("Money"),
-        "reserved": r("Money"),
-        "collateral": r("Money"),
-        "available": r("Money"),
-        "frozen": { "type": "boolean" },
-        "seq": { "type": ["integer", "null"], "description": "The last change at or before `asOf`; null before the first." },
-    })));
     s.insert(
         "BalanceLookup".into(),
         json!({
@@ -2797,47 +2793,6 @@ pub fn schemas() -> Value {
             "id": { "type": ["string", "null"], "format": "uuid" },
         })),
     })));
-    s.insert(
-        "BalanceSummary".into(),
-        resource(
-            "",
-            json!({
-                "currency": r("Currency"),
-                "total": r("Money"),
-                "reserved": r("Money"),
-                "collateral": r("Money"),
-                "available": r("Money"),
-                "receivable": money("Approved amounts of invoices owed to the caller."),
-                "payable": money("Approved amounts of invoices the caller owes."),
-            }),
-        ),
-    );
-    s.insert(
-        "BalanceSummaryList".into(),
-        resource(
-            "",
-            json!({ "data": { "type": "array", "items": r("BalanceSummary") } }),
-        ),
-    );
-    s.insert(
-        "BalanceUsage".into(),
-        resource(
-            "",
-            json!({
-                "interval": { "type": "string", "enum": ["day", "week", "month"] },
-                "currency": r("Currency"),
-                "data": {
-                    "type": "array",
-                    "items": resource("", json!({
-                        "start": rd("Date", "First day of the interval."),
-                        "inflow": r("Money"),
-                        "outflow": r("Money"),
-                        "closingBalance": money("`total` after the interval's last transaction."),
-                    })),
-                },
-            }),
-        ),
-    );
     s.insert("AdminEvent".into(), resource("One line of the global event stream.", json!({
         "seq": int(""),
         "version": int("Version of the event's stream after it."),

@@ -635,8 +635,7 @@ pub fn file(f: &StoredFile) -> Value {
 }
 
 /// The component schemas of the views above, derived from their types.
-pub fn schemas() -> serde_json::Map<String, Value> {
-    let mut c = crate::schema::Components::default();
+pub fn add_schemas(c: &mut crate::schema::Components) {
     c.add::<InvoiceView>()
         .add::<OrganizationView>()
         .add::<ApiKeyView>()
@@ -648,7 +647,6 @@ pub fn schemas() -> serde_json::Map<String, Value> {
         .add::<RefundView>()
         .add::<WebhookEndpointView>()
         .add::<FileView>();
-    c.into_schemas()
 }
 
 /// `{ "data": [...], "nextCursor": ... }`

@@ -21,10 +21,13 @@ use ledger_core::domain::Command;
 use ledger_core::events::{Destination, Permission};
 use ledger_core::ids::{BalanceId, OrganizationId, RefundId, TransactionId, WithdrawalId};
 use ledger_core::money::{Amount, Currency};
+use projections::schema;
 use projections::sql::queries::payments::LogPage;
 use projections::sql::queries::treasury::{self, Interval, TransactionFilter};
+use projections::BalanceChange;
 use projections::TransactionType;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -129,19 +132,118 @@ async fn balance(
     let c = b.currency;
     let last = state.sql(|conn| treasury::balance_as_of(conn, b.id, as_of))?;
     let last = last.as_ref();
-    let zero = Amount::ZERO.format(c);
-    Ok(json_value(&json!({
-        "id": b.id.to_string(),
-        "organizationId": b.organization_id.to_string(),
-        "currency": c.code(),
-        "asOf": as_of.rfc3339(),
-        "total": last.map(|l| l.total_after.format(c)).unwrap_or(zero.clone()),
-        "reserved": last.map(|l| l.reserved_after.format(c)).unwrap_or(zero.clone()),
-        "collateral": last.map(|l| l.collateral_after.format(c)).unwrap_or(zero.clone()),
-        "available": last.map(|l| l.available_after.format(c)).unwrap_or(zero),
-        "frozen": last.is_some_and(|l| l.frozen_after),
-        "seq": last.map(|l| l.seq),
-    })))
+    let figure = |f: fn(&BalanceChange) -> Amount| last.map_or(Amount::ZERO, f).format(c);
+    Ok(json_value(&BalanceAsOf {
+        as_of: as_of.rfc3339(),
+        available: figure(|l| l.available_after),
+        collateral: figure(|l| l.collateral_after),
+        currency: c.code(),
+        frozen: last.is_some_and(|l| l.frozen_after),
+        id: b.id.to_string(),
+        organization_id: b.organization_id.to_string(),
+        reserved: figure(|l| l.reserved_after),
+        seq: last.map(|l| l.seq),
+        total: figure(|l| l.total_after),
+    }))
+}
+
+// The treasury's own answers. Fields in the byte order of their JSON names,
+// as `projections::views` declares them.
+
+/// A balance as it stood at `asOf`.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "BalanceAsOf")]
+struct BalanceAsOf {
+    #[schemars(with = "schema::Timestamp")]
+    as_of: String,
+    #[schemars(with = "schema::Money")]
+    available: String,
+    #[schemars(with = "schema::Money")]
+    collateral: String,
+    #[schemars(with = "schema::Currency")]
+    currency: &'static str,
+    frozen: bool,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    #[schemars(with = "schema::Uuid")]
+    organization_id: String,
+    #[schemars(with = "schema::Money")]
+    reserved: String,
+    /// The last change at or before `asOf`; null before the first.
+    seq: Option<u64>,
+    #[schemars(with = "schema::Money")]
+    total: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "BalanceSummary")]
+struct BalanceSummary {
+    #[schemars(with = "schema::Money")]
+    available: String,
+    #[schemars(with = "schema::Money")]
+    collateral: String,
+    #[schemars(with = "schema::Currency")]
+    currency: &'static str,
+    /// Approved amounts of invoices the caller owes.
+    #[schemars(with = "schema::Money")]
+    payable: String,
+    /// Approved amounts of invoices owed to the caller.
+    #[schemars(with = "schema::Money")]
+    receivable: String,
+    #[schemars(with = "schema::Money")]
+    reserved: String,
+    #[schemars(with = "schema::Money")]
+    total: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "BalanceSummaryList")]
+struct BalanceSummaryList {
+    data: Vec<BalanceSummary>,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "BalanceUsage")]
+struct BalanceUsage {
+    #[schemars(with = "schema::Currency")]
+    currency: &'static str,
+    data: Vec<UsageBucket>,
+    #[schemars(schema_with = "interval_schema")]
+    interval: &'static str,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "UsageBucket")]
+struct UsageBucket {
+    /// `total` after the interval's last transaction.
+    #[schemars(with = "schema::Money")]
+    closing_balance: String,
+    #[schemars(with = "schema::Money")]
+    inflow: String,
+    #[schemars(with = "schema::Money")]
+    outflow: String,
+    /// First day of the interval.
+    #[schemars(with = "schema::Date")]
+    start: String,
+}
+
+fn interval_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = [Interval::Day, Interval::Week, Interval::Month]
+        .iter()
+        .map(|i| i.as_str())
+        .collect();
+    schemars::json_schema!({ "type": "string", "enum": names })
+}
+
+/// The component schemas of the answers above.
+pub fn add_schemas(c: &mut schema::Components) {
+    c.add::<BalanceAsOf>()
+        .add::<BalanceSummaryList>()
+        .add::<BalanceUsage>();
 }
 
 async fn changes(
@@ -172,21 +274,19 @@ async fn summary(
     caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let rows = state.sql(|c| treasury::summary(c, org))?;
-    let data: Vec<Value> = rows
+    let data = rows
         .iter()
-        .map(|(c, r)| {
-            json!({
-                "currency": c.code(),
-                "total": r.total.format(*c),
-                "reserved": r.reserved.format(*c),
-                "collateral": r.collateral.format(*c),
-                "available": r.available.format(*c),
-                "receivable": r.receivable.format(*c),
-                "payable": r.payable.format(*c),
-            })
+        .map(|(c, r)| BalanceSummary {
+            available: r.available.format(*c),
+            collateral: r.collateral.format(*c),
+            currency: c.code(),
+            payable: r.payable.format(*c),
+            receivable: r.receivable.format(*c),
+            reserved: r.reserved.format(*c),
+            total: r.total.format(*c),
         })
         .collect();
-    Ok(json_value(&json!({ "data": data })))
+    Ok(json_value(&BalanceSummaryList { data }))
 }
 
 #[derive(Deserialize)]
@@ -210,20 +310,20 @@ async fn usage(
     let b = own_balance(&state, org, &id)?;
     let c = b.currency;
     let buckets = state.sql(|conn| treasury::usage(conn, b.id, interval, from, to))?;
-    let data: Vec<Value> = buckets
+    let data = buckets
         .iter()
-        .map(|u| {
-            json!({
-                "start": u.start.to_string(),
-                "inflow": u.inflow.format(c),
-                "outflow": u.outflow.format(c),
-                "closingBalance": u.closing.format(c),
-            })
+        .map(|u| UsageBucket {
+            closing_balance: u.closing.format(c),
+            inflow: u.inflow.format(c),
+            outflow: u.outflow.format(c),
+            start: u.start.to_string(),
         })
         .collect();
-    Ok(json_value(
-        &json!({ "interval": interval.as_str(), "currency": c.code(), "data": data }),
-    ))
+    Ok(json_value(&BalanceUsage {
+        currency: c.code(),
+        data,
+        interval: interval.as_str(),
+    }))
 }
 
 /// The transaction list's and export's filters.
