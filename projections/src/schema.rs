@@ -62,6 +62,7 @@ component!(WithdrawalStatus);
 component!(RefundStatus);
 component!(TransactionType);
 component!(BalanceChangeKind);
+component!(BalanceChangeCauseType);
 component!(WebhookEventFilter);
 
 /// A UUID as text.

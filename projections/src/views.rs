@@ -21,7 +21,7 @@ use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
 use ledger_core::time::Timestamp;
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 fn money(a: Amount, c: Currency) -> String {
@@ -396,18 +396,57 @@ pub fn balance(b: &Balance) -> Value {
     })
 }
 
+/// One change of a balance, with the figures after it.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "BalanceChange")]
+pub struct BalanceChangeView<'a> {
+    #[schemars(with = "schema::Money")]
+    amount: String,
+    #[schemars(with = "schema::Timestamp")]
+    at: String,
+    #[schemars(with = "schema::Money")]
+    available_after: String,
+    cause: CauseView<'a>,
+    #[schemars(with = "schema::Money")]
+    collateral_after: String,
+    frozen_after: bool,
+    #[schemars(with = "schema::BalanceChangeKind")]
+    kind: &'a str,
+    #[schemars(with = "schema::Money")]
+    reserved_after: String,
+    /// Position in the global log.
+    seq: u64,
+    #[schemars(with = "schema::Money")]
+    total_after: String,
+}
+
+/// What made a balance change.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "BalanceChangeCause")]
+struct CauseView<'a> {
+    #[schemars(with = "Option<schema::Uuid>")]
+    id: &'a Option<String>,
+    #[serde(rename = "type")]
+    #[schemars(with = "schema::BalanceChangeCauseType")]
+    kind: &'a str,
+}
+
 pub fn balance_change(ch: &BalanceChange, c: Currency) -> Value {
-    json!({
-        "seq": ch.seq,
-        "at": ts(ch.at),
-        "kind": ch.kind,
-        "amount": money(ch.amount, c),
-        "totalAfter": money(ch.total_after, c),
-        "reservedAfter": money(ch.reserved_after, c),
-        "collateralAfter": money(ch.collateral_after, c),
-        "availableAfter": money(ch.available_after, c),
-        "frozenAfter": ch.frozen_after,
-        "cause": { "type": ch.cause_type, "id": ch.cause_id },
+    value(BalanceChangeView {
+        amount: money(ch.amount, c),
+        at: ts(ch.at),
+        available_after: money(ch.available_after, c),
+        cause: CauseView {
+            id: &ch.cause_id,
+            kind: &ch.cause_type,
+        },
+        collateral_after: money(ch.collateral_after, c),
+        frozen_after: ch.frozen_after,
+        kind: &ch.kind,
+        reserved_after: money(ch.reserved_after, c),
+        seq: ch.seq,
+        total_after: money(ch.total_after, c),
     })
 }
 
@@ -642,6 +681,7 @@ pub fn add_schemas(c: &mut crate::schema::Components) {
         .add::<ConnectionView>()
         .add::<PaymentView>()
         .add::<BalanceView>()
+        .add::<BalanceChangeView>()
         .add::<TransactionView>()
         .add::<WithdrawalView>()
         .add::<RefundView>()

@@ -15,7 +15,9 @@ use axum::Router;
 use base64::Engine as _;
 use ledger_core::events::Permission;
 use ledger_core::ids::ApiKeyId;
-use serde::Deserialize;
+use projections::schema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub fn router() -> Router<AppState> {
@@ -25,21 +27,52 @@ pub fn router() -> Router<AppState> {
         .route("/settings/api-logs/{id}", get(get_one))
 }
 
+/// One authenticated API request. Bodies have secrets redacted and are cut
+/// at 64 KiB. Fields in the byte order of their JSON names.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "ApiLog")]
+struct ApiLogView<'a> {
+    #[schemars(with = "schema::ApiKeyId")]
+    api_key_id: String,
+    #[schemars(with = "schema::Timestamp")]
+    at: String,
+    #[schemars(range(min = 0))]
+    duration_ms: f64,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    ip: &'a Option<String>,
+    method: &'a str,
+    path: &'a str,
+    query: &'a Option<String>,
+    request_body: &'a Option<String>,
+    request_id: &'a Option<String>,
+    response_body: &'a Option<String>,
+    /// The HTTP status answered.
+    status: u16,
+}
+
+pub fn add_schemas(c: &mut schema::Components) {
+    c.add::<ApiLogView>();
+}
+
 pub fn view(r: &ApiLogRecord) -> Value {
-    json!({
-        "id": r.id.to_string(),
-        "at": r.at.rfc3339(),
-        "method": r.method,
-        "path": r.path,
-        "query": r.query,
-        "status": r.status,
-        "durationMs": r.duration_micros as f64 / 1000.0,
-        "apiKeyId": r.api_key_id.to_string(),
-        "requestId": r.request_id,
-        "ip": r.ip,
-        "requestBody": r.request_body,
-        "responseBody": r.response_body,
+    // Cannot fail: every key is a string and every value plain data.
+    serde_json::to_value(ApiLogView {
+        api_key_id: r.api_key_id.to_string(),
+        at: r.at.rfc3339(),
+        duration_ms: r.duration_micros as f64 / 1000.0,
+        id: r.id.to_string(),
+        ip: &r.ip,
+        method: &r.method,
+        path: &r.path,
+        query: &r.query,
+        request_body: &r.request_body,
+        request_id: &r.request_id,
+        response_body: &r.response_body,
+        status: r.status,
     })
+    .unwrap_or(Value::Null)
 }
 
 /// The permission reading a record's bodies needs: the one reading its
