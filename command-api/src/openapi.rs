@@ -2413,6 +2413,7 @@ pub fn derived_schemas() -> Map<String, Value> {
     projections::views::add_schemas(&mut derived);
     crate::routes::treasury::add_schemas(&mut derived);
     crate::routes::api_logs::add_schemas(&mut derived);
+    crate::routes::webhooks::add_schemas(&mut derived);
     derived.into_schemas()
 }
 
@@ -2881,29 +2882,6 @@ pub fn schemas() -> Value {
         json!({ "deleted": { "const": true } }),
     );
     s.insert("DeletedWebhookEndpoint".into(), deleted);
-    s.insert(
-        "WebhookDelivery".into(),
-        resource("One event on its way to one endpoint.", json!({
-            "id": id(""),
-            "endpointId": id(""),
-            "eventId": string("The message id: the payload's `id` and the `webhook-id` header."),
-            "eventType": r("WebhookEventType"),
-            "status": r("DeliveryStatus"),
-            "nextAttemptAt": nullable(rd("Timestamp", "When it is tried next (while PENDING).")),
-            "createdAt": timestamp(""),
-            "attempts": {
-                "type": "array",
-                "items": resource("", json!({
-                    "at": timestamp(""),
-                    "statusCode": { "type": ["integer", "null"], "description": "The HTTP status, when a response came back." },
-                    "durationMs": int(""),
-                    "error": { "type": ["string", "null"] },
-                    "responseBody": { "type": ["string", "null"], "description": "The start of the response body." },
-                })),
-            },
-            "payload": r("WebhookPayload"),
-        })),
-    );
     s.insert(
         "WebhookPayload".into(),
         resource("The JSON body POSTed to an endpoint.", json!({

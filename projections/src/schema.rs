@@ -64,6 +64,9 @@ component!(TransactionType);
 component!(BalanceChangeKind);
 component!(BalanceChangeCauseType);
 component!(WebhookEventFilter);
+component!(WebhookEventType);
+component!(WebhookPayload);
+component!(DeliveryStatus);
 
 /// A UUID as text.
 pub struct Uuid;

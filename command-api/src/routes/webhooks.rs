@@ -23,9 +23,11 @@ use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::domain::Command;
 use ledger_core::events::Permission;
 use ledger_core::ids::WebhookEndpointId;
+use projections::schema;
 use projections::sql::outbox::{self, Delivery, DeliveryStatus, Outbox};
 use projections::webhooks::{is_valid_filter, TEST_EVENT_TYPE};
-use serde::{Deserialize, Deserializer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -123,24 +125,74 @@ fn new_signing_secret(state: &AppState) -> (String, ledger_core::engine::Render)
     (sealed, render)
 }
 
+/// One event on its way to one endpoint. Fields in the byte order of their
+/// JSON names.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "WebhookDelivery")]
+struct DeliveryView<'a> {
+    attempts: Vec<AttemptView<'a>>,
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    #[schemars(with = "schema::Uuid")]
+    endpoint_id: String,
+    /// The message id: the payload's `id` and the `webhook-id` header.
+    event_id: &'a str,
+    #[schemars(with = "schema::WebhookEventType")]
+    event_type: &'a str,
+    #[schemars(with = "schema::Uuid")]
+    id: String,
+    /// When it is tried next (while PENDING).
+    #[schemars(with = "Option<schema::Timestamp>")]
+    next_attempt_at: Option<String>,
+    #[schemars(with = "schema::WebhookPayload")]
+    payload: Value,
+    #[schemars(with = "schema::DeliveryStatus")]
+    status: &'static str,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "DeliveryAttempt")]
+struct AttemptView<'a> {
+    #[schemars(with = "schema::Timestamp")]
+    at: String,
+    duration_ms: u64,
+    error: &'a Option<String>,
+    /// The start of the response body.
+    response_body: &'a Option<String>,
+    /// The HTTP status, when a response came back.
+    status_code: Option<u16>,
+}
+
+pub fn add_schemas(c: &mut schema::Components) {
+    c.add::<DeliveryView>();
+}
+
 pub fn delivery_view(d: &Delivery) -> Value {
-    json!({
-        "id": d.id.to_string(),
-        "endpointId": d.endpoint_id.to_string(),
-        "eventId": d.event_id,
-        "eventType": d.event_type,
-        "status": d.status.as_str(),
-        "nextAttemptAt": d.next_attempt_at.map(|t| t.rfc3339()),
-        "createdAt": d.created_at.rfc3339(),
-        "attempts": d.attempts.iter().map(|a| json!({
-            "at": a.at.rfc3339(),
-            "statusCode": a.status_code,
-            "durationMs": a.duration_ms,
-            "error": a.error,
-            "responseBody": a.response_body,
-        })).collect::<Vec<_>>(),
-        "payload": serde_json::from_slice::<Value>(&d.payload).unwrap_or(Value::Null),
-    })
+    let view = DeliveryView {
+        attempts: d
+            .attempts
+            .iter()
+            .map(|a| AttemptView {
+                at: a.at.rfc3339(),
+                duration_ms: a.duration_ms,
+                error: &a.error,
+                response_body: &a.response_body,
+                status_code: a.status_code,
+            })
+            .collect(),
+        created_at: d.created_at.rfc3339(),
+        endpoint_id: d.endpoint_id.to_string(),
+        event_id: &d.event_id,
+        event_type: &d.event_type,
+        id: d.id.to_string(),
+        next_attempt_at: d.next_attempt_at.map(|t| t.rfc3339()),
+        payload: serde_json::from_slice::<Value>(&d.payload).unwrap_or(Value::Null),
+        status: d.status.as_str(),
+    };
+    // Cannot fail: every key is a string and every value plain data.
+    serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
 #[derive(Deserialize)]
