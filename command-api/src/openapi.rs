@@ -2414,6 +2414,7 @@ pub fn derived_schemas() -> Map<String, Value> {
     crate::routes::treasury::add_schemas(&mut derived);
     crate::routes::api_logs::add_schemas(&mut derived);
     crate::routes::webhooks::add_schemas(&mut derived);
+    crate::routes::invoices::add_schemas(&mut derived);
     derived.into_schemas()
 }
 
@@ -2755,24 +2756,6 @@ pub fn schemas() -> Value {
         json!({ "secret": string("Send as `X-API-Secret`.") }),
     );
     s.insert("ApiKeyCreated".into(), api_key_created);
-    s.insert("InvoiceEvent".into(), resource("One event of an invoice's history.", json!({
-        "seq": int("Position in the global log."),
-        "version": int("The invoice version after this event."),
-        "type": string("The event type, e.g. `InvoiceApproved`."),
-        "at": timestamp(""),
-        "actor": resource("Who caused it (both null for the operator or the system).", json!({
-            "organizationId": { "type": ["string", "null"], "format": "uuid" },
-            "apiKeyId": nullable(r("ApiKeyId")),
-        })),
-        "data": { "description": "The event's payload." },
-    })));
-    s.insert(
-        "InvoiceHistory".into(),
-        resource(
-            "",
-            json!({ "data": { "type": "array", "items": r("InvoiceEvent") } }),
-        ),
-    );
     s.insert(
         "BalanceLookup".into(),
         json!({

@@ -27,8 +27,10 @@ use ledger_core::ids::{ConnectionId, FileId, InvoiceId, LineItemId};
 use ledger_core::log::EventLog;
 use ledger_core::money::{Amount, Currency, Quantity, TaxRate};
 use ledger_core::time::Timestamp;
+use projections::schema;
 use projections::sql::queries::{self, InvoiceSort};
-use serde::{Deserialize, Deserializer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -584,28 +586,69 @@ async fn history(
         .await
         .map_err(|e| ApiError::internal("history task", e))?
         .map_err(|e| ApiError::internal("reading invoice history", e))?;
-    let data: Vec<_> = events
+    let data = events
         .iter()
         .filter(|e| is_seller || !is_draft_work(&e.event))
         .map(|e| {
-            let line = crate::routes::admin::event_line(e, &[], &[0; 32]);
+            let mut line = crate::routes::admin::event_line(e, &[], &[0; 32]);
             let actor_org = e.actor.organization();
             // Which key acted is the acting organization's business.
             let key = e.actor.api_key().filter(|_| actor_org == Some(org));
-            json!({
-                "seq": e.seq,
-                "version": e.version,
-                "type": e.event.type_name(),
-                "at": e.at.rfc3339(),
-                "actor": {
-                    "organizationId": actor_org.map(|o| o.to_string()),
-                    "apiKeyId": key.map(|k| k.to_string()),
+            HistoryEvent {
+                actor: HistoryActor {
+                    api_key_id: key.map(|k| k.to_string()),
+                    organization_id: actor_org.map(|o| o.to_string()),
                 },
-                "data": line.get("data").cloned(),
-            })
+                at: e.at.rfc3339(),
+                data: line.get_mut("data").map(serde_json::Value::take),
+                seq: e.seq,
+                kind: e.event.type_name(),
+                version: e.version,
+            }
         })
         .collect();
-    Ok(json_value(&json!({ "data": data })))
+    Ok(json_value(&History { data }))
+}
+
+// The history's answer. Fields in the byte order of their JSON names.
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "InvoiceHistory")]
+struct History {
+    data: Vec<HistoryEvent>,
+}
+
+/// One event of an invoice's history.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "InvoiceEvent")]
+struct HistoryEvent {
+    actor: HistoryActor,
+    #[schemars(with = "schema::Timestamp")]
+    at: String,
+    /// The event's payload.
+    data: Option<serde_json::Value>,
+    /// Position in the global log.
+    seq: u64,
+    /// The event type, e.g. `InvoiceApproved`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The invoice version after this event.
+    version: u64,
+}
+
+/// Who caused it (both null for the operator or the system).
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "InvoiceEventActor")]
+struct HistoryActor {
+    #[schemars(with = "Option<schema::ApiKeyId>")]
+    api_key_id: Option<String>,
+    #[schemars(with = "Option<schema::Uuid>")]
+    organization_id: Option<String>,
+}
+
+pub fn add_schemas(c: &mut schema::Components) {
+    c.add::<History>();
 }
 
 /// The seller's work on a draft (creation and edits): not the buyer's to
