@@ -65,17 +65,17 @@ impl FilesCheck {
     }
 
     /// As `/healthz` shows it.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "check": match self.state() {
+    pub fn view(&self) -> crate::routes::health::FilesView {
+        crate::routes::health::FilesView {
+            check: match self.state() {
                 FilesCheckState::Off => "off",
                 FilesCheckState::Running => "running",
                 FilesCheckState::Done => "done",
             },
-            "checked": self.checked.load(Relaxed),
-            "missing": self.missing.load(Relaxed),
-            "corrupt": self.corrupt.load(Relaxed),
-        })
+            checked: self.checked.load(Relaxed),
+            corrupt: self.corrupt.load(Relaxed),
+            missing: self.missing.load(Relaxed),
+        }
     }
 
     fn render(&self, out: &mut String) {

@@ -2254,21 +2254,6 @@ fn r(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
-/// The schema, or null.
-fn nullable(schema: Value) -> Value {
-    match schema.get("type") {
-        Some(Value::String(t)) if schema.get("$ref").is_none() => {
-            let mut s = schema.clone();
-            s["type"] = json!([t, "null"]);
-            if let Some(Value::Array(values)) = s.get_mut("enum") {
-                values.push(Value::Null);
-            }
-            s
-        }
-        _ => json!({ "anyOf": [schema, { "type": "null" }] }),
-    }
-}
-
 /// `$ref` with a description beside it (allowed in 3.1).
 fn rd(name: &str, description: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}"), "description": description })
@@ -2415,6 +2400,7 @@ pub fn derived_schemas() -> Map<String, Value> {
     crate::routes::api_logs::add_schemas(&mut derived);
     crate::routes::webhooks::add_schemas(&mut derived);
     crate::routes::invoices::add_schemas(&mut derived);
+    crate::routes::health::add_schemas(&mut derived);
     derived.into_schemas()
 }
 
@@ -2786,35 +2772,6 @@ pub fn schemas() -> Value {
         "encoded": { "type": "string", "contentEncoding": "base64", "description": "The exact stored bytes." },
         "hash": { "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "Chain hash." },
     })));
-    s.insert(
-        "Health".into(),
-        resource(
-            "",
-            json!({
-                "status": { "type": "string", "enum": ["ok", "unavailable"] },
-                "logSequence": int("Last sequence number in the event log."),
-                "projectionSequence": int("Last sequence number the read models applied."),
-                "projectionFault": nullable(string("Why the read models cannot be written now; null while they keep up.")),
-                "disk": resource(
-                    "Free disk space under the data directory against `EXPEREON_MIN_FREE_DISK_BYTES`: below it writes are refused (503) and the status is `unavailable`.",
-                    json!({
-                        "freeBytes": int("At the last measure (once a second)."),
-                        "floorBytes": int("The floor."),
-                        "low": { "type": "boolean" },
-                    }),
-                ),
-                "files": resource(
-                    "The start-up check of stored files against the size and SHA-256 of their `FileStored` events (`EXPEREON_VERIFY_FILES_AT_START`). Informative: missing files do not make the status `unavailable`.",
-                    json!({
-                        "check": { "type": "string", "enum": ["off", "running", "done"] },
-                        "checked": int("Files verified so far."),
-                        "missing": int("Files absent or unreadable."),
-                        "corrupt": int("Files with another size or SHA-256 than recorded."),
-                    }),
-                ),
-            }),
-        ),
-    );
     s.insert(
         "WebhookEventType".into(),
         json!({

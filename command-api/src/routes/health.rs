@@ -7,6 +7,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use ledger_core::log::EventLog;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -26,23 +28,83 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = axum::Json(serde_json::json!({
-        "status": if healthy { "ok" } else { "unavailable" },
+    let body = axum::Json(Health {
         // Below the floor writes are refused: as unable to serve as a
         // projection that cannot be written.
-        "disk": {
-            "freeBytes": state.disk.free_bytes(),
-            "floorBytes": state.disk.floor_bytes(),
-            "low": disk_low,
+        disk: DiskView {
+            floor_bytes: state.disk.floor_bytes(),
+            free_bytes: state.disk.free_bytes(),
+            low: disk_low,
         },
-        "logSequence": state.log.head().last_seq,
-        "projectionSequence": state.projections.applied(),
-        "projectionFault": fault,
         // Informative only: a missing file is the operator's to restore, and
         // taking the server out of rotation would not bring it back.
-        "files": state.metrics.files.json(),
-    }));
+        files: state.metrics.files.view(),
+        log_sequence: state.log.head().last_seq,
+        projection_fault: fault,
+        projection_sequence: state.projections.applied(),
+        status: if healthy { "ok" } else { "unavailable" },
+    });
     (status, body)
+}
+
+// `/healthz`'s answer. Fields in the byte order of their JSON names.
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "Health")]
+struct Health {
+    disk: DiskView,
+    files: FilesView,
+    /// Last sequence number in the event log.
+    log_sequence: u64,
+    /// Why the read models cannot be written now; null while they keep up.
+    projection_fault: Option<String>,
+    /// Last sequence number the read models applied.
+    projection_sequence: u64,
+    #[schemars(schema_with = "health_status")]
+    status: &'static str,
+}
+
+/// Free disk space under the data directory against
+/// `EXPEREON_MIN_FREE_DISK_BYTES`: below it writes are refused (503) and the
+/// status is `unavailable`.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "HealthDisk")]
+struct DiskView {
+    /// The floor.
+    floor_bytes: u64,
+    /// At the last measure (once a second).
+    free_bytes: u64,
+    low: bool,
+}
+
+/// The start-up check of stored files against the size and SHA-256 of their
+/// `FileStored` events (`EXPEREON_VERIFY_FILES_AT_START`). Informative:
+/// missing files do not make the status `unavailable`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "HealthFiles")]
+pub struct FilesView {
+    #[schemars(schema_with = "files_check")]
+    pub check: &'static str,
+    /// Files verified so far.
+    pub checked: u64,
+    /// Files with another size or SHA-256 than recorded.
+    pub corrupt: u64,
+    /// Files absent or unreadable.
+    pub missing: u64,
+}
+
+fn health_status(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "enum": ["ok", "unavailable"] })
+}
+
+fn files_check(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "enum": ["off", "running", "done"] })
+}
+
+pub fn add_schemas(c: &mut projections::schema::Components) {
+    c.add::<Health>();
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
