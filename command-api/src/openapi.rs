@@ -2401,6 +2401,7 @@ pub fn derived_schemas() -> Map<String, Value> {
     crate::routes::webhooks::add_schemas(&mut derived);
     crate::routes::invoices::add_schemas(&mut derived);
     crate::routes::health::add_schemas(&mut derived);
+    crate::routes::admin::add_schemas(&mut derived);
     derived.into_schemas()
 }
 
@@ -2760,18 +2761,6 @@ pub fn schemas() -> Value {
             "enum": ["transaction", "invoice", "withdrawal", "payment", "refund", "operator"],
         }),
     );
-    s.insert("AdminEvent".into(), resource("One line of the global event stream.", json!({
-        "seq": int(""),
-        "version": int("Version of the event's stream after it."),
-        "stream": resource("", json!({ "kind": { "type": "string" }, "id": { "type": "string", "format": "uuid" } })),
-        "at": timestamp(""),
-        "actor": { "description": "Who caused it." },
-        "requestId": { "type": ["string", "null"], "format": "uuid" },
-        "type": { "type": "string" },
-        "data": { "description": "The event's payload." },
-        "encoded": { "type": "string", "contentEncoding": "base64", "description": "The exact stored bytes." },
-        "hash": { "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "Chain hash." },
-    })));
     s.insert(
         "WebhookEventType".into(),
         json!({

@@ -19,8 +19,9 @@ use ledger_core::events::{Actor, Event};
 use ledger_core::ids::OrganizationId;
 use ledger_core::log::EventLog;
 use ledger_core::money::{Amount, Currency};
-use serde::Deserialize;
-use serde_json::json;
+use projections::schema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -292,21 +293,64 @@ pub fn event_line(
     event: &ledger_core::events::RecordedEvent,
     encoded: &[u8],
     hash: &[u8; 32],
-) -> serde_json::Value {
+) -> AdminEvent {
     use base64::Engine as _;
     let stream = event.stream();
-    json!({
-        "seq": event.seq,
-        "version": event.version,
-        "stream": { "kind": format!("{:?}", stream.kind), "id": stream.id.to_string() },
-        "at": event.at.rfc3339(),
-        "actor": event.actor,
-        "requestId": event.request_id.map(|r| r.to_string()),
-        "type": event.event.type_name(),
-        "data": event_data(&event.event),
-        "encoded": base64::engine::general_purpose::STANDARD.encode(encoded),
-        "hash": hex::encode(hash),
-    })
+    AdminEvent {
+        // Cannot fail: an actor is plain data.
+        actor: serde_json::to_value(event.actor).unwrap_or(serde_json::Value::Null),
+        at: event.at.rfc3339(),
+        data: event_data(&event.event),
+        encoded: base64::engine::general_purpose::STANDARD.encode(encoded),
+        hash: hex::encode(hash),
+        request_id: event.request_id.map(|r| r.to_string()),
+        seq: event.seq,
+        stream: StreamView {
+            id: stream.id.to_string(),
+            kind: format!("{:?}", stream.kind),
+        },
+        kind: event.event.type_name(),
+        version: event.version,
+    }
+}
+
+/// One line of the global event stream. Fields in the byte order of their
+/// JSON names.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "AdminEvent")]
+pub struct AdminEvent {
+    /// Who caused it.
+    pub actor: serde_json::Value,
+    #[schemars(with = "schema::Timestamp")]
+    pub at: String,
+    /// The event's payload.
+    pub data: serde_json::Value,
+    /// The exact stored bytes, base64.
+    pub encoded: String,
+    /// Chain hash.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub hash: String,
+    #[schemars(with = "Option<schema::Uuid>")]
+    pub request_id: Option<String>,
+    pub seq: u64,
+    pub stream: StreamView,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Version of the event's stream after it.
+    pub version: u64,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "AdminEventStream")]
+pub struct StreamView {
+    #[schemars(with = "schema::Uuid")]
+    pub id: String,
+    pub kind: String,
+}
+
+pub fn add_schemas(c: &mut schema::Components) {
+    c.add::<AdminEvent>();
 }
 
 /// The payload of an event, signing secrets withheld: the operator has no

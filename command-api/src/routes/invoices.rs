@@ -590,7 +590,7 @@ async fn history(
         .iter()
         .filter(|e| is_seller || !is_draft_work(&e.event))
         .map(|e| {
-            let mut line = crate::routes::admin::event_line(e, &[], &[0; 32]);
+            let line = crate::routes::admin::event_line(e, &[], &[0; 32]);
             let actor_org = e.actor.organization();
             // Which key acted is the acting organization's business.
             let key = e.actor.api_key().filter(|_| actor_org == Some(org));
@@ -600,7 +600,7 @@ async fn history(
                     organization_id: actor_org.map(|o| o.to_string()),
                 },
                 at: e.at.rfc3339(),
-                data: line.get_mut("data").map(serde_json::Value::take),
+                data: Some(line.data),
                 seq: e.seq,
                 kind: e.event.type_name(),
                 version: e.version,
