@@ -5,6 +5,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ledger_core::domain::DomainError;
 use ledger_core::engine::EngineError;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -138,9 +140,37 @@ impl ApiError {
             }
             other => other.to_string(),
         };
-        let v = json!({ "error": { "code": self.code(), "message": message, "details": self.details() } });
-        serde_json::to_vec(&v).unwrap_or_default()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                details: self.details(),
+                message,
+            },
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
     }
+}
+
+/// Every error answer. Fields in the byte order of their JSON names.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "ErrorDetail")]
+struct ErrorDetail {
+    #[schemars(with = "projections::schema::ErrorCode")]
+    code: &'static str,
+    /// Machine-readable context: `currentState` (INVALID_STATE_TRANSITION),
+    /// `currentVersion` (VERSION_CONFLICT), `currency`/`needed`/`available`
+    /// (INSUFFICIENT_BALANCE), `limitBytes` (PAYLOAD_TOO_LARGE),
+    /// `retryAfterSeconds` (RATE_LIMITED); otherwise empty.
+    #[schemars(with = "serde_json::Map<String, Value>")]
+    details: Value,
+    /// Human readable; not for matching.
+    message: String,
 }
 
 impl IntoResponse for ApiError {

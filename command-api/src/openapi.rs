@@ -2402,6 +2402,7 @@ pub fn derived_schemas() -> Map<String, Value> {
     crate::routes::invoices::add_schemas(&mut derived);
     crate::routes::health::add_schemas(&mut derived);
     crate::routes::admin::add_schemas(&mut derived);
+    derived.add::<crate::error::ErrorBody>();
     derived.into_schemas()
 }
 
@@ -2517,26 +2518,6 @@ pub fn schemas() -> Value {
         json!({ "type": "string", "enum": error_codes() }),
     );
     // ----------------------------------------------------------- errors
-    s.insert("Error".into(), json!({
-        "type": "object",
-        "description": "Every error answer.",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "details"],
-                "properties": {
-                    "code": r("ErrorCode"),
-                    "message": string("Human readable; not for matching."),
-                    "details": {
-                        "type": "object",
-                        "description": "Machine-readable context: `currentState` (INVALID_STATE_TRANSITION), `currentVersion` (VERSION_CONFLICT), `currency`/`needed`/`available` (INSUFFICIENT_BALANCE), `limitBytes` (PAYLOAD_TOO_LARGE), `retryAfterSeconds` (RATE_LIMITED); otherwise empty.",
-                        "additionalProperties": true,
-                    },
-                },
-            },
-        },
-    }));
     s.insert(
         "BulkItemError".into(),
         json!({

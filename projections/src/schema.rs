@@ -56,6 +56,10 @@ component!(TaxRate);
 component!(InvoiceStatus);
 component!(Party);
 component!(Permission);
+component!(
+    /// The server's error codes (`command-api`'s `ApiError`).
+    ErrorCode
+);
 component!(ConnectionStatus);
 component!(PaymentStatus);
 component!(WithdrawalStatus);
