@@ -82,3 +82,55 @@ impl Ledger {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ledger::Supply;
+    use crate::ids::OrganizationId;
+    use crate::money::{Amount, Currency};
+
+    fn amount(s: &str) -> Amount {
+        Amount::parse_stored(s).expect("amount")
+    }
+
+    #[test]
+    fn money_left_between_the_halves_of_a_transfer_is_not_settled() {
+        let usd = Currency::parse("USD").expect("USD");
+        let mut ledger = Ledger::default();
+        ledger.supply.insert(
+            usd,
+            Supply {
+                deposited: amount("10"),
+                withdrawn: Amount::ZERO,
+                balances_total: amount("10"),
+                in_transit: Amount::ZERO,
+            },
+        );
+        assert_eq!(ledger.check_settled(), Ok(()));
+        // Conserved (balances + in transit = deposits), yet not settled.
+        let s = ledger.supply.get_mut(&usd).expect("supply");
+        s.balances_total = amount("6");
+        s.in_transit = amount("4");
+        let err = ledger.check_settled().expect_err("in transit");
+        assert!(err.contains("left in transit"), "{err}");
+        // Not conserved at all.
+        ledger.supply.get_mut(&usd).expect("supply").in_transit = Amount::ZERO;
+        assert!(ledger.check_settled().is_err());
+    }
+
+    #[test]
+    fn a_detached_event_changes_the_scratch_ledger() {
+        let mut scratch = Ledger::default();
+        let id = OrganizationId::new();
+        let at = Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
+        let event = Event::OrganizationCreated {
+            id,
+            name: "Acme".into(),
+        };
+        scratch.evolve_detached(&event, at).expect("applies");
+        assert_eq!(scratch.organizations[&id].name, "Acme");
+        // Its log position is the caller's: none is taken here.
+        assert_eq!(scratch.last_seq, 0);
+    }
+}
