@@ -33,6 +33,19 @@ pub fn fingerprint(method: &Method, path: &str, body: &Value) -> Hash {
     h.finalize().into()
 }
 
+/// The `Idempotency-Key` header, when sent: a UUID or a 400 naming it.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<RequestId>, ApiError> {
+    headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| RequestId::parse(s).ok())
+                .ok_or_else(|| ApiError::Validation("Idempotency-Key must be a UUID".into()))
+        })
+        .transpose()
+}
+
 fn parse_request_id(v: &str) -> Result<RequestId, ApiError> {
     RequestId::parse(v).map_err(|_| ApiError::Validation("requestId must be a UUID".into()))
 }
@@ -65,15 +78,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let header_key = match req.headers().get(IDEMPOTENCY_KEY_HEADER) {
-            Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|s| RequestId::parse(s).ok())
-                    .ok_or_else(|| ApiError::Validation("Idempotency-Key must be a UUID".into()))?,
-            ),
-            None => None,
-        };
+        let header_key = idempotency_key(req.headers())?;
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)

@@ -270,56 +270,11 @@ async fn upload(
     caller.require(Permission::StorageWrite)?;
     // Before the bytes are stored, not only before their event.
     state.disk.check()?;
-    let request_id = match request.headers().get(IDEMPOTENCY_KEY_HEADER) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| RequestId::parse(s).ok())
-                .ok_or_else(|| ApiError::Validation("Idempotency-Key must be a UUID".into()))?,
-        ),
-        None => None,
-    };
+    let request_id = crate::body::idempotency_key(request.headers())?;
     let id = FileId::new();
     let path = object_path(caller.organization_id, id);
-    let max = state.config.max_upload_bytes;
-    let idle = state.config.request_body_timeout;
-    let (mut upload, multipart) = open_upload(&state, &q, request).await?;
-    let written = match multipart {
-        None => write_object(state.files.as_ref(), &path, upload.chunks, max, idle).await?,
-        Some(mut multipart) => loop {
-            let field = tokio::time::timeout(idle, multipart.next_field())
-                .await
-                .map_err(|_| ApiError::request_timeout(idle))?
-                .map_err(|e| ApiError::Validation(format!("malformed multipart body: {e}")))?
-                .ok_or_else(|| {
-                    ApiError::Validation("the multipart body has no `file` part".into())
-                })?;
-            if field.name() != Some("file") {
-                continue;
-            }
-            upload.filename =
-                valid_filename(field.file_name().or(q.filename.as_deref()).unwrap_or(""))?;
-            upload.content_type = field
-                .content_type()
-                .filter(|c| *c != "application/octet-stream")
-                .map(crate::input::content_type)
-                .transpose()?;
-            let chunks = field
-                .map(|r| r.map_err(|e| ApiError::Validation(format!("reading the upload: {e}"))));
-            break write_object(state.files.as_ref(), &path, Box::pin(chunks), max, idle).await?;
-        },
-    };
-    if let Some(root) = state.local_files.clone() {
-        let local = root.join(path.as_ref());
-        let synced = tokio::task::spawn_blocking(move || sync_to_disk(&root, &local)).await;
-        if !matches!(synced, Ok(Ok(()))) {
-            let _ = state.files.delete(&path).await;
-            return Err(ApiError::internal(
-                "syncing an upload",
-                format!("{synced:?}"),
-            ));
-        }
-    }
+    let (upload, written) = receive(&state, &q, request, &path).await?;
+    make_durable(&state, &path).await?;
     let content_type = upload
         .content_type
         .unwrap_or_else(|| sniff(&written.head).to_owned());
@@ -355,6 +310,63 @@ async fn upload(
         let _ = state.files.delete(&path).await;
     }
     result
+}
+
+/// Streams the upload's bytes (raw, or the multipart body's `file` part) into
+/// the store at `path`.
+async fn receive(
+    state: &AppState,
+    q: &UploadQuery,
+    request: Request,
+    path: &ObjectPath,
+) -> ApiResult<(Upload<'static>, Written)> {
+    let max = state.config.max_upload_bytes;
+    let idle = state.config.request_body_timeout;
+    let (mut upload, multipart) = open_upload(state, q, request).await?;
+    let Some(mut multipart) = multipart else {
+        let chunks = std::mem::replace(&mut upload.chunks, Box::pin(futures::stream::empty()));
+        let written = write_object(state.files.as_ref(), path, chunks, max, idle).await?;
+        return Ok((upload, written));
+    };
+    loop {
+        let field = tokio::time::timeout(idle, multipart.next_field())
+            .await
+            .map_err(|_| ApiError::request_timeout(idle))?
+            .map_err(|e| ApiError::Validation(format!("malformed multipart body: {e}")))?
+            .ok_or_else(|| ApiError::Validation("the multipart body has no `file` part".into()))?;
+        if field.name() != Some("file") {
+            continue;
+        }
+        upload.filename =
+            valid_filename(field.file_name().or(q.filename.as_deref()).unwrap_or(""))?;
+        upload.content_type = field
+            .content_type()
+            .filter(|c| *c != "application/octet-stream")
+            .map(crate::input::content_type)
+            .transpose()?;
+        let chunks =
+            field.map(|r| r.map_err(|e| ApiError::Validation(format!("reading the upload: {e}"))));
+        let written = write_object(state.files.as_ref(), path, Box::pin(chunks), max, idle).await?;
+        return Ok((upload, written));
+    }
+}
+
+/// Local bytes reach the disk before their event is written; bytes that
+/// cannot are removed and the upload refused.
+async fn make_durable(state: &AppState, path: &ObjectPath) -> ApiResult<()> {
+    let Some(root) = state.local_files.clone() else {
+        return Ok(());
+    };
+    let local = root.join(path.as_ref());
+    let synced = tokio::task::spawn_blocking(move || sync_to_disk(&root, &local)).await;
+    if !matches!(synced, Ok(Ok(()))) {
+        let _ = state.files.delete(path).await;
+        return Err(ApiError::internal(
+            "syncing an upload",
+            format!("{synced:?}"),
+        ));
+    }
+    Ok(())
 }
 
 async fn download(
