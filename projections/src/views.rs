@@ -34,7 +34,7 @@ fn ts(t: Timestamp) -> String {
 
 /// A view as a `Value`, for the places that put it inside another or
 /// compare it. Cannot fail: every key is a string and every value plain data.
-fn value<T: Serialize>(view: T) -> Value {
+pub fn value<T: Serialize>(view: T) -> Value {
     serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
@@ -293,8 +293,7 @@ pub fn invoice_view(i: &Invoice) -> InvoiceView<'_> {
 
 /// The invoice as a `Value`, for the places that put it inside another.
 pub fn invoice(i: &Invoice) -> Value {
-    // Cannot fail: every key is a string and every value plain data.
-    serde_json::to_value(invoice_view(i)).unwrap_or(Value::Null)
+    value(invoice_view(i))
 }
 
 #[derive(Serialize, JsonSchema)]

@@ -297,8 +297,7 @@ pub fn event_line(
     use base64::Engine as _;
     let stream = event.stream();
     AdminEvent {
-        // Cannot fail: an actor is plain data.
-        actor: serde_json::to_value(event.actor).unwrap_or(serde_json::Value::Null),
+        actor: projections::views::value(event.actor),
         at: event.at.rfc3339(),
         data: event_data(&event.event),
         encoded: base64::engine::general_purpose::STANDARD.encode(encoded),

@@ -57,8 +57,7 @@ pub fn add_schemas(c: &mut schema::Components) {
 }
 
 pub fn view(r: &ApiLogRecord) -> Value {
-    // Cannot fail: every key is a string and every value plain data.
-    serde_json::to_value(ApiLogView {
+    projections::views::value(ApiLogView {
         api_key_id: r.api_key_id.to_string(),
         at: r.at.rfc3339(),
         duration_ms: r.duration_micros as f64 / 1000.0,
@@ -72,7 +71,6 @@ pub fn view(r: &ApiLogRecord) -> Value {
         response_body: &r.response_body,
         status: r.status,
     })
-    .unwrap_or(Value::Null)
 }
 
 /// The permission reading a record's bodies needs: the one reading its
