@@ -203,9 +203,7 @@ fn object_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(routes::health::router())
-        .merge(routes::docs::router())
-        .nest("/api/v1", routes::api_router(state.clone()))
+        .merge(routes::router(state.clone()))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Inside the API log and `observe`, so they record the 500 it makes.

@@ -58,26 +58,34 @@ impl Caller {
     }
 
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
-        if self.allows(permission) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "this API key lacks the `{}` permission",
-                permission.name()
-            )))
-        }
+        self.require_one_of(&[permission])
     }
 
-    /// Either of two permissions will do (actions open to both parties).
-    pub fn require_any(&self, a: Permission, b: Permission) -> Result<(), ApiError> {
-        if self.allows(a) || self.allows(b) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "this API key lacks the `{}` or `{}` permission",
-                a.name(),
-                b.name()
-            )))
+    /// Any one of `permissions` will do (actions open to both parties).
+    pub fn require_one_of(&self, permissions: &[Permission]) -> Result<(), ApiError> {
+        if permissions.iter().any(|p| self.allows(*p)) {
+            return Ok(());
+        }
+        let names: Vec<String> = permissions
+            .iter()
+            .map(|p| format!("`{}`", p.name()))
+            .collect();
+        Err(ApiError::Forbidden(format!(
+            "this API key lacks the {} permission",
+            names.join(" or ")
+        )))
+    }
+
+    /// The active key behind the request's credentials.
+    pub fn of(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+        match Authentication::of(state, parts)? {
+            Authentication::Key(caller) => Ok(caller),
+            Authentication::Inactive { .. } => {
+                Err(ApiError::Unauthorized("API key revoked or expired"))
+            }
+            Authentication::Failed => {
+                Err(ApiError::Unauthorized("missing or invalid API credentials"))
+            }
         }
     }
 }
@@ -183,15 +191,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match Authentication::of(state, parts)? {
-            Authentication::Key(caller) => Ok(caller),
-            Authentication::Inactive { .. } => {
-                Err(ApiError::Unauthorized("API key revoked or expired"))
-            }
-            Authentication::Failed => {
-                Err(ApiError::Unauthorized("missing or invalid API credentials"))
-            }
-        }
+        Caller::of(state, parts)
     }
 }
 
@@ -199,13 +199,9 @@ impl FromRequestParts<AppState> for Caller {
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+impl Admin {
+    /// Checks the request's `X-Admin-Token`.
+    pub fn admit(parts: &Parts, state: &AppState) -> Result<Admin, ApiError> {
         // Admin routes do not exist when no token is configured.
         let Some(expected) = state
             .config
@@ -234,6 +230,22 @@ impl FromRequestParts<AppState> for Admin {
         } else {
             state.admin_throttle.failed(&address, now);
             Err(ApiError::Unauthorized("invalid admin token"))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    /// The router has admitted the operator already (it leaves [`Admin`] in
+    /// the request), so the token is checked, and a failure counted, once.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Admin>() {
+            Some(admin) => Ok(*admin),
+            None => Admin::admit(parts, state),
         }
     }
 }

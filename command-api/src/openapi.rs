@@ -1,33 +1,35 @@
 //! The OpenAPI 3.1 document served at `GET /api/v1/openapi.json` (no credentials).
 //!
-//! The document is generated at run time from [`OPERATIONS`], a table in this
-//! file with one [`Op`] entry per (method, path) the router serves, and from the
-//! component schemas written out in [`schemas`]. Only `serde_json` is used:
-//! utoipa is not needed (its derives would have to be spread over request types
-//! and handlers owned by other modules, and the response shapes are built by
-//! hand in `projections::views`, which no derive can see). The `utoipa`
-//! dependency in `Cargo.toml` is not used by this module.
+//! The document is generated at run time from the operations the router
+//! serves: each route file declares an [`Op`] per handler beside it, and
+//! registers the pair as a [`crate::routes::Route`]; [`operations`] and the
+//! router both read `routes::all()`, so nothing is served undocumented and
+//! the permission an operation names is the one the router checks. Response
+//! schemas come from the view types (`derived_schemas`, schemars) and, for
+//! the shapes not yet typed, from [`schemas`].
 //!
-//! Adding a route is one [`Op`] entry (plus its schemas if they are new).
 //! Error responses (`components/responses`) and their examples
-//! (`components/examples`) are shared between operations by name.
-//! `tests/openapi.rs` scans `src/routes/*.rs` and fails when the router serves a
-//! (method, path) this table does not list, or the table lists one it does not
-//! serve. The error responses of each operation are derived from the entry
-//! (credentials, body, path ids) plus its [`Fail`] list, and their examples are
-//! rendered by [`ApiError`] itself, so codes and statuses follow `error.rs`.
+//! (`components/examples`) are shared between operations by name. The error
+//! responses of each operation are derived from its [`Op`] (credentials,
+//! body, path ids) plus its [`Fail`] list, and their examples are rendered by
+//! [`ApiError`] itself, so codes and statuses follow `error.rs`.
 
 use crate::error::ApiError;
+use crate::query::Names;
 use axum::http::header;
 use axum::response::IntoResponse;
+use ledger_core::domain::connection::ConnectionStatus;
 use ledger_core::domain::invoice::{
     InvoiceStatus, MAX_ATTACHMENTS, MAX_LINE_ITEMS, MAX_NUMBER_CHARS, MAX_TEXT_CHARS,
 };
+use ledger_core::domain::payment::PaymentStatus;
+use ledger_core::domain::refund::RefundStatus;
+use ledger_core::domain::withdrawal::WithdrawalStatus;
 use ledger_core::events::Permission;
 use ledger_core::money::Currency;
+use projections::TransactionType;
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
-use Method::{Delete, Patch, Post, Put};
 
 /// HTTP method of an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,7 +63,7 @@ pub enum Auth {
     Admin,
     /// `X-API-Key` + `X-API-Secret`, the key holding any one of these
     /// permissions (or `*`).
-    Key(&'static [&'static str]),
+    Key(&'static [Permission]),
 }
 
 /// The request body of an operation; the name is a component schema.
@@ -206,14 +208,14 @@ impl Op {
     }
 }
 
-const SYSTEM: &str = "System";
-const ADMIN: &str = "Admin";
-const CONNECTIONS: &str = "Connections";
-const INVOICES: &str = "Invoices";
-const PAYMENTS: &str = "Payments";
-const TREASURY: &str = "Treasury";
-const SETTINGS: &str = "Settings";
-const STORAGE: &str = "Storage";
+pub const SYSTEM: &str = "System";
+pub const ADMIN: &str = "Admin";
+pub const CONNECTIONS: &str = "Connections";
+pub const INVOICES: &str = "Invoices";
+pub const PAYMENTS: &str = "Payments";
+pub const TREASURY: &str = "Treasury";
+pub const SETTINGS: &str = "Settings";
+pub const STORAGE: &str = "Storage";
 
 const TAGS: [(&str, &str); 8] = [
     (SYSTEM, "Liveness, metrics and this document. No credentials."),
@@ -227,21 +229,22 @@ const TAGS: [(&str, &str); 8] = [
 ];
 
 // Permissions, as keys name them.
-const INVOICES_READ: &[&str] = &["invoices:read"];
-const INVOICES_WRITE: &[&str] = &["invoices:write"];
-const INVOICES_APPROVE: &[&str] = &["invoices:approve"];
-const INVOICES_EITHER: &[&str] = &["invoices:write", "invoices:approve"];
-const PAYMENTS_READ: &[&str] = &["payments:read"];
-const PAYMENTS_WRITE: &[&str] = &["payments:write"];
-const TREASURY_READ: &[&str] = &["treasury:read"];
-const TREASURY_WRITE: &[&str] = &["treasury:write"];
-const TREASURY_APPROVE: &[&str] = &["treasury:approve"];
-const SETTINGS_READ: &[&str] = &["settings:read"];
-const SETTINGS_WRITE: &[&str] = &["settings:write"];
-const STORAGE_READ: &[&str] = &["storage:read"];
-const STORAGE_WRITE: &[&str] = &["storage:write"];
+pub const INVOICES_READ: &[Permission] = &[Permission::InvoicesRead];
+pub const INVOICES_WRITE: &[Permission] = &[Permission::InvoicesWrite];
+pub const INVOICES_APPROVE: &[Permission] = &[Permission::InvoicesApprove];
+pub const INVOICES_EITHER: &[Permission] =
+    &[Permission::InvoicesWrite, Permission::InvoicesApprove];
+pub const PAYMENTS_READ: &[Permission] = &[Permission::PaymentsRead];
+pub const PAYMENTS_WRITE: &[Permission] = &[Permission::PaymentsWrite];
+pub const TREASURY_READ: &[Permission] = &[Permission::TreasuryRead];
+pub const TREASURY_WRITE: &[Permission] = &[Permission::TreasuryWrite];
+pub const TREASURY_APPROVE: &[Permission] = &[Permission::TreasuryApprove];
+pub const SETTINGS_READ: &[Permission] = &[Permission::SettingsRead];
+pub const SETTINGS_WRITE: &[Permission] = &[Permission::SettingsWrite];
+pub const STORAGE_READ: &[Permission] = &[Permission::StorageRead];
+pub const STORAGE_WRITE: &[Permission] = &[Permission::StorageWrite];
 
-const fn q(name: &'static str, description: &'static str, schema: Ty) -> Param {
+pub const fn q(name: &'static str, description: &'static str, schema: Ty) -> Param {
     Param::Query {
         name,
         description,
@@ -249,25 +252,13 @@ const fn q(name: &'static str, description: &'static str, schema: Ty) -> Param {
     }
 }
 
-const fn one_of(values: &'static [&'static str]) -> Ty {
+pub const fn one_of(values: &'static [&'static str]) -> Ty {
     Ty::Enum {
         values,
         default: None,
     }
 }
 
-const PAYMENT_STATUSES: &[&str] = &["PENDING", "COMPLETED", "FAILED"];
-const CONNECTION_STATUSES: &[&str] = &["PENDING", "ACTIVE", "REJECTED"];
-const WITHDRAWAL_STATUSES: &[&str] = &["PENDING_APPROVAL", "COMPLETED", "REJECTED", "CANCELLED"];
-const REFUND_STATUSES: &[&str] = &["PENDING", "APPROVED", "REJECTED"];
-const TRANSACTION_TYPES: &[&str] = &[
-    "DEPOSIT",
-    "WITHDRAWAL",
-    "SETTLEMENT_IN",
-    "SETTLEMENT_OUT",
-    "REFUND_IN",
-    "REFUND_OUT",
-];
 const BALANCE_CHANGE_KINDS: &[&str] = &[
     "DEPOSIT",
     "RESERVE",
@@ -282,9 +273,9 @@ const BALANCE_CHANGE_KINDS: &[&str] = &[
     "UNFREEZE",
 ];
 
-const PAGE: &[Param] = &[Param::Limit, Param::Cursor];
+pub const PAGE: &[Param] = &[Param::Limit, Param::Cursor];
 
-const INVOICE_LIST_QUERY: &[Param] = &[
+pub const INVOICE_LIST_QUERY: &[Param] = &[
     q("status", "Only invoices in this state.", Ty::Schema("InvoiceStatus")),
     q(
         "role",
@@ -318,7 +309,7 @@ const INVOICE_LIST_QUERY: &[Param] = &[
     Param::Cursor,
 ];
 
-const PAYMENT_LIST_QUERY: &[Param] = &[
+pub const PAYMENT_LIST_QUERY: &[Param] = &[
     q(
         "status",
         "Only payments in this state.",
@@ -331,7 +322,7 @@ const PAYMENT_LIST_QUERY: &[Param] = &[
     Param::Cursor,
 ];
 
-const PAYMENT_EXPORT_QUERY: &[Param] = &[
+pub const PAYMENT_EXPORT_QUERY: &[Param] = &[
     Param::Format,
     q(
         "status",
@@ -343,7 +334,7 @@ const PAYMENT_EXPORT_QUERY: &[Param] = &[
     Param::To,
 ];
 
-const TRANSACTION_LIST_QUERY: &[Param] = &[
+pub const TRANSACTION_LIST_QUERY: &[Param] = &[
     q(
         "type",
         "Only transactions of this type.",
@@ -360,7 +351,7 @@ const TRANSACTION_LIST_QUERY: &[Param] = &[
     Param::Cursor,
 ];
 
-const TRANSACTION_EXPORT_QUERY: &[Param] = &[
+pub const TRANSACTION_EXPORT_QUERY: &[Param] = &[
     Param::Format,
     q(
         "type",
@@ -405,7 +396,7 @@ const API_LOG_FILTERS: [Param; 6] = [
     Param::To,
 ];
 
-const API_LOG_LIST_QUERY: &[Param] = &[
+pub const API_LOG_LIST_QUERY: &[Param] = &[
     API_LOG_FILTERS[0],
     API_LOG_FILTERS[1],
     API_LOG_FILTERS[2],
@@ -416,7 +407,7 @@ const API_LOG_LIST_QUERY: &[Param] = &[
     Param::Cursor,
 ];
 
-const API_LOG_EXPORT_QUERY: &[Param] = &[
+pub const API_LOG_EXPORT_QUERY: &[Param] = &[
     Param::Format,
     API_LOG_FILTERS[0],
     API_LOG_FILTERS[1],
@@ -427,7 +418,7 @@ const API_LOG_EXPORT_QUERY: &[Param] = &[
 ];
 
 /// Defaults every entry overrides what it needs of.
-const BASE: Op = Op {
+pub const BASE: Op = Op {
     method: Method::Get,
     path: "",
     operation_id: "",
@@ -442,1169 +433,32 @@ const BASE: Op = Op {
     idempotency: Idem::Replayed,
 };
 
-/// Every (method, path) the router serves. Keep in route-file order.
-pub static OPERATIONS: &[Op] = &[
-    // ---------------------------------------------------------------- system
-    Op {
-        path: "/healthz",
-        operation_id: "getHealth",
-        tag: SYSTEM,
-        summary: "Liveness",
-        description: "Answers 200 once the server serves, with the last sequence number in the event log and the last one the read models have applied; 503 with the same body (`status` `unavailable`, `projectionFault` or `disk.low` saying why) while the read models cannot be written or free disk space is below its floor (writes refused), so a load balancer can stop sending traffic.",
-        success: Success::JsonOr503("Health"),
-        ..BASE
-    },
-    Op {
-        path: "/metrics",
-        operation_id: "getMetrics",
-        tag: SYSTEM,
-        summary: "Prometheus metrics",
-        description: "Request counts and latencies per route and status, command outcomes, log and projection sequence numbers, in the Prometheus text format.",
-        success: Success::Text("text/plain; version=0.0.4"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/openapi.json",
-        operation_id: "getOpenApiDocument",
-        tag: SYSTEM,
-        summary: "This OpenAPI 3.1 document",
-        description: "No credentials needed.",
-        success: Success::Json("OpenApiDocument"),
-        ..BASE
-    },
-    Op {
-        path: "/docs",
-        operation_id: "getApiReference",
-        tag: SYSTEM,
-        summary: "This document, browsable",
-        description: "An HTML page rendering this document with Redoc, whose script the server itself serves (`/docs/redoc-3.0.1/redoc.standalone.js`): it works offline, and its `Content-Security-Policy` lets it load nothing from elsewhere. No credentials needed.",
-        success: Success::Text("text/html"),
-        ..BASE
-    },
-    Op {
-        path: "/docs/redoc-3.0.1/redoc.standalone.js",
-        operation_id: "getApiReferenceScript",
-        tag: SYSTEM,
-        summary: "The API reference's script",
-        description: "Redoc 3.0.1's standalone bundle, as published (MIT), for `/docs`. Its path names its version, so it may be cached for good (`Cache-Control: immutable`). No credentials needed.",
-        success: Success::Text("text/javascript"),
-        ..BASE
-    },
-    // ----------------------------------------------------------------- admin
-    Op {
-        method: Post,
-        path: "/api/v1/admin/organizations",
-        operation_id: "createOrganization",
-        tag: ADMIN,
-        summary: "Create an organization",
-        description: "Operator only. Creates the organization and its first API key (named `default`, permissions `[\"*\"]`). The key's secret is in this response only (and in an idempotent replay of it).",
-        auth: Auth::Admin,
-        body: Body::Required("CreateOrganizationRequest"),
-        success: Success::Json("OrganizationCreated"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/admin/organizations/{orgId}/deposits",
-        operation_id: "createDeposit",
-        tag: ADMIN,
-        summary: "Deposit funds",
-        description: "Operator only. Credits the organization's balance in `currency` (created on first use) and answers the DEPOSIT transaction. The `reference` is kept on the transaction. Allowed on a frozen balance.",
-        auth: Auth::Admin,
-        body: Body::Required("DepositRequest"),
-        success: Success::Json("Transaction"),
-        ..BASE
-    },
-    Op {
-        method: Put,
-        path: "/api/v1/admin/organizations/{orgId}/balances/{currency}/collateral",
-        operation_id: "setCollateral",
-        tag: ADMIN,
-        summary: "Set the collateral of a balance",
-        description: "Operator only. Sets (replaces) the collateral held on the balance; `\"0\"` removes it. Collateral is not available: `available = total - reserved - collateral`. More than `total - reserved` is `400 INSUFFICIENT_BALANCE`.",
-        auth: Auth::Admin,
-        body: Body::Required("SetCollateralRequest"),
-        success: Success::Json("Balance"),
-        fails: &[Fail::Funds],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/admin/organizations/{orgId}/balances/{currency}/freeze",
-        operation_id: "freezeBalance",
-        tag: ADMIN,
-        summary: "Freeze a balance",
-        description: "Operator only. No funds leave a frozen balance: settlements from or to it fail (the payment is FAILED, the invoice stays approved, the reservation is kept), withdrawals cannot be submitted or approved. Freezing a frozen balance is `400 INVALID_STATE_TRANSITION` (`currentState: FROZEN`).",
-        auth: Auth::Admin,
-        body: Body::Required("ReasonRequest"),
-        success: Success::Json("Balance"),
-        fails: &[Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/admin/organizations/{orgId}/balances/{currency}/unfreeze",
-        operation_id: "unfreezeBalance",
-        tag: ADMIN,
-        summary: "Unfreeze a balance",
-        description: "Operator only. Failed payments can then be completed with `POST /api/v1/payments/retry-failed`. Unfreezing a balance that is not frozen is `400 INVALID_STATE_TRANSITION` (`currentState: ACTIVE`).",
-        auth: Auth::Admin,
-        body: Body::Required("ReasonRequest"),
-        success: Success::Json("Balance"),
-        fails: &[Fail::State],
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/admin/events",
-        operation_id: "listEvents",
-        tag: ADMIN,
-        summary: "Global event stream",
-        description: "Operator only. Every event of the log after sequence `after`, oldest first, as JSON lines, each with its stored bytes (base64) and chain hash so an auditor can verify the chain. Page by passing the last `seq` seen as `after`; an empty body means nothing newer.",
-        auth: Auth::Admin,
-        query: &[
-            q(
-                "after",
-                "Return events with a sequence number greater than this.",
-                Ty::Int {
-                    min: 0,
-                    max: u64::MAX,
-                    default: Some(0),
-                },
-            ),
-            q(
-                "limit",
-                "At most this many events.",
-                Ty::Int {
-                    min: 1,
-                    max: 10_000,
-                    default: Some(1000),
-                },
-            ),
-        ],
-        success: Success::JsonLines("AdminEvent"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/admin/files/{id}",
-        operation_id: "downloadFileAsAdmin",
-        tag: ADMIN,
-        summary: "Download any stored file",
-        description: "Operator only, for `expereon backup`. The bytes of any organization's file that is not deleted, as `GET /storage/{id}` serves them. `HEAD` answers whether the stored object exists, its size in `Content-Length`, and, like `GET`, says in `X-Expereon-Storage` where files are kept (`local` or `object`). `404` when the file is unknown, deleted, or its object is missing.",
-        auth: Auth::Admin,
-        success: Success::File,
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/admin/clock",
-        operation_id: "getClock",
-        tag: ADMIN,
-        summary: "Read the test clock",
-        description: "Operator only, and only when the server runs with `--test-clock` (otherwise `404`). The server's current time.",
-        auth: Auth::Admin,
-        success: Success::Json("Clock"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/admin/clock",
-        operation_id: "setClock",
-        tag: ADMIN,
-        summary: "Move the test clock",
-        description: "Operator only, and only when the server runs with `--test-clock` (otherwise `404`). Sets the clock to `now`, then moves it by `advanceSeconds` (either or both), so tests can drive due dates, retries and retention without sleeping. Not idempotent: it takes no `requestId`.",
-        auth: Auth::Admin,
-        body: Body::Optional("SetClockRequest"),
-        success: Success::Json("Clock"),
-        idempotency: Idem::None,
-        ..BASE
-    },
-    // ----------------------------------------------------------- connections
-    Op {
-        method: Post,
-        path: "/api/v1/connections",
-        operation_id: "requestConnection",
-        tag: CONNECTIONS,
-        summary: "Request a connection",
-        description: "Needs `invoices:write` or `invoices:approve`. `role` is the caller's role in the pair. The connection starts PENDING until the counterparty accepts it. Connecting to oneself, or asking for a pair (seller, buyer) that already has a PENDING or ACTIVE connection, is `400`. An unknown counterparty is `404`.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("CreateConnectionRequest"),
-        success: Success::Json("Connection"),
-        fails: &[Fail::Missing("organization")],
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/connections",
-        operation_id: "listConnections",
-        tag: CONNECTIONS,
-        summary: "List connections",
-        description: "Needs `invoices:read`. The connections the caller is a party to, oldest first.",
-        auth: Auth::Key(INVOICES_READ),
-        query: &[
-            q("status", "Only connections in this state.", Ty::Schema("ConnectionStatus")),
-            Param::Limit,
-            Param::Cursor,
-        ],
-        success: Success::Json("ConnectionPage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/connections/{id}",
-        operation_id: "getConnection",
-        tag: CONNECTIONS,
-        summary: "Get a connection",
-        description: "Needs `invoices:read`. Either party may read it.",
-        auth: Auth::Key(INVOICES_READ),
-        success: Success::Json("Connection"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/connections/{id}/accept",
-        operation_id: "acceptConnection",
-        tag: CONNECTIONS,
-        summary: "Accept a connection request",
-        description: "Needs `invoices:write` or `invoices:approve`. The counterparty only (the requester is `403`); PENDING → ACTIVE.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("Connection"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/connections/{id}/reject",
-        operation_id: "rejectConnection",
-        tag: CONNECTIONS,
-        summary: "Reject a connection request",
-        description: "Needs `invoices:write` or `invoices:approve`. The counterparty only (the requester is `403`); PENDING → REJECTED, with the optional `reason` shown to both parties as `rejectionReason`.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("OptionalReasonRequest"),
-        success: Success::Json("Connection"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    // -------------------------------------------------------------- invoices
-    Op {
-        method: Post,
-        path: "/api/v1/invoices",
-        operation_id: "createInvoice",
-        tag: INVOICES,
-        summary: "Create an invoice",
-        description: "Seller, `invoices:write`. Over an ACTIVE connection where the caller is the seller (the buyer is `403`; a connection that is not ACTIVE is `400`; an unknown one `404`). Starts DRAFT, or SUBMITTED with `submit: true`. `number` defaults to `INV-000001`, counting per seller; `issueDate` to today (UTC); `dueDate` must not be before `issueDate`. Line `amount` = quantity × unitPrice and `taxAmount` = amount × taxRate / 100, each rounded half away from zero to the currency's minor units; `subtotal`, `taxTotal` and `total` are sums of the line figures. Submitting needs at least one line item and a total above zero.",
-        auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Required("CreateInvoiceRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::Missing("connection")],
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/invoices",
-        operation_id: "listInvoices",
-        tag: INVOICES,
-        summary: "List and search invoices",
-        description: "Needs `invoices:read`. The invoices the caller is a party to (a buyer sees an invoice from SUBMITTED on). Default order: `createdAt` descending (newest first).",
-        auth: Auth::Key(INVOICES_READ),
-        query: INVOICE_LIST_QUERY,
-        success: Success::Json("InvoicePage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/invoices/{id}",
-        operation_id: "getInvoice",
-        tag: INVOICES,
-        summary: "Get an invoice",
-        description: "Needs `invoices:read`. Either party; a DRAFT is `404` to the buyer.",
-        auth: Auth::Key(INVOICES_READ),
-        success: Success::Json("Invoice"),
-        ..BASE
-    },
-    Op {
-        method: Patch,
-        path: "/api/v1/invoices/{id}",
-        operation_id: "updateInvoice",
-        tag: INVOICES,
-        summary: "Edit an invoice",
-        description: "Seller, `invoices:write`, in DRAFT, DISPUTED or INFO_REQUESTED (other states: `400 INVALID_STATE_TRANSITION`; the buyer: `403`). Only the fields sent change; `memo: null` clears the memo; `lineItems` replaces all line items. With `expectedVersion`, a stale version is `409 VERSION_CONFLICT` (`details.currentVersion`). Correct a DISPUTED invoice here, then resubmit it.",
-        auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Required("UpdateInvoiceRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State, Fail::Version],
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/invoices/{id}/history",
-        operation_id: "getInvoiceHistory",
-        tag: INVOICES,
-        summary: "Invoice history",
-        description: "Needs `invoices:read`. Either party (a DRAFT's history is `404` to the buyer). The invoice's events, oldest first; `version` increases by one with each. The buyer does not see the seller's work on drafts (`InvoiceCreated`, `InvoiceUpdated`, `LineItem*`: the invoice as submitted is what it gets), and `actor.apiKeyId` is shown only to the organization that acted (else null).",
-        auth: Auth::Key(INVOICES_READ),
-        success: Success::Json("InvoiceHistory"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/line-items",
-        operation_id: "addLineItem",
-        tag: INVOICES,
-        summary: "Add a line item",
-        description: "Seller, `invoices:write`, DRAFT only. Answers the invoice.",
-        auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Required("LineItemInput"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Patch,
-        path: "/api/v1/invoices/{id}/line-items/{lineItemId}",
-        operation_id: "updateLineItem",
-        tag: INVOICES,
-        summary: "Edit a line item",
-        description: "Seller, `invoices:write`, DRAFT only. Only the fields sent change; the line's amounts are recomputed. Answers the invoice.",
-        auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Optional("LineItemPatchRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Delete,
-        path: "/api/v1/invoices/{id}/line-items/{lineItemId}",
-        operation_id: "removeLineItem",
-        tag: INVOICES,
-        summary: "Remove a line item",
-        description: "Seller, `invoices:write`, DRAFT only. Answers the invoice. For idempotency send `{\"requestId\"}` or an `Idempotency-Key` header.",
-        auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/submit",
-        operation_id: "submitInvoice",
-        tag: INVOICES,
-        summary: "Submit an invoice",
-        description: "Seller, `invoices:write`. DRAFT → SUBMITTED, or DISPUTED → SUBMITTED (resubmission after correcting it). Needs at least one line item and a total above zero.",
-        auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/respond-info",
-        operation_id: "respondInfo",
-        tag: INVOICES,
-        summary: "Answer the buyer's question",
-        description: "Seller, `invoices:write`. INFO_REQUESTED → SUBMITTED; the message is kept as `infoResponse`.",
-        auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Required("RespondInfoRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/approve",
-        operation_id: "approveInvoice",
-        tag: INVOICES,
-        summary: "Approve an invoice",
-        description: "Buyer, `invoices:approve`. SUBMITTED → APPROVED, or APPROVED_WITH_ADJUSTMENT when `adjustedAmount` (less than `total`, with a `reason`) is given. Reserves the approved amount from the buyer's balance in the invoice currency; not enough available is `400 INSUFFICIENT_BALANCE` and nothing changes.",
-        auth: Auth::Key(INVOICES_APPROVE),
-        body: Body::Optional("ApproveInvoiceRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State, Fail::Funds],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/dispute",
-        operation_id: "disputeInvoice",
-        tag: INVOICES,
-        summary: "Dispute an invoice",
-        description: "Buyer, `invoices:approve`. SUBMITTED → DISPUTED. The seller may then correct it (PATCH) and resubmit, or cancel it; the buyer may cancel it too.",
-        auth: Auth::Key(INVOICES_APPROVE),
-        body: Body::Required("ReasonRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/request-info",
-        operation_id: "requestInfo",
-        tag: INVOICES,
-        summary: "Ask the seller a question",
-        description: "Buyer, `invoices:approve`. SUBMITTED → INFO_REQUESTED; the question is kept as `infoRequest`.",
-        auth: Auth::Key(INVOICES_APPROVE),
-        body: Body::Required("RequestInfoRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/cancel",
-        operation_id: "cancelInvoice",
-        tag: INVOICES,
-        summary: "Cancel an invoice",
-        description: "`invoices:write` or `invoices:approve`. The seller from DRAFT, SUBMITTED or DISPUTED; the buyer from DISPUTED only. → CANCELLED. An approved invoice is cancelled through `request-cancellation` instead.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("OptionalReasonRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/request-cancellation",
-        operation_id: "requestCancellation",
-        tag: INVOICES,
-        summary: "Ask to cancel an approved invoice",
-        description: "`invoices:write` or `invoices:approve`, either party. APPROVED or APPROVED_WITH_ADJUSTMENT → CANCELLATION_REQUESTED; the reservation is kept until the counterparty answers.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("ReasonRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/accept-cancellation",
-        operation_id: "acceptCancellation",
-        tag: INVOICES,
-        summary: "Accept a cancellation request",
-        description: "`invoices:write` or `invoices:approve`; the counterparty of the requester only (the requester is `403`). CANCELLATION_REQUESTED → CANCELLED; the buyer's reservation is released.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/reject-cancellation",
-        operation_id: "rejectCancellation",
-        tag: INVOICES,
-        summary: "Reject a cancellation request",
-        description: "`invoices:write` or `invoices:approve`; the counterparty of the requester only (the requester is `403`). CANCELLATION_REQUESTED → the approved state it came from.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/archive",
-        operation_id: "archiveInvoice",
-        tag: INVOICES,
-        summary: "Archive an invoice",
-        description: "`invoices:write` or `invoices:approve`, either party. SETTLED or CANCELLED → ARCHIVED. The server may also archive such invoices automatically after a configured number of days.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/restore",
-        operation_id: "restoreInvoice",
-        tag: INVOICES,
-        summary: "Restore an archived invoice",
-        description: "`invoices:write` or `invoices:approve`, either party. ARCHIVED → the state it was archived from.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("Invoice"),
-        fails: &[Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/{id}/settle",
-        operation_id: "settleInvoiceById",
-        tag: INVOICES,
-        summary: "Settle an approved invoice",
-        description: "Buyer, `payments:write`. Same as `POST /api/v1/payments/settle` for this invoice, and answers the payment. APPROVED or APPROVED_WITH_ADJUSTMENT → SETTLED: the reservation is debited from the buyer and the seller credited. When either balance is frozen the payment is FAILED (still `200`), the invoice stays approved and the reservation is kept; settling again retries that payment.",
-        auth: Auth::Key(PAYMENTS_WRITE),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("Payment"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/bulk-approve",
-        operation_id: "bulkApproveInvoices",
-        tag: INVOICES,
-        summary: "Approve many invoices",
-        description: "Buyer, `invoices:approve`. Approves each invoice in full (no adjustment), in order; each succeeds or fails on its own (a failure, e.g. `INSUFFICIENT_BALANCE`, does not undo the others). Answers a result per invoice. The request as a whole is idempotent.",
-        auth: Auth::Key(INVOICES_APPROVE),
-        body: Body::Required("BulkInvoiceRequest"),
-        success: Success::Json("InvoiceBulkResult"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/bulk-approve/preview",
-        operation_id: "previewBulkApproveInvoices",
-        tag: INVOICES,
-        summary: "Preview a bulk approval",
-        description: "Buyer, `invoices:approve`. What `bulk-approve` would do, changing nothing: a result per invoice (each checked against what the earlier ones would reserve) and, per currency, the amount needed against the amount available.",
-        auth: Auth::Key(INVOICES_APPROVE),
-        body: Body::Required("BulkInvoiceRequest"),
-        success: Success::Json("BulkPreview"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/bulk-cancel",
-        operation_id: "bulkCancelInvoices",
-        tag: INVOICES,
-        summary: "Cancel many invoices",
-        description: "`invoices:write` or `invoices:approve`. Cancels each invoice under the rules of `POST /invoices/{id}/cancel`, with the optional `reason`; each succeeds or fails on its own.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
-        success: Success::Json("InvoiceBulkResult"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/bulk-cancel/preview",
-        operation_id: "previewBulkCancelInvoices",
-        tag: INVOICES,
-        summary: "Preview a bulk cancellation",
-        description: "`invoices:write` or `invoices:approve`. What `bulk-cancel` would do, changing nothing.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
-        success: Success::Json("BulkPreview"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/bulk-archive",
-        operation_id: "bulkArchiveInvoices",
-        tag: INVOICES,
-        summary: "Archive many invoices",
-        description: "`invoices:write` or `invoices:approve`. Archives each SETTLED or CANCELLED invoice; each succeeds or fails on its own.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
-        success: Success::Json("InvoiceBulkResult"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/bulk-archive/preview",
-        operation_id: "previewBulkArchiveInvoices",
-        tag: INVOICES,
-        summary: "Preview a bulk archive",
-        description: "`invoices:write` or `invoices:approve`. What `bulk-archive` would do, changing nothing.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
-        success: Success::Json("BulkPreview"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/bulk-restore",
-        operation_id: "bulkRestoreInvoices",
-        tag: INVOICES,
-        summary: "Restore many invoices",
-        description: "`invoices:write` or `invoices:approve`. Restores each ARCHIVED invoice; each succeeds or fails on its own.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
-        success: Success::Json("InvoiceBulkResult"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/invoices/bulk-restore/preview",
-        operation_id: "previewBulkRestoreInvoices",
-        tag: INVOICES,
-        summary: "Preview a bulk restore",
-        description: "`invoices:write` or `invoices:approve`. What `bulk-restore` would do, changing nothing.",
-        auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
-        success: Success::Json("BulkPreview"),
-        ..BASE
-    },
-    // -------------------------------------------------------------- payments
-    Op {
-        path: "/api/v1/payments",
-        operation_id: "listPayments",
-        tag: PAYMENTS,
-        summary: "List payments",
-        description: "Needs `payments:read`. Payments the caller pays or receives, oldest first. `from`/`to` filter on `createdAt`.",
-        auth: Auth::Key(PAYMENTS_READ),
-        query: PAYMENT_LIST_QUERY,
-        success: Success::Json("PaymentPage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/payments/export",
-        operation_id: "exportPayments",
-        tag: PAYMENTS,
-        summary: "Export payments",
-        description: "Needs `payments:read`. Every payment matching the filters, streamed as JSON lines (default) or CSV (`format=csv`, with a header row), as an attachment.",
-        auth: Auth::Key(PAYMENTS_READ),
-        query: PAYMENT_EXPORT_QUERY,
-        success: Success::Export("Payment"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/payments/{id}",
-        operation_id: "getPayment",
-        tag: PAYMENTS,
-        summary: "Get a payment",
-        description: "Needs `payments:read`. Payer and payee both see it.",
-        auth: Auth::Key(PAYMENTS_READ),
-        success: Success::Json("Payment"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/payments/settle",
-        operation_id: "settleInvoice",
-        tag: PAYMENTS,
-        summary: "Settle an approved invoice",
-        description: "Buyer, `payments:write`. APPROVED or APPROVED_WITH_ADJUSTMENT → SETTLED: the reservation is debited from the buyer and the seller credited, one SETTLEMENT transaction on each side. When either party's balance in that currency is frozen the payment is FAILED (still `200`), the invoice stays approved and the reservation is kept; once unfrozen, `retry-failed` (or settling again) completes it.",
-        auth: Auth::Key(PAYMENTS_WRITE),
-        body: Body::Required("SettleRequest"),
-        success: Success::Json("Payment"),
-        fails: &[Fail::Party, Fail::State, Fail::Missing("invoice")],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/payments/bulk-settle",
-        operation_id: "bulkSettleInvoices",
-        tag: PAYMENTS,
-        summary: "Settle many invoices",
-        description: "Buyer, `payments:write`. Settles each invoice as `POST /payments/settle` would; each succeeds or fails on its own. Answers a result per invoice, with the payment when it succeeded.",
-        auth: Auth::Key(PAYMENTS_WRITE),
-        body: Body::Required("BulkSettleRequest"),
-        success: Success::Json("PaymentBulkResult"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/payments/settle-all-due",
-        operation_id: "settleAllDue",
-        tag: PAYMENTS,
-        summary: "Settle every due invoice",
-        description: "Buyer, `payments:write`. Settles every approved invoice the caller owes with `dueDate <= asOf` (default: today, UTC). Answers a result per invoice (an empty list when none is due).",
-        auth: Auth::Key(PAYMENTS_WRITE),
-        body: Body::Optional("SettleAllDueRequest"),
-        success: Success::Json("PaymentBulkResult"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/payments/retry-failed",
-        operation_id: "retryFailedPayments",
-        tag: PAYMENTS,
-        summary: "Retry failed payments",
-        description: "Payer, `payments:write`. Retries the given FAILED payments, or all of the caller's when `paymentIds` is left out. Answers a result per payment.",
-        auth: Auth::Key(PAYMENTS_WRITE),
-        body: Body::Optional("RetryFailedRequest"),
-        success: Success::Json("PaymentBulkResult"),
-        ..BASE
-    },
-    // -------------------------------------------------------------- treasury
-    Op {
-        path: "/api/v1/treasury/{orgId}/balances",
-        operation_id: "listBalances",
-        tag: TREASURY,
-        summary: "List balances",
-        description: "Needs `treasury:read`. One balance per currency the organization has used; `available = total - reserved - collateral`. All of them in one page (`nextCursor` is always null).",
-        auth: Auth::Key(TREASURY_READ),
-        success: Success::Json("BalancePage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/balances/summary",
-        operation_id: "getBalanceSummary",
-        tag: TREASURY,
-        summary: "Balance summary per currency",
-        description: "Needs `treasury:read`. Per currency: the balance figures, `receivable` (approved amounts of invoices owed to the caller, including those with a pending cancellation request) and `payable` (the same owed by the caller).",
-        auth: Auth::Key(TREASURY_READ),
-        success: Success::Json("BalanceSummaryList"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/balances/{balanceId}",
-        operation_id: "getBalance",
-        tag: TREASURY,
-        summary: "Get a balance, now or as of a moment",
-        description: "Needs `treasury:read`. Without `asOf`, the balance now. With `asOf`, the figures as they stood after the last change at or before that moment (all zero before the first one), as a `BalanceAsOf`.",
-        auth: Auth::Key(TREASURY_READ),
-        query: &[q("asOf", "A moment in the past (RFC 3339 time, or a date meaning midnight UTC).", Ty::Instant)],
-        success: Success::Json("BalanceLookup"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/balances/{balanceId}/changes",
-        operation_id: "listBalanceChanges",
-        tag: TREASURY,
-        summary: "Balance change log",
-        description: "Needs `treasury:read`. Every change of the balance, oldest first, with the figures after it and its cause.",
-        auth: Auth::Key(TREASURY_READ),
-        query: PAGE,
-        success: Success::Json("BalanceChangePage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/balances/{balanceId}/usage",
-        operation_id: "getBalanceUsage",
-        tag: TREASURY,
-        summary: "Balance usage over time",
-        description: "Needs `treasury:read`. A time series of the balance's transactions: per interval (UTC days, ISO weeks from Monday, or calendar months) with at least one transaction, the inflow (deposits, settlements and refunds received), outflow (withdrawals, settlements and refunds paid) and the closing total.",
-        auth: Auth::Key(TREASURY_READ),
-        query: &[
-            q(
-                "interval",
-                "Bucket size.",
-                Ty::Enum {
-                    values: &["day", "week", "month"],
-                    default: Some("day"),
-                },
-            ),
-            Param::From,
-            Param::To,
-        ],
-        success: Success::Json("BalanceUsage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/transactions",
-        operation_id: "listTransactions",
-        tag: TREASURY,
-        summary: "List transactions",
-        description: "Needs `treasury:read`. Money movements on the organization's balances, oldest first. `amount` is always positive; `type` gives the direction.",
-        auth: Auth::Key(TREASURY_READ),
-        query: TRANSACTION_LIST_QUERY,
-        success: Success::Json("TransactionPage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/transactions/export",
-        operation_id: "exportTransactions",
-        tag: TREASURY,
-        summary: "Export transactions",
-        description: "Needs `treasury:read`. Every transaction matching the filters, streamed as JSON lines (default) or CSV (`format=csv`, with a header row), as an attachment.",
-        auth: Auth::Key(TREASURY_READ),
-        query: TRANSACTION_EXPORT_QUERY,
-        success: Success::Export("Transaction"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/transactions/{id}",
-        operation_id: "getTransaction",
-        tag: TREASURY,
-        summary: "Get a transaction",
-        description: "Needs `treasury:read`.",
-        auth: Auth::Key(TREASURY_READ),
-        success: Success::Json("Transaction"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/treasury/{orgId}/withdrawals",
-        operation_id: "createWithdrawal",
-        tag: TREASURY,
-        summary: "Submit a withdrawal",
-        description: "Needs `treasury:write`. Holds the amount (reserved) and waits in PENDING_APPROVAL for another API key to approve it. Not enough available is `400 INSUFFICIENT_BALANCE`; a frozen balance is `400 INVALID_STATE_TRANSITION`.",
-        auth: Auth::Key(TREASURY_WRITE),
-        body: Body::Required("CreateWithdrawalRequest"),
-        success: Success::Json("Withdrawal"),
-        fails: &[Fail::Funds, Fail::State],
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/withdrawals",
-        operation_id: "listWithdrawals",
-        tag: TREASURY,
-        summary: "List withdrawals",
-        description: "Needs `treasury:read`. Oldest first.",
-        auth: Auth::Key(TREASURY_READ),
-        query: &[
-            q("status", "Only withdrawals in this state.", Ty::Schema("WithdrawalStatus")),
-            Param::Limit,
-            Param::Cursor,
-        ],
-        success: Success::Json("WithdrawalPage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/withdrawals/{id}",
-        operation_id: "getWithdrawal",
-        tag: TREASURY,
-        summary: "Get a withdrawal",
-        description: "Needs `treasury:read`.",
-        auth: Auth::Key(TREASURY_READ),
-        success: Success::Json("Withdrawal"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/treasury/{orgId}/withdrawals/{id}/approve",
-        operation_id: "approveWithdrawal",
-        tag: TREASURY,
-        summary: "Approve a withdrawal",
-        description: "Needs `treasury:approve`, and a different API key than the one that submitted it (else `403`). PENDING_APPROVAL → COMPLETED: the balance is debited and a WITHDRAWAL transaction recorded. A frozen balance is `400 INVALID_STATE_TRANSITION`.",
-        auth: Auth::Key(TREASURY_APPROVE),
-        body: Body::Optional("OptionalReasonRequest"),
-        success: Success::Json("Withdrawal"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/treasury/{orgId}/withdrawals/{id}/reject",
-        operation_id: "rejectWithdrawal",
-        tag: TREASURY,
-        summary: "Reject a withdrawal",
-        description: "Needs `treasury:approve`, and a different API key than the one that submitted it (else `403`). PENDING_APPROVAL → REJECTED; the hold is released.",
-        auth: Auth::Key(TREASURY_APPROVE),
-        body: Body::Required("ReasonRequest"),
-        success: Success::Json("Withdrawal"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/treasury/{orgId}/withdrawals/{id}/cancel",
-        operation_id: "cancelWithdrawal",
-        tag: TREASURY,
-        summary: "Cancel a withdrawal",
-        description: "Needs `treasury:write`; only the API key that submitted it (else `403`). PENDING_APPROVAL → CANCELLED; the hold is released.",
-        auth: Auth::Key(TREASURY_WRITE),
-        body: Body::Optional("OptionalReasonRequest"),
-        success: Success::Json("Withdrawal"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/treasury/{orgId}/refunds",
-        operation_id: "createRefund",
-        tag: TREASURY,
-        summary: "Request a refund",
-        description: "Needs `treasury:write`. Against a SETTLEMENT transaction of either party (an unknown or unrelated transaction is `404`); the total refunded may not exceed the settled amount (`400`). Starts PENDING until the payee (the party that received the settlement) approves or rejects it.",
-        auth: Auth::Key(TREASURY_WRITE),
-        body: Body::Required("CreateRefundRequest"),
-        success: Success::Json("Refund"),
-        fails: &[Fail::Missing("transaction")],
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/refunds",
-        operation_id: "listRefunds",
-        tag: TREASURY,
-        summary: "List refunds",
-        description: "Needs `treasury:read`. Refunds the organization pays or receives, oldest first.",
-        auth: Auth::Key(TREASURY_READ),
-        query: PAGE,
-        success: Success::Json("RefundPage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/treasury/{orgId}/refunds/{id}",
-        operation_id: "getRefund",
-        tag: TREASURY,
-        summary: "Get a refund",
-        description: "Needs `treasury:read`. Payer and payee both see it.",
-        auth: Auth::Key(TREASURY_READ),
-        success: Success::Json("Refund"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/treasury/{orgId}/refunds/{id}/approve",
-        operation_id: "approveRefund",
-        tag: TREASURY,
-        summary: "Approve a refund",
-        description: "Needs `treasury:approve`; the payee only (else `403`). PENDING → APPROVED: moves the amount from the payee to the payer (REFUND_OUT and REFUND_IN transactions). The payee lacking available funds is `400 INSUFFICIENT_BALANCE`; a frozen payee balance `400 INVALID_STATE_TRANSITION`.",
-        auth: Auth::Key(TREASURY_APPROVE),
-        body: Body::Optional("OptionalReasonRequest"),
-        success: Success::Json("Refund"),
-        fails: &[Fail::Party, Fail::State, Fail::Funds],
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/treasury/{orgId}/refunds/{id}/reject",
-        operation_id: "rejectRefund",
-        tag: TREASURY,
-        summary: "Reject a refund",
-        description: "Needs `treasury:approve`; the payee only (else `403`). PENDING → REJECTED.",
-        auth: Auth::Key(TREASURY_APPROVE),
-        body: Body::Required("ReasonRequest"),
-        success: Success::Json("Refund"),
-        fails: &[Fail::Party, Fail::State],
-        ..BASE
-    },
-    // -------------------------------------------------------------- settings
-    Op {
-        method: Post,
-        path: "/api/v1/settings/api-keys",
-        operation_id: "createApiKey",
-        tag: SETTINGS,
-        summary: "Create an API key",
-        description: "Needs `settings:write`. A key cannot be granted a permission the calling key lacks (`403`). The secret is in this response only (and in an idempotent replay of it); it is stored hashed.",
-        auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Required("CreateApiKeyRequest"),
-        success: Success::Json("ApiKeyCreated"),
-        fails: &[Fail::Party],
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/settings/api-keys",
-        operation_id: "listApiKeys",
-        tag: SETTINGS,
-        summary: "List API keys",
-        description: "Needs `settings:read`. The organization's keys, revoked ones included, without secrets. All of them in one page (`nextCursor` is always null).",
-        auth: Auth::Key(SETTINGS_READ),
-        success: Success::Json("ApiKeyPage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/settings/api-keys/{id}",
-        operation_id: "getApiKey",
-        tag: SETTINGS,
-        summary: "Get an API key",
-        description: "Needs `settings:read`. Without its secret.",
-        auth: Auth::Key(SETTINGS_READ),
-        success: Success::Json("ApiKey"),
-        ..BASE
-    },
-    Op {
-        method: Delete,
-        path: "/api/v1/settings/api-keys/{id}",
-        operation_id: "revokeApiKey",
-        tag: SETTINGS,
-        summary: "Revoke an API key",
-        description: "Needs `settings:write`. The key is refused (`401`) from the next request on. Revoking a revoked key changes nothing and answers it again.",
-        auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("ApiKey"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/settings/api-logs",
-        operation_id: "listApiLogs",
-        tag: SETTINGS,
-        summary: "List API request logs",
-        description: "Needs `settings:read`. Every authenticated request the organization made under `/api/v1`, oldest first, with its bodies (secrets redacted; at most 64 KiB each). A body is shown only to a key that may read its resource directly (`invoices:read` for invoices and connections, `payments:read`, `treasury:read`, `storage:read`, `settings:read`); to others it reads `[withheld: needs <permission>]`. Admin calls are not logged.",
-        auth: Auth::Key(SETTINGS_READ),
-        query: API_LOG_LIST_QUERY,
-        success: Success::Json("ApiLogPage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/settings/api-logs/export",
-        operation_id: "exportApiLogs",
-        tag: SETTINGS,
-        summary: "Export API request logs",
-        description: "Needs `settings:read`. Every log record matching the filters, streamed as JSON lines (default) or CSV (`format=csv`, with a header row).",
-        auth: Auth::Key(SETTINGS_READ),
-        query: API_LOG_EXPORT_QUERY,
-        success: Success::ExportInline("ApiLog"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/settings/api-logs/{id}",
-        operation_id: "getApiLog",
-        tag: SETTINGS,
-        summary: "Get an API request log record",
-        description: "Needs `settings:read`.",
-        auth: Auth::Key(SETTINGS_READ),
-        success: Success::Json("ApiLog"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/settings/webhooks",
-        operation_id: "createWebhookEndpoint",
-        tag: SETTINGS,
-        summary: "Create a webhook endpoint",
-        description: "Needs `settings:write`. `events` filters what is sent: `*`, a family (`invoice.*`) or exact event names (see the `webhooks` section). The URL must be https or http to a public address (loopback and private targets are refused unless the server allows them). The signing secret (`whsec_...`) is in this response only (and in an idempotent replay of it) and on rotation.",
-        auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Required("CreateWebhookEndpointRequest"),
-        success: Success::Json("WebhookEndpointWithSecret"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/settings/webhooks",
-        operation_id: "listWebhookEndpoints",
-        tag: SETTINGS,
-        summary: "List webhook endpoints",
-        description: "Needs `settings:read`. Without secrets, oldest first; deleted endpoints are left out.",
-        auth: Auth::Key(SETTINGS_READ),
-        query: PAGE,
-        success: Success::Json("WebhookEndpointPage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/settings/webhooks/{id}",
-        operation_id: "getWebhookEndpoint",
-        tag: SETTINGS,
-        summary: "Get a webhook endpoint",
-        description: "Needs `settings:read`. Without its secret.",
-        auth: Auth::Key(SETTINGS_READ),
-        success: Success::Json("WebhookEndpoint"),
-        ..BASE
-    },
-    Op {
-        method: Patch,
-        path: "/api/v1/settings/webhooks/{id}",
-        operation_id: "updateWebhookEndpoint",
-        tag: SETTINGS,
-        summary: "Edit a webhook endpoint",
-        description: "Needs `settings:write`. Only the fields sent change; `description: null` clears it; `enabled: false` pauses deliveries to it.",
-        auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("UpdateWebhookEndpointRequest"),
-        success: Success::Json("WebhookEndpoint"),
-        ..BASE
-    },
-    Op {
-        method: Delete,
-        path: "/api/v1/settings/webhooks/{id}",
-        operation_id: "deleteWebhookEndpoint",
-        tag: SETTINGS,
-        summary: "Delete a webhook endpoint",
-        description: "Needs `settings:write`. Nothing more is sent to it; it is `404` afterwards. Answers the endpoint with `deleted: true`.",
-        auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("DeletedWebhookEndpoint"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/settings/webhooks/{id}/rotate-secret",
-        operation_id: "rotateWebhookSecret",
-        tag: SETTINGS,
-        summary: "Rotate a webhook endpoint's secret",
-        description: "Needs `settings:write`. Answers the endpoint with its new secret. For 24 hours the previous secret keeps signing too, so receivers can switch over.",
-        auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("WebhookEndpointWithSecret"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/settings/webhooks/{id}/test",
-        operation_id: "testWebhookEndpoint",
-        tag: SETTINGS,
-        summary: "Send a test event",
-        description: "Needs `settings:write`. Queues a `webhook.test` event to this endpoint whatever its filter, and answers its delivery. With a `requestId`, a retry answers the same delivery instead of sending again.",
-        auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("WebhookDelivery"),
-        idempotency: Idem::Keyed,
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/settings/webhooks/{id}/deliveries",
-        operation_id: "listWebhookDeliveries",
-        tag: SETTINGS,
-        summary: "List an endpoint's deliveries",
-        description: "Needs `settings:read`. Newest first, each with its attempts.",
-        auth: Auth::Key(SETTINGS_READ),
-        query: &[
-            q("status", "Only deliveries in this state.", Ty::Schema("DeliveryStatus")),
-            Param::Limit,
-            Param::Cursor,
-        ],
-        success: Success::Json("WebhookDeliveryPage"),
-        ..BASE
-    },
-    Op {
-        method: Post,
-        path: "/api/v1/settings/webhooks/{id}/deliveries/{deliveryId}/redeliver",
-        operation_id: "redeliverWebhook",
-        tag: SETTINGS,
-        summary: "Send a delivery again",
-        description: "Needs `settings:write`. Whatever its status, the delivery becomes PENDING and is sent from now with a fresh retry schedule. With a `requestId`, a retry of this call changes nothing more.",
-        auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("EmptyRequest"),
-        success: Success::Json("WebhookDelivery"),
-        idempotency: Idem::Keyed,
-        ..BASE
-    },
-    // --------------------------------------------------------------- storage
-    Op {
-        method: Post,
-        path: "/api/v1/storage",
-        operation_id: "uploadFile",
-        tag: STORAGE,
-        summary: "Upload a file",
-        description: "Needs `storage:write`. Either `multipart/form-data` with a `file` part (its filename and content type are used), or the raw bytes with their `Content-Type` and `?filename=`. Streamed to storage; over the configured limit (`EXPEREON_MAX_UPLOAD_BYTES`) is `413` and nothing is kept. A missing content type is sniffed from the first bytes. Idempotent through the `Idempotency-Key` header (same filename, content type and bytes).",
-        auth: Auth::Key(STORAGE_WRITE),
-        query: &[q(
-            "filename",
-            "The file's name, for a raw (non-multipart) upload: 1 to 255 characters, no control characters.",
-            Ty::Str,
-        )],
-        body: Body::Upload,
-        success: Success::Json("File"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/storage",
-        operation_id: "listFiles",
-        tag: STORAGE,
-        summary: "List files",
-        description: "Needs `storage:read`. The organization's own files (not deleted), oldest first.",
-        auth: Auth::Key(STORAGE_READ),
-        query: PAGE,
-        success: Success::Json("FilePage"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/storage/{id}",
-        operation_id: "downloadFile",
-        tag: STORAGE,
-        summary: "Download a file",
-        description: "Needs `storage:read`. The bytes, with the file's `Content-Type` and a `Content-Disposition: attachment`. The owner may read it, and so may the counterparty of an invoice it is attached to that the counterparty can see.",
-        auth: Auth::Key(STORAGE_READ),
-        success: Success::File,
-        ..BASE
-    },
-    Op {
-        method: Delete,
-        path: "/api/v1/storage/{id}",
-        operation_id: "deleteFile",
-        tag: STORAGE,
-        summary: "Delete a file",
-        description: "Needs `storage:write`; the owner only. A file attached to an invoice that is no longer a DRAFT cannot be deleted (`400`). Answers the deleted file's metadata. Idempotent through the `Idempotency-Key` header.",
-        auth: Auth::Key(STORAGE_WRITE),
-        success: Success::Json("File"),
-        ..BASE
-    },
-    Op {
-        path: "/api/v1/storage/{id}/metadata",
-        operation_id: "getFileMetadata",
-        tag: STORAGE,
-        summary: "Get a file's metadata",
-        description: "Needs `storage:read`. Same visibility as the download.",
-        auth: Auth::Key(STORAGE_READ),
-        success: Success::Json("File"),
-        ..BASE
-    },
-];
+/// What a route file needs to declare its operations.
+pub mod prelude {
+    pub use super::Method::{Delete, Get, Patch, Post, Put};
+    pub use super::{
+        one_of, q, Auth, Body, Fail, Idem, Op, Param, Success, Ty, ADMIN, API_LOG_EXPORT_QUERY,
+        API_LOG_LIST_QUERY, BASE, CONNECTIONS, INVOICES, INVOICES_APPROVE, INVOICES_EITHER,
+        INVOICES_READ, INVOICES_WRITE, INVOICE_LIST_QUERY, PAGE, PAYMENTS, PAYMENTS_READ,
+        PAYMENTS_WRITE, PAYMENT_EXPORT_QUERY, PAYMENT_LIST_QUERY, SETTINGS, SETTINGS_READ,
+        SETTINGS_WRITE, STORAGE, STORAGE_READ, STORAGE_WRITE, SYSTEM, TRANSACTION_EXPORT_QUERY,
+        TRANSACTION_LIST_QUERY, TREASURY, TREASURY_APPROVE, TREASURY_READ, TREASURY_WRITE,
+    };
+}
 
 // ---------------------------------------------------------------------------
 // The document
 // ---------------------------------------------------------------------------
 
+/// Every operation the router serves (see [`crate::routes::Route`]).
+pub fn operations() -> Vec<&'static Op> {
+    crate::routes::all().into_iter().map(|r| r.op).collect()
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut paths: Map<String, Value> = Map::new();
-    for op in OPERATIONS {
+    for op in operations() {
         let item = paths
             .entry(op.path.to_owned())
             .or_insert_with(|| Value::Object(Map::new()));
@@ -1854,6 +708,7 @@ fn operation(op: &Op) -> Value {
         Auth::Public => o["security"] = json!([]),
         Auth::Admin => o["security"] = json!([{ "adminToken": [] }]),
         Auth::Key(permissions) => {
+            let permissions: Vec<&str> = permissions.iter().map(|p| p.name()).collect();
             // OpenAPI 3.1 lets apiKey requirements name roles: the permission.
             o["security"] = Value::Array(
                 permissions
@@ -1996,6 +851,7 @@ fn documented_errors(op: &Op) -> Vec<Documented> {
             "UNAUTHORIZED: missing or wrong `X-Admin-Token`.",
         ),
         Auth::Key(permissions) => {
+            let permissions: Vec<&str> = permissions.iter().map(|p| p.name()).collect();
             add(
                 ApiError::Unauthorized("missing or invalid API credentials"),
                 "UNAUTHORIZED",
@@ -2218,7 +1074,7 @@ fn responses(op: &Op) -> Value {
 /// Every error response the operations reference.
 fn shared_responses() -> Value {
     let mut out = Map::new();
-    for op in OPERATIONS {
+    for op in operations() {
         for (_, name, response) in error_responses(op) {
             out.insert(name, response);
         }
@@ -2234,7 +1090,7 @@ fn shared_responses() -> Value {
 /// A key names one example: the keys carry whatever makes examples differ.
 fn examples() -> Value {
     let mut out = Map::new();
-    for op in OPERATIONS {
+    for op in operations() {
         for d in documented_errors(op) {
             let body: Value = serde_json::from_slice(&d.error.body()).unwrap_or(Value::Null);
             let example = json!({ "summary": d.when, "value": body });
@@ -2247,6 +1103,11 @@ fn examples() -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// A string enum of the domain's names for `T`, in its order.
+fn names<T: Names>() -> Value {
+    json!({ "type": "string", "enum": T::all().iter().map(|v| v.name()).collect::<Vec<_>>() })
 }
 
 /// `{"$ref": "#/components/schemas/<name>"}`
@@ -2413,7 +1274,6 @@ pub fn schemas() -> Value {
         .collect::<Vec<_>>()
         .join(", ");
     let permissions: Vec<&str> = Permission::NAMES.iter().map(|(n, _)| *n).collect();
-    let invoice_statuses: Vec<&str> = InvoiceStatus::ALL.iter().map(|s| s.as_str()).collect();
     let line_items = format!("At most {MAX_LINE_ITEMS} line items.");
     let attachments = format!("File ids (at most {MAX_ATTACHMENTS}), files of the seller.");
     let text = format!("At most {MAX_TEXT_CHARS} characters.");
@@ -2485,30 +1345,12 @@ pub fn schemas() -> Value {
         "Permission".into(),
         json!({ "type": "string", "enum": permissions }),
     );
-    s.insert(
-        "InvoiceStatus".into(),
-        json!({ "type": "string", "enum": invoice_statuses }),
-    );
-    s.insert(
-        "PaymentStatus".into(),
-        json!({ "type": "string", "enum": PAYMENT_STATUSES }),
-    );
-    s.insert(
-        "ConnectionStatus".into(),
-        json!({ "type": "string", "enum": CONNECTION_STATUSES }),
-    );
-    s.insert(
-        "WithdrawalStatus".into(),
-        json!({ "type": "string", "enum": WITHDRAWAL_STATUSES }),
-    );
-    s.insert(
-        "RefundStatus".into(),
-        json!({ "type": "string", "enum": REFUND_STATUSES }),
-    );
-    s.insert(
-        "TransactionType".into(),
-        json!({ "type": "string", "enum": TRANSACTION_TYPES }),
-    );
+    s.insert("InvoiceStatus".into(), names::<InvoiceStatus>());
+    s.insert("PaymentStatus".into(), names::<PaymentStatus>());
+    s.insert("ConnectionStatus".into(), names::<ConnectionStatus>());
+    s.insert("WithdrawalStatus".into(), names::<WithdrawalStatus>());
+    s.insert("RefundStatus".into(), names::<RefundStatus>());
+    s.insert("TransactionType".into(), names::<TransactionType>());
     s.insert(
         "Party".into(),
         json!({ "type": "string", "enum": ["SELLER", "BUYER"] }),

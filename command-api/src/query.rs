@@ -215,6 +215,7 @@ macro_rules! names {
 use ledger_core::domain::connection::ConnectionStatus;
 use ledger_core::domain::invoice::InvoiceStatus;
 use ledger_core::domain::payment::PaymentStatus;
+use ledger_core::domain::refund::RefundStatus;
 use ledger_core::domain::withdrawal::WithdrawalStatus;
 use projections::sql::outbox::DeliveryStatus;
 use projections::sql::queries::treasury::Interval;
@@ -248,6 +249,15 @@ names!(
         WithdrawalStatus::Completed,
         WithdrawalStatus::Rejected,
         WithdrawalStatus::Cancelled
+    ]
+);
+names!(
+    RefundStatus,
+    "status",
+    [
+        RefundStatus::Pending,
+        RefundStatus::Approved,
+        RefundStatus::Rejected
     ]
 );
 names!(

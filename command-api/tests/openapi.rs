@@ -1,13 +1,11 @@
-//! The served OpenAPI document: valid, self-contained, and listing exactly the
-//! routes the router serves (read from `src/routes/*.rs`, so a route added
-//! without an entry in `openapi::OPERATIONS` fails here).
+//! The served OpenAPI document: valid, self-contained, one operation per route
+//! the router serves, and answered by the running router as it says.
 
 use command_api::error::ApiError;
-use command_api::openapi::{self, Auth, OPERATIONS};
+use command_api::openapi::{self, Auth};
 use command_api::routes::invoices::{ACTIONS, BULK};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
@@ -522,281 +520,67 @@ fn money_patterns_accept_what_the_parser_accepts() {
 }
 
 // ---------------------------------------------------------------------------
-// The document lists exactly what the router serves
+// The document lists exactly what the router serves: both are built from
+// `routes::all()`, so these check the operations themselves.
 // ---------------------------------------------------------------------------
 
-fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
-}
-
-/// Index of the `)` closing the `(` just before `from`.
-fn closing_paren(s: &[u8], from: usize) -> usize {
-    let mut depth = 1usize;
-    let mut i = from;
-    while i < s.len() {
-        match s[i] {
-            b'"' => i = end_of_string(s, i),
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return i;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    panic!("unbalanced parentheses");
-}
-
-/// Index of the `"` closing the string opened at `open`.
-fn end_of_string(s: &[u8], open: usize) -> usize {
-    let mut i = open + 1;
-    while i < s.len() {
-        match s[i] {
-            b'\\' => i += 1,
-            b'"' => return i,
-            _ => {}
-        }
-        i += 1;
-    }
-    panic!("unterminated string");
-}
-
-/// Splits `args` at its first top-level comma.
-fn split_args(args: &str) -> (&str, &str) {
-    let b = args.as_bytes();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' => i = end_of_string(b, i),
-            b'(' | b'[' | b'{' | b'<' => depth += 1,
-            b')' | b']' | b'}' => depth -= 1,
-            b'>' if depth > 0 && i > 0 && b[i - 1] != b'-' && b[i - 1] != b'=' => depth -= 1,
-            b',' if depth == 0 => return (&args[..i], &args[i + 1..]),
-            _ => {}
-        }
-        i += 1;
-    }
-    panic!("`.route(` with one argument: {args}");
-}
-
-/// The method routers called at the top level of `expr`:
-/// `post(create).get(list)` → post, get; `axum::routing::get(x)` → get.
-fn method_routers(expr: &str) -> Vec<String> {
-    let b = expr.as_bytes();
-    let mut out = Vec::new();
-    let mut depth = 0usize;
-    let mut ident_start: Option<usize> = None;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let ident_char = c.is_ascii_alphanumeric() || c == b'_' || c == b':';
-        if depth == 0 && ident_char {
-            ident_start.get_or_insert(i);
-        } else {
-            if depth == 0 && c == b'(' {
-                if let Some(start) = ident_start {
-                    let name = expr[start..i].rsplit("::").next().unwrap_or("");
-                    out.push(name.to_owned());
-                }
-            }
-            ident_start = None;
-            match c {
-                b'"' => i = end_of_string(b, i),
-                b'(' | b'[' | b'{' => depth += 1,
-                b')' | b']' | b'}' => depth -= 1,
-                _ => {}
-            }
-        }
-        i += 1;
-    }
-    // Layers and state on a method router do not add methods.
-    out.retain(|m| !matches!(m.as_str(), "layer" | "route_layer" | "with_state"));
-    for m in &out {
-        assert!(
-            METHODS.contains(&m.as_str()),
-            "unknown method router `{m}(` in `{expr}`: teach tests/openapi.rs about it"
-        );
-    }
-    assert!(!out.is_empty(), "no method router in `{expr}`");
-    out
-}
-
-/// The loop tables of routes/invoices.rs, by the name the loops iterate.
-fn loop_table(name: &str) -> Vec<&'static str> {
-    match name {
-        "ACTIONS" => ACTIONS.iter().map(|a| a.segment()).collect(),
-        "BULK" => BULK.iter().map(|b| b.segment()).collect(),
-        other => {
-            panic!("routes are generated from `{other}`: make it `pub` and list it in loop_table")
-        }
-    }
-}
-
-/// The paths a `.route(` path argument stands for. `before` is the source
-/// up to the call, where a `format!` path finds the loop it is in.
-fn route_paths(expr: &str, before: &str) -> Vec<String> {
-    let expr = expr.trim();
-    if let Some(lit) = expr.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        return vec![lit.to_owned()];
-    }
-    let template = expr
-        .strip_prefix("&format!(\"")
-        .and_then(|s| s.strip_suffix("\")"))
-        .unwrap_or_else(|| panic!("unsupported route path expression `{expr}`"));
-    // `{{id}}` is a literal `{id}`; `{name}` is the loop variable.
-    let literal = template.replace("{{", "\u{1}").replace("}}", "\u{2}");
-    let var_start = literal.find('{').expect("format! path without a variable");
-    let var_end = literal[var_start..].find('}').expect("unclosed") + var_start;
-    let var = &literal[var_start + 1..var_end];
-    assert!(
-        !literal[var_end + 1..].contains('{'),
-        "one loop variable per path: {expr}"
-    );
-    let for_at = before
-        .rfind("for ")
-        .expect("format! path outside a `for` loop");
-    let header = &before[for_at + 4..];
-    let header = &header[..header.find('{').expect("for loop body")];
-    let (pattern, table) = header.split_once(" in ").expect("for ... in ...");
-    let first = pattern
-        .trim()
-        .trim_start_matches('(')
-        .split(',')
-        .next()
-        .unwrap()
-        .trim();
-    assert_eq!(first, var, "the path interpolates the loop's first binding");
-    loop_table(table.trim())
-        .into_iter()
-        .map(|value| {
-            literal
-                .replacen(&format!("{{{var}}}"), value, 1)
-                .replace('\u{1}', "{")
-                .replace('\u{2}', "}")
-        })
-        .collect()
-}
-
-/// Every (METHOD, path) the router serves, read from `src/routes/*.rs`.
-fn served() -> BTreeSet<(String, String)> {
-    let app = std::fs::read_to_string(src().join("app.rs")).unwrap();
-    assert!(
-        app.contains(".merge(routes::health::router())"),
-        "health routes are at the root"
-    );
-    assert!(
-        app.contains(".nest(\"/api/v1\", routes::api_router("),
-        "the API is under /api/v1"
-    );
-    let module = std::fs::read_to_string(src().join("routes/mod.rs")).unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(src().join("routes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .collect();
-    files.sort();
-    let mut out = BTreeSet::new();
-    for file in files {
-        let stem = file.file_stem().unwrap().to_str().unwrap().to_owned();
-        let prefix = match stem.as_str() {
-            "health" => "",
-            "mod" => "/api/v1",
-            // Merged by app.rs beside the API, not under it (/docs).
-            other if app.contains(&format!(".merge(routes::{other}::router())")) => "",
-            other => {
-                if !module.contains(&format!(".merge({other}::router())")) {
-                    // Not merged into the API router: not served.
-                    continue;
-                }
-                "/api/v1"
-            }
-        };
-        let source = std::fs::read_to_string(&file).unwrap();
-        let bytes = source.as_bytes();
-        let mut at = 0;
-        while let Some(found) = source[at..].find(".route(") {
-            let open = at + found + ".route(".len();
-            let close = closing_paren(bytes, open);
-            let (path, router) = split_args(&source[open..close]);
-            for p in route_paths(path, &source[..open]) {
-                for m in method_routers(router.trim().trim_end_matches(',')) {
-                    out.insert((m.to_uppercase(), normalize(&format!("{prefix}{p}"))));
-                }
-            }
-            at = close;
-        }
-    }
-    out
-}
-
 #[test]
-fn the_document_lists_exactly_the_routes_served() {
-    let served = served();
-    assert!(
-        served.len() > 50,
-        "the scan finds the routes ({} found)",
-        served.len()
-    );
-    assert!(served.contains(&("POST".into(), "/api/v1/invoices/{}/approve".into())));
-    assert!(served.contains(&(
-        "POST".into(),
-        "/api/v1/invoices/bulk-restore/preview".into()
-    )));
-    assert!(served.contains(&("GET".into(), "/healthz".into())));
-    assert!(served.contains(&("GET".into(), "/docs".into())));
-    let documented = documented(&doc());
-    let undocumented: Vec<_> = served.difference(&documented).collect();
-    let not_served: Vec<_> = documented.difference(&served).collect();
-    assert!(
-        undocumented.is_empty() && not_served.is_empty(),
-        "served but not in openapi::OPERATIONS: {undocumented:#?}\nin OPERATIONS but not served: {not_served:#?}"
-    );
-    assert_eq!(OPERATIONS.len(), served.len(), "one table entry per route");
-}
-
-#[test]
-fn invoice_actions_document_the_permission_the_router_checks() {
+fn each_route_is_one_documented_operation() {
+    let ops = openapi::operations();
     let doc = doc();
+    let documented = documented(&doc);
+    let mut seen = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for op in &ops {
+        let key = (op.method.as_str().to_uppercase(), normalize(op.path));
+        assert!(seen.insert(key.clone()), "{key:?} is served twice");
+        assert!(
+            ids.insert(op.operation_id),
+            "{} names two operations",
+            op.operation_id
+        );
+        assert!(documented.contains(&key), "{key:?} is not in the document");
+    }
+    assert_eq!(
+        seen, documented,
+        "the document lists what the router serves"
+    );
+    assert!(ops.len() > 90, "{} operations", ops.len());
+}
+
+#[test]
+fn each_invoice_action_and_bulk_call_has_its_own_operation() {
     for action in ACTIONS {
-        let name = action.segment();
-        let op = &doc["paths"][format!("/api/v1/invoices/{{id}}/{name}")]["post"];
-        let expected: Vec<&str> = match action.permission() {
-            Some(p) => vec![p.name()],
-            None => vec!["invoices:write", "invoices:approve"],
-        };
+        let op = action.operation();
+        assert_eq!(op.method, openapi::Method::Post);
         assert_eq!(
-            op["x-permissions"],
-            json!(expected),
-            "POST /invoices/{{id}}/{name}"
+            op.path,
+            format!("/api/v1/invoices/{{id}}/{}", action.segment())
         );
     }
     for kind in BULK {
-        let name = kind.segment();
-        for suffix in ["", "/preview"] {
-            let op = &doc["paths"][format!("/api/v1/invoices/bulk-{name}{suffix}")]["post"];
-            let expected: Vec<&str> = match kind.permission() {
-                Some(p) => vec![p.name()],
-                None => vec!["invoices:write", "invoices:approve"],
-            };
-            assert_eq!(op["x-permissions"], json!(expected), "bulk-{name}{suffix}");
-        }
+        let (run, preview) = kind.operations();
+        assert_eq!(
+            run.path,
+            format!("/api/v1/invoices/bulk-{}", kind.segment())
+        );
+        assert_eq!(preview.path, format!("{}/preview", run.path));
     }
 }
 
 #[test]
-fn the_table_matches_the_document() {
+fn the_operations_are_the_document() {
     let doc = doc();
-    for op in OPERATIONS {
+    for op in openapi::operations() {
         let o = &doc["paths"][op.path][op.method.as_str()];
         assert_eq!(o["operationId"], op.operation_id);
         match op.auth {
             Auth::Public => assert_eq!(o["security"], json!([])),
             Auth::Admin => assert_eq!(o["security"], json!([{ "adminToken": [] }])),
-            Auth::Key(p) => assert_eq!(o["x-permissions"], json!(p)),
+            Auth::Key(p) => {
+                let names: Vec<&str> = p.iter().map(|p| p.name()).collect();
+                assert_eq!(o["x-permissions"], json!(names))
+            }
         }
     }
 }
@@ -860,7 +644,7 @@ async fn the_router_serves_the_document_and_every_documented_route() {
 
     // Without credentials: every documented route is routed (no fallback 404
     // or 405) and answers as its security says.
-    for op in OPERATIONS {
+    for op in openapi::operations() {
         let path = op
             .path
             .split('/')

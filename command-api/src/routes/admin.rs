@@ -1,7 +1,7 @@
 //! Operator routes (`X-Admin-Token`): organizations, deposits, collateral,
 //! freezes, and the raw event stream for auditors.
 
-use super::path_id;
+use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::{new_secret, Admin};
 use crate::body::JsonBody;
@@ -12,8 +12,6 @@ use crate::query::{self, Query};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderName};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::Router;
 use ledger_core::domain::Command;
 use ledger_core::events::{Actor, Event};
 use ledger_core::ids::OrganizationId;
@@ -23,23 +21,15 @@ use projections::schema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/organizations", post(create_organization))
-        .route("/admin/organizations/{org_id}/deposits", post(deposit))
-        .route(
-            "/admin/organizations/{org_id}/balances/{currency}/collateral",
-            put(collateral),
-        )
-        .route(
-            "/admin/organizations/{org_id}/balances/{currency}/freeze",
-            post(freeze),
-        )
-        .route(
-            "/admin/organizations/{org_id}/balances/{currency}/unfreeze",
-            post(unfreeze),
-        )
-        .route("/admin/events", get(events))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(&operations::CREATE_ORGANIZATION, create_organization),
+        Route::new(&operations::CREATE_DEPOSIT, deposit),
+        Route::new(&operations::SET_COLLATERAL, collateral),
+        Route::new(&operations::FREEZE_BALANCE, freeze),
+        Route::new(&operations::UNFREEZE_BALANCE, unfreeze),
+        Route::new(&operations::LIST_EVENTS, events),
+    ]
 }
 
 #[derive(Deserialize)]
@@ -378,4 +368,109 @@ fn event_payload(event: &Event) -> serde_json::Value {
         Ok(other) => other,
         Err(_) => serde_json::Value::Null,
     }
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const CREATE_ORGANIZATION: Op = Op {
+        method: Post,
+        path: "/api/v1/admin/organizations",
+        operation_id: "createOrganization",
+        tag: ADMIN,
+        summary: "Create an organization",
+        description: "Operator only. Creates the organization and its first API key (named `default`, permissions `[\"*\"]`). The key's secret is in this response only (and in an idempotent replay of it).",
+        auth: Auth::Admin,
+        body: Body::Required("CreateOrganizationRequest"),
+        success: Success::Json("OrganizationCreated"),
+        ..BASE
+    };
+
+    pub const CREATE_DEPOSIT: Op = Op {
+        method: Post,
+        path: "/api/v1/admin/organizations/{orgId}/deposits",
+        operation_id: "createDeposit",
+        tag: ADMIN,
+        summary: "Deposit funds",
+        description: "Operator only. Credits the organization's balance in `currency` (created on first use) and answers the DEPOSIT transaction. The `reference` is kept on the transaction. Allowed on a frozen balance.",
+        auth: Auth::Admin,
+        body: Body::Required("DepositRequest"),
+        success: Success::Json("Transaction"),
+        ..BASE
+    };
+
+    pub const SET_COLLATERAL: Op = Op {
+        method: Put,
+        path: "/api/v1/admin/organizations/{orgId}/balances/{currency}/collateral",
+        operation_id: "setCollateral",
+        tag: ADMIN,
+        summary: "Set the collateral of a balance",
+        description: "Operator only. Sets (replaces) the collateral held on the balance; `\"0\"` removes it. Collateral is not available: `available = total - reserved - collateral`. More than `total - reserved` is `400 INSUFFICIENT_BALANCE`.",
+        auth: Auth::Admin,
+        body: Body::Required("SetCollateralRequest"),
+        success: Success::Json("Balance"),
+        fails: &[Fail::Funds],
+        ..BASE
+    };
+
+    pub const FREEZE_BALANCE: Op = Op {
+        method: Post,
+        path: "/api/v1/admin/organizations/{orgId}/balances/{currency}/freeze",
+        operation_id: "freezeBalance",
+        tag: ADMIN,
+        summary: "Freeze a balance",
+        description: "Operator only. No funds leave a frozen balance: settlements from or to it fail (the payment is FAILED, the invoice stays approved, the reservation is kept), withdrawals cannot be submitted or approved. Freezing a frozen balance is `400 INVALID_STATE_TRANSITION` (`currentState: FROZEN`).",
+        auth: Auth::Admin,
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Balance"),
+        fails: &[Fail::State],
+        ..BASE
+    };
+
+    pub const UNFREEZE_BALANCE: Op = Op {
+        method: Post,
+        path: "/api/v1/admin/organizations/{orgId}/balances/{currency}/unfreeze",
+        operation_id: "unfreezeBalance",
+        tag: ADMIN,
+        summary: "Unfreeze a balance",
+        description: "Operator only. Failed payments can then be completed with `POST /api/v1/payments/retry-failed`. Unfreezing a balance that is not frozen is `400 INVALID_STATE_TRANSITION` (`currentState: ACTIVE`).",
+        auth: Auth::Admin,
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Balance"),
+        fails: &[Fail::State],
+        ..BASE
+    };
+
+    pub const LIST_EVENTS: Op = Op {
+        path: "/api/v1/admin/events",
+        operation_id: "listEvents",
+        tag: ADMIN,
+        summary: "Global event stream",
+        description: "Operator only. Every event of the log after sequence `after`, oldest first, as JSON lines, each with its stored bytes (base64) and chain hash so an auditor can verify the chain. Page by passing the last `seq` seen as `after`; an empty body means nothing newer.",
+        auth: Auth::Admin,
+        query: &[
+            q(
+                "after",
+                "Return events with a sequence number greater than this.",
+                Ty::Int {
+                    min: 0,
+                    max: u64::MAX,
+                    default: Some(0),
+                },
+            ),
+            q(
+                "limit",
+                "At most this many events.",
+                Ty::Int {
+                    min: 1,
+                    max: 10_000,
+                    default: Some(1000),
+                },
+            ),
+        ],
+        success: Success::JsonLines("AdminEvent"),
+        ..BASE
+    };
 }

@@ -1,5 +1,6 @@
 //! `GET /settings/api-logs[/{id}]` and `/export`.
 
+use super::Route;
 use crate::api_log::{org_prefix, ApiLogRecord};
 use crate::app::AppState;
 use crate::auth::Caller;
@@ -10,8 +11,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use base64::Engine as _;
 use ledger_core::events::Permission;
 use ledger_core::ids::ApiKeyId;
@@ -20,11 +19,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/settings/api-logs", get(list))
-        .route("/settings/api-logs/export", get(export))
-        .route("/settings/api-logs/{id}", get(get_one))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(&operations::LIST_API_LOGS, list),
+        Route::new(&operations::EXPORT_API_LOGS, export),
+        Route::new(&operations::GET_API_LOG, get_one),
+    ]
 }
 
 /// One authenticated API request. Bodies have secrets redacted and are cut
@@ -187,7 +187,6 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsRead)?;
     let filter = q.filter;
     let limit = q.page.limit();
     let after = cursor_key(caller.organization_id, q.page.cursor_bytes())?;
@@ -212,7 +211,6 @@ async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsRead)?;
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("API log"))?;
     state.api_logs.sync().await;
     let r = state
@@ -244,7 +242,6 @@ async fn export(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsRead)?;
     let format = q.format;
     let filter = std::sync::Arc::new(q.filter);
     state.api_logs.sync().await;
@@ -323,4 +320,45 @@ fn render(records: &[ApiLogRecord], format: crate::export::Format, header_row: b
         }
     }
     out
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const LIST_API_LOGS: Op = Op {
+        path: "/api/v1/settings/api-logs",
+        operation_id: "listApiLogs",
+        tag: SETTINGS,
+        summary: "List API request logs",
+        description: "Needs `settings:read`. Every authenticated request the organization made under `/api/v1`, oldest first, with its bodies (secrets redacted; at most 64 KiB each). A body is shown only to a key that may read its resource directly (`invoices:read` for invoices and connections, `payments:read`, `treasury:read`, `storage:read`, `settings:read`); to others it reads `[withheld: needs <permission>]`. Admin calls are not logged.",
+        auth: Auth::Key(SETTINGS_READ),
+        query: API_LOG_LIST_QUERY,
+        success: Success::Json("ApiLogPage"),
+        ..BASE
+    };
+
+    pub const EXPORT_API_LOGS: Op = Op {
+        path: "/api/v1/settings/api-logs/export",
+        operation_id: "exportApiLogs",
+        tag: SETTINGS,
+        summary: "Export API request logs",
+        description: "Needs `settings:read`. Every log record matching the filters, streamed as JSON lines (default) or CSV (`format=csv`, with a header row).",
+        auth: Auth::Key(SETTINGS_READ),
+        query: API_LOG_EXPORT_QUERY,
+        success: Success::ExportInline("ApiLog"),
+        ..BASE
+    };
+
+    pub const GET_API_LOG: Op = Op {
+        path: "/api/v1/settings/api-logs/{id}",
+        operation_id: "getApiLog",
+        tag: SETTINGS,
+        summary: "Get an API request log record",
+        description: "Needs `settings:read`.",
+        auth: Auth::Key(SETTINGS_READ),
+        success: Success::Json("ApiLog"),
+        ..BASE
+    };
 }

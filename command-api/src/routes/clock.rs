@@ -2,6 +2,7 @@
 //! `--test-clock` (otherwise the route does not exist). Lets black-box tests
 //! drive due dates, retries and retention without sleeping.
 
+use super::Route;
 use crate::app::AppState;
 use crate::auth::Admin;
 use crate::body::JsonBody;
@@ -9,14 +10,15 @@ use crate::commands::json_value;
 use crate::error::{ApiError, ApiResult};
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::post;
-use axum::Router;
 use ledger_core::time::{Clock, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/clock", post(set_clock).get(get_clock))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(&operations::GET_CLOCK, get_clock),
+        Route::new(&operations::SET_CLOCK, set_clock),
+    ]
 }
 
 #[derive(Deserialize)]
@@ -46,4 +48,35 @@ async fn set_clock(
 async fn get_clock(_: Admin, State(state): State<AppState>) -> ApiResult<Response> {
     let clock = state.manual_clock.as_ref().ok_or(ApiError::RouteNotFound)?;
     Ok(json_value(&json!({ "now": clock.now().rfc3339() })))
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const GET_CLOCK: Op = Op {
+        path: "/api/v1/admin/clock",
+        operation_id: "getClock",
+        tag: ADMIN,
+        summary: "Read the test clock",
+        description: "Operator only, and only when the server runs with `--test-clock` (otherwise `404`). The server's current time.",
+        auth: Auth::Admin,
+        success: Success::Json("Clock"),
+        ..BASE
+    };
+
+    pub const SET_CLOCK: Op = Op {
+        method: Post,
+        path: "/api/v1/admin/clock",
+        operation_id: "setClock",
+        tag: ADMIN,
+        summary: "Move the test clock",
+        description: "Operator only, and only when the server runs with `--test-clock` (otherwise `404`). Sets the clock to `now`, then moves it by `advanceSeconds` (either or both), so tests can drive due dates, retries and retention without sleeping. Not idempotent: it takes no `requestId`.",
+        auth: Auth::Admin,
+        body: Body::Optional("SetClockRequest"),
+        success: Success::Json("Clock"),
+        idempotency: Idem::None,
+        ..BASE
+    };
 }

@@ -1,6 +1,6 @@
 //! Connections between a seller and a buyer organization.
 
-use super::path_id;
+use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
@@ -11,26 +11,22 @@ use crate::query::{self, Named, Page, Query};
 use crate::views;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use ledger_core::domain::connection::ConnectionStatus;
 use ledger_core::domain::Command;
-use ledger_core::events::{Party, Permission};
+use ledger_core::events::Party;
 use ledger_core::ids::{ConnectionId, OrganizationId};
 use projections::sql::queries;
 use serde::Deserialize;
 use serde_json::json;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/connections", post(request).get(list))
-        .route("/connections/{id}", get(get_one))
-        .route("/connections/{id}/accept", post(accept))
-        .route("/connections/{id}/reject", post(reject))
-}
-
-fn require_write(caller: &Caller) -> ApiResult<()> {
-    caller.require_any(Permission::InvoicesWrite, Permission::InvoicesApprove)
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(&operations::REQUEST_CONNECTION, request),
+        Route::new(&operations::LIST_CONNECTIONS, list),
+        Route::new(&operations::GET_CONNECTION, get_one),
+        Route::new(&operations::ACCEPT_CONNECTION, accept),
+        Route::new(&operations::REJECT_CONNECTION, reject),
+    ]
 }
 
 #[derive(Deserialize)]
@@ -47,7 +43,6 @@ async fn request(
     State(state): State<AppState>,
     body: JsonBody<RequestConnection>,
 ) -> ApiResult<Response> {
-    require_write(&caller)?;
     let counterparty: OrganizationId = body
         .value
         .counterparty_organization_id
@@ -113,8 +108,7 @@ async fn reject(
     .await
 }
 
-fn answerable(caller: &Caller, id: &str) -> ApiResult<ConnectionId> {
-    require_write(caller)?;
+fn answerable(_caller: &Caller, id: &str) -> ApiResult<ConnectionId> {
     path_id(id, "connection")
 }
 
@@ -142,7 +136,6 @@ async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesRead)?;
     let id: ConnectionId = path_id(&id, "connection")?;
     let org = caller.organization_id;
     let c = state
@@ -167,7 +160,6 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesRead)?;
     let status = q.status.map(|s| s.0.as_str());
     let org = caller.organization_id;
     let page = queries::PageRequest {
@@ -183,4 +175,84 @@ async fn list(
             .collect::<Vec<_>>(),
         "nextCursor": next.as_deref().map(paging::encode_cursor),
     })))
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const REQUEST_CONNECTION: Op = Op {
+        method: Post,
+        path: "/api/v1/connections",
+        operation_id: "requestConnection",
+        tag: CONNECTIONS,
+        summary: "Request a connection",
+        description: "Needs `invoices:write` or `invoices:approve`. `role` is the caller's role in the pair. The connection starts PENDING until the counterparty accepts it. Connecting to oneself, or asking for a pair (seller, buyer) that already has a PENDING or ACTIVE connection, is `400`. An unknown counterparty is `404`.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("CreateConnectionRequest"),
+        success: Success::Json("Connection"),
+        fails: &[Fail::Missing("organization")],
+        ..BASE
+    };
+
+    pub const LIST_CONNECTIONS: Op = Op {
+        path: "/api/v1/connections",
+        operation_id: "listConnections",
+        tag: CONNECTIONS,
+        summary: "List connections",
+        description:
+            "Needs `invoices:read`. The connections the caller is a party to, oldest first.",
+        auth: Auth::Key(INVOICES_READ),
+        query: &[
+            q(
+                "status",
+                "Only connections in this state.",
+                Ty::Schema("ConnectionStatus"),
+            ),
+            Param::Limit,
+            Param::Cursor,
+        ],
+        success: Success::Json("ConnectionPage"),
+        ..BASE
+    };
+
+    pub const GET_CONNECTION: Op = Op {
+        path: "/api/v1/connections/{id}",
+        operation_id: "getConnection",
+        tag: CONNECTIONS,
+        summary: "Get a connection",
+        description: "Needs `invoices:read`. Either party may read it.",
+        auth: Auth::Key(INVOICES_READ),
+        success: Success::Json("Connection"),
+        ..BASE
+    };
+
+    pub const ACCEPT_CONNECTION: Op = Op {
+        method: Post,
+        path: "/api/v1/connections/{id}/accept",
+        operation_id: "acceptConnection",
+        tag: CONNECTIONS,
+        summary: "Accept a connection request",
+        description: "Needs `invoices:write` or `invoices:approve`. The counterparty only (the requester is `403`); PENDING → ACTIVE.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Connection"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const REJECT_CONNECTION: Op = Op {
+        method: Post,
+        path: "/api/v1/connections/{id}/reject",
+        operation_id: "rejectConnection",
+        tag: CONNECTIONS,
+        summary: "Reject a connection request",
+        description: "Needs `invoices:write` or `invoices:approve`. The counterparty only (the requester is `403`); PENDING → REJECTED, with the optional `reason` shown to both parties as `rejectionReason`.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("OptionalReasonRequest"),
+        success: Success::Json("Connection"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
 }

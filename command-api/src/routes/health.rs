@@ -1,19 +1,19 @@
 //! Liveness and metrics.
 
+use super::Route;
 use crate::app::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use ledger_core::log::EventLog;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(&operations::GET_HEALTH, healthz),
+        Route::new(&operations::GET_METRICS, metrics),
+    ]
 }
 
 /// 200 while the server can answer what it commits; 503 (with the reason)
@@ -117,4 +117,30 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             &state.disk,
         ),
     )
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const GET_HEALTH: Op = Op {
+        path: "/healthz",
+        operation_id: "getHealth",
+        tag: SYSTEM,
+        summary: "Liveness",
+        description: "Answers 200 once the server serves, with the last sequence number in the event log and the last one the read models have applied; 503 with the same body (`status` `unavailable`, `projectionFault` or `disk.low` saying why) while the read models cannot be written or free disk space is below its floor (writes refused), so a load balancer can stop sending traffic.",
+        success: Success::JsonOr503("Health"),
+        ..BASE
+    };
+
+    pub const GET_METRICS: Op = Op {
+        path: "/metrics",
+        operation_id: "getMetrics",
+        tag: SYSTEM,
+        summary: "Prometheus metrics",
+        description: "Request counts and latencies per route and status, command outcomes, log and projection sequence numbers, in the Prometheus text format.",
+        success: Success::Text("text/plain; version=0.0.4"),
+        ..BASE
+    };
 }

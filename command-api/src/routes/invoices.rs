@@ -1,19 +1,18 @@
 //! Invoices: create, read, search, edit, every action of the state diagram,
 //! line items, bulk actions and history.
 
-use super::path_id;
+use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::commands::{execute, json_value, render_outcome, Request};
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::Op;
 use crate::paging;
 use crate::query::{self, Day, Named, Page, Query};
 use crate::views;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{get, patch, post};
-use axum::Router;
 use chrono::NaiveDate;
 use ledger_core::domain::command::{
     InvoiceAction, InvoicePatch, LineItemInput, LineItemPatch, NewInvoice,
@@ -21,7 +20,7 @@ use ledger_core::domain::command::{
 use ledger_core::domain::invoice::InvoiceStatus;
 use ledger_core::domain::{Command, Ctx, Ledger};
 use ledger_core::events::Actor;
-use ledger_core::events::{Party, Permission, StreamId, StreamKind};
+use ledger_core::events::{Party, StreamId, StreamKind};
 use ledger_core::ids::OrganizationId;
 use ledger_core::ids::{ConnectionId, FileId, InvoiceId, LineItemId};
 use ledger_core::log::EventLog;
@@ -88,19 +87,21 @@ impl Action {
     }
 
     /// The permission it needs; `None`: either invoices:write or invoices:approve.
-    pub fn permission(self) -> Option<Permission> {
+    /// What the document says of it, the permission the router checks included.
+    pub fn operation(self) -> &'static Op {
         match self {
-            Action::Submit | Action::RespondInfo => Some(Permission::InvoicesWrite),
-            Action::Approve | Action::Dispute | Action::RequestInfo => {
-                Some(Permission::InvoicesApprove)
-            }
-            Action::Settle => Some(Permission::PaymentsWrite),
-            Action::Cancel
-            | Action::RequestCancellation
-            | Action::AcceptCancellation
-            | Action::RejectCancellation
-            | Action::Archive
-            | Action::Restore => None,
+            Action::Submit => &operations::SUBMIT_INVOICE,
+            Action::RespondInfo => &operations::RESPOND_INFO,
+            Action::Approve => &operations::APPROVE_INVOICE,
+            Action::Dispute => &operations::DISPUTE_INVOICE,
+            Action::RequestInfo => &operations::REQUEST_INFO,
+            Action::Cancel => &operations::CANCEL_INVOICE,
+            Action::RequestCancellation => &operations::REQUEST_CANCELLATION,
+            Action::AcceptCancellation => &operations::ACCEPT_CANCELLATION,
+            Action::RejectCancellation => &operations::REJECT_CANCELLATION,
+            Action::Archive => &operations::ARCHIVE_INVOICE,
+            Action::Restore => &operations::RESTORE_INVOICE,
+            Action::Settle => &operations::SETTLE_INVOICE_BY_ID,
         }
     }
 
@@ -166,10 +167,25 @@ impl Bulk {
     }
 
     /// The permission it needs; `None`: either invoices:write or invoices:approve.
-    pub fn permission(self) -> Option<Permission> {
+    /// The bulk call's operation, and its preview's.
+    pub fn operations(self) -> (&'static Op, &'static Op) {
         match self {
-            Bulk::Approve => Some(Permission::InvoicesApprove),
-            Bulk::Cancel | Bulk::Archive | Bulk::Restore => None,
+            Bulk::Approve => (
+                &operations::BULK_APPROVE_INVOICES,
+                &operations::PREVIEW_BULK_APPROVE_INVOICES,
+            ),
+            Bulk::Cancel => (
+                &operations::BULK_CANCEL_INVOICES,
+                &operations::PREVIEW_BULK_CANCEL_INVOICES,
+            ),
+            Bulk::Archive => (
+                &operations::BULK_ARCHIVE_INVOICES,
+                &operations::PREVIEW_BULK_ARCHIVE_INVOICES,
+            ),
+            Bulk::Restore => (
+                &operations::BULK_RESTORE_INVOICES,
+                &operations::PREVIEW_BULK_RESTORE_INVOICES,
+            ),
         }
     }
 
@@ -195,49 +211,42 @@ impl std::fmt::Display for Bulk {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    let mut r = Router::new()
-        .route("/invoices", post(create).get(list))
-        .route("/invoices/{id}", get(get_one).patch(update))
-        .route("/invoices/{id}/history", get(history))
-        .route("/invoices/{id}/line-items", post(add_line_item))
-        .route(
-            "/invoices/{id}/line-items/{line_item_id}",
-            patch(update_line_item).delete(remove_line_item),
-        );
+pub fn routes() -> Vec<Route> {
+    let mut routes = vec![
+        Route::new(&operations::CREATE_INVOICE, create),
+        Route::new(&operations::LIST_INVOICES, list),
+        Route::new(&operations::GET_INVOICE, get_one),
+        Route::new(&operations::UPDATE_INVOICE, update),
+        Route::new(&operations::GET_INVOICE_HISTORY, history),
+        Route::new(&operations::ADD_LINE_ITEM, add_line_item),
+        Route::new(&operations::UPDATE_LINE_ITEM, update_line_item),
+        Route::new(&operations::REMOVE_LINE_ITEM, remove_line_item),
+    ];
     for action in ACTIONS {
-        r = r.route(
-            &format!("/invoices/{{id}}/{action}"),
-            post(
-                move |caller: Caller,
-                      state: State<AppState>,
-                      Path(id): Path<String>,
-                      body: JsonBody<ActionBody>| {
-                    act(caller, state, id, body, action)
-                },
-            ),
-        );
+        routes.push(Route::new(
+            action.operation(),
+            move |caller: Caller,
+                  state: State<AppState>,
+                  Path(id): Path<String>,
+                  body: JsonBody<ActionBody>| { act(caller, state, id, body, action) },
+        ));
     }
     for kind in BULK {
-        r = r
-            .route(
-                &format!("/invoices/bulk-{kind}"),
-                post(
-                    move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
-                        bulk(caller, state, body, kind)
-                    },
-                ),
-            )
-            .route(
-                &format!("/invoices/bulk-{kind}/preview"),
-                post(
-                    move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
-                        bulk_preview(caller, state, body, kind)
-                    },
-                ),
-            );
+        let (run, preview) = kind.operations();
+        routes.push(Route::new(
+            run,
+            move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
+                bulk(caller, state, body, kind)
+            },
+        ));
+        routes.push(Route::new(
+            preview,
+            move |caller: Caller, state: State<AppState>, body: JsonBody<BulkBody>| {
+                bulk_preview(caller, state, body, kind)
+            },
+        ));
     }
-    r
+    routes
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -346,7 +355,6 @@ async fn create(
     State(state): State<AppState>,
     body: JsonBody<CreateInvoice>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesWrite)?;
     let new = body.value.parse()?;
     execute(
         &state,
@@ -381,7 +389,6 @@ async fn update(
     Path(id): Path<String>,
     body: JsonBody<UpdateInvoice>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesWrite)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
     let v = body.value;
     let patch = InvoicePatch {
@@ -425,13 +432,6 @@ fn required(field: &str, v: Option<String>) -> ApiResult<String> {
         .ok_or_else(|| ApiError::Validation(format!("{field} is required")))
 }
 
-fn require(caller: &Caller, permission: Option<Permission>) -> ApiResult<()> {
-    match permission {
-        Some(p) => caller.require(p),
-        None => caller.require_any(Permission::InvoicesWrite, Permission::InvoicesApprove),
-    }
-}
-
 async fn act(
     caller: Caller,
     State(state): State<AppState>,
@@ -439,7 +439,6 @@ async fn act(
     body: JsonBody<ActionBody>,
     action: Action,
 ) -> ApiResult<Response> {
-    require(&caller, action.permission())?;
     let id: InvoiceId = path_id(&id, "invoice")?;
     let command = action.command(id, body.value)?;
     execute(
@@ -461,7 +460,6 @@ async fn add_line_item(
     Path(id): Path<String>,
     body: JsonBody<LineItemBody>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesWrite)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
     let item = body.value.parse()?;
     execute(
@@ -494,7 +492,6 @@ async fn update_line_item(
     Path((id, line_item_id)): Path<(String, String)>,
     body: JsonBody<LineItemPatchBody>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesWrite)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
     let line_item_id: LineItemId = path_id(&line_item_id, "line item")?;
     let v = body.value;
@@ -535,7 +532,6 @@ async fn remove_line_item(
     Path((id, line_item_id)): Path<(String, String)>,
     body: JsonBody<ActionBody>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesWrite)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
     let line_item_id: LineItemId = path_id(&line_item_id, "line item")?;
     execute(
@@ -556,7 +552,6 @@ async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesRead)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
     let org = caller.organization_id;
     let inv = state
@@ -570,7 +565,6 @@ async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesRead)?;
     let id: InvoiceId = path_id(&id, "invoice")?;
     let org = caller.organization_id;
     let invoice = state
@@ -758,7 +752,6 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::InvoicesRead)?;
     let filter = q.filter();
     let sort = q.sort.as_ref().map_or(InvoiceSort::CreatedAt, |s| s.0);
     // Newest first by default; the other sorts ascend.
@@ -814,7 +807,6 @@ async fn bulk(
     body: JsonBody<BulkBody>,
     kind: Bulk,
 ) -> ApiResult<Response> {
-    require(&caller, kind.permission())?;
     let commands = bulk_commands(kind, &body.value)?;
     execute(
         &state,
@@ -837,7 +829,6 @@ async fn bulk_preview(
     body: JsonBody<BulkBody>,
     kind: Bulk,
 ) -> ApiResult<Response> {
-    require(&caller, kind.permission())?;
     let commands = bulk_commands(kind, &body.value)?;
     let actor = caller.actor();
     let org = caller.organization_id;
@@ -913,6 +904,389 @@ fn preview(
         "failed": results.iter().filter(|r| r["ok"] == false).count(),
         "totals": totals,
     })
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const CREATE_INVOICE: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices",
+        operation_id: "createInvoice",
+        tag: INVOICES,
+        summary: "Create an invoice",
+        description: "Seller, `invoices:write`. Over an ACTIVE connection where the caller is the seller (the buyer is `403`; a connection that is not ACTIVE is `400`; an unknown one `404`). Starts DRAFT, or SUBMITTED with `submit: true`. `number` defaults to `INV-000001`, counting per seller; `issueDate` to today (UTC); `dueDate` must not be before `issueDate`. Line `amount` = quantity × unitPrice and `taxAmount` = amount × taxRate / 100, each rounded half away from zero to the currency's minor units; `subtotal`, `taxTotal` and `total` are sums of the line figures. Submitting needs at least one line item and a total above zero.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Required("CreateInvoiceRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::Missing("connection")],
+        ..BASE
+    };
+
+    pub const LIST_INVOICES: Op = Op {
+        path: "/api/v1/invoices",
+        operation_id: "listInvoices",
+        tag: INVOICES,
+        summary: "List and search invoices",
+        description: "Needs `invoices:read`. The invoices the caller is a party to (a buyer sees an invoice from SUBMITTED on). Default order: `createdAt` descending (newest first).",
+        auth: Auth::Key(INVOICES_READ),
+        query: INVOICE_LIST_QUERY,
+        success: Success::Json("InvoicePage"),
+        ..BASE
+    };
+
+    pub const GET_INVOICE: Op = Op {
+        path: "/api/v1/invoices/{id}",
+        operation_id: "getInvoice",
+        tag: INVOICES,
+        summary: "Get an invoice",
+        description: "Needs `invoices:read`. Either party; a DRAFT is `404` to the buyer.",
+        auth: Auth::Key(INVOICES_READ),
+        success: Success::Json("Invoice"),
+        ..BASE
+    };
+
+    pub const UPDATE_INVOICE: Op = Op {
+        method: Patch,
+        path: "/api/v1/invoices/{id}",
+        operation_id: "updateInvoice",
+        tag: INVOICES,
+        summary: "Edit an invoice",
+        description: "Seller, `invoices:write`, in DRAFT, DISPUTED or INFO_REQUESTED (other states: `400 INVALID_STATE_TRANSITION`; the buyer: `403`). Only the fields sent change; `memo: null` clears the memo; `lineItems` replaces all line items. With `expectedVersion`, a stale version is `409 VERSION_CONFLICT` (`details.currentVersion`). Correct a DISPUTED invoice here, then resubmit it.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Required("UpdateInvoiceRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State, Fail::Version],
+        ..BASE
+    };
+
+    pub const GET_INVOICE_HISTORY: Op = Op {
+        path: "/api/v1/invoices/{id}/history",
+        operation_id: "getInvoiceHistory",
+        tag: INVOICES,
+        summary: "Invoice history",
+        description: "Needs `invoices:read`. Either party (a DRAFT's history is `404` to the buyer). The invoice's events, oldest first; `version` increases by one with each. The buyer does not see the seller's work on drafts (`InvoiceCreated`, `InvoiceUpdated`, `LineItem*`: the invoice as submitted is what it gets), and `actor.apiKeyId` is shown only to the organization that acted (else null).",
+        auth: Auth::Key(INVOICES_READ),
+        success: Success::Json("InvoiceHistory"),
+        ..BASE
+    };
+
+    pub const ADD_LINE_ITEM: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/line-items",
+        operation_id: "addLineItem",
+        tag: INVOICES,
+        summary: "Add a line item",
+        description: "Seller, `invoices:write`, DRAFT only. Answers the invoice.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Required("LineItemInput"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const UPDATE_LINE_ITEM: Op = Op {
+        method: Patch,
+        path: "/api/v1/invoices/{id}/line-items/{lineItemId}",
+        operation_id: "updateLineItem",
+        tag: INVOICES,
+        summary: "Edit a line item",
+        description: "Seller, `invoices:write`, DRAFT only. Only the fields sent change; the line's amounts are recomputed. Answers the invoice.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Optional("LineItemPatchRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const REMOVE_LINE_ITEM: Op = Op {
+        method: Delete,
+        path: "/api/v1/invoices/{id}/line-items/{lineItemId}",
+        operation_id: "removeLineItem",
+        tag: INVOICES,
+        summary: "Remove a line item",
+        description: "Seller, `invoices:write`, DRAFT only. Answers the invoice. For idempotency send `{\"requestId\"}` or an `Idempotency-Key` header.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const SUBMIT_INVOICE: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/submit",
+        operation_id: "submitInvoice",
+        tag: INVOICES,
+        summary: "Submit an invoice",
+        description: "Seller, `invoices:write`. DRAFT → SUBMITTED, or DISPUTED → SUBMITTED (resubmission after correcting it). Needs at least one line item and a total above zero.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const RESPOND_INFO: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/respond-info",
+        operation_id: "respondInfo",
+        tag: INVOICES,
+        summary: "Answer the buyer's question",
+        description: "Seller, `invoices:write`. INFO_REQUESTED → SUBMITTED; the message is kept as `infoResponse`.",
+        auth: Auth::Key(INVOICES_WRITE),
+        body: Body::Required("RespondInfoRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const APPROVE_INVOICE: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/approve",
+        operation_id: "approveInvoice",
+        tag: INVOICES,
+        summary: "Approve an invoice",
+        description: "Buyer, `invoices:approve`. SUBMITTED → APPROVED, or APPROVED_WITH_ADJUSTMENT when `adjustedAmount` (less than `total`, with a `reason`) is given. Reserves the approved amount from the buyer's balance in the invoice currency; not enough available is `400 INSUFFICIENT_BALANCE` and nothing changes.",
+        auth: Auth::Key(INVOICES_APPROVE),
+        body: Body::Optional("ApproveInvoiceRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State, Fail::Funds],
+        ..BASE
+    };
+
+    pub const DISPUTE_INVOICE: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/dispute",
+        operation_id: "disputeInvoice",
+        tag: INVOICES,
+        summary: "Dispute an invoice",
+        description: "Buyer, `invoices:approve`. SUBMITTED → DISPUTED. The seller may then correct it (PATCH) and resubmit, or cancel it; the buyer may cancel it too.",
+        auth: Auth::Key(INVOICES_APPROVE),
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const REQUEST_INFO: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/request-info",
+        operation_id: "requestInfo",
+        tag: INVOICES,
+        summary: "Ask the seller a question",
+        description: "Buyer, `invoices:approve`. SUBMITTED → INFO_REQUESTED; the question is kept as `infoRequest`.",
+        auth: Auth::Key(INVOICES_APPROVE),
+        body: Body::Required("RequestInfoRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const CANCEL_INVOICE: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/cancel",
+        operation_id: "cancelInvoice",
+        tag: INVOICES,
+        summary: "Cancel an invoice",
+        description: "`invoices:write` or `invoices:approve`. The seller from DRAFT, SUBMITTED or DISPUTED; the buyer from DISPUTED only. → CANCELLED. An approved invoice is cancelled through `request-cancellation` instead.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("OptionalReasonRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const REQUEST_CANCELLATION: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/request-cancellation",
+        operation_id: "requestCancellation",
+        tag: INVOICES,
+        summary: "Ask to cancel an approved invoice",
+        description: "`invoices:write` or `invoices:approve`, either party. APPROVED or APPROVED_WITH_ADJUSTMENT → CANCELLATION_REQUESTED; the reservation is kept until the counterparty answers.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const ACCEPT_CANCELLATION: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/accept-cancellation",
+        operation_id: "acceptCancellation",
+        tag: INVOICES,
+        summary: "Accept a cancellation request",
+        description: "`invoices:write` or `invoices:approve`; the counterparty of the requester only (the requester is `403`). CANCELLATION_REQUESTED → CANCELLED; the buyer's reservation is released.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const REJECT_CANCELLATION: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/reject-cancellation",
+        operation_id: "rejectCancellation",
+        tag: INVOICES,
+        summary: "Reject a cancellation request",
+        description: "`invoices:write` or `invoices:approve`; the counterparty of the requester only (the requester is `403`). CANCELLATION_REQUESTED → the approved state it came from.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const ARCHIVE_INVOICE: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/archive",
+        operation_id: "archiveInvoice",
+        tag: INVOICES,
+        summary: "Archive an invoice",
+        description: "`invoices:write` or `invoices:approve`, either party. SETTLED or CANCELLED → ARCHIVED. The server may also archive such invoices automatically after a configured number of days.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::State],
+        ..BASE
+    };
+
+    pub const RESTORE_INVOICE: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/restore",
+        operation_id: "restoreInvoice",
+        tag: INVOICES,
+        summary: "Restore an archived invoice",
+        description: "`invoices:write` or `invoices:approve`, either party. ARCHIVED → the state it was archived from.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Invoice"),
+        fails: &[Fail::State],
+        ..BASE
+    };
+
+    pub const SETTLE_INVOICE_BY_ID: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/{id}/settle",
+        operation_id: "settleInvoiceById",
+        tag: INVOICES,
+        summary: "Settle an approved invoice",
+        description: "Buyer, `payments:write`. Same as `POST /api/v1/payments/settle` for this invoice, and answers the payment. APPROVED or APPROVED_WITH_ADJUSTMENT → SETTLED: the reservation is debited from the buyer and the seller credited. When either balance is frozen the payment is FAILED (still `200`), the invoice stays approved and the reservation is kept; settling again retries that payment.",
+        auth: Auth::Key(PAYMENTS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("Payment"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const BULK_APPROVE_INVOICES: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-approve",
+        operation_id: "bulkApproveInvoices",
+        tag: INVOICES,
+        summary: "Approve many invoices",
+        description: "Buyer, `invoices:approve`. Approves each invoice in full (no adjustment), in order; each succeeds or fails on its own (a failure, e.g. `INSUFFICIENT_BALANCE`, does not undo the others). Answers a result per invoice. The request as a whole is idempotent.",
+        auth: Auth::Key(INVOICES_APPROVE),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("InvoiceBulkResult"),
+        ..BASE
+    };
+
+    pub const PREVIEW_BULK_APPROVE_INVOICES: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-approve/preview",
+        operation_id: "previewBulkApproveInvoices",
+        tag: INVOICES,
+        summary: "Preview a bulk approval",
+        description: "Buyer, `invoices:approve`. What `bulk-approve` would do, changing nothing: a result per invoice (each checked against what the earlier ones would reserve) and, per currency, the amount needed against the amount available.",
+        auth: Auth::Key(INVOICES_APPROVE),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("BulkPreview"),
+        ..BASE
+    };
+
+    pub const BULK_CANCEL_INVOICES: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-cancel",
+        operation_id: "bulkCancelInvoices",
+        tag: INVOICES,
+        summary: "Cancel many invoices",
+        description: "`invoices:write` or `invoices:approve`. Cancels each invoice under the rules of `POST /invoices/{id}/cancel`, with the optional `reason`; each succeeds or fails on its own.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("InvoiceBulkResult"),
+        ..BASE
+    };
+
+    pub const PREVIEW_BULK_CANCEL_INVOICES: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-cancel/preview",
+        operation_id: "previewBulkCancelInvoices",
+        tag: INVOICES,
+        summary: "Preview a bulk cancellation",
+        description:
+            "`invoices:write` or `invoices:approve`. What `bulk-cancel` would do, changing nothing.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("BulkPreview"),
+        ..BASE
+    };
+
+    pub const BULK_ARCHIVE_INVOICES: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-archive",
+        operation_id: "bulkArchiveInvoices",
+        tag: INVOICES,
+        summary: "Archive many invoices",
+        description: "`invoices:write` or `invoices:approve`. Archives each SETTLED or CANCELLED invoice; each succeeds or fails on its own.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("InvoiceBulkResult"),
+        ..BASE
+    };
+
+    pub const PREVIEW_BULK_ARCHIVE_INVOICES: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-archive/preview",
+        operation_id: "previewBulkArchiveInvoices",
+        tag: INVOICES,
+        summary: "Preview a bulk archive",
+        description: "`invoices:write` or `invoices:approve`. What `bulk-archive` would do, changing nothing.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("BulkPreview"),
+        ..BASE
+    };
+
+    pub const BULK_RESTORE_INVOICES: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-restore",
+        operation_id: "bulkRestoreInvoices",
+        tag: INVOICES,
+        summary: "Restore many invoices",
+        description: "`invoices:write` or `invoices:approve`. Restores each ARCHIVED invoice; each succeeds or fails on its own.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("InvoiceBulkResult"),
+        ..BASE
+    };
+
+    pub const PREVIEW_BULK_RESTORE_INVOICES: Op = Op {
+        method: Post,
+        path: "/api/v1/invoices/bulk-restore/preview",
+        operation_id: "previewBulkRestoreInvoices",
+        tag: INVOICES,
+        summary: "Preview a bulk restore",
+        description: "`invoices:write` or `invoices:approve`. What `bulk-restore` would do, changing nothing.",
+        auth: Auth::Key(INVOICES_EITHER),
+        body: Body::Required("BulkInvoiceRequest"),
+        success: Success::Json("BulkPreview"),
+        ..BASE
+    };
 }
 
 #[cfg(test)]

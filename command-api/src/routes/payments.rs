@@ -1,6 +1,6 @@
 //! Settlement and the payments read side.
 
-use super::path_id;
+use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
@@ -11,25 +11,23 @@ use crate::query::{self, Format, Named, Page, Period, Query};
 use crate::views;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use ledger_core::domain::payment::PaymentStatus;
 use ledger_core::domain::Command;
-use ledger_core::events::Permission;
 use ledger_core::ids::{InvoiceId, PaymentId};
 use projections::sql::queries::payments::{self, LogPage, PaymentFilter};
 use serde::Deserialize;
 use serde_json::json;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/payments", get(list))
-        .route("/payments/export", get(export))
-        .route("/payments/{id}", get(get_one))
-        .route("/payments/settle", post(settle))
-        .route("/payments/bulk-settle", post(bulk_settle))
-        .route("/payments/settle-all-due", post(settle_all_due))
-        .route("/payments/retry-failed", post(retry_failed))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(&operations::LIST_PAYMENTS, list),
+        Route::new(&operations::EXPORT_PAYMENTS, export),
+        Route::new(&operations::GET_PAYMENT, get_one),
+        Route::new(&operations::SETTLE_INVOICE, settle),
+        Route::new(&operations::BULK_SETTLE_INVOICES, bulk_settle),
+        Route::new(&operations::SETTLE_ALL_DUE, settle_all_due),
+        Route::new(&operations::RETRY_FAILED_PAYMENTS, retry_failed),
+    ]
 }
 
 #[derive(Deserialize)]
@@ -52,7 +50,6 @@ async fn run(
     fingerprint: [u8; 32],
     command: Command,
 ) -> ApiResult<Response> {
-    caller.require(Permission::PaymentsWrite)?;
     execute(
         state,
         Request {
@@ -185,7 +182,6 @@ async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::PaymentsRead)?;
     let id: PaymentId = path_id(&id, "payment")?;
     let org = caller.organization_id;
     let p = state
@@ -238,7 +234,6 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::PaymentsRead)?;
     let filter = q.filters.filter();
     let org = caller.organization_id;
     let page = LogPage {
@@ -271,7 +266,6 @@ async fn export(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::PaymentsRead)?;
     let format = q.format;
     let filter = q.filters.filter();
     let org = caller.organization_id;
@@ -287,4 +281,98 @@ async fn export(
         }),
     };
     crate::export::stream(&state, exporter, format)
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const LIST_PAYMENTS: Op = Op {
+        path: "/api/v1/payments",
+        operation_id: "listPayments",
+        tag: PAYMENTS,
+        summary: "List payments",
+        description: "Needs `payments:read`. Payments the caller pays or receives, oldest first. `from`/`to` filter on `createdAt`.",
+        auth: Auth::Key(PAYMENTS_READ),
+        query: PAYMENT_LIST_QUERY,
+        success: Success::Json("PaymentPage"),
+        ..BASE
+    };
+
+    pub const EXPORT_PAYMENTS: Op = Op {
+        path: "/api/v1/payments/export",
+        operation_id: "exportPayments",
+        tag: PAYMENTS,
+        summary: "Export payments",
+        description: "Needs `payments:read`. Every payment matching the filters, streamed as JSON lines (default) or CSV (`format=csv`, with a header row), as an attachment.",
+        auth: Auth::Key(PAYMENTS_READ),
+        query: PAYMENT_EXPORT_QUERY,
+        success: Success::Export("Payment"),
+        ..BASE
+    };
+
+    pub const GET_PAYMENT: Op = Op {
+        path: "/api/v1/payments/{id}",
+        operation_id: "getPayment",
+        tag: PAYMENTS,
+        summary: "Get a payment",
+        description: "Needs `payments:read`. Payer and payee both see it.",
+        auth: Auth::Key(PAYMENTS_READ),
+        success: Success::Json("Payment"),
+        ..BASE
+    };
+
+    pub const SETTLE_INVOICE: Op = Op {
+        method: Post,
+        path: "/api/v1/payments/settle",
+        operation_id: "settleInvoice",
+        tag: PAYMENTS,
+        summary: "Settle an approved invoice",
+        description: "Buyer, `payments:write`. APPROVED or APPROVED_WITH_ADJUSTMENT → SETTLED: the reservation is debited from the buyer and the seller credited, one SETTLEMENT transaction on each side. When either party's balance in that currency is frozen the payment is FAILED (still `200`), the invoice stays approved and the reservation is kept; once unfrozen, `retry-failed` (or settling again) completes it.",
+        auth: Auth::Key(PAYMENTS_WRITE),
+        body: Body::Required("SettleRequest"),
+        success: Success::Json("Payment"),
+        fails: &[Fail::Party, Fail::State, Fail::Missing("invoice")],
+        ..BASE
+    };
+
+    pub const BULK_SETTLE_INVOICES: Op = Op {
+        method: Post,
+        path: "/api/v1/payments/bulk-settle",
+        operation_id: "bulkSettleInvoices",
+        tag: PAYMENTS,
+        summary: "Settle many invoices",
+        description: "Buyer, `payments:write`. Settles each invoice as `POST /payments/settle` would; each succeeds or fails on its own. Answers a result per invoice, with the payment when it succeeded.",
+        auth: Auth::Key(PAYMENTS_WRITE),
+        body: Body::Required("BulkSettleRequest"),
+        success: Success::Json("PaymentBulkResult"),
+        ..BASE
+    };
+
+    pub const SETTLE_ALL_DUE: Op = Op {
+        method: Post,
+        path: "/api/v1/payments/settle-all-due",
+        operation_id: "settleAllDue",
+        tag: PAYMENTS,
+        summary: "Settle every due invoice",
+        description: "Buyer, `payments:write`. Settles every approved invoice the caller owes with `dueDate <= asOf` (default: today, UTC). Answers a result per invoice (an empty list when none is due).",
+        auth: Auth::Key(PAYMENTS_WRITE),
+        body: Body::Optional("SettleAllDueRequest"),
+        success: Success::Json("PaymentBulkResult"),
+        ..BASE
+    };
+
+    pub const RETRY_FAILED_PAYMENTS: Op = Op {
+        method: Post,
+        path: "/api/v1/payments/retry-failed",
+        operation_id: "retryFailedPayments",
+        tag: PAYMENTS,
+        summary: "Retry failed payments",
+        description: "Payer, `payments:write`. Retries the given FAILED payments, or all of the caller's when `paymentIds` is left out. Answers a result per payment.",
+        auth: Auth::Key(PAYMENTS_WRITE),
+        body: Body::Optional("RetryFailedRequest"),
+        success: Success::Json("PaymentBulkResult"),
+        ..BASE
+    };
 }

@@ -1,6 +1,6 @@
 //! Settings: API keys.
 
-use super::path_id;
+use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::{new_secret, Caller};
 use crate::body::JsonBody;
@@ -9,8 +9,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::views;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{delete, post};
-use axum::Router;
 use ledger_core::domain::Command;
 use ledger_core::events::Permission;
 use ledger_core::ids::ApiKeyId;
@@ -19,10 +17,13 @@ use projections::sql::queries;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/settings/api-keys", post(create_key).get(list_keys))
-        .route("/settings/api-keys/{id}", delete(revoke_key).get(get_key))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(&operations::CREATE_API_KEY, create_key),
+        Route::new(&operations::LIST_API_KEYS, list_keys),
+        Route::new(&operations::GET_API_KEY, get_key),
+        Route::new(&operations::REVOKE_API_KEY, revoke_key),
+    ]
 }
 
 #[derive(Deserialize)]
@@ -42,7 +43,6 @@ async fn create_key(
     State(state): State<AppState>,
     body: JsonBody<CreateKey>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsWrite)?;
     let v = body.value;
     if v.permissions.len() > MAX_PERMISSIONS {
         return Err(ApiError::Validation("too many permissions".into()));
@@ -91,7 +91,6 @@ async fn create_key(
 }
 
 async fn list_keys(caller: Caller, State(state): State<AppState>) -> ApiResult<Response> {
-    caller.require(Permission::SettingsRead)?;
     let org = caller.organization_id;
     let data: Vec<Value> = state
         .sql(|c| queries::access::api_keys_of(c, org))?
@@ -106,7 +105,6 @@ async fn get_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsRead)?;
     let id: ApiKeyId = path_id(&id, "API key")?;
     let org = caller.organization_id;
     let k = state
@@ -128,7 +126,6 @@ async fn revoke_key(
     Path(id): Path<String>,
     body: JsonBody<Empty>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsWrite)?;
     let id: ApiKeyId = path_id(&id, "API key")?;
     execute(
         &state,
@@ -141,4 +138,59 @@ async fn revoke_key(
         },
     )
     .await
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const CREATE_API_KEY: Op = Op {
+        method: Post,
+        path: "/api/v1/settings/api-keys",
+        operation_id: "createApiKey",
+        tag: SETTINGS,
+        summary: "Create an API key",
+        description: "Needs `settings:write`. A key cannot be granted a permission the calling key lacks (`403`). The secret is in this response only (and in an idempotent replay of it); it is stored hashed.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Required("CreateApiKeyRequest"),
+        success: Success::Json("ApiKeyCreated"),
+        fails: &[Fail::Party],
+        ..BASE
+    };
+
+    pub const LIST_API_KEYS: Op = Op {
+        path: "/api/v1/settings/api-keys",
+        operation_id: "listApiKeys",
+        tag: SETTINGS,
+        summary: "List API keys",
+        description: "Needs `settings:read`. The organization's keys, revoked ones included, without secrets. All of them in one page (`nextCursor` is always null).",
+        auth: Auth::Key(SETTINGS_READ),
+        success: Success::Json("ApiKeyPage"),
+        ..BASE
+    };
+
+    pub const GET_API_KEY: Op = Op {
+        path: "/api/v1/settings/api-keys/{id}",
+        operation_id: "getApiKey",
+        tag: SETTINGS,
+        summary: "Get an API key",
+        description: "Needs `settings:read`. Without its secret.",
+        auth: Auth::Key(SETTINGS_READ),
+        success: Success::Json("ApiKey"),
+        ..BASE
+    };
+
+    pub const REVOKE_API_KEY: Op = Op {
+        method: Delete,
+        path: "/api/v1/settings/api-keys/{id}",
+        operation_id: "revokeApiKey",
+        tag: SETTINGS,
+        summary: "Revoke an API key",
+        description: "Needs `settings:write`. The key is refused (`401`) from the next request on. Revoking a revoked key changes nothing and answers it again.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("ApiKey"),
+        ..BASE
+    };
 }

@@ -2,7 +2,7 @@
 //! metadata in the event log, downloads for the owner and for the counterparty
 //! of an invoice the file is attached to.
 
-use super::path_id;
+use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::{Admin, Caller};
 use crate::body::IDEMPOTENCY_KEY_HEADER;
@@ -15,13 +15,10 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use ledger_core::domain::file::StoredFile;
 use ledger_core::domain::Command;
-use ledger_core::events::Permission;
 use ledger_core::ids::{FileId, OrganizationId, RequestId};
 use ledger_core::log::EventLog;
 use object_store::path::Path as ObjectPath;
@@ -33,23 +30,25 @@ use std::pin::Pin;
 
 const MAX_FILENAME_CHARS: usize = 255;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        // Uploads enforce EXPEREON_MAX_UPLOAD_BYTES themselves while streaming.
-        .route(
-            "/storage",
-            axum::routing::post(upload)
-                .get(list)
-                .layer(DefaultBodyLimit::disable()),
-        )
-        .route("/storage/{id}", get(download).delete(remove))
-        .route("/storage/{id}/metadata", get(metadata))
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(&operations::UPLOAD_FILE, upload)
+            // Uploads enforce EXPEREON_MAX_UPLOAD_BYTES themselves while streaming.
+            .with(|r| r.layer(DefaultBodyLimit::disable())),
+        Route::new(&operations::LIST_FILES, list),
+        Route::new(&operations::DOWNLOAD_FILE, download),
+        Route::new(&operations::DELETE_FILE, remove),
+        Route::new(&operations::GET_FILE_METADATA, metadata),
+    ]
 }
 
 /// The operator's route, outside the organizations' rate limits: `expereon
 /// backup` reads every file through it.
-pub fn admin_router() -> Router<AppState> {
-    Router::new().route("/admin/files/{id}", get(admin_download))
+pub fn admin_routes() -> Vec<Route> {
+    vec![Route::new(
+        &operations::DOWNLOAD_FILE_AS_ADMIN,
+        admin_download,
+    )]
 }
 
 /// Says where files are kept (`local` or `object`) on every answer of the
@@ -267,7 +266,6 @@ async fn upload(
     Query(q): Query<UploadQuery>,
     request: Request,
 ) -> ApiResult<Response> {
-    caller.require(Permission::StorageWrite)?;
     // Before the bytes are stored, not only before their event.
     state.disk.check()?;
     let request_id = crate::body::idempotency_key(request.headers())?;
@@ -374,7 +372,6 @@ async fn download(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::StorageRead)?;
     let id: FileId = path_id(&id, "file")?;
     let org = caller.organization_id;
     let file = state
@@ -466,7 +463,6 @@ async fn metadata(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::StorageRead)?;
     let id: FileId = path_id(&id, "file")?;
     let org = caller.organization_id;
     let file = state
@@ -480,7 +476,6 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<Page>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::StorageRead)?;
     let org = caller.organization_id;
     let page = queries::PageRequest {
         after_key: q.cursor()?,
@@ -500,7 +495,6 @@ async fn remove(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
-    caller.require(Permission::StorageWrite)?;
     let id: FileId = path_id(&id, "file")?;
     let request_id = headers
         .get(IDEMPOTENCY_KEY_HEADER)
@@ -533,4 +527,86 @@ async fn remove(
             .await;
     }
     Ok(response)
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const DOWNLOAD_FILE_AS_ADMIN: Op = Op {
+        path: "/api/v1/admin/files/{id}",
+        operation_id: "downloadFileAsAdmin",
+        tag: ADMIN,
+        summary: "Download any stored file",
+        description: "Operator only, for `expereon backup`. The bytes of any organization's file that is not deleted, as `GET /storage/{id}` serves them. `HEAD` answers whether the stored object exists, its size in `Content-Length`, and, like `GET`, says in `X-Expereon-Storage` where files are kept (`local` or `object`). `404` when the file is unknown, deleted, or its object is missing.",
+        auth: Auth::Admin,
+        success: Success::File,
+        ..BASE
+    };
+
+    pub const UPLOAD_FILE: Op = Op {
+        method: Post,
+        path: "/api/v1/storage",
+        operation_id: "uploadFile",
+        tag: STORAGE,
+        summary: "Upload a file",
+        description: "Needs `storage:write`. Either `multipart/form-data` with a `file` part (its filename and content type are used), or the raw bytes with their `Content-Type` and `?filename=`. Streamed to storage; over the configured limit (`EXPEREON_MAX_UPLOAD_BYTES`) is `413` and nothing is kept. A missing content type is sniffed from the first bytes. Idempotent through the `Idempotency-Key` header (same filename, content type and bytes).",
+        auth: Auth::Key(STORAGE_WRITE),
+        query: &[q(
+            "filename",
+            "The file's name, for a raw (non-multipart) upload: 1 to 255 characters, no control characters.",
+            Ty::Str,
+        )],
+        body: Body::Upload,
+        success: Success::Json("File"),
+        ..BASE
+    };
+
+    pub const LIST_FILES: Op = Op {
+        path: "/api/v1/storage",
+        operation_id: "listFiles",
+        tag: STORAGE,
+        summary: "List files",
+        description:
+            "Needs `storage:read`. The organization's own files (not deleted), oldest first.",
+        auth: Auth::Key(STORAGE_READ),
+        query: PAGE,
+        success: Success::Json("FilePage"),
+        ..BASE
+    };
+
+    pub const DOWNLOAD_FILE: Op = Op {
+        path: "/api/v1/storage/{id}",
+        operation_id: "downloadFile",
+        tag: STORAGE,
+        summary: "Download a file",
+        description: "Needs `storage:read`. The bytes, with the file's `Content-Type` and a `Content-Disposition: attachment`. The owner may read it, and so may the counterparty of an invoice it is attached to that the counterparty can see.",
+        auth: Auth::Key(STORAGE_READ),
+        success: Success::File,
+        ..BASE
+    };
+
+    pub const DELETE_FILE: Op = Op {
+        method: Delete,
+        path: "/api/v1/storage/{id}",
+        operation_id: "deleteFile",
+        tag: STORAGE,
+        summary: "Delete a file",
+        description: "Needs `storage:write`; the owner only. A file attached to an invoice that is no longer a DRAFT cannot be deleted (`400`). Answers the deleted file's metadata. Idempotent through the `Idempotency-Key` header.",
+        auth: Auth::Key(STORAGE_WRITE),
+        success: Success::Json("File"),
+        ..BASE
+    };
+
+    pub const GET_FILE_METADATA: Op = Op {
+        path: "/api/v1/storage/{id}/metadata",
+        operation_id: "getFileMetadata",
+        tag: STORAGE,
+        summary: "Get a file's metadata",
+        description: "Needs `storage:read`. Same visibility as the download.",
+        auth: Auth::Key(STORAGE_READ),
+        success: Success::Json("File"),
+        ..BASE
+    };
 }

@@ -2,7 +2,7 @@
 //! transactions, withdrawals and refunds. `{orgId}` is the caller's own
 //! organization or `me`; anything else is 404.
 
-use super::path_id;
+use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
@@ -13,12 +13,10 @@ use crate::query::{self, Format, Instant, Named, Page, Period, Query};
 use crate::views;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use ledger_core::domain::balance::Balance;
 use ledger_core::domain::withdrawal::WithdrawalStatus;
 use ledger_core::domain::Command;
-use ledger_core::events::{Destination, Permission};
+use ledger_core::events::Destination;
 use ledger_core::ids::{BalanceId, OrganizationId, RefundId, TransactionId, WithdrawalId};
 use ledger_core::money::{Amount, Currency};
 use projections::schema;
@@ -31,52 +29,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/treasury/{org_id}/balances", get(balances))
-        .route("/treasury/{org_id}/balances/summary", get(summary))
-        .route("/treasury/{org_id}/balances/{balance_id}", get(balance))
-        .route(
-            "/treasury/{org_id}/balances/{balance_id}/changes",
-            get(changes),
-        )
-        .route("/treasury/{org_id}/balances/{balance_id}/usage", get(usage))
-        .route("/treasury/{org_id}/transactions", get(transactions))
-        .route(
-            "/treasury/{org_id}/transactions/export",
-            get(export_transactions),
-        )
-        .route("/treasury/{org_id}/transactions/{id}", get(transaction))
-        .route(
-            "/treasury/{org_id}/withdrawals",
-            post(submit_withdrawal).get(withdrawals),
-        )
-        .route("/treasury/{org_id}/withdrawals/{id}", get(withdrawal))
-        .route(
-            "/treasury/{org_id}/withdrawals/{id}/approve",
-            post(approve_withdrawal),
-        )
-        .route(
-            "/treasury/{org_id}/withdrawals/{id}/reject",
-            post(reject_withdrawal),
-        )
-        .route(
-            "/treasury/{org_id}/withdrawals/{id}/cancel",
-            post(cancel_withdrawal),
-        )
-        .route(
-            "/treasury/{org_id}/refunds",
-            post(create_refund).get(refunds),
-        )
-        .route("/treasury/{org_id}/refunds/{id}", get(refund))
-        .route(
-            "/treasury/{org_id}/refunds/{id}/approve",
-            post(approve_refund),
-        )
-        .route(
-            "/treasury/{org_id}/refunds/{id}/reject",
-            post(reject_refund),
-        )
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(&operations::LIST_BALANCES, balances),
+        Route::new(&operations::GET_BALANCE_SUMMARY, summary),
+        Route::new(&operations::GET_BALANCE, balance),
+        Route::new(&operations::LIST_BALANCE_CHANGES, changes),
+        Route::new(&operations::GET_BALANCE_USAGE, usage),
+        Route::new(&operations::LIST_TRANSACTIONS, transactions),
+        Route::new(&operations::EXPORT_TRANSACTIONS, export_transactions),
+        Route::new(&operations::GET_TRANSACTION, transaction),
+        Route::new(&operations::CREATE_WITHDRAWAL, submit_withdrawal),
+        Route::new(&operations::LIST_WITHDRAWALS, withdrawals),
+        Route::new(&operations::GET_WITHDRAWAL, withdrawal),
+        Route::new(&operations::APPROVE_WITHDRAWAL, approve_withdrawal),
+        Route::new(&operations::REJECT_WITHDRAWAL, reject_withdrawal),
+        Route::new(&operations::CANCEL_WITHDRAWAL, cancel_withdrawal),
+        Route::new(&operations::CREATE_REFUND, create_refund),
+        Route::new(&operations::LIST_REFUNDS, refunds),
+        Route::new(&operations::GET_REFUND, refund),
+        Route::new(&operations::APPROVE_REFUND, approve_refund),
+        Route::new(&operations::REJECT_REFUND, reject_refund),
+    ]
 }
 
 /// The path's organization must be the caller's own (or `me`).
@@ -93,7 +67,6 @@ async fn balances(
     State(state): State<AppState>,
     Path(org): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let data: Vec<Value> = state
         .sql(|c| treasury::balances(c, org))?
@@ -123,7 +96,6 @@ async fn balance(
     Path((org, id)): Path<(String, String)>,
     Query(q): Query<BalanceQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let b = own_balance(&state, org, &id)?;
     let Some(Instant(as_of)) = q.as_of else {
@@ -252,7 +224,6 @@ async fn changes(
     Path((org, id)): Path<(String, String)>,
     Query(q): Query<Page>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let b = own_balance(&state, org, &id)?;
     let page = LogPage {
@@ -271,7 +242,6 @@ async fn summary(
     State(state): State<AppState>,
     Path(org): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let rows = state.sql(|c| treasury::summary(c, org))?;
     let data = rows
@@ -303,7 +273,6 @@ async fn usage(
     Path((org, id)): Path<(String, String)>,
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let interval = q.interval.map_or(Interval::Day, |i| i.0);
     let (from, to) = (q.period.from(), q.period.to());
@@ -370,7 +339,6 @@ async fn transactions(
     Path(org): Path<String>,
     Query(q): Query<TransactionsQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let filter = q.filters.filter();
     let page = LogPage {
@@ -389,7 +357,6 @@ async fn transaction(
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: TransactionId = path_id(&id, "transaction")?;
     let t = state
@@ -416,7 +383,6 @@ async fn submit_withdrawal(
     Path(org): Path<String>,
     body: JsonBody<SubmitWithdrawal>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryWrite)?;
     own_org(&caller, &org)?;
     let v = &body.value;
     let currency = Currency::parse(&v.currency).map_err(|e| ApiError::Validation(e.to_string()))?;
@@ -493,11 +459,9 @@ fn reason(r: Option<String>) -> ApiResult<String> {
 /// then the command `make` builds from the id and the body's reason.
 async fn decide_on<Id: std::str::FromStr>(
     (caller, state, org, id, body): (Caller, AppState, String, String, JsonBody<ReasonBody>),
-    permission: Permission,
     what: &'static str,
     make: impl FnOnce(Id, Option<String>) -> ApiResult<Command>,
 ) -> ApiResult<Response> {
-    caller.require(permission)?;
     own_org(&caller, &org)?;
     let id: Id = path_id(&id, what)?;
     let command_ = make(id, body.value.reason)?;
@@ -523,12 +487,9 @@ async fn approve_withdrawal(
     p: Path<(String, String)>,
     b: JsonBody<ReasonBody>,
 ) -> ApiResult<Response> {
-    decide_on(
-        unpack((c, s, p, b)),
-        Permission::TreasuryApprove,
-        "withdrawal",
-        |id, _| Ok(Command::ApproveWithdrawal { id }),
-    )
+    decide_on(unpack((c, s, p, b)), "withdrawal", |id, _| {
+        Ok(Command::ApproveWithdrawal { id })
+    })
     .await
 }
 
@@ -538,17 +499,12 @@ async fn reject_withdrawal(
     p: Path<(String, String)>,
     b: JsonBody<ReasonBody>,
 ) -> ApiResult<Response> {
-    decide_on(
-        unpack((c, s, p, b)),
-        Permission::TreasuryApprove,
-        "withdrawal",
-        |id, r| {
-            Ok(Command::RejectWithdrawal {
-                id,
-                reason: reason(r)?,
-            })
-        },
-    )
+    decide_on(unpack((c, s, p, b)), "withdrawal", |id, r| {
+        Ok(Command::RejectWithdrawal {
+            id,
+            reason: reason(r)?,
+        })
+    })
     .await
 }
 
@@ -558,12 +514,9 @@ async fn cancel_withdrawal(
     p: Path<(String, String)>,
     b: JsonBody<ReasonBody>,
 ) -> ApiResult<Response> {
-    decide_on(
-        unpack((c, s, p, b)),
-        Permission::TreasuryWrite,
-        "withdrawal",
-        |id, _| Ok(Command::CancelWithdrawal { id }),
-    )
+    decide_on(unpack((c, s, p, b)), "withdrawal", |id, _| {
+        Ok(Command::CancelWithdrawal { id })
+    })
     .await
 }
 
@@ -581,7 +534,6 @@ async fn withdrawals(
     Path(org): Path<String>,
     Query(q): Query<WithdrawalsQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let status = q.status.map(|s| s.0.as_str());
     let page = LogPage {
@@ -600,7 +552,6 @@ async fn withdrawal(
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: WithdrawalId = path_id(&id, "withdrawal")?;
     let w = state
@@ -625,7 +576,6 @@ async fn create_refund(
     Path(org): Path<String>,
     body: JsonBody<CreateRefund>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryWrite)?;
     own_org(&caller, &org)?;
     let v = body.value;
     let transaction_id: TransactionId = v
@@ -646,12 +596,9 @@ async fn approve_refund(
     p: Path<(String, String)>,
     b: JsonBody<ReasonBody>,
 ) -> ApiResult<Response> {
-    decide_on(
-        unpack((c, s, p, b)),
-        Permission::TreasuryApprove,
-        "refund",
-        |id, _| Ok(Command::ApproveRefund { id }),
-    )
+    decide_on(unpack((c, s, p, b)), "refund", |id, _| {
+        Ok(Command::ApproveRefund { id })
+    })
     .await
 }
 
@@ -661,17 +608,12 @@ async fn reject_refund(
     p: Path<(String, String)>,
     b: JsonBody<ReasonBody>,
 ) -> ApiResult<Response> {
-    decide_on(
-        unpack((c, s, p, b)),
-        Permission::TreasuryApprove,
-        "refund",
-        |id, r| {
-            Ok(Command::RejectRefund {
-                id,
-                reason: reason(r)?,
-            })
-        },
-    )
+    decide_on(unpack((c, s, p, b)), "refund", |id, r| {
+        Ok(Command::RejectRefund {
+            id,
+            reason: reason(r)?,
+        })
+    })
     .await
 }
 
@@ -681,7 +623,6 @@ async fn refunds(
     Path(org): Path<String>,
     Query(q): Query<Page>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let page = LogPage {
         after_key: q.cursor()?,
@@ -699,7 +640,6 @@ async fn refund(
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let id: RefundId = path_id(&id, "refund")?;
     let r = state
@@ -729,7 +669,6 @@ async fn export_transactions(
     Path(org): Path<String>,
     Query(q): Query<TransactionsExportQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::TreasuryRead)?;
     let org = own_org(&caller, &org)?;
     let format = q.format;
     let filter = q.filters.filter();
@@ -745,4 +684,267 @@ async fn export_transactions(
         }),
     };
     crate::export::stream(&state, exporter, format)
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const LIST_BALANCES: Op = Op {
+        path: "/api/v1/treasury/{orgId}/balances",
+        operation_id: "listBalances",
+        tag: TREASURY,
+        summary: "List balances",
+        description: "Needs `treasury:read`. One balance per currency the organization has used; `available = total - reserved - collateral`. All of them in one page (`nextCursor` is always null).",
+        auth: Auth::Key(TREASURY_READ),
+        success: Success::Json("BalancePage"),
+        ..BASE
+    };
+
+    pub const GET_BALANCE_SUMMARY: Op = Op {
+        path: "/api/v1/treasury/{orgId}/balances/summary",
+        operation_id: "getBalanceSummary",
+        tag: TREASURY,
+        summary: "Balance summary per currency",
+        description: "Needs `treasury:read`. Per currency: the balance figures, `receivable` (approved amounts of invoices owed to the caller, including those with a pending cancellation request) and `payable` (the same owed by the caller).",
+        auth: Auth::Key(TREASURY_READ),
+        success: Success::Json("BalanceSummaryList"),
+        ..BASE
+    };
+
+    pub const GET_BALANCE: Op = Op {
+        path: "/api/v1/treasury/{orgId}/balances/{balanceId}",
+        operation_id: "getBalance",
+        tag: TREASURY,
+        summary: "Get a balance, now or as of a moment",
+        description: "Needs `treasury:read`. Without `asOf`, the balance now. With `asOf`, the figures as they stood after the last change at or before that moment (all zero before the first one), as a `BalanceAsOf`.",
+        auth: Auth::Key(TREASURY_READ),
+        query: &[q("asOf", "A moment in the past (RFC 3339 time, or a date meaning midnight UTC).", Ty::Instant)],
+        success: Success::Json("BalanceLookup"),
+        ..BASE
+    };
+
+    pub const LIST_BALANCE_CHANGES: Op = Op {
+        path: "/api/v1/treasury/{orgId}/balances/{balanceId}/changes",
+        operation_id: "listBalanceChanges",
+        tag: TREASURY,
+        summary: "Balance change log",
+        description: "Needs `treasury:read`. Every change of the balance, oldest first, with the figures after it and its cause.",
+        auth: Auth::Key(TREASURY_READ),
+        query: PAGE,
+        success: Success::Json("BalanceChangePage"),
+        ..BASE
+    };
+
+    pub const GET_BALANCE_USAGE: Op = Op {
+        path: "/api/v1/treasury/{orgId}/balances/{balanceId}/usage",
+        operation_id: "getBalanceUsage",
+        tag: TREASURY,
+        summary: "Balance usage over time",
+        description: "Needs `treasury:read`. A time series of the balance's transactions: per interval (UTC days, ISO weeks from Monday, or calendar months) with at least one transaction, the inflow (deposits, settlements and refunds received), outflow (withdrawals, settlements and refunds paid) and the closing total.",
+        auth: Auth::Key(TREASURY_READ),
+        query: &[
+            q(
+                "interval",
+                "Bucket size.",
+                Ty::Enum {
+                    values: &["day", "week", "month"],
+                    default: Some("day"),
+                },
+            ),
+            Param::From,
+            Param::To,
+        ],
+        success: Success::Json("BalanceUsage"),
+        ..BASE
+    };
+
+    pub const LIST_TRANSACTIONS: Op = Op {
+        path: "/api/v1/treasury/{orgId}/transactions",
+        operation_id: "listTransactions",
+        tag: TREASURY,
+        summary: "List transactions",
+        description: "Needs `treasury:read`. Money movements on the organization's balances, oldest first. `amount` is always positive; `type` gives the direction.",
+        auth: Auth::Key(TREASURY_READ),
+        query: TRANSACTION_LIST_QUERY,
+        success: Success::Json("TransactionPage"),
+        ..BASE
+    };
+
+    pub const EXPORT_TRANSACTIONS: Op = Op {
+        path: "/api/v1/treasury/{orgId}/transactions/export",
+        operation_id: "exportTransactions",
+        tag: TREASURY,
+        summary: "Export transactions",
+        description: "Needs `treasury:read`. Every transaction matching the filters, streamed as JSON lines (default) or CSV (`format=csv`, with a header row), as an attachment.",
+        auth: Auth::Key(TREASURY_READ),
+        query: TRANSACTION_EXPORT_QUERY,
+        success: Success::Export("Transaction"),
+        ..BASE
+    };
+
+    pub const GET_TRANSACTION: Op = Op {
+        path: "/api/v1/treasury/{orgId}/transactions/{id}",
+        operation_id: "getTransaction",
+        tag: TREASURY,
+        summary: "Get a transaction",
+        description: "Needs `treasury:read`.",
+        auth: Auth::Key(TREASURY_READ),
+        success: Success::Json("Transaction"),
+        ..BASE
+    };
+
+    pub const CREATE_WITHDRAWAL: Op = Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/withdrawals",
+        operation_id: "createWithdrawal",
+        tag: TREASURY,
+        summary: "Submit a withdrawal",
+        description: "Needs `treasury:write`. Holds the amount (reserved) and waits in PENDING_APPROVAL for another API key to approve it. Not enough available is `400 INSUFFICIENT_BALANCE`; a frozen balance is `400 INVALID_STATE_TRANSITION`.",
+        auth: Auth::Key(TREASURY_WRITE),
+        body: Body::Required("CreateWithdrawalRequest"),
+        success: Success::Json("Withdrawal"),
+        fails: &[Fail::Funds, Fail::State],
+        ..BASE
+    };
+
+    pub const LIST_WITHDRAWALS: Op = Op {
+        path: "/api/v1/treasury/{orgId}/withdrawals",
+        operation_id: "listWithdrawals",
+        tag: TREASURY,
+        summary: "List withdrawals",
+        description: "Needs `treasury:read`. Oldest first.",
+        auth: Auth::Key(TREASURY_READ),
+        query: &[
+            q(
+                "status",
+                "Only withdrawals in this state.",
+                Ty::Schema("WithdrawalStatus"),
+            ),
+            Param::Limit,
+            Param::Cursor,
+        ],
+        success: Success::Json("WithdrawalPage"),
+        ..BASE
+    };
+
+    pub const GET_WITHDRAWAL: Op = Op {
+        path: "/api/v1/treasury/{orgId}/withdrawals/{id}",
+        operation_id: "getWithdrawal",
+        tag: TREASURY,
+        summary: "Get a withdrawal",
+        description: "Needs `treasury:read`.",
+        auth: Auth::Key(TREASURY_READ),
+        success: Success::Json("Withdrawal"),
+        ..BASE
+    };
+
+    pub const APPROVE_WITHDRAWAL: Op = Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/withdrawals/{id}/approve",
+        operation_id: "approveWithdrawal",
+        tag: TREASURY,
+        summary: "Approve a withdrawal",
+        description: "Needs `treasury:approve`, and a different API key than the one that submitted it (else `403`). PENDING_APPROVAL → COMPLETED: the balance is debited and a WITHDRAWAL transaction recorded. A frozen balance is `400 INVALID_STATE_TRANSITION`.",
+        auth: Auth::Key(TREASURY_APPROVE),
+        body: Body::Optional("OptionalReasonRequest"),
+        success: Success::Json("Withdrawal"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const REJECT_WITHDRAWAL: Op = Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/withdrawals/{id}/reject",
+        operation_id: "rejectWithdrawal",
+        tag: TREASURY,
+        summary: "Reject a withdrawal",
+        description: "Needs `treasury:approve`, and a different API key than the one that submitted it (else `403`). PENDING_APPROVAL → REJECTED; the hold is released.",
+        auth: Auth::Key(TREASURY_APPROVE),
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Withdrawal"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const CANCEL_WITHDRAWAL: Op = Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/withdrawals/{id}/cancel",
+        operation_id: "cancelWithdrawal",
+        tag: TREASURY,
+        summary: "Cancel a withdrawal",
+        description: "Needs `treasury:write`; only the API key that submitted it (else `403`). PENDING_APPROVAL → CANCELLED; the hold is released.",
+        auth: Auth::Key(TREASURY_WRITE),
+        body: Body::Optional("OptionalReasonRequest"),
+        success: Success::Json("Withdrawal"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
+
+    pub const CREATE_REFUND: Op = Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/refunds",
+        operation_id: "createRefund",
+        tag: TREASURY,
+        summary: "Request a refund",
+        description: "Needs `treasury:write`. Against a SETTLEMENT transaction of either party (an unknown or unrelated transaction is `404`); the total refunded may not exceed the settled amount (`400`). Starts PENDING until the payee (the party that received the settlement) approves or rejects it.",
+        auth: Auth::Key(TREASURY_WRITE),
+        body: Body::Required("CreateRefundRequest"),
+        success: Success::Json("Refund"),
+        fails: &[Fail::Missing("transaction")],
+        ..BASE
+    };
+
+    pub const LIST_REFUNDS: Op = Op {
+        path: "/api/v1/treasury/{orgId}/refunds",
+        operation_id: "listRefunds",
+        tag: TREASURY,
+        summary: "List refunds",
+        description:
+            "Needs `treasury:read`. Refunds the organization pays or receives, oldest first.",
+        auth: Auth::Key(TREASURY_READ),
+        query: PAGE,
+        success: Success::Json("RefundPage"),
+        ..BASE
+    };
+
+    pub const GET_REFUND: Op = Op {
+        path: "/api/v1/treasury/{orgId}/refunds/{id}",
+        operation_id: "getRefund",
+        tag: TREASURY,
+        summary: "Get a refund",
+        description: "Needs `treasury:read`. Payer and payee both see it.",
+        auth: Auth::Key(TREASURY_READ),
+        success: Success::Json("Refund"),
+        ..BASE
+    };
+
+    pub const APPROVE_REFUND: Op = Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/refunds/{id}/approve",
+        operation_id: "approveRefund",
+        tag: TREASURY,
+        summary: "Approve a refund",
+        description: "Needs `treasury:approve`; the payee only (else `403`). PENDING → APPROVED: moves the amount from the payee to the payer (REFUND_OUT and REFUND_IN transactions). The payee lacking available funds is `400 INSUFFICIENT_BALANCE`; a frozen payee balance `400 INVALID_STATE_TRANSITION`.",
+        auth: Auth::Key(TREASURY_APPROVE),
+        body: Body::Optional("OptionalReasonRequest"),
+        success: Success::Json("Refund"),
+        fails: &[Fail::Party, Fail::State, Fail::Funds],
+        ..BASE
+    };
+
+    pub const REJECT_REFUND: Op = Op {
+        method: Post,
+        path: "/api/v1/treasury/{orgId}/refunds/{id}/reject",
+        operation_id: "rejectRefund",
+        tag: TREASURY,
+        summary: "Reject a refund",
+        description: "Needs `treasury:approve`; the payee only (else `403`). PENDING → REJECTED.",
+        auth: Auth::Key(TREASURY_APPROVE),
+        body: Body::Required("ReasonRequest"),
+        success: Success::Json("Refund"),
+        fails: &[Fail::Party, Fail::State],
+        ..BASE
+    };
 }

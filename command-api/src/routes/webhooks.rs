@@ -4,7 +4,7 @@
 //! live in the outbox (`projections::sql::outbox`, rows of the same
 //! database), drained by `crate::webhooks`.
 
-use super::path_id;
+use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
@@ -17,11 +17,8 @@ use crate::views;
 use crate::webhooks::{signing, ssrf};
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::domain::Command;
-use ledger_core::events::Permission;
 use ledger_core::ids::WebhookEndpointId;
 use projections::schema;
 use projections::sql::outbox::{self, Delivery, DeliveryStatus, Outbox};
@@ -31,20 +28,18 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/settings/webhooks", post(create).get(list))
-        .route(
-            "/settings/webhooks/{id}",
-            get(get_one).patch(update).delete(remove),
-        )
-        .route("/settings/webhooks/{id}/rotate-secret", post(rotate_secret))
-        .route("/settings/webhooks/{id}/test", post(send_test))
-        .route("/settings/webhooks/{id}/deliveries", get(deliveries))
-        .route(
-            "/settings/webhooks/{id}/deliveries/{delivery_id}/redeliver",
-            post(redeliver),
-        )
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(&operations::CREATE_WEBHOOK_ENDPOINT, create),
+        Route::new(&operations::LIST_WEBHOOK_ENDPOINTS, list),
+        Route::new(&operations::GET_WEBHOOK_ENDPOINT, get_one),
+        Route::new(&operations::UPDATE_WEBHOOK_ENDPOINT, update),
+        Route::new(&operations::DELETE_WEBHOOK_ENDPOINT, remove),
+        Route::new(&operations::ROTATE_WEBHOOK_SECRET, rotate_secret),
+        Route::new(&operations::TEST_WEBHOOK_ENDPOINT, send_test),
+        Route::new(&operations::LIST_WEBHOOK_DELIVERIES, deliveries),
+        Route::new(&operations::REDELIVER_WEBHOOK, redeliver),
+    ]
 }
 
 const MAX_FILTERS: usize = 50;
@@ -209,7 +204,6 @@ async fn create(
     State(state): State<AppState>,
     body: JsonBody<CreateEndpoint>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsWrite)?;
     let v = body.value;
     let url = check_url(&state, &v.url).await?;
     let events = check_events(v.events)?;
@@ -238,7 +232,6 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<Page>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsRead)?;
     let (limit, cursor) = (q.limit(), q.cursor()?);
     let org = caller.organization_id;
     // One more than the page: whether a next page exists.
@@ -259,7 +252,6 @@ async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsRead)?;
     let e = own_endpoint(&state, &caller, &id)?;
     Ok(json_value(&views::webhook_endpoint(&e)))
 }
@@ -282,7 +274,6 @@ async fn update(
     Path(id): Path<String>,
     body: JsonBody<UpdateEndpoint>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsWrite)?;
     let endpoint = own_endpoint(&state, &caller, &id)?;
     let v = body.value;
     let url = match v.url {
@@ -336,7 +327,6 @@ async fn remove(
     Path(id): Path<String>,
     body: JsonBody<Empty>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsWrite)?;
     let endpoint = own_endpoint(&state, &caller, &id)?;
     execute(
         &state,
@@ -357,7 +347,6 @@ async fn rotate_secret(
     Path(id): Path<String>,
     body: JsonBody<Empty>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsWrite)?;
     let endpoint = own_endpoint(&state, &caller, &id)?;
     let (secret, render) = new_signing_secret(&state);
     let previous_valid_until = state.clock.now().plus_seconds(ROTATION_OVERLAP_SECONDS);
@@ -387,7 +376,6 @@ async fn send_test(
     Path(id): Path<String>,
     body: JsonBody<Empty>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsWrite)?;
     let endpoint = own_endpoint(&state, &caller, &id)?;
     let outbox = outbox_of(&state)?.clone();
     let event_id = format!(
@@ -439,7 +427,6 @@ async fn deliveries(
     Path(id): Path<String>,
     Query(q): Query<DeliveriesQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsRead)?;
     let endpoint = own_endpoint(&state, &caller, &id)?;
     let limit = q.page.limit();
     let before = q
@@ -466,7 +453,6 @@ async fn redeliver(
     Path((id, delivery_id)): Path<(String, String)>,
     body: JsonBody<Empty>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::SettingsWrite)?;
     let endpoint = own_endpoint(&state, &caller, &id)?;
     let delivery_id = Uuid::parse_str(&delivery_id).map_err(|_| ApiError::NotFound("delivery"))?;
     let outbox = outbox_of(&state)?.clone();
@@ -495,4 +481,134 @@ async fn redeliver(
     .map_err(|e| ApiError::internal("webhook outbox", e))?
     .ok_or(ApiError::NotFound("delivery"))?;
     Ok(json_value(&delivery_view(&updated)))
+}
+
+/// The operations this file serves, as the OpenAPI document describes them:
+/// the router registers each handler with its operation (see `routes::Route`).
+pub mod operations {
+    use crate::openapi::prelude::*;
+
+    pub const CREATE_WEBHOOK_ENDPOINT: Op = Op {
+        method: Post,
+        path: "/api/v1/settings/webhooks",
+        operation_id: "createWebhookEndpoint",
+        tag: SETTINGS,
+        summary: "Create a webhook endpoint",
+        description: "Needs `settings:write`. `events` filters what is sent: `*`, a family (`invoice.*`) or exact event names (see the `webhooks` section). The URL must be https or http to a public address (loopback and private targets are refused unless the server allows them). The signing secret (`whsec_...`) is in this response only (and in an idempotent replay of it) and on rotation.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Required("CreateWebhookEndpointRequest"),
+        success: Success::Json("WebhookEndpointWithSecret"),
+        ..BASE
+    };
+
+    pub const LIST_WEBHOOK_ENDPOINTS: Op = Op {
+        path: "/api/v1/settings/webhooks",
+        operation_id: "listWebhookEndpoints",
+        tag: SETTINGS,
+        summary: "List webhook endpoints",
+        description:
+            "Needs `settings:read`. Without secrets, oldest first; deleted endpoints are left out.",
+        auth: Auth::Key(SETTINGS_READ),
+        query: PAGE,
+        success: Success::Json("WebhookEndpointPage"),
+        ..BASE
+    };
+
+    pub const GET_WEBHOOK_ENDPOINT: Op = Op {
+        path: "/api/v1/settings/webhooks/{id}",
+        operation_id: "getWebhookEndpoint",
+        tag: SETTINGS,
+        summary: "Get a webhook endpoint",
+        description: "Needs `settings:read`. Without its secret.",
+        auth: Auth::Key(SETTINGS_READ),
+        success: Success::Json("WebhookEndpoint"),
+        ..BASE
+    };
+
+    pub const UPDATE_WEBHOOK_ENDPOINT: Op = Op {
+        method: Patch,
+        path: "/api/v1/settings/webhooks/{id}",
+        operation_id: "updateWebhookEndpoint",
+        tag: SETTINGS,
+        summary: "Edit a webhook endpoint",
+        description: "Needs `settings:write`. Only the fields sent change; `description: null` clears it; `enabled: false` pauses deliveries to it.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("UpdateWebhookEndpointRequest"),
+        success: Success::Json("WebhookEndpoint"),
+        ..BASE
+    };
+
+    pub const DELETE_WEBHOOK_ENDPOINT: Op = Op {
+        method: Delete,
+        path: "/api/v1/settings/webhooks/{id}",
+        operation_id: "deleteWebhookEndpoint",
+        tag: SETTINGS,
+        summary: "Delete a webhook endpoint",
+        description: "Needs `settings:write`. Nothing more is sent to it; it is `404` afterwards. Answers the endpoint with `deleted: true`.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("DeletedWebhookEndpoint"),
+        ..BASE
+    };
+
+    pub const ROTATE_WEBHOOK_SECRET: Op = Op {
+        method: Post,
+        path: "/api/v1/settings/webhooks/{id}/rotate-secret",
+        operation_id: "rotateWebhookSecret",
+        tag: SETTINGS,
+        summary: "Rotate a webhook endpoint's secret",
+        description: "Needs `settings:write`. Answers the endpoint with its new secret. For 24 hours the previous secret keeps signing too, so receivers can switch over.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("WebhookEndpointWithSecret"),
+        ..BASE
+    };
+
+    pub const TEST_WEBHOOK_ENDPOINT: Op = Op {
+        method: Post,
+        path: "/api/v1/settings/webhooks/{id}/test",
+        operation_id: "testWebhookEndpoint",
+        tag: SETTINGS,
+        summary: "Send a test event",
+        description: "Needs `settings:write`. Queues a `webhook.test` event to this endpoint whatever its filter, and answers its delivery. With a `requestId`, a retry answers the same delivery instead of sending again.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("WebhookDelivery"),
+        idempotency: Idem::Keyed,
+        ..BASE
+    };
+
+    pub const LIST_WEBHOOK_DELIVERIES: Op = Op {
+        path: "/api/v1/settings/webhooks/{id}/deliveries",
+        operation_id: "listWebhookDeliveries",
+        tag: SETTINGS,
+        summary: "List an endpoint's deliveries",
+        description: "Needs `settings:read`. Newest first, each with its attempts.",
+        auth: Auth::Key(SETTINGS_READ),
+        query: &[
+            q(
+                "status",
+                "Only deliveries in this state.",
+                Ty::Schema("DeliveryStatus"),
+            ),
+            Param::Limit,
+            Param::Cursor,
+        ],
+        success: Success::Json("WebhookDeliveryPage"),
+        ..BASE
+    };
+
+    pub const REDELIVER_WEBHOOK: Op = Op {
+        method: Post,
+        path: "/api/v1/settings/webhooks/{id}/deliveries/{deliveryId}/redeliver",
+        operation_id: "redeliverWebhook",
+        tag: SETTINGS,
+        summary: "Send a delivery again",
+        description: "Needs `settings:write`. Whatever its status, the delivery becomes PENDING and is sent from now with a fresh retry schedule. With a `requestId`, a retry of this call changes nothing more.",
+        auth: Auth::Key(SETTINGS_WRITE),
+        body: Body::Optional("EmptyRequest"),
+        success: Success::Json("WebhookDelivery"),
+        idempotency: Idem::Keyed,
+        ..BASE
+    };
 }
