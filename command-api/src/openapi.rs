@@ -1191,21 +1191,6 @@ fn closed_object<S: serde::Serialize>(
     })
 }
 
-fn page(item: &str) -> Value {
-    json!({
-        "type": "object",
-        "description": format!("A page of {item} objects."),
-        "required": ["data", "nextCursor"],
-        "properties": {
-            "data": { "type": "array", "items": r(item) },
-            "nextCursor": {
-                "type": ["string", "null"],
-                "description": "Pass as `cursor` for the next page; null on the last page.",
-            },
-        },
-    })
-}
-
 fn bulk_result(data: &str) -> Value {
     json!({
         "type": "object",
@@ -1682,19 +1667,6 @@ pub fn schemas() -> Value {
         json!({ "type": "object", "required": ["openapi", "info", "paths"] }),
     );
     // ------------------------------------------------------------ pages
-    s.insert("InvoicePage".into(), page("Invoice"));
-    s.insert("FilePage".into(), page("File"));
-    s.insert("WebhookEndpointPage".into(), page("WebhookEndpoint"));
-    s.insert("WebhookDeliveryPage".into(), page("WebhookDelivery"));
-    s.insert("ApiLogPage".into(), page("ApiLog"));
-    s.insert("ConnectionPage".into(), page("Connection"));
-    s.insert("PaymentPage".into(), page("Payment"));
-    s.insert("TransactionPage".into(), page("Transaction"));
-    s.insert("WithdrawalPage".into(), page("Withdrawal"));
-    s.insert("RefundPage".into(), page("Refund"));
-    s.insert("ApiKeyPage".into(), page("ApiKey"));
-    s.insert("BalancePage".into(), page("Balance"));
-    s.insert("BalanceChangePage".into(), page("BalanceChange"));
     // ------------------------------------------------------------- bulk
     s.insert("InvoiceBulkResult".into(), bulk_result("Invoice"));
     s.insert("PaymentBulkResult".into(), bulk_result("Payment"));

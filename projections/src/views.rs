@@ -54,12 +54,17 @@ pub struct OrganizationView<'a> {
     name: &'a str,
 }
 
-pub fn organization(o: &Organization) -> Value {
-    value(OrganizationView {
+pub fn organization_view(o: &Organization) -> OrganizationView<'_> {
+    OrganizationView {
         created_at: ts(o.created_at),
         id: o.id.to_string(),
         name: &o.name,
-    })
+    }
+}
+
+/// [`organization_view`] as a `Value`.
+pub fn organization(o: &Organization) -> Value {
+    value(organization_view(o))
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -81,8 +86,8 @@ pub struct ApiKeyView<'a> {
     revoked_at: Option<String>,
 }
 
-pub fn api_key(k: &ApiKey) -> Value {
-    value(ApiKeyView {
+pub fn api_key_view(k: &ApiKey) -> ApiKeyView<'_> {
+    ApiKeyView {
         created_at: ts(k.created_at),
         expires_at: k.expires_at.map(ts),
         id: k.id.to_string(),
@@ -90,7 +95,12 @@ pub fn api_key(k: &ApiKey) -> Value {
         organization_id: k.organization_id.to_string(),
         permissions: k.permissions.iter().map(|p| p.name()).collect(),
         revoked_at: k.revoked_at.map(ts),
-    })
+    }
+}
+
+/// [`api_key_view`] as a `Value`.
+pub fn api_key(k: &ApiKey) -> Value {
+    value(api_key_view(k))
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -117,8 +127,11 @@ pub struct ConnectionView<'a> {
 }
 
 /// `rejection_reason` lives beside the resource (see `sql::rows::ConnectionRow`).
-pub fn connection(c: &Connection, rejection_reason: Option<&str>) -> Value {
-    value(ConnectionView {
+pub fn connection_view<'a>(
+    c: &'a Connection,
+    rejection_reason: Option<&'a str>,
+) -> ConnectionView<'a> {
+    ConnectionView {
         buyer_organization_id: c.buyer_organization_id.to_string(),
         created_at: ts(c.created_at),
         id: c.id.to_string(),
@@ -127,7 +140,12 @@ pub fn connection(c: &Connection, rejection_reason: Option<&str>) -> Value {
         seller_organization_id: c.seller_organization_id.to_string(),
         status: c.status.as_str(),
         updated_at: ts(c.updated_at),
-    })
+    }
+}
+
+/// [`connection_view`] as a `Value`.
+pub fn connection(c: &Connection, rejection_reason: Option<&str>) -> Value {
+    value(connection_view(c, rejection_reason))
 }
 
 /// Written with `Display` straight into the output, without a `String`.
@@ -333,9 +351,9 @@ pub struct PaymentView<'a> {
     status: &'static str,
 }
 
-pub fn payment(p: &Payment) -> Value {
+pub fn payment_view(p: &Payment) -> PaymentView<'_> {
     let c = p.currency;
-    value(PaymentView {
+    PaymentView {
         amount: money(p.amount, c),
         attempts: p.attempts,
         completed_at: p.completed_at.map(ts),
@@ -350,7 +368,12 @@ pub fn payment(p: &Payment) -> Value {
         payer_transaction_id: p.payer_transaction_id.map(|t| t.to_string()),
         refunded_amount: money(p.refunded, c),
         status: p.status.as_str(),
-    })
+    }
+}
+
+/// [`payment_view`] as a `Value`.
+pub fn payment(p: &Payment) -> Value {
+    value(payment_view(p))
 }
 
 /// One per (organization, currency).
@@ -380,9 +403,9 @@ pub struct BalanceView {
     updated_at: String,
 }
 
-pub fn balance(b: &Balance) -> Value {
+pub fn balance_view(b: &Balance) -> BalanceView {
     let c = b.currency;
-    value(BalanceView {
+    BalanceView {
         available: money(b.available(), c),
         collateral: money(b.collateral, c),
         currency: c.code(),
@@ -392,7 +415,12 @@ pub fn balance(b: &Balance) -> Value {
         reserved: money(b.reserved, c),
         total: money(b.total, c),
         updated_at: ts(b.updated_at),
-    })
+    }
+}
+
+/// [`balance_view`] as a `Value`.
+pub fn balance(b: &Balance) -> Value {
+    value(balance_view(b))
 }
 
 /// One change of a balance, with the figures after it.
@@ -431,8 +459,8 @@ struct CauseView<'a> {
     kind: &'a str,
 }
 
-pub fn balance_change(ch: &BalanceChange, c: Currency) -> Value {
-    value(BalanceChangeView {
+pub fn balance_change_view(ch: &BalanceChange, c: Currency) -> BalanceChangeView<'_> {
+    BalanceChangeView {
         amount: money(ch.amount, c),
         at: ts(ch.at),
         available_after: money(ch.available_after, c),
@@ -446,7 +474,12 @@ pub fn balance_change(ch: &BalanceChange, c: Currency) -> Value {
         reserved_after: money(ch.reserved_after, c),
         seq: ch.seq,
         total_after: money(ch.total_after, c),
-    })
+    }
+}
+
+/// [`balance_change_view`] as a `Value`.
+pub fn balance_change(ch: &BalanceChange, c: Currency) -> Value {
+    value(balance_change_view(ch, c))
 }
 
 /// One money movement on a balance.
@@ -485,9 +518,9 @@ pub struct TransactionView<'a> {
     withdrawal_id: Option<String>,
 }
 
-pub fn transaction(t: &Transaction) -> Value {
+pub fn transaction_view(t: &Transaction) -> TransactionView<'_> {
     let c = t.currency;
-    value(TransactionView {
+    TransactionView {
         amount: money(t.amount, c),
         balance_id: t.balance_id.to_string(),
         counterparty_organization_id: t.counterparty_organization_id.map(|x| x.to_string()),
@@ -501,7 +534,12 @@ pub fn transaction(t: &Transaction) -> Value {
         total_after: money(t.total_after, c),
         kind: t.kind.as_str(),
         withdrawal_id: t.withdrawal_id.map(|x| x.to_string()),
-    })
+    }
+}
+
+/// [`transaction_view`] as a `Value`.
+pub fn transaction(t: &Transaction) -> Value {
+    value(transaction_view(t))
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -536,8 +574,8 @@ pub struct WithdrawalView<'a> {
     updated_at: String,
 }
 
-pub fn withdrawal(w: &Withdrawal) -> Value {
-    value(WithdrawalView {
+pub fn withdrawal_view(w: &Withdrawal) -> WithdrawalView<'_> {
+    WithdrawalView {
         amount: money(w.amount, w.currency),
         balance_id: w.balance_id.to_string(),
         created_at: ts(w.created_at),
@@ -558,7 +596,12 @@ pub fn withdrawal(w: &Withdrawal) -> Value {
         submitted_by_api_key_id: w.submitted_by.to_string(),
         transaction_id: w.transaction_id.map(|t| t.to_string()),
         updated_at: ts(w.updated_at),
-    })
+    }
+}
+
+/// [`withdrawal_view`] as a `Value`.
+pub fn withdrawal(w: &Withdrawal) -> Value {
+    value(withdrawal_view(w))
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -596,8 +639,8 @@ pub struct RefundView<'a> {
     updated_at: String,
 }
 
-pub fn refund(r: &Refund) -> Value {
-    value(RefundView {
+pub fn refund_view(r: &Refund) -> RefundView<'_> {
+    RefundView {
         amount: money(r.amount, r.currency),
         created_at: ts(r.created_at),
         currency: r.currency.code(),
@@ -612,7 +655,12 @@ pub fn refund(r: &Refund) -> Value {
         status: r.status.as_str(),
         transaction_id: r.transaction_id.to_string(),
         updated_at: ts(r.updated_at),
-    })
+    }
+}
+
+/// [`refund_view`] as a `Value`.
+pub fn refund(r: &Refund) -> Value {
+    value(refund_view(r))
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -633,8 +681,8 @@ pub struct WebhookEndpointView<'a> {
     url: &'a str,
 }
 
-pub fn webhook_endpoint(e: &WebhookEndpoint) -> Value {
-    value(WebhookEndpointView {
+pub fn webhook_endpoint_view(e: &WebhookEndpoint) -> WebhookEndpointView<'_> {
+    WebhookEndpointView {
         created_at: ts(e.created_at),
         description: &e.description,
         enabled: e.enabled,
@@ -642,7 +690,12 @@ pub fn webhook_endpoint(e: &WebhookEndpoint) -> Value {
         id: e.id.to_string(),
         updated_at: ts(e.updated_at),
         url: &e.url,
-    })
+    }
+}
+
+/// [`webhook_endpoint_view`] as a `Value`.
+pub fn webhook_endpoint(e: &WebhookEndpoint) -> Value {
+    value(webhook_endpoint_view(e))
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -661,15 +714,20 @@ pub struct FileView<'a> {
     size: u64,
 }
 
-pub fn file(f: &StoredFile) -> Value {
-    value(FileView {
+pub fn file_view(f: &StoredFile) -> FileView<'_> {
+    FileView {
         content_type: &f.content_type,
         created_at: ts(f.created_at),
         filename: &f.filename,
         id: f.id.to_string(),
         sha256: hex::encode(f.sha256),
         size: f.size,
-    })
+    }
+}
+
+/// [`file_view`] as a `Value`.
+pub fn file(f: &StoredFile) -> Value {
+    value(file_view(f))
 }
 
 /// The component schemas of the views above, derived from their types.
@@ -685,14 +743,27 @@ pub fn add_schemas(c: &mut crate::schema::Components) {
         .add::<WithdrawalView>()
         .add::<RefundView>()
         .add::<WebhookEndpointView>()
-        .add::<FileView>();
+        .add::<FileView>()
+        .add::<Page<InvoiceView>>()
+        .add::<Page<FileView>>()
+        .add::<Page<WebhookEndpointView>>()
+        .add::<Page<ConnectionView>>()
+        .add::<Page<PaymentView>>()
+        .add::<Page<TransactionView>>()
+        .add::<Page<WithdrawalView>>()
+        .add::<Page<RefundView>>()
+        .add::<Page<ApiKeyView>>()
+        .add::<Page<BalanceView>>()
+        .add::<Page<BalanceChangeView>>();
 }
 
-/// `{ "data": [...], "nextCursor": ... }`
-#[derive(Serialize)]
+/// A page of a list, in the list's order.
+#[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "{T}Page")]
 pub struct Page<T = Value> {
     pub data: Vec<T>,
+    /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 

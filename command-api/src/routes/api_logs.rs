@@ -17,7 +17,7 @@ use ledger_core::ids::ApiKeyId;
 use projections::schema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -32,7 +32,7 @@ pub fn routes() -> Vec<Route> {
 #[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "ApiLog")]
-struct ApiLogView<'a> {
+pub struct ApiLogView<'a> {
     #[schemars(with = "schema::ApiKeyId")]
     api_key_id: String,
     #[schemars(with = "schema::Timestamp")]
@@ -53,11 +53,12 @@ struct ApiLogView<'a> {
 }
 
 pub fn add_schemas(c: &mut schema::Components) {
-    c.add::<ApiLogView>();
+    c.add::<ApiLogView>()
+        .add::<projections::views::Page<ApiLogView>>();
 }
 
-pub fn view(r: &ApiLogRecord) -> Value {
-    projections::views::value(ApiLogView {
+pub fn view(r: &ApiLogRecord) -> ApiLogView<'_> {
+    ApiLogView {
         api_key_id: r.api_key_id.to_string(),
         at: r.at.rfc3339(),
         duration_ms: r.duration_micros as f64 / 1000.0,
@@ -70,7 +71,7 @@ pub fn view(r: &ApiLogRecord) -> Value {
         request_id: &r.request_id,
         response_body: &r.response_body,
         status: r.status,
-    })
+    }
 }
 
 /// The permission reading a record's bodies needs: the one reading its
@@ -197,13 +198,14 @@ async fn list(
         tokio::task::spawn_blocking(move || logs.scan(org, after, limit, &|r| filter.keep(r)))
             .await
             .map_err(|e| ApiError::internal("api log task", e))??;
-    Ok(json_value(&json!({
-        "data": records
-            .into_iter()
-            .map(|r| view(&as_seen_by(&caller, r)))
-            .collect::<Vec<_>>(),
-        "nextCursor": next.map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k)),
-    })))
+    let seen: Vec<ApiLogRecord> = records
+        .into_iter()
+        .map(|r| as_seen_by(&caller, r))
+        .collect();
+    Ok(json_value(&projections::views::Page {
+        data: seen.iter().map(view).collect(),
+        next_cursor: next.map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k)),
+    }))
 }
 
 async fn get_one(
@@ -308,7 +310,7 @@ fn render(records: &[ApiLogRecord], format: crate::export::Format, header_row: b
                 let _ = w.write_record(COLUMNS);
             }
             for r in records {
-                let v = view(r);
+                let v = projections::views::value(view(r));
                 let _ = w.write_record(COLUMNS.iter().map(|c| match &v[*c] {
                     Value::Null => String::new(),
                     Value::String(s) => s.clone(),

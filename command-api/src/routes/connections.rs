@@ -17,7 +17,6 @@ use ledger_core::events::Party;
 use ledger_core::ids::{ConnectionId, OrganizationId};
 use projections::sql::queries;
 use serde::Deserialize;
-use serde_json::json;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -168,13 +167,13 @@ async fn list(
         descending: false,
     };
     let (items, next) = state.sql(|c| queries::access::connections_of(c, org, status, &page))?;
-    Ok(json_value(&json!({
-        "data": items
+    Ok(json_value(&views::Page {
+        data: items
             .iter()
-            .map(|c| views::connection(&c.link, c.rejection_reason.as_deref()))
-            .collect::<Vec<_>>(),
-        "nextCursor": next.as_deref().map(paging::encode_cursor),
-    })))
+            .map(|c| views::connection_view(&c.link, c.rejection_reason.as_deref()))
+            .collect(),
+        next_cursor: next.as_deref().map(paging::encode_cursor),
+    }))
 }
 
 /// The operations this file serves, as the OpenAPI document describes them:

@@ -16,7 +16,6 @@ use ledger_core::domain::Command;
 use ledger_core::ids::{InvoiceId, PaymentId};
 use projections::sql::queries::payments::{self, LogPage, PaymentFilter};
 use serde::Deserialize;
-use serde_json::json;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -241,10 +240,10 @@ async fn list(
         limit: q.page.limit(),
     };
     let (items, next) = state.sql(|c| payments::list_payments(c, org, &filter, &page))?;
-    Ok(json_value(&json!({
-        "data": items.iter().map(views::payment).collect::<Vec<_>>(),
-        "nextCursor": next.map(|k| paging::encode_cursor(&k)),
-    })))
+    Ok(json_value(&views::Page {
+        data: items.iter().map(views::payment_view).collect(),
+        next_cursor: next.map(|k| paging::encode_cursor(&k)),
+    }))
 }
 
 const PAYMENT_COLUMNS: &[&str] = &[

@@ -15,7 +15,6 @@ use ledger_core::ids::ApiKeyId;
 use ledger_core::time::Timestamp;
 use projections::sql::queries;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -92,12 +91,11 @@ async fn create_key(
 
 async fn list_keys(caller: Caller, State(state): State<AppState>) -> ApiResult<Response> {
     let org = caller.organization_id;
-    let data: Vec<Value> = state
-        .sql(|c| queries::access::api_keys_of(c, org))?
-        .iter()
-        .map(views::api_key)
-        .collect();
-    Ok(json_value(&json!({ "data": data, "nextCursor": null })))
+    let keys = state.sql(|c| queries::access::api_keys_of(c, org))?;
+    Ok(json_value(&views::Page {
+        data: keys.iter().map(views::api_key_view).collect(),
+        next_cursor: None,
+    }))
 }
 
 async fn get_key(

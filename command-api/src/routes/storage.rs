@@ -24,7 +24,6 @@ use ledger_core::log::EventLog;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
 use projections::sql::queries;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::pin::Pin;
 
@@ -483,10 +482,10 @@ async fn list(
         descending: false,
     };
     let (items, next) = state.sql(|c| queries::access::files_of(c, org, &page))?;
-    Ok(json_value(&json!({
-        "data": items.iter().map(views::file).collect::<Vec<_>>(),
-        "nextCursor": next.as_deref().map(paging::encode_cursor),
-    })))
+    Ok(json_value(&views::Page {
+        data: items.iter().map(views::file_view).collect(),
+        next_cursor: next.as_deref().map(paging::encode_cursor),
+    }))
 }
 
 async fn remove(

@@ -11,7 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::paging;
 use crate::query::{self, Format, Instant, Named, Page, Period, Query};
 use crate::views;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, State};
 use axum::response::Response;
 use ledger_core::domain::balance::Balance;
 use ledger_core::domain::withdrawal::WithdrawalStatus;
@@ -26,7 +26,6 @@ use projections::BalanceChange;
 use projections::TransactionType;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 pub fn routes() -> Vec<Route> {
@@ -68,12 +67,11 @@ async fn balances(
     Path(org): Path<String>,
 ) -> ApiResult<Response> {
     let org = own_org(&caller, &org)?;
-    let data: Vec<Value> = state
-        .sql(|c| treasury::balances(c, org))?
-        .iter()
-        .map(views::balance)
-        .collect();
-    Ok(json_value(&json!({ "data": data, "nextCursor": null })))
+    let balances = state.sql(|c| treasury::balances(c, org))?;
+    Ok(json_value(&views::Page {
+        data: balances.iter().map(views::balance_view).collect(),
+        next_cursor: None,
+    }))
 }
 
 fn own_balance(state: &AppState, org: OrganizationId, raw: &str) -> ApiResult<Balance> {
@@ -231,10 +229,13 @@ async fn changes(
         limit: q.limit(),
     };
     let (items, next) = state.sql(|c| treasury::list_balance_changes(c, b.id, &page))?;
-    Ok(json_value(&json!({
-        "data": items.iter().map(|ch| views::balance_change(ch, b.currency)).collect::<Vec<_>>(),
-        "nextCursor": next.map(|k| paging::encode_cursor(&k)),
-    })))
+    Ok(json_value(&views::Page {
+        data: items
+            .iter()
+            .map(|ch| views::balance_change_view(ch, b.currency))
+            .collect(),
+        next_cursor: next.map(|k| paging::encode_cursor(&k)),
+    }))
 }
 
 async fn summary(
@@ -346,10 +347,10 @@ async fn transactions(
         limit: q.page.limit(),
     };
     let (items, next) = state.sql(|c| treasury::list_transactions(c, org, &filter, &page))?;
-    Ok(json_value(&json!({
-        "data": items.iter().map(views::transaction).collect::<Vec<_>>(),
-        "nextCursor": next.map(|k| paging::encode_cursor(&k)),
-    })))
+    Ok(json_value(&views::Page {
+        data: items.iter().map(views::transaction_view).collect(),
+        next_cursor: next.map(|k| paging::encode_cursor(&k)),
+    }))
 }
 
 async fn transaction(
@@ -455,51 +456,67 @@ fn reason(r: Option<String>) -> ApiResult<String> {
         .ok_or_else(|| ApiError::Validation("reason is required".into()))
 }
 
-/// A decision on one pending withdrawal or refund: the same checks for all,
-/// then the command `make` builds from the id and the body's reason.
-async fn decide_on<Id: std::str::FromStr>(
-    (caller, state, org, id, body): (Caller, AppState, String, String, JsonBody<ReasonBody>),
-    what: &'static str,
-    make: impl FnOnce(Id, Option<String>) -> ApiResult<Command>,
-) -> ApiResult<Response> {
-    own_org(&caller, &org)?;
-    let id: Id = path_id(&id, what)?;
-    let command_ = make(id, body.value.reason)?;
-    command(&state, &caller, body.request_id, body.fingerprint, command_).await
+/// A decision on one pending withdrawal or refund (approve, reject, cancel):
+/// the caller, the path's organization and id, and the body's reason,
+/// extracted in the order every handler took them.
+struct Decision {
+    caller: Caller,
+    state: AppState,
+    org: String,
+    id: String,
+    body: JsonBody<ReasonBody>,
 }
 
-type DecisionArgs = (
-    Caller,
-    State<AppState>,
-    Path<(String, String)>,
-    JsonBody<ReasonBody>,
-);
+impl FromRequest<AppState> for Decision {
+    type Rejection = ApiError;
 
-fn unpack(
-    (caller, State(state), Path((org, id)), body): DecisionArgs,
-) -> (Caller, AppState, String, String, JsonBody<ReasonBody>) {
-    (caller, state, org, id, body)
+    async fn from_request(request: axum::extract::Request, state: &AppState) -> ApiResult<Self> {
+        let (mut parts, body) = request.into_parts();
+        let caller = Caller::from_request_parts(&mut parts, state).await?;
+        let Path((org, id)) = Path::<(String, String)>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|_| ApiError::RouteNotFound)?;
+        let request = axum::extract::Request::from_parts(parts, body);
+        let body = JsonBody::<ReasonBody>::from_request(request, state).await?;
+        Ok(Decision {
+            caller,
+            state: state.clone(),
+            org,
+            id,
+            body,
+        })
+    }
 }
 
-async fn approve_withdrawal(
-    c: Caller,
-    s: State<AppState>,
-    p: Path<(String, String)>,
-    b: JsonBody<ReasonBody>,
-) -> ApiResult<Response> {
-    decide_on(unpack((c, s, p, b)), "withdrawal", |id, _| {
-        Ok(Command::ApproveWithdrawal { id })
-    })
-    .await
+impl Decision {
+    /// The same checks for all, then the command `make` builds from the id
+    /// and the body's reason.
+    async fn decide<Id: std::str::FromStr>(
+        self,
+        what: &'static str,
+        make: impl FnOnce(Id, Option<String>) -> ApiResult<Command>,
+    ) -> ApiResult<Response> {
+        let Decision {
+            caller,
+            state,
+            org,
+            id,
+            body,
+        } = self;
+        own_org(&caller, &org)?;
+        let id: Id = path_id(&id, what)?;
+        let command_ = make(id, body.value.reason)?;
+        command(&state, &caller, body.request_id, body.fingerprint, command_).await
+    }
 }
 
-async fn reject_withdrawal(
-    c: Caller,
-    s: State<AppState>,
-    p: Path<(String, String)>,
-    b: JsonBody<ReasonBody>,
-) -> ApiResult<Response> {
-    decide_on(unpack((c, s, p, b)), "withdrawal", |id, r| {
+async fn approve_withdrawal(d: Decision) -> ApiResult<Response> {
+    d.decide("withdrawal", |id, _| Ok(Command::ApproveWithdrawal { id }))
+        .await
+}
+
+async fn reject_withdrawal(d: Decision) -> ApiResult<Response> {
+    d.decide("withdrawal", |id, r| {
         Ok(Command::RejectWithdrawal {
             id,
             reason: reason(r)?,
@@ -508,16 +525,9 @@ async fn reject_withdrawal(
     .await
 }
 
-async fn cancel_withdrawal(
-    c: Caller,
-    s: State<AppState>,
-    p: Path<(String, String)>,
-    b: JsonBody<ReasonBody>,
-) -> ApiResult<Response> {
-    decide_on(unpack((c, s, p, b)), "withdrawal", |id, _| {
-        Ok(Command::CancelWithdrawal { id })
-    })
-    .await
+async fn cancel_withdrawal(d: Decision) -> ApiResult<Response> {
+    d.decide("withdrawal", |id, _| Ok(Command::CancelWithdrawal { id }))
+        .await
 }
 
 #[derive(Deserialize)]
@@ -541,10 +551,10 @@ async fn withdrawals(
         limit: q.page.limit(),
     };
     let (items, next) = state.sql(|c| treasury::list_withdrawals(c, org, status, &page))?;
-    Ok(json_value(&json!({
-        "data": items.iter().map(views::withdrawal).collect::<Vec<_>>(),
-        "nextCursor": next.map(|k| paging::encode_cursor(&k)),
-    })))
+    Ok(json_value(&views::Page {
+        data: items.iter().map(views::withdrawal_view).collect(),
+        next_cursor: next.map(|k| paging::encode_cursor(&k)),
+    }))
 }
 
 async fn withdrawal(
@@ -590,25 +600,13 @@ async fn create_refund(
     command(&state, &caller, body.request_id, body.fingerprint, cmd).await
 }
 
-async fn approve_refund(
-    c: Caller,
-    s: State<AppState>,
-    p: Path<(String, String)>,
-    b: JsonBody<ReasonBody>,
-) -> ApiResult<Response> {
-    decide_on(unpack((c, s, p, b)), "refund", |id, _| {
-        Ok(Command::ApproveRefund { id })
-    })
-    .await
+async fn approve_refund(d: Decision) -> ApiResult<Response> {
+    d.decide("refund", |id, _| Ok(Command::ApproveRefund { id }))
+        .await
 }
 
-async fn reject_refund(
-    c: Caller,
-    s: State<AppState>,
-    p: Path<(String, String)>,
-    b: JsonBody<ReasonBody>,
-) -> ApiResult<Response> {
-    decide_on(unpack((c, s, p, b)), "refund", |id, r| {
+async fn reject_refund(d: Decision) -> ApiResult<Response> {
+    d.decide("refund", |id, r| {
         Ok(Command::RejectRefund {
             id,
             reason: reason(r)?,
@@ -629,10 +627,10 @@ async fn refunds(
         limit: q.limit(),
     };
     let (items, next) = state.sql(|c| treasury::list_refunds(c, org, &page))?;
-    Ok(json_value(&json!({
-        "data": items.iter().map(views::refund).collect::<Vec<_>>(),
-        "nextCursor": next.map(|k| paging::encode_cursor(&k)),
-    })))
+    Ok(json_value(&views::Page {
+        data: items.iter().map(views::refund_view).collect(),
+        next_cursor: next.map(|k| paging::encode_cursor(&k)),
+    }))
 }
 
 async fn refund(

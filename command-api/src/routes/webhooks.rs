@@ -125,7 +125,7 @@ fn new_signing_secret(state: &AppState) -> (String, ledger_core::engine::Render)
 #[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "WebhookDelivery")]
-struct DeliveryView<'a> {
+pub struct DeliveryView<'a> {
     attempts: Vec<AttemptView<'a>>,
     #[schemars(with = "schema::Timestamp")]
     created_at: String,
@@ -149,7 +149,7 @@ struct DeliveryView<'a> {
 #[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "DeliveryAttempt")]
-struct AttemptView<'a> {
+pub struct AttemptView<'a> {
     #[schemars(with = "schema::Timestamp")]
     at: String,
     duration_ms: u64,
@@ -161,11 +161,11 @@ struct AttemptView<'a> {
 }
 
 pub fn add_schemas(c: &mut schema::Components) {
-    c.add::<DeliveryView>();
+    c.add::<DeliveryView>().add::<views::Page<DeliveryView>>();
 }
 
-pub fn delivery_view(d: &Delivery) -> Value {
-    let view = DeliveryView {
+pub fn delivery_view(d: &Delivery) -> DeliveryView<'_> {
+    DeliveryView {
         attempts: d
             .attempts
             .iter()
@@ -185,8 +185,7 @@ pub fn delivery_view(d: &Delivery) -> Value {
         next_attempt_at: d.next_attempt_at.map(|t| t.rfc3339()),
         payload: serde_json::from_slice::<Value>(&d.payload).unwrap_or(Value::Null),
         status: d.status.as_str(),
-    };
-    views::value(view)
+    }
 }
 
 #[derive(Deserialize)]
@@ -243,8 +242,10 @@ async fn list(
     } else {
         None
     };
-    let data: Vec<Value> = page.iter().map(views::webhook_endpoint).collect();
-    Ok(json_value(&json!({ "data": data, "nextCursor": next })))
+    Ok(json_value(&views::Page {
+        data: page.iter().map(views::webhook_endpoint_view).collect(),
+        next_cursor: next,
+    }))
 }
 
 async fn get_one(
@@ -438,11 +439,10 @@ async fn deliveries(
     let (page, next) = outbox_of(&state)?
         .list(endpoint.id, before, status, limit)
         .map_err(|e| ApiError::internal("webhook outbox", e))?;
-    let data: Vec<Value> = page.iter().map(delivery_view).collect();
-    Ok(json_value(&json!({
-        "data": data,
-        "nextCursor": next.map(|n| paging::encode_cursor(&n.to_string())),
-    })))
+    Ok(json_value(&views::Page {
+        data: page.iter().map(delivery_view).collect(),
+        next_cursor: next.map(|n| paging::encode_cursor(&n.to_string())),
+    }))
 }
 
 /// Sends a delivery again from now, with a fresh retry schedule (whatever
