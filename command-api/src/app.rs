@@ -77,15 +77,7 @@ pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 /// Opens the log, rebuilds the write and read models, starts the writer.
 pub fn start(config: Config) -> anyhow::Result<Started> {
-    if let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty()) {
-        if token.chars().count() < MIN_ADMIN_TOKEN_CHARS {
-            anyhow::bail!(
-                "EXPEREON_ADMIN_TOKEN has {} characters; it must have at least {MIN_ADMIN_TOKEN_CHARS} \
-                 (for example the output of `openssl rand -hex 32`)",
-                token.chars().count()
-            );
-        }
-    }
+    check_admin_token(&config)?;
     let manual_clock = config
         .test_clock
         .then(|| ManualClock::new(SystemClock.now()));
@@ -95,60 +87,9 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let (master_key, source) = MasterKey::load(config.master_key.as_deref(), &config.data_dir)
-        .context("loading the master key")?;
-    match source {
-        master_key::Source::CreatedFile(path) => tracing::warn!(
-            key = master_key.id(),
-            file = %path.display(),
-            "created a master key file (mode 0600): it encrypts the secrets at rest; back it up \
-             apart from the data, or set EXPEREON_MASTER_KEY instead"
-        ),
-        master_key::Source::File(path) => {
-            tracing::info!(key = master_key.id(), file = %path.display(), "master key from its file")
-        }
-        master_key::Source::Environment => {
-            tracing::info!(key = master_key.id(), "master key from EXPEREON_MASTER_KEY")
-        }
-    }
-    let log = Arc::new(
-        SledLog::open_with(
-            config.data_dir.join("log"),
-            SledOptions {
-                cache_capacity_bytes: config.cache_bytes,
-            },
-        )
-        .context("opening the event log")?,
-    );
-    let dyn_log: Arc<dyn EventLog> = log.clone();
-    let snapshots = WriteModelSnapshots::open(&config.data_dir.join("write-model"))
-        .context("opening the write-model snapshots")?;
-    let engine_config = EngineConfig {
-        snapshot_every_events: config.snapshot_every_events,
-        ..EngineConfig::default()
-    };
-    let (engine, writer) = Engine::start_with_snapshots(
-        dyn_log.clone(),
-        clock.clone(),
-        engine_config,
-        Some(snapshots),
-    )
-    .context("loading the write model")?;
-    // The previous version's read-model checkpoints: the SQL read models
-    // replace them.
-    let old_checkpoints = config.data_dir.join("read-models");
-    if old_checkpoints.is_dir() {
-        std::fs::remove_dir_all(&old_checkpoints)
-            .with_context(|| format!("removing {}", old_checkpoints.display()))?;
-        tracing::info!(dir = %old_checkpoints.display(), "old read-model checkpoints removed");
-    }
-    let projections = Projections::start(
-        dyn_log,
-        &engine,
-        &config.data_dir.join(projections::sql::FILE),
-        Some(&config.data_dir.join("outbox")),
-    )
-    .context("building the read models")?;
+    let master_key = open_master_key(&config)?;
+    let (log, engine, writer) = open_log_and_engine(&config, clock.clone())?;
+    let projections = open_read_models(&config, log.clone(), &engine)?;
     let metrics = Arc::new(Metrics::default());
     let api_logs =
         ApiLogs::open(&config.data_dir.join("api-logs")).context("opening the API log store")?;
@@ -184,6 +125,91 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
         },
         writer,
     })
+}
+
+fn check_admin_token(config: &Config) -> anyhow::Result<()> {
+    if let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        if token.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+            anyhow::bail!(
+                "EXPEREON_ADMIN_TOKEN has {} characters; it must have at least {MIN_ADMIN_TOKEN_CHARS} \
+                 (for example the output of `openssl rand -hex 32`)",
+                token.chars().count()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The master key, from the environment or its file under the data dir
+/// (created at the first start).
+fn open_master_key(config: &Config) -> anyhow::Result<MasterKey> {
+    let (master_key, source) = MasterKey::load(config.master_key.as_deref(), &config.data_dir)
+        .context("loading the master key")?;
+    match source {
+        master_key::Source::CreatedFile(path) => tracing::warn!(
+            key = master_key.id(),
+            file = %path.display(),
+            "created a master key file (mode 0600): it encrypts the secrets at rest; back it up \
+             apart from the data, or set EXPEREON_MASTER_KEY instead"
+        ),
+        master_key::Source::File(path) => {
+            tracing::info!(key = master_key.id(), file = %path.display(), "master key from its file")
+        }
+        master_key::Source::Environment => {
+            tracing::info!(key = master_key.id(), "master key from EXPEREON_MASTER_KEY")
+        }
+    }
+    Ok(master_key)
+}
+
+/// The event log, and the writer started on the write model it rebuilds
+/// (from the last snapshot on).
+fn open_log_and_engine(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<SledLog>, EngineHandle, std::thread::JoinHandle<()>)> {
+    let log = Arc::new(
+        SledLog::open_with(
+            config.data_dir.join("log"),
+            SledOptions {
+                cache_capacity_bytes: config.cache_bytes,
+            },
+        )
+        .context("opening the event log")?,
+    );
+    let snapshots = WriteModelSnapshots::open(&config.data_dir.join("write-model"))
+        .context("opening the write-model snapshots")?;
+    let engine_config = EngineConfig {
+        snapshot_every_events: config.snapshot_every_events,
+        ..EngineConfig::default()
+    };
+    let (engine, writer) =
+        Engine::start_with_snapshots(log.clone(), clock, engine_config, Some(snapshots))
+            .context("loading the write model")?;
+    Ok((log, engine, writer))
+}
+
+/// The SQL read models, caught up with the log.
+fn open_read_models(
+    config: &Config,
+    log: Arc<dyn EventLog>,
+    engine: &EngineHandle,
+) -> anyhow::Result<Projections> {
+    // The previous version's read-model checkpoints: the SQL read models
+    // replace them.
+    let old_checkpoints = config.data_dir.join("read-models");
+    if old_checkpoints.is_dir() {
+        std::fs::remove_dir_all(&old_checkpoints)
+            .with_context(|| format!("removing {}", old_checkpoints.display()))?;
+        tracing::info!(dir = %old_checkpoints.display(), "old read-model checkpoints removed");
+    }
+    Projections::start(
+        log,
+        engine,
+        &config.data_dir.join(projections::sql::FILE),
+        Some(&config.data_dir.join("outbox")),
+    )
+    .context("building the read models")
 }
 
 /// Local files under the data dir, or S3-compatible storage when configured.

@@ -4,14 +4,14 @@
 
 use crate::app::AppState;
 use crate::backup::files::{self, FileFact, Problem};
-use crate::metrics::FilesCheckState;
+use crate::metrics::{FilesCheck, FilesCheckState};
 use ledger_core::domain::Command;
 use ledger_core::engine::Submission;
 use ledger_core::events::Actor;
 use ledger_core::log::EventLog;
 use projections::sql::queries;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_secs(1);
 /// Most scheduled commands sent in one tick (the rest wait for the next).
@@ -126,54 +126,65 @@ async fn verify_files_at_start(state: AppState) {
         return;
     }
     check.set_state(FilesCheckState::Running);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
+    let failed = check_live_files(&state).await.err();
+    check.set_state(FilesCheckState::Done);
+    log_findings(check, failed, started);
+}
+
+/// Every live file, a page at a time; the first error stops the check.
+async fn check_live_files(state: &AppState) -> Result<(), String> {
     let mut after = None;
-    let mut failed = None;
-    'pages: loop {
-        let page = match state.sql(|c| queries::access::live_files(c, after, FILES_PAGE)) {
-            Ok(page) => page,
-            Err(e) => {
-                failed = Some(e.to_string());
-                break;
-            }
+    loop {
+        let page = state
+            .sql(|c| queries::access::live_files(c, after, FILES_PAGE))
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else {
+            return Ok(());
         };
-        let Some(last) = page.last() else { break };
         after = Some(last.id);
         for file in &page {
-            let fact = FileFact::from(file);
-            let verdict = match state.local_files.clone() {
-                Some(root) => {
-                    let f = fact.clone();
-                    match tokio::task::spawn_blocking(move || files::check_local(&root, &f)).await {
-                        Ok(verdict) => verdict,
-                        Err(e) => {
-                            failed = Some(e.to_string());
-                            break 'pages;
-                        }
-                    }
-                }
-                None => files::check_object(state.files.as_ref(), &fact, false).await,
-            };
-            check.checked.fetch_add(1, Relaxed);
-            let Err(problem) = verdict else { continue };
-            // Deleted meanwhile: its bytes went with it, as they should.
-            let live = state
-                .sql(|c| queries::access::file(c, fact.id))
-                .map(|f| f.is_some_and(|f| !f.deleted))
-                .unwrap_or(true);
-            if !live {
-                continue;
-            }
-            let counter = if problem.is_missing() {
-                &check.missing
-            } else {
-                &check.corrupt
-            };
-            counter.fetch_add(1, Relaxed);
-            report(&fact, &problem);
+            check_file(state, FileFact::from(file)).await?;
         }
     }
-    check.set_state(FilesCheckState::Done);
+}
+
+/// Counts the file as checked and, if it is still live and does not match,
+/// as missing or corrupt.
+async fn check_file(state: &AppState, fact: FileFact) -> Result<(), String> {
+    let check = &state.metrics.files;
+    let verdict = match state.local_files.clone() {
+        Some(root) => {
+            let f = fact.clone();
+            tokio::task::spawn_blocking(move || files::check_local(&root, &f))
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        None => files::check_object(state.files.as_ref(), &fact, false).await,
+    };
+    check.checked.fetch_add(1, Relaxed);
+    let Err(problem) = verdict else {
+        return Ok(());
+    };
+    // Deleted meanwhile: its bytes went with it, as they should.
+    let live = state
+        .sql(|c| queries::access::file(c, fact.id))
+        .map(|f| f.is_some_and(|f| !f.deleted))
+        .unwrap_or(true);
+    if !live {
+        return Ok(());
+    }
+    let counter = if problem.is_missing() {
+        &check.missing
+    } else {
+        &check.corrupt
+    };
+    counter.fetch_add(1, Relaxed);
+    report(&fact, &problem);
+    Ok(())
+}
+
+fn log_findings(check: &FilesCheck, failed: Option<String>, started: Instant) {
     let (checked, missing, corrupt) = (
         check.checked.load(Relaxed),
         check.missing.load(Relaxed),

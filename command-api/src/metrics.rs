@@ -1,8 +1,9 @@
 //! Prometheus text metrics, kept by hand: a few counters and one histogram do
 //! not justify a metrics framework.
 
+use ledger_core::engine::{EngineStats, BATCH_BUCKETS};
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicU8};
 use std::sync::Mutex;
@@ -64,20 +65,6 @@ impl FilesCheck {
         }
     }
 
-    /// As `/healthz` shows it.
-    pub fn view(&self) -> crate::routes::health::FilesView {
-        crate::routes::health::FilesView {
-            check: match self.state() {
-                FilesCheckState::Off => "off",
-                FilesCheckState::Running => "running",
-                FilesCheckState::Done => "done",
-            },
-            checked: self.checked.load(Relaxed),
-            corrupt: self.corrupt.load(Relaxed),
-            missing: self.missing.load(Relaxed),
-        }
-    }
-
     fn render(&self, out: &mut String) {
         let gauges = [
             (
@@ -102,9 +89,7 @@ impl FilesCheck {
             ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {value}");
+            scalar(out, "gauge", name, help, value);
         }
     }
 }
@@ -139,73 +124,34 @@ impl Metrics {
         &self,
         log_seq: u64,
         projection_seq: u64,
-        engine: &ledger_core::engine::EngineStats,
+        engine: &EngineStats,
         disk: &crate::disk::DiskGuard,
     ) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP expereon_engine_commands_total Commands decided by the writer."
+        render_engine(&mut out, engine);
+        self.render_requests(&mut out);
+        self.render_latency(&mut out);
+        self.render_commands(&mut out);
+        scalar(
+            &mut out,
+            "gauge",
+            "expereon_log_sequence",
+            "Last durable event sequence number.",
+            log_seq,
         );
-        let _ = writeln!(out, "# TYPE expereon_engine_commands_total counter");
-        let _ = writeln!(
-            out,
-            "expereon_engine_commands_total {}",
-            engine.commands.load(Relaxed)
+        scalar(
+            &mut out,
+            "gauge",
+            "expereon_projection_sequence",
+            "Last event applied to the read models.",
+            projection_seq,
         );
-        let _ = writeln!(
-            out,
-            "# HELP expereon_engine_events_committed_total Events made durable."
-        );
-        let _ = writeln!(out, "# TYPE expereon_engine_events_committed_total counter");
-        let _ = writeln!(
-            out,
-            "expereon_engine_events_committed_total {}",
-            engine.events.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP expereon_engine_commits_total Durable group commits (one fdatasync each)."
-        );
-        let _ = writeln!(out, "# TYPE expereon_engine_commits_total counter");
-        let _ = writeln!(
-            out,
-            "expereon_engine_commits_total {}",
-            engine.commits.load(Relaxed)
-        );
-        let _ = writeln!(out, "# HELP expereon_engine_failed_commits_total Group commits that failed (the batch answered 500).");
-        let _ = writeln!(out, "# TYPE expereon_engine_failed_commits_total counter");
-        let _ = writeln!(
-            out,
-            "expereon_engine_failed_commits_total {}",
-            engine.failed_commits.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP expereon_engine_batch_size Commands per writer batch."
-        );
-        let _ = writeln!(out, "# TYPE expereon_engine_batch_size histogram");
-        for (bound, bucket) in ledger_core::engine::BATCH_BUCKETS
-            .iter()
-            .zip(&engine.batch_size_buckets)
-        {
-            let _ = writeln!(
-                out,
-                "expereon_engine_batch_size_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Relaxed)
-            );
-        }
-        let batches = engine.batches.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "expereon_engine_batch_size_bucket{{le=\"+Inf\"}} {batches}"
-        );
-        let _ = writeln!(
-            out,
-            "expereon_engine_batch_size_sum {}",
-            engine.commands.load(Relaxed)
-        );
-        let _ = writeln!(out, "expereon_engine_batch_size_count {batches}");
+        self.files.render(&mut out);
+        render_disk(&mut out, disk);
+        out
+    }
+
+    fn render_requests(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP expereon_http_requests_total HTTP requests by route and status."
@@ -220,6 +166,9 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    fn render_latency(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP expereon_http_request_duration_seconds Request latency."
@@ -230,31 +179,12 @@ impl Metrics {
         );
         if let Ok(l) = self.latency.lock() {
             for (route, h) in l.iter() {
-                let route = escape(route);
-                for (i, bound) in BUCKETS_SECONDS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "expereon_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
-                        h.counts[i]
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "expereon_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(
-                    out,
-                    "expereon_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "expereon_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                    h.count
-                );
+                render_route_latency(out, &escape(route), h);
             }
         }
+    }
+
+    fn render_commands(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP expereon_commands_total Commands by outcome.");
         let _ = writeln!(out, "# TYPE expereon_commands_total counter");
         if let Ok(c) = self.commands.lock() {
@@ -262,32 +192,113 @@ impl Metrics {
                 let _ = writeln!(out, "expereon_commands_total{{outcome=\"{outcome}\"}} {n}");
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP expereon_log_sequence Last durable event sequence number."
-        );
-        let _ = writeln!(out, "# TYPE expereon_log_sequence gauge");
-        let _ = writeln!(out, "expereon_log_sequence {log_seq}");
-        let _ = writeln!(
-            out,
-            "# HELP expereon_projection_sequence Last event applied to the read models."
-        );
-        let _ = writeln!(out, "# TYPE expereon_projection_sequence gauge");
-        let _ = writeln!(out, "expereon_projection_sequence {projection_seq}");
-        self.files.render(&mut out);
-        let _ = write!(
-            out,
-            "# HELP expereon_disk_free_bytes Free disk space under the data directory at the last measure.\n\
-             # TYPE expereon_disk_free_bytes gauge\n\
-             expereon_disk_free_bytes {}\n\
-             # HELP expereon_disk_low 1 while free disk space is below EXPEREON_MIN_FREE_DISK_BYTES (writes refused).\n\
-             # TYPE expereon_disk_low gauge\n\
-             expereon_disk_low {}\n",
-            disk.free_bytes(),
-            u8::from(disk.is_low())
-        );
-        out
     }
+}
+
+/// One sample without labels, after its HELP and TYPE lines.
+fn scalar(out: &mut String, kind: &str, name: &str, help: &str, value: impl Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn render_engine(out: &mut String, engine: &EngineStats) {
+    let counters = [
+        (
+            "expereon_engine_commands_total",
+            "Commands decided by the writer.",
+            &engine.commands,
+        ),
+        (
+            "expereon_engine_events_committed_total",
+            "Events made durable.",
+            &engine.events,
+        ),
+        (
+            "expereon_engine_commits_total",
+            "Durable group commits (one fdatasync each).",
+            &engine.commits,
+        ),
+        (
+            "expereon_engine_failed_commits_total",
+            "Group commits that failed (the batch answered 500).",
+            &engine.failed_commits,
+        ),
+    ];
+    for (name, help, value) in counters {
+        scalar(out, "counter", name, help, value.load(Relaxed));
+    }
+    render_batch_sizes(out, engine);
+}
+
+fn render_batch_sizes(out: &mut String, engine: &EngineStats) {
+    let _ = writeln!(
+        out,
+        "# HELP expereon_engine_batch_size Commands per writer batch."
+    );
+    let _ = writeln!(out, "# TYPE expereon_engine_batch_size histogram");
+    for (bound, bucket) in BATCH_BUCKETS.iter().zip(&engine.batch_size_buckets) {
+        let _ = writeln!(
+            out,
+            "expereon_engine_batch_size_bucket{{le=\"{bound}\"}} {}",
+            bucket.load(Relaxed)
+        );
+    }
+    let batches = engine.batches.load(Relaxed);
+    let _ = writeln!(
+        out,
+        "expereon_engine_batch_size_bucket{{le=\"+Inf\"}} {batches}"
+    );
+    // Every command is decided in exactly one batch.
+    let _ = writeln!(
+        out,
+        "expereon_engine_batch_size_sum {}",
+        engine.commands.load(Relaxed)
+    );
+    let _ = writeln!(out, "expereon_engine_batch_size_count {batches}");
+}
+
+/// `route` comes escaped.
+fn render_route_latency(out: &mut String, route: &str, h: &Histogram) {
+    for (i, bound) in BUCKETS_SECONDS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "expereon_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
+            h.counts[i]
+        );
+    }
+    let _ = writeln!(
+        out,
+        "expereon_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+        h.count
+    );
+    let _ = writeln!(
+        out,
+        "expereon_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+        h.sum
+    );
+    let _ = writeln!(
+        out,
+        "expereon_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+        h.count
+    );
+}
+
+fn render_disk(out: &mut String, disk: &crate::disk::DiskGuard) {
+    scalar(
+        out,
+        "gauge",
+        "expereon_disk_free_bytes",
+        "Free disk space under the data directory at the last measure.",
+        disk.free_bytes(),
+    );
+    scalar(
+        out,
+        "gauge",
+        "expereon_disk_low",
+        "1 while free disk space is below EXPEREON_MIN_FREE_DISK_BYTES (writes refused).",
+        u8::from(disk.is_low()),
+    );
 }
 
 fn escape(s: &str) -> String {

@@ -2,12 +2,14 @@
 
 use super::Route;
 use crate::app::AppState;
+use crate::metrics::{FilesCheck, FilesCheckState};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use ledger_core::log::EventLog;
 use schemars::JsonSchema;
 use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -38,7 +40,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         },
         // Informative only: a missing file is the operator's to restore, and
         // taking the server out of rotation would not bring it back.
-        files: state.metrics.files.view(),
+        files: FilesView::from(&state.metrics.files),
         log_sequence: state.log.head().last_seq,
         projection_fault: fault,
         projection_sequence: state.projections.applied(),
@@ -84,15 +86,30 @@ struct DiskView {
 /// missing files do not make the status `unavailable`.
 #[derive(Serialize, JsonSchema)]
 #[schemars(rename = "HealthFiles")]
-pub struct FilesView {
+struct FilesView {
     #[schemars(schema_with = "files_check")]
-    pub check: &'static str,
+    check: &'static str,
     /// Files verified so far.
-    pub checked: u64,
+    checked: u64,
     /// Files with another size or SHA-256 than recorded.
-    pub corrupt: u64,
+    corrupt: u64,
     /// Files absent or unreadable.
-    pub missing: u64,
+    missing: u64,
+}
+
+impl From<&FilesCheck> for FilesView {
+    fn from(files: &FilesCheck) -> Self {
+        Self {
+            check: match files.state() {
+                FilesCheckState::Off => "off",
+                FilesCheckState::Running => "running",
+                FilesCheckState::Done => "done",
+            },
+            checked: files.checked.load(Relaxed),
+            corrupt: files.corrupt.load(Relaxed),
+            missing: files.missing.load(Relaxed),
+        }
+    }
 }
 
 fn health_status(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -297,27 +297,68 @@ async fn send(
     now: Timestamp,
 ) -> Outcome {
     let started = Instant::now();
-    let timeout = state.config.webhook_timeout;
-    let failed = |error: String, status_code: Option<u16>, body: Option<String>| Outcome {
+    let answer = post(state, endpoint, d, now).await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (status_code, error, response_body) = match answer {
+        Err(error) => (None, Some(error), None),
+        Ok((status, body)) if status.is_success() => (Some(status.as_u16()), None, body),
+        Ok((status, body)) => (
+            Some(status.as_u16()),
+            Some(format!("HTTP {}", status.as_u16())),
+            body,
+        ),
+    };
+    Outcome {
+        succeeded: error.is_none(),
         attempt: Attempt {
             at: now,
             status_code,
-            duration_ms: started.elapsed().as_millis() as u64,
-            error: Some(error),
-            response_body: body,
+            duration_ms,
+            error,
+            response_body,
         },
-        succeeded: false,
         give_up: false,
+    }
+}
+
+/// Posts the delivery, signed: the answer's status and the start of its
+/// body, or why there is none.
+async fn post(
+    state: &AppState,
+    endpoint: &WebhookEndpoint,
+    d: &Delivery,
+    now: Timestamp,
+) -> Result<(reqwest::StatusCode, Option<String>), String> {
+    let timeout = state.config.webhook_timeout;
+    let request = pinned_post(&endpoint.url, state.config.webhook_allow_private, timeout).await?;
+    let secrets = signing_secrets(&state.master_key, endpoint, now)
+        // Not sent unsigned; retried, as the key may be put right.
+        .map_err(|e| format!("the signing secret does not open: {e}"))?;
+    let request = signed(request, &secrets, d, now);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || format!("timed out after {} ms", timeout.as_millis());
+    let mut response = match tokio::time::timeout_at(deadline, request.send()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
+        Ok(Err(e)) => return Err(describe(&e)),
+        Err(_) => return Err(timed_out()),
     };
-    let allow_private = state.config.webhook_allow_private;
-    let url = match ssrf::check_url(&endpoint.url, allow_private) {
-        Ok(u) => u,
-        Err(e) => return failed(format!("refused: {e}"), None, None),
-    };
+    let status = response.status();
+    Ok((status, response_start(&mut response, deadline).await))
+}
+
+/// A POST to the endpoint's URL once it passes the SSRF guard, from a client
+/// that connects only to the addresses just checked.
+async fn pinned_post(
+    url: &str,
+    allow_private: bool,
+    timeout: Duration,
+) -> Result<reqwest::RequestBuilder, String> {
+    let url = ssrf::check_url(url, allow_private).map_err(|e| format!("refused: {e}"))?;
     let target = match tokio::time::timeout(timeout, ssrf::resolve(&url, allow_private)).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return failed(e, None, None),
-        Err(_) => return failed("timed out resolving the host".into(), None, None),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err("timed out resolving the host".into()),
     };
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -330,48 +371,34 @@ async fn send(
         // Connect only to the addresses just checked (no second lookup).
         builder = builder.resolve_to_addrs(domain, &target.addrs);
     }
-    let client = match builder.build() {
-        Ok(c) => c,
-        Err(e) => return failed(format!("http client: {e}"), None, None),
-    };
-    let secrets = match signing_secrets(&state.master_key, endpoint, now) {
-        Ok(s) => s,
-        // Not sent unsigned; retried, as the key may be put right.
-        Err(e) => return failed(format!("the signing secret does not open: {e}"), None, None),
-    };
+    let client = builder.build().map_err(|e| format!("http client: {e}"))?;
+    Ok(client.post(url))
+}
+
+fn signed(
+    request: reqwest::RequestBuilder,
+    secrets: &[String],
+    d: &Delivery,
+    now: Timestamp,
+) -> reqwest::RequestBuilder {
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let timestamp = now.as_micros().div_euclid(1_000_000);
     let signature = signing::signature_header(&secrets, &d.event_id, timestamp, &d.payload);
-    let request = client
-        .post(url)
+    request
         .header("content-type", "application/json")
         .header("webhook-id", &d.event_id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", &signature)
         .header("x-signature", &signature)
-        .body(d.payload.clone());
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut response = match tokio::time::timeout_at(deadline, request.send()).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) if e.is_timeout() => {
-            return failed(
-                format!("timed out after {} ms", timeout.as_millis()),
-                None,
-                None,
-            )
-        }
-        Ok(Err(e)) => return failed(describe(&e), None, None),
-        Err(_) => {
-            return failed(
-                format!("timed out after {} ms", timeout.as_millis()),
-                None,
-                None,
-            )
-        }
-    };
-    let status = response.status();
-    // The answer counts once its status is in; the body is kept for the log
-    // (first KiB, whatever arrives before the deadline).
+        .body(d.payload.clone())
+}
+
+/// The answer counts once its status is in; the body is kept for the log
+/// (first KiB, whatever arrives before the deadline).
+async fn response_start(
+    response: &mut reqwest::Response,
+    deadline: tokio::time::Instant,
+) -> Option<String> {
     let mut body = Vec::new();
     while body.len() < MAX_RESPONSE_BODY {
         match tokio::time::timeout_at(deadline, response.chunk()).await {
@@ -380,26 +407,7 @@ async fn send(
         }
     }
     body.truncate(MAX_RESPONSE_BODY);
-    let body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
-    if status.is_success() {
-        Outcome {
-            attempt: Attempt {
-                at: now,
-                status_code: Some(status.as_u16()),
-                duration_ms: started.elapsed().as_millis() as u64,
-                error: None,
-                response_body: body,
-            },
-            succeeded: true,
-            give_up: false,
-        }
-    } else {
-        failed(
-            format!("HTTP {}", status.as_u16()),
-            Some(status.as_u16()),
-            body,
-        )
-    }
+    (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A transport error in one line, without the URL (it is on the endpoint).
