@@ -5,11 +5,15 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, Method};
+use ledger_core::domain::invoice::MAX_TEXT_CHARS;
 use ledger_core::ids::RequestId;
 use ledger_core::log::Hash;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
@@ -19,6 +23,17 @@ pub struct JsonBody<T> {
     pub value: T,
     pub request_id: Option<RequestId>,
     pub fingerprint: Hash,
+}
+
+impl<T> JsonBody<T> {
+    /// The same request, its body turned into another type.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> JsonBody<U> {
+        JsonBody {
+            value: f(self.value),
+            request_id: self.request_id,
+            fingerprint: self.fingerprint,
+        }
+    }
 }
 
 /// sha256 over method, path and the canonical JSON body (object keys sorted),
@@ -128,4 +143,88 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
             fingerprint,
         })
     }
+}
+
+// ---------------------------------------------------------------------------
+// Request body types: what a handler deserializes is what the document shows
+// (`openapi::json::<T>`), so each derives its schema. Markers below say what
+// a text field must be where its Rust type (a `String`, parsed later) cannot.
+// ---------------------------------------------------------------------------
+
+/// A body's `requestId`: read by [`JsonBody`] itself; declared by each body
+/// type so that `deny_unknown_fields` lets it through and the schema lists it.
+#[derive(Deserialize)]
+pub struct RequestIdField(#[allow(dead_code)] String);
+
+impl JsonSchema for RequestIdField {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "RequestIdField".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        projections::schema::RequestId::json_schema(g)
+    }
+}
+
+/// A required text, not blank, at most [`MAX_TEXT_CHARS`] characters.
+pub struct NonBlank;
+
+impl JsonSchema for NonBlank {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "NonBlank".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_TEXT_CHARS,
+            "pattern": "\\S",
+        })
+    }
+}
+
+/// No fields but the optional `requestId`; the body may be left out (send
+/// `Idempotency-Key` instead).
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "EmptyRequest")]
+pub struct Empty {
+    #[serde(rename = "requestId")]
+    _request_id: Option<RequestIdField>,
+}
+
+/// A reason, required and not blank.
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ReasonRequest")]
+pub struct Reason {
+    #[serde(rename = "requestId")]
+    _request_id: Option<RequestIdField>,
+    /// Why (kept with the event).
+    #[schemars(with = "NonBlank")]
+    pub reason: Option<String>,
+}
+
+impl Reason {
+    /// The reason, or the 400 a missing or blank one gets.
+    pub fn required(self) -> Result<String, ApiError> {
+        self.reason
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ApiError::Validation("reason is required".into()))
+    }
+}
+
+/// A reason, optional.
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "OptionalReasonRequest")]
+pub struct OptionalReason {
+    #[serde(rename = "requestId")]
+    _request_id: Option<RequestIdField>,
+    pub reason: Option<String>,
 }

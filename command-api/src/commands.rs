@@ -2,10 +2,14 @@
 //! the one path every mutating route takes.
 
 use crate::app::AppState;
+use crate::bulk;
 use crate::error::ApiError;
 use crate::master_key::{self, MasterKey, Purpose};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ledger_core::domain::api_key::ApiKey;
+use ledger_core::domain::organization::Organization;
+use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::domain::{Command, Outcome};
 use ledger_core::engine::{Idempotency, Render, Rendered, Reply, Submission};
 use ledger_core::events::Actor;
@@ -213,22 +217,24 @@ fn resource(c: &Connection, outcome: &Stored) -> Result<Value, SqlError> {
                     // Compact: the resource's status, not the resource. A
                     // bulk answer embedding 500 invoices of a megabyte each
                     // was hundreds of megabytes.
-                    Ok(o) => match status_of(c, o)? {
-                        Some(status) => json!({ "id": id, "ok": true, "status": status }),
-                        None => json!({ "id": id, "ok": true }),
+                    Ok(o) => bulk::Row {
+                        error: None,
+                        id,
+                        ok: true,
+                        status: status_of(c, o)?.and_then(|s| s.as_str().map(str::to_owned)),
                     },
-                    Err(e) => json!({
-                        "id": id,
-                        "ok": false,
-                        "error": { "code": e.code, "message": e.message },
-                    }),
+                    Err(e) => bulk::Row {
+                        error: Some(bulk::ItemError {
+                            code: e.code.clone(),
+                            message: e.message.clone(),
+                        }),
+                        id,
+                        ok: false,
+                        status: None,
+                    },
                 });
             }
-            Some(json!({
-                "results": rows,
-                "succeeded": results.iter().filter(|(_, r)| r.is_ok()).count(),
-                "failed": results.iter().filter(|(_, r)| r.is_err()).count(),
-            }))
+            Some(v::value(bulk::BulkResult::of(rows)))
         }
         Stored::Nothing => Some(json!({})),
     };
@@ -255,26 +261,58 @@ fn status_of(c: &Connection, outcome: &Stored) -> Result<Option<Value>, SqlError
     }
 }
 
-fn with_field(mut view: Value, name: &str, value: Value) -> Value {
-    if let Value::Object(m) = &mut view {
-        m.insert(name.into(), value);
-    }
-    view
-}
-
 /// Renders a success from the read models.
 fn render_recipe(c: &Connection, recipe: &Recipe) -> Result<Value, SqlError> {
+    use projections::views as v;
     Ok(match (&recipe.view, &recipe.outcome) {
         (View::Resource, o) => resource(c, o)?,
-        (View::WithSecret(secret), o) => {
-            with_field(resource(c, o)?, "secret", Value::String(secret.clone()))
+        (View::WithSecret(secret), Stored::ApiKey(id)) => {
+            let key: Option<ApiKey> = load(c, "api_keys", id)?;
+            key.map(|k| {
+                v::value(v::ApiKeyCreated {
+                    key: v::api_key_view(&k),
+                    secret,
+                })
+            })
+            .unwrap_or(Value::Null)
         }
-        (View::Deleted, o) => with_field(resource(c, o)?, "deleted", Value::Bool(true)),
-        (View::NewOrganization { secret }, Stored::Organization(id, api_key_id)) => json!({
-            "organization": load(c, "organizations", id)?
-                .map(|o| projections::views::organization(&o)),
-            "apiKey": { "id": api_key_id.to_string(), "secret": secret, "permissions": ["*"] },
-        }),
+        (View::WithSecret(secret), Stored::WebhookEndpoint(id)) => {
+            let endpoint: Option<WebhookEndpoint> = load(c, "webhook_endpoints", id)?;
+            endpoint
+                .map(|e| {
+                    v::value(v::WebhookEndpointWithSecret {
+                        endpoint: v::webhook_endpoint_view(&e),
+                        secret,
+                    })
+                })
+                .unwrap_or(Value::Null)
+        }
+        (View::Deleted, Stored::WebhookEndpoint(id)) => {
+            let endpoint: Option<WebhookEndpoint> = load(c, "webhook_endpoints", id)?;
+            endpoint
+                .map(|e| {
+                    v::value(v::DeletedWebhookEndpoint {
+                        deleted: true,
+                        endpoint: v::webhook_endpoint_view(&e),
+                    })
+                })
+                .unwrap_or(Value::Null)
+        }
+        (View::NewOrganization { secret }, Stored::Organization(id, api_key_id)) => {
+            let organization: Option<Organization> = load(c, "organizations", id)?;
+            organization
+                .map(|o| {
+                    v::value(v::OrganizationCreated {
+                        api_key: v::FirstApiKey {
+                            id: api_key_id.to_string(),
+                            permissions: ["*"],
+                            secret,
+                        },
+                        organization: v::organization_view(&o),
+                    })
+                })
+                .unwrap_or(Value::Null)
+        }
         (View::Deposit, Stored::Transaction(id, _)) => rows::load_transaction(c, *id)?
             .map(|t| projections::views::transaction(&t))
             .unwrap_or(Value::Null),

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod background;
 pub mod backup;
 pub mod body;
+pub mod bulk;
 pub mod commands;
 pub mod config;
 pub mod disk;

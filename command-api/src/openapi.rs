@@ -19,15 +19,15 @@ use crate::query::Names;
 use axum::http::header;
 use axum::response::IntoResponse;
 use ledger_core::domain::connection::ConnectionStatus;
-use ledger_core::domain::invoice::{
-    InvoiceStatus, MAX_ATTACHMENTS, MAX_LINE_ITEMS, MAX_NUMBER_CHARS, MAX_TEXT_CHARS,
-};
+use ledger_core::domain::invoice::InvoiceStatus;
 use ledger_core::domain::payment::PaymentStatus;
 use ledger_core::domain::refund::RefundStatus;
 use ledger_core::domain::withdrawal::WithdrawalStatus;
 use ledger_core::events::Permission;
 use ledger_core::money::Currency;
+use projections::schema::Components;
 use projections::TransactionType;
+use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 
@@ -66,17 +66,28 @@ pub enum Auth {
     Key(&'static [Permission]),
 }
 
-/// The request body of an operation; the name is a component schema.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The request body of an operation.
+#[derive(Clone, Copy, Debug)]
 pub enum Body {
     None,
-    /// A JSON body with required fields.
-    Required(&'static str),
+    /// A JSON body with required fields, of the type the handler reads.
+    Required(JsonType),
     /// A JSON body that may be left out (the call then behaves as `{}`).
-    Optional(&'static str),
+    Optional(JsonType),
     /// A file: `multipart/form-data` with a `file` part, or the raw bytes
     /// with their `Content-Type` and `?filename=`.
     Upload,
+}
+
+/// A request body's type: [`json`] of the type its handler deserializes,
+/// which adds the type's derived schema to the components and names it (and
+/// gives the Rust type's name, which `tests/openapi.rs` finds among the
+/// handler's arguments).
+pub type JsonType = fn(&mut Components) -> (String, &'static str);
+
+/// The [`JsonType`] of `T`.
+pub fn json<T: JsonSchema>(c: &mut Components) -> (String, &'static str) {
+    (c.name_of::<T>(), std::any::type_name::<T>())
 }
 
 /// What a `200` answers; names are component schemas.
@@ -437,12 +448,13 @@ pub const BASE: Op = Op {
 pub mod prelude {
     pub use super::Method::{Delete, Get, Patch, Post, Put};
     pub use super::{
-        one_of, q, Auth, Body, Fail, Idem, Op, Param, Success, Ty, ADMIN, API_LOG_EXPORT_QUERY,
-        API_LOG_LIST_QUERY, BASE, CONNECTIONS, INVOICES, INVOICES_APPROVE, INVOICES_EITHER,
-        INVOICES_READ, INVOICES_WRITE, INVOICE_LIST_QUERY, PAGE, PAYMENTS, PAYMENTS_READ,
-        PAYMENTS_WRITE, PAYMENT_EXPORT_QUERY, PAYMENT_LIST_QUERY, SETTINGS, SETTINGS_READ,
-        SETTINGS_WRITE, STORAGE, STORAGE_READ, STORAGE_WRITE, SYSTEM, TRANSACTION_EXPORT_QUERY,
-        TRANSACTION_LIST_QUERY, TREASURY, TREASURY_APPROVE, TREASURY_READ, TREASURY_WRITE,
+        json, one_of, q, Auth, Body, Fail, Idem, Op, Param, Success, Ty, ADMIN,
+        API_LOG_EXPORT_QUERY, API_LOG_LIST_QUERY, BASE, CONNECTIONS, INVOICES, INVOICES_APPROVE,
+        INVOICES_EITHER, INVOICES_READ, INVOICES_WRITE, INVOICE_LIST_QUERY, PAGE, PAYMENTS,
+        PAYMENTS_READ, PAYMENTS_WRITE, PAYMENT_EXPORT_QUERY, PAYMENT_LIST_QUERY, SETTINGS,
+        SETTINGS_READ, SETTINGS_WRITE, STORAGE, STORAGE_READ, STORAGE_WRITE, SYSTEM,
+        TRANSACTION_EXPORT_QUERY, TRANSACTION_LIST_QUERY, TREASURY, TREASURY_APPROVE,
+        TREASURY_READ, TREASURY_WRITE,
     };
 }
 
@@ -722,9 +734,10 @@ fn operation(op: &Op) -> Value {
     match op.body {
         Body::None => {}
         Body::Required(schema) | Body::Optional(schema) => {
+            let (name, _) = schema(&mut Components::requests());
             o["requestBody"] = json!({
                 "required": matches!(op.body, Body::Required(_)),
-                "content": { "application/json": { "schema": r(schema) } },
+                "content": { "application/json": { "schema": r(&name) } },
             });
         }
         Body::Upload => {
@@ -811,7 +824,7 @@ fn documented_errors(op: &Op) -> Vec<Documented> {
             when: when.to_owned(),
         })
     };
-    let has_body = op.body != Body::None;
+    let has_body = !matches!(op.body, Body::None);
     let idempotent = op.is_idempotent();
     let params = path_params(op.path);
     // 400
@@ -1121,16 +1134,6 @@ fn rd(name: &str, description: &str) -> Value {
 }
 
 /// Required free text: not blank, within the bound every text has.
-fn not_blank(text: &str) -> Value {
-    json!({
-        "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_TEXT_CHARS,
-        "pattern": "\\S",
-        "description": format!("Required, not blank. {text}"),
-    })
-}
-
 fn string(description: &str) -> Value {
     json!({ "type": "string", "description": description })
 }
@@ -1143,14 +1146,6 @@ fn timestamp(description: &str) -> Value {
     rd("Timestamp", description)
 }
 
-fn money(description: &str) -> Value {
-    rd("Money", description)
-}
-
-fn int(description: &str) -> Value {
-    json!({ "type": "integer", "minimum": 0, "description": description })
-}
-
 /// A response object: every property listed is always present, and no other
 /// is (so a field served but not documented fails the contract tests).
 fn resource(description: &str, properties: Value) -> Value {
@@ -1159,21 +1154,6 @@ fn resource(description: &str, properties: Value) -> Value {
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     closed_object(description, &required, properties)
-}
-
-/// `base` (a [`resource`]) with more fields, all present.
-fn with_fields(base: &Value, description: &str, extra: Value) -> Value {
-    let mut properties = base["properties"].clone();
-    if let (Some(p), Value::Object(extra)) = (properties.as_object_mut(), extra) {
-        p.extend(extra);
-    }
-    resource(description, properties)
-}
-
-/// A request body: unknown fields are refused.
-fn request(description: &str, required: &[&str], mut properties: Value) -> Value {
-    properties["requestId"] = r("RequestId");
-    closed_object(description, required, properties)
 }
 
 /// An object with exactly these properties.
@@ -1188,31 +1168,6 @@ fn closed_object<S: serde::Serialize>(
         "required": required,
         "properties": properties,
         "additionalProperties": false,
-    })
-}
-
-fn bulk_result(data: &str) -> Value {
-    json!({
-        "type": "object",
-        "description": "One result per item, in request order; each succeeded or failed on its own.",
-        "required": ["results", "succeeded", "failed"],
-        "properties": {
-            "results": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "ok"],
-                    "properties": {
-                        "id": { "type": ["string", "null"], "format": "uuid", "description": "The item's id." },
-                        "ok": { "type": "boolean" },
-                        "status": { "type": "string", "description": format!("The {data}'s status after the action (when `ok`); `GET` it for the rest.") },
-                        "error": rd("BulkItemError", "Why it failed (when not `ok`)."),
-                    },
-                },
-            },
-            "succeeded": int("How many succeeded."),
-            "failed": int("How many failed."),
-        },
     })
 }
 
@@ -1248,8 +1203,19 @@ pub fn derived_schemas() -> Map<String, Value> {
     crate::routes::invoices::add_schemas(&mut derived);
     crate::routes::health::add_schemas(&mut derived);
     crate::routes::admin::add_schemas(&mut derived);
+    crate::routes::clock::add_schemas(&mut derived);
+    crate::bulk::add_schemas(&mut derived);
     derived.add::<crate::error::ErrorBody>();
-    derived.into_schemas()
+    let mut schemas = derived.into_schemas();
+    // Request bodies, from the types their handlers deserialize.
+    let mut requests = Components::requests();
+    for op in operations() {
+        if let Body::Required(body) | Body::Optional(body) = op.body {
+            body(&mut requests);
+        }
+    }
+    schemas.extend(requests.into_schemas());
+    schemas
 }
 
 pub fn schemas() -> Value {
@@ -1259,11 +1225,8 @@ pub fn schemas() -> Value {
         .collect::<Vec<_>>()
         .join(", ");
     let permissions: Vec<&str> = Permission::NAMES.iter().map(|(n, _)| *n).collect();
-    let line_items = format!("At most {MAX_LINE_ITEMS} line items.");
-    let attachments = format!("File ids (at most {MAX_ATTACHMENTS}), files of the seller.");
-    let text = format!("At most {MAX_TEXT_CHARS} characters.");
-    let bulk_max = crate::routes::invoices::BULK_MAX;
-    // The schemas derived from response types; the rest are written out below.
+    // The schemas derived from response and request types; the rest are
+    // written out below.
     let mut s = derived_schemas();
     // ------------------------------------------------------- primitives
     s.insert(
@@ -1345,212 +1308,8 @@ pub fn schemas() -> Value {
         json!({ "type": "string", "enum": error_codes() }),
     );
     // ----------------------------------------------------------- errors
-    s.insert(
-        "BulkItemError".into(),
-        json!({
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": { "code": r("ErrorCode"), "message": { "type": "string" } },
-        }),
-    );
     // --------------------------------------------------------- requests
-    s.insert("EmptyRequest".into(), request("No fields but the optional `requestId`; the body may be left out (send `Idempotency-Key` instead).", &[], json!({})));
-    s.insert(
-        "ReasonRequest".into(),
-        request("", &["reason"], json!({ "reason": not_blank(&text) })),
-    );
-    s.insert(
-        "OptionalReasonRequest".into(),
-        request(
-            "",
-            &[],
-            json!({ "reason": string("Accepted and not recorded.") }),
-        ),
-    );
-    s.insert(
-        "CreateOrganizationRequest".into(),
-        request(
-            "",
-            &["name"],
-            json!({ "name": string("1 to 200 characters, trimmed.") }),
-        ),
-    );
-    s.insert("DepositRequest".into(), request("", &["currency", "amount"], json!({
-        "currency": r("Currency"),
-        "amount": money("Greater than zero."),
-        "reference": string("Kept on the DEPOSIT transaction; at most 200 characters. Default empty."),
-    })));
-    s.insert("SetCollateralRequest".into(), request("", &["amount"], json!({
-        "amount": money("Zero or more; replaces the current collateral. At most `total - reserved`."),
-    })));
-    s.insert(
-        "CreateConnectionRequest".into(),
-        request(
-            "",
-            &["counterpartyOrganizationId", "role"],
-            json!({
-                "counterpartyOrganizationId": id("The other organization."),
-                "role": rd("Party", "The caller's role in the pair."),
-            }),
-        ),
-    );
-    s.insert("LineItemInput".into(), request("A line item. `requestId` applies when it is the body of `POST /invoices/{id}/line-items`.", &["description", "quantity", "unitPrice"], json!({
-        "description": string(""),
-        "quantity": r("Quantity"),
-        "unitPrice": money("In the invoice currency; zero allowed."),
-        "taxRate": rd("TaxRate", "Default `\"0\"`."),
-    })));
-    s.insert(
-        "LineItemPatchRequest".into(),
-        request(
-            "Only the fields sent change.",
-            &[],
-            json!({
-                "description": string(""),
-                "quantity": r("Quantity"),
-                "unitPrice": money("In the invoice currency; zero allowed."),
-                "taxRate": r("TaxRate"),
-            }),
-        ),
-    );
-    s.insert("CreateInvoiceRequest".into(), request("", &["connectionId", "currency", "dueDate", "lineItems"], json!({
-        "connectionId": id("An ACTIVE connection where the caller is the seller."),
-        "number": string(&format!("Default `INV-000001`, counting per seller. At most {MAX_NUMBER_CHARS} characters.")),
-        "currency": r("Currency"),
-        "issueDate": rd("Date", "Default today (UTC)."),
-        "dueDate": rd("Date", "Not before `issueDate`."),
-        "memo": string(&text),
-        "lineItems": { "type": "array", "items": r("LineItemInput"), "description": line_items },
-        "attachments": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": attachments },
-        "submit": { "type": "boolean", "default": false, "description": "Submit at once (→ SUBMITTED)." },
-    })));
-    s.insert("UpdateInvoiceRequest".into(), request("Only the fields sent change.", &[], json!({
-        "expectedVersion": { "type": "integer", "minimum": 0, "description": "The invoice `version` the edit is based on; stale → 409 VERSION_CONFLICT." },
-        "number": string(&format!("At most {MAX_NUMBER_CHARS} characters.")),
-        "dueDate": rd("Date", "Not before `issueDate`."),
-        "memo": { "type": ["string", "null"], "description": format!("null clears it. {text}") },
-        "lineItems": { "type": "array", "items": r("LineItemInput"), "description": format!("Replaces every line item. {line_items}") },
-        "attachments": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": format!("Replaces the attachments. {attachments}") },
-    })));
-    s.insert(
-        "RespondInfoRequest".into(),
-        request("", &["message"], json!({ "message": not_blank(&text) })),
-    );
-    s.insert(
-        "RequestInfoRequest".into(),
-        request("", &["question"], json!({ "question": not_blank(&text) })),
-    );
-    s.insert("ApproveInvoiceRequest".into(), request("Leave out for a full approval.", &[], json!({
-        "adjustedAmount": money("Approve less than `total` (→ APPROVED_WITH_ADJUSTMENT); needs `reason`."),
-        "reason": string(&format!("Required with `adjustedAmount`. {text}")),
-    })));
-    s.insert(
-        "OptionalReasonRequest".into(),
-        request(
-            "",
-            &[],
-            json!({ "reason": string(&format!("Optional. {text}")) }),
-        ),
-    );
-    s.insert(
-        "BulkInvoiceRequest".into(),
-        request(
-            "",
-            &["invoiceIds"],
-            json!({
-                "invoiceIds": {
-                    "type": "array",
-                    "items": { "type": "string", "format": "uuid" },
-                    "minItems": 1,
-                    "maxItems": bulk_max,
-                },
-                "reason": string("bulk-cancel only: the cancellation reason for every invoice."),
-            }),
-        ),
-    );
-    s.insert(
-        "SettleRequest".into(),
-        request(
-            "",
-            &["invoiceId"],
-            json!({ "invoiceId": id("An approved invoice the caller owes.") }),
-        ),
-    );
-    s.insert(
-        "BulkSettleRequest".into(),
-        request(
-            "",
-            &["invoiceIds"],
-            json!({
-                "invoiceIds": {
-                    "type": "array",
-                    "items": { "type": "string", "format": "uuid" },
-                    "minItems": 1,
-                    "maxItems": bulk_max,
-                },
-            }),
-        ),
-    );
-    s.insert(
-        "SettleAllDueRequest".into(),
-        request(
-            "",
-            &[],
-            json!({ "asOf": rd("Date", "Default today (UTC).") }),
-        ),
-    );
-    s.insert(
-        "RetryFailedRequest".into(),
-        request(
-            "",
-            &[],
-            json!({
-                "paymentIds": {
-                    "type": "array",
-                    "items": { "type": "string", "format": "uuid" },
-                    "maxItems": bulk_max,
-                    "description": "Default: every FAILED payment the caller pays.",
-                },
-            }),
-        ),
-    );
-    s.insert("CreateApiKeyRequest".into(), request("", &["name", "permissions"], json!({
-        "name": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S", "description": "1 to 200 characters, not blank." },
-        "permissions": { "type": "array", "items": r("Permission"), "minItems": 1, "maxItems": 20, "description": "Each must be held by the calling key." },
-        "expiresAt": timestamp("In the future. Default: never."),
-    })));
-    s.insert("CreateWithdrawalRequest".into(), request("", &["currency", "amount", "destination"], json!({
-        "currency": r("Currency"),
-        "amount": money("Greater than zero, at most the available balance."),
-        "destination": {
-            "type": "object",
-            "description": "Where the money goes: string fields, one of which is a non-blank `iban` or `accountNumber`; at most 20 fields, names up to 64 and values up to 256 characters.",
-            "additionalProperties": { "type": "string", "maxLength": 256 },
-            "maxProperties": 20,
-            "anyOf": [ { "required": ["iban"] }, { "required": ["accountNumber"] } ],
-            "examples": [{ "iban": "DE89370400440532013000", "bic": "COBADEFFXXX" }],
-        },
-    })));
-    s.insert("CreateRefundRequest".into(), request("", &["transactionId", "amount", "reason"], json!({
-        "transactionId": id("A SETTLEMENT_IN or SETTLEMENT_OUT transaction of the caller."),
-        "amount": money("Greater than zero; with earlier refunds, at most the settled amount."),
-        "reason": string(""),
-    })));
     // -------------------------------------------------------- resources
-    s.insert("OrganizationCreated".into(), resource("", json!({
-        "organization": r("Organization"),
-        "apiKey": resource("The organization's first API key. The secret is shown here only.", json!({
-            "id": rd("ApiKeyId", "Send as `X-API-Key`."),
-            "secret": string("Send as `X-API-Secret`."),
-            "permissions": { "type": "array", "items": r("Permission") },
-        })),
-    })));
-    let api_key_created = with_fields(
-        &s["ApiKey"],
-        "The key, with its secret (shown here only).",
-        json!({ "secret": string("Send as `X-API-Secret`.") }),
-    );
-    s.insert("ApiKeyCreated".into(), api_key_created);
     s.insert(
         "BalanceLookup".into(),
         json!({
@@ -1588,37 +1347,8 @@ pub fn schemas() -> Value {
     );
     s.insert(
         "DeliveryStatus".into(),
-        json!({ "type": "string", "enum": ["PENDING", "SUCCEEDED", "FAILED"] }),
+        names::<projections::sql::outbox::DeliveryStatus>(),
     );
-    s.insert(
-        "CreateWebhookEndpointRequest".into(),
-        request("", &["url", "events"], json!({
-            "url": { "type": "string", "format": "uri", "description": "Where events are POSTed." },
-            "events": { "type": "array", "items": r("WebhookEventFilter"), "minItems": 1, "maxItems": 50 },
-            "description": { "type": "string", "maxLength": 500 },
-        })),
-    );
-    s.insert(
-        "UpdateWebhookEndpointRequest".into(),
-        request("Only the fields sent change.", &[], json!({
-            "url": { "type": "string", "format": "uri" },
-            "events": { "type": "array", "items": r("WebhookEventFilter"), "minItems": 1, "maxItems": 50 },
-            "enabled": { "type": "boolean" },
-            "description": { "type": ["string", "null"], "maxLength": 500, "description": "null clears it." },
-        })),
-    );
-    let with_secret = with_fields(
-        &s["WebhookEndpoint"],
-        "The endpoint with its signing secret (shown on creation and rotation only).",
-        json!({ "secret": { "type": "string", "pattern": "^whsec_", "description": "`whsec_` then the base64 key." } }),
-    );
-    s.insert("WebhookEndpointWithSecret".into(), with_secret);
-    let deleted = with_fields(
-        &s["WebhookEndpoint"],
-        "The endpoint as it was, marked deleted.",
-        json!({ "deleted": { "const": true } }),
-    );
-    s.insert("DeletedWebhookEndpoint".into(), deleted);
     s.insert(
         "WebhookPayload".into(),
         resource("The JSON body POSTed to an endpoint.", json!({
@@ -1628,25 +1358,6 @@ pub fn schemas() -> Value {
             "organizationId": id("The receiving organization."),
             "data": { "type": "object", "description": "The object the event is about (an Invoice, Payment, Transaction, Withdrawal, Refund or Connection)." },
         })),
-    );
-    s.insert(
-        "Clock".into(),
-        resource(
-            "",
-            json!({ "now": timestamp("The server's current time.") }),
-        ),
-    );
-    s.insert(
-        "SetClockRequest".into(),
-        json!({
-            "type": "object",
-            "description": "Either or both; `now` is applied first. No `requestId`: this call is not idempotent.",
-            "properties": {
-                "now": timestamp("Set the clock to this time."),
-                "advanceSeconds": { "type": "integer", "description": "Then move the clock by this many seconds (may be negative)." },
-            },
-            "additionalProperties": false,
-        }),
     );
     s.insert(
         "FileUpload".into(),
@@ -1668,38 +1379,6 @@ pub fn schemas() -> Value {
     );
     // ------------------------------------------------------------ pages
     // ------------------------------------------------------------- bulk
-    s.insert("InvoiceBulkResult".into(), bulk_result("Invoice"));
-    s.insert("PaymentBulkResult".into(), bulk_result("Payment"));
-    s.insert("BulkPreview".into(), json!({
-        "type": "object",
-        "description": "What a bulk call would do; nothing changed.",
-        "required": ["results", "succeeded", "failed", "totals"],
-        "properties": {
-            "results": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "ok"],
-                    "properties": {
-                        "id": { "type": "string", "format": "uuid" },
-                        "ok": { "type": "boolean" },
-                        "error": r("BulkItemError"),
-                    },
-                },
-            },
-            "succeeded": int(""),
-            "failed": int(""),
-            "totals": {
-                "type": "array",
-                "description": "bulk-approve only (empty otherwise): per currency, the amount the approvals that would succeed need, and what is available.",
-                "items": resource("", json!({
-                    "currency": r("Currency"),
-                    "needed": r("Money"),
-                    "available": r("Money"),
-                })),
-            },
-        },
-    }));
     Value::Object(s)
 }
 

@@ -548,6 +548,42 @@ fn each_route_is_one_documented_operation() {
     assert!(ops.len() > 90, "{} operations", ops.len());
 }
 
+/// The extractors that read a JSON body of type `T`: `JsonBody<T>`, and the
+/// treasury's `Decision<T>` around it.
+const BODY_EXTRACTORS: [&str; 2] = ["JsonBody", "Decision"];
+
+/// The body an operation documents is the type its handler deserializes (by
+/// type name, among the handler's extractors), and a handler reading a JSON
+/// body documents one.
+#[test]
+fn each_documented_body_is_the_one_its_handler_reads() {
+    let mut checked = 0;
+    for route in command_api::routes::all() {
+        let at = format!("{} {}", route.op.method.as_str(), route.op.path);
+        match route.op.body {
+            openapi::Body::Required(body) | openapi::Body::Optional(body) => {
+                let (_, rust) = body(&mut projections::schema::Components::requests());
+                assert!(
+                    BODY_EXTRACTORS
+                        .iter()
+                        .any(|e| route.args.contains(&format!("{e}<{rust}>"))),
+                    "{at} documents {rust}, its handler reads {}",
+                    route.args
+                );
+                checked += 1;
+            }
+            openapi::Body::None | openapi::Body::Upload => assert!(
+                !BODY_EXTRACTORS
+                    .iter()
+                    .any(|e| route.args.contains(&format!("{e}<"))),
+                "{at} reads a JSON body it does not document: {}",
+                route.args
+            ),
+        }
+    }
+    assert!(checked > 40, "{checked} bodies checked");
+}
+
 #[test]
 fn each_invoice_action_and_bulk_call_has_its_own_operation() {
     for action in ACTIONS {

@@ -52,6 +52,11 @@ component!(
     Date
 );
 component!(Quantity);
+component!(
+    /// The request's idempotency key.
+    RequestId
+);
+component!(Instant);
 component!(TaxRate);
 component!(InvoiceStatus);
 component!(Party);
@@ -88,17 +93,15 @@ impl JsonSchema for Uuid {
 }
 
 /// Every object the API answers has all its properties, always (null when
-/// empty), and no others.
+/// empty), unless the type skips one when empty (`skip_serializing_if`,
+/// which schemars leaves out of `required`), and no others.
 fn closed(schema: &mut Schema) {
     let Some(obj) = schema.as_object_mut() else {
         return;
     };
-    let Some(Value::Object(properties)) = obj.get("properties") else {
-        return;
-    };
-    let required: Vec<Value> = properties.keys().cloned().map(Value::String).collect();
-    obj.insert("required".into(), Value::Array(required));
-    obj.insert("additionalProperties".into(), Value::Bool(false));
+    if obj.contains_key("properties") {
+        obj.insert("additionalProperties".into(), Value::Bool(false));
+    }
 }
 
 /// Collects the schemas of response types, named as the document names
@@ -122,6 +125,24 @@ impl Default for Components {
 }
 
 impl Components {
+    /// For request bodies: what deserializing accepts, so a field that may
+    /// be left out is not required (and `deny_unknown_fields` closes the
+    /// object).
+    pub fn requests() -> Self {
+        let mut settings = SchemaSettings::draft2020_12().for_deserialize();
+        settings.definitions_path = "/components/schemas".into();
+        settings.meta_schema = None;
+        Components {
+            generator: settings.into_generator(),
+        }
+    }
+
+    /// The name `T` has among the components (a `$ref` to it), added.
+    pub fn name_of<T: JsonSchema>(&mut self) -> String {
+        self.generator.subschema_for::<T>();
+        T::schema_name().into_owned()
+    }
+
     pub fn add<T: JsonSchema>(&mut self) -> &mut Self {
         self.generator.subschema_for::<T>();
         self

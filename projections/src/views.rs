@@ -744,6 +744,10 @@ pub fn add_schemas(c: &mut crate::schema::Components) {
         .add::<RefundView>()
         .add::<WebhookEndpointView>()
         .add::<FileView>()
+        .add::<ApiKeyCreated>()
+        .add::<OrganizationCreated>()
+        .add::<WebhookEndpointWithSecret>()
+        .add::<DeletedWebhookEndpoint>()
         .add::<Page<InvoiceView>>()
         .add::<Page<FileView>>()
         .add::<Page<WebhookEndpointView>>()
@@ -755,6 +759,61 @@ pub fn add_schemas(c: &mut crate::schema::Components) {
         .add::<Page<ApiKeyView>>()
         .add::<Page<BalanceView>>()
         .add::<Page<BalanceChangeView>>();
+}
+
+/// An API key with its secret, which this answer alone shows.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "ApiKeyCreated")]
+pub struct ApiKeyCreated<'a> {
+    #[serde(flatten)]
+    pub key: ApiKeyView<'a>,
+    /// Send as `X-API-Secret`.
+    pub secret: &'a str,
+}
+
+/// A new organization and its first API key (named `default`, every
+/// permission), whose secret this answer alone shows.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "OrganizationCreated")]
+pub struct OrganizationCreated<'a> {
+    pub api_key: FirstApiKey<'a>,
+    pub organization: OrganizationView<'a>,
+}
+
+/// The organization's first API key. The secret is shown here only.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "FirstApiKey")]
+pub struct FirstApiKey<'a> {
+    /// Send as `X-API-Key`.
+    #[schemars(with = "schema::ApiKeyId")]
+    pub id: String,
+    #[schemars(with = "Vec<schema::Permission>")]
+    pub permissions: [&'static str; 1],
+    /// Send as `X-API-Secret`.
+    pub secret: &'a str,
+}
+
+/// A webhook endpoint with its signing secret (shown on creation and
+/// rotation only).
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "WebhookEndpointWithSecret")]
+pub struct WebhookEndpointWithSecret<'a> {
+    #[serde(flatten)]
+    pub endpoint: WebhookEndpointView<'a>,
+    /// `whsec_` then the base64 key.
+    #[schemars(pattern("^whsec_"))]
+    pub secret: &'a str,
+}
+
+/// A webhook endpoint as it was, marked deleted.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "DeletedWebhookEndpoint")]
+pub struct DeletedWebhookEndpoint<'a> {
+    #[schemars(extend("const" = true))]
+    pub deleted: bool,
+    #[serde(flatten)]
+    pub endpoint: WebhookEndpointView<'a>,
 }
 
 /// A page of a list, in the list's order.

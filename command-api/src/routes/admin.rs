@@ -4,7 +4,7 @@
 use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::{new_secret, Admin};
-use crate::body::JsonBody;
+use crate::body::{JsonBody, Reason, RequestIdField};
 use crate::commands::{execute, render_view, Request, View};
 use crate::error::{ApiError, ApiResult};
 use crate::query::{self, Query};
@@ -32,11 +32,14 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "CreateOrganizationRequest")]
 struct CreateOrganization {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// 1 to 200 characters, trimmed.
+    #[schemars(length(min = 1, max = 200), pattern(r"\S"))]
     name: String,
 }
 
@@ -67,13 +70,18 @@ fn currency(raw: &str) -> ApiResult<Currency> {
     Currency::parse(raw).map_err(|e| ApiError::Validation(e.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "DepositRequest")]
 struct Deposit {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    #[schemars(with = "schema::Currency")]
     currency: String,
+    /// Greater than zero.
+    #[schemars(with = "schema::Money")]
     amount: String,
+    /// Kept on the DEPOSIT transaction; at most 200 characters. Default empty.
     #[serde(default)]
     reference: String,
 }
@@ -107,11 +115,14 @@ async fn deposit(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "SetCollateralRequest")]
 struct Collateral {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// Zero or more; replaces the current collateral. At most `total - reserved`.
+    #[schemars(with = "schema::Money")]
     amount: String,
 }
 
@@ -142,14 +153,6 @@ async fn collateral(
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Reason {
-    #[serde(rename = "requestId")]
-    _request_id: Option<String>,
-    reason: String,
-}
-
 async fn freeze(
     admin: Admin,
     state: State<AppState>,
@@ -177,7 +180,7 @@ async fn freeze_or_unfreeze(
 ) -> ApiResult<Response> {
     let organization_id = path_id(&org_id, "organization")?;
     let currency = currency(&cur)?;
-    let reason = body.value.reason;
+    let reason = body.value.required()?;
     let command = if freeze {
         Command::FreezeBalance {
             organization_id,
@@ -373,6 +376,7 @@ fn event_payload(event: &Event) -> serde_json::Value {
 /// The operations this file serves, as the OpenAPI document describes them:
 /// the router registers each handler with its operation (see `routes::Route`).
 pub mod operations {
+    use super::*;
     use crate::openapi::prelude::*;
 
     pub const CREATE_ORGANIZATION: Op = Op {
@@ -383,7 +387,7 @@ pub mod operations {
         summary: "Create an organization",
         description: "Operator only. Creates the organization and its first API key (named `default`, permissions `[\"*\"]`). The key's secret is in this response only (and in an idempotent replay of it).",
         auth: Auth::Admin,
-        body: Body::Required("CreateOrganizationRequest"),
+        body: Body::Required(json::<CreateOrganization>),
         success: Success::Json("OrganizationCreated"),
         ..BASE
     };
@@ -396,7 +400,7 @@ pub mod operations {
         summary: "Deposit funds",
         description: "Operator only. Credits the organization's balance in `currency` (created on first use) and answers the DEPOSIT transaction. The `reference` is kept on the transaction. Allowed on a frozen balance.",
         auth: Auth::Admin,
-        body: Body::Required("DepositRequest"),
+        body: Body::Required(json::<Deposit>),
         success: Success::Json("Transaction"),
         ..BASE
     };
@@ -409,7 +413,7 @@ pub mod operations {
         summary: "Set the collateral of a balance",
         description: "Operator only. Sets (replaces) the collateral held on the balance; `\"0\"` removes it. Collateral is not available: `available = total - reserved - collateral`. More than `total - reserved` is `400 INSUFFICIENT_BALANCE`.",
         auth: Auth::Admin,
-        body: Body::Required("SetCollateralRequest"),
+        body: Body::Required(json::<Collateral>),
         success: Success::Json("Balance"),
         fails: &[Fail::Funds],
         ..BASE
@@ -423,7 +427,7 @@ pub mod operations {
         summary: "Freeze a balance",
         description: "Operator only. No funds leave a frozen balance: settlements from or to it fail (the payment is FAILED, the invoice stays approved, the reservation is kept), withdrawals cannot be submitted or approved. Freezing a frozen balance is `400 INVALID_STATE_TRANSITION` (`currentState: FROZEN`).",
         auth: Auth::Admin,
-        body: Body::Required("ReasonRequest"),
+        body: Body::Required(json::<Reason>),
         success: Success::Json("Balance"),
         fails: &[Fail::State],
         ..BASE
@@ -437,7 +441,7 @@ pub mod operations {
         summary: "Unfreeze a balance",
         description: "Operator only. Failed payments can then be completed with `POST /api/v1/payments/retry-failed`. Unfreezing a balance that is not frozen is `400 INVALID_STATE_TRANSITION` (`currentState: ACTIVE`).",
         auth: Auth::Admin,
-        body: Body::Required("ReasonRequest"),
+        body: Body::Required(json::<Reason>),
         success: Success::Json("Balance"),
         fails: &[Fail::State],
         ..BASE

@@ -10,9 +10,9 @@ use crate::commands::json_value;
 use crate::error::{ApiError, ApiResult};
 use axum::extract::State;
 use axum::response::Response;
-use ledger_core::time::{Clock, Timestamp};
-use serde::Deserialize;
-use serde_json::json;
+use ledger_core::time::{Clock, ManualClock, Timestamp};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -21,10 +21,16 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize)]
+/// Either or both; `now` is applied first. No `requestId`: this call is not
+/// idempotent.
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "SetClockRequest")]
 struct SetClock {
+    /// Set the clock to this time.
+    #[schemars(with = "Option<projections::schema::Timestamp>")]
     now: Option<String>,
+    /// Then move the clock by this many seconds (may be negative).
     advance_seconds: Option<i64>,
 }
 
@@ -42,17 +48,38 @@ async fn set_clock(
     if let Some(s) = body.value.advance_seconds {
         clock.advance_seconds(s);
     }
-    Ok(json_value(&json!({ "now": clock.now().rfc3339() })))
+    Ok(json_value(&ClockView::of(clock)))
 }
 
 async fn get_clock(_: Admin, State(state): State<AppState>) -> ApiResult<Response> {
     let clock = state.manual_clock.as_ref().ok_or(ApiError::RouteNotFound)?;
-    Ok(json_value(&json!({ "now": clock.now().rfc3339() })))
+    Ok(json_value(&ClockView::of(clock)))
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Clock")]
+pub struct ClockView {
+    /// The server's current time.
+    #[schemars(with = "projections::schema::Timestamp")]
+    now: String,
+}
+
+impl ClockView {
+    fn of(clock: &ManualClock) -> Self {
+        ClockView {
+            now: clock.now().rfc3339(),
+        }
+    }
+}
+
+pub fn add_schemas(c: &mut projections::schema::Components) {
+    c.add::<ClockView>();
 }
 
 /// The operations this file serves, as the OpenAPI document describes them:
 /// the router registers each handler with its operation (see `routes::Route`).
 pub mod operations {
+    use super::*;
     use crate::openapi::prelude::*;
 
     pub const GET_CLOCK: Op = Op {
@@ -74,7 +101,7 @@ pub mod operations {
         summary: "Move the test clock",
         description: "Operator only, and only when the server runs with `--test-clock` (otherwise `404`). Sets the clock to `now`, then moves it by `advanceSeconds` (either or both), so tests can drive due dates, retries and retention without sleeping. Not idempotent: it takes no `requestId`.",
         auth: Auth::Admin,
-        body: Body::Optional("SetClockRequest"),
+        body: Body::Optional(json::<SetClock>),
         success: Success::Json("Clock"),
         idempotency: Idem::None,
         ..BASE

@@ -3,7 +3,7 @@
 use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::body::JsonBody;
+use crate::body::{Empty, JsonBody, OptionalReason, RequestIdField};
 use crate::commands::{execute, json_value, render_outcome, Request};
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
@@ -15,7 +15,9 @@ use ledger_core::domain::connection::ConnectionStatus;
 use ledger_core::domain::Command;
 use ledger_core::events::Party;
 use ledger_core::ids::{ConnectionId, OrganizationId};
+use projections::schema;
 use projections::sql::queries;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub fn routes() -> Vec<Route> {
@@ -28,12 +30,17 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "CreateConnectionRequest")]
 struct RequestConnection {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// The other organization.
+    #[schemars(with = "schema::Uuid")]
     counterparty_organization_id: String,
+    /// The caller's role in the pair.
+    #[schemars(with = "schema::Party")]
     role: String,
 }
 
@@ -65,21 +72,6 @@ async fn request(
     .await
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Empty {
-    #[serde(rename = "requestId")]
-    _request_id: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Rejection {
-    #[serde(rename = "requestId")]
-    _request_id: Option<String>,
-    reason: Option<String>,
-}
-
 async fn accept(
     caller: Caller,
     State(state): State<AppState>,
@@ -94,7 +86,7 @@ async fn reject(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: JsonBody<Rejection>,
+    body: JsonBody<OptionalReason>,
 ) -> ApiResult<Response> {
     let id = answerable(&caller, &id)?;
     let reason = body.value.reason.clone();
@@ -179,6 +171,7 @@ async fn list(
 /// The operations this file serves, as the OpenAPI document describes them:
 /// the router registers each handler with its operation (see `routes::Route`).
 pub mod operations {
+    use super::*;
     use crate::openapi::prelude::*;
 
     pub const REQUEST_CONNECTION: Op = Op {
@@ -189,7 +182,7 @@ pub mod operations {
         summary: "Request a connection",
         description: "Needs `invoices:write` or `invoices:approve`. `role` is the caller's role in the pair. The connection starts PENDING until the counterparty accepts it. Connecting to oneself, or asking for a pair (seller, buyer) that already has a PENDING or ACTIVE connection, is `400`. An unknown counterparty is `404`.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("CreateConnectionRequest"),
+        body: Body::Required(json::<RequestConnection>),
         success: Success::Json("Connection"),
         fails: &[Fail::Missing("organization")],
         ..BASE
@@ -235,7 +228,7 @@ pub mod operations {
         summary: "Accept a connection request",
         description: "Needs `invoices:write` or `invoices:approve`. The counterparty only (the requester is `403`); PENDING → ACTIVE.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("Connection"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -249,7 +242,7 @@ pub mod operations {
         summary: "Reject a connection request",
         description: "Needs `invoices:write` or `invoices:approve`. The counterparty only (the requester is `403`); PENDING → REJECTED, with the optional `reason` shown to both parties as `rejectionReason`.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("OptionalReasonRequest"),
+        body: Body::Optional(json::<OptionalReason>),
         success: Success::Json("Connection"),
         fails: &[Fail::Party, Fail::State],
         ..BASE

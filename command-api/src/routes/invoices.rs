@@ -4,7 +4,8 @@
 use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::body::JsonBody;
+use crate::body::{Empty, JsonBody, NonBlank, OptionalReason, Reason, RequestIdField};
+use crate::bulk;
 use crate::commands::{execute, json_value, render_outcome, Request};
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::Op;
@@ -17,7 +18,9 @@ use chrono::NaiveDate;
 use ledger_core::domain::command::{
     InvoiceAction, InvoicePatch, LineItemInput, LineItemPatch, NewInvoice,
 };
-use ledger_core::domain::invoice::InvoiceStatus;
+use ledger_core::domain::invoice::{
+    InvoiceStatus, MAX_ATTACHMENTS, MAX_LINE_ITEMS, MAX_NUMBER_CHARS, MAX_TEXT_CHARS,
+};
 use ledger_core::domain::{Command, Ctx, Ledger};
 use ledger_core::events::Actor;
 use ledger_core::events::{Party, StreamId, StreamKind};
@@ -29,8 +32,8 @@ use ledger_core::time::Timestamp;
 use projections::schema;
 use projections::sql::queries::{self, InvoiceSort};
 use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::json;
 use std::collections::BTreeMap;
 
 /// The routes `POST /invoices/{id}/<action>`. Every match on it is
@@ -87,6 +90,38 @@ impl Action {
     }
 
     /// The permission it needs; `None`: either invoices:write or invoices:approve.
+    /// The action's route, reading the action's own body type.
+    fn route(self) -> Route {
+        match self {
+            Action::RespondInfo => self.reading::<RespondInfo>(),
+            Action::Approve => self.reading::<Approve>(),
+            Action::Dispute | Action::RequestCancellation => self.reading::<Reason>(),
+            Action::RequestInfo => self.reading::<RequestInfo>(),
+            Action::Cancel => self.reading::<OptionalReason>(),
+            Action::Submit
+            | Action::AcceptCancellation
+            | Action::RejectCancellation
+            | Action::Archive
+            | Action::Restore
+            | Action::Settle => self.reading::<Empty>(),
+        }
+    }
+
+    fn reading<B>(self) -> Route
+    where
+        B: DeserializeOwned + Into<ActionBody> + Send + 'static,
+    {
+        Route::new(
+            self.operation(),
+            move |caller: Caller,
+                  state: State<AppState>,
+                  Path(id): Path<String>,
+                  body: JsonBody<B>| {
+                act(caller, state, id, body.map(B::into), self)
+            },
+        )
+    }
+
     /// What the document says of it, the permission the router checks included.
     pub fn operation(self) -> &'static Op {
         match self {
@@ -222,15 +257,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(&operations::UPDATE_LINE_ITEM, update_line_item),
         Route::new(&operations::REMOVE_LINE_ITEM, remove_line_item),
     ];
-    for action in ACTIONS {
-        routes.push(Route::new(
-            action.operation(),
-            move |caller: Caller,
-                  state: State<AppState>,
-                  Path(id): Path<String>,
-                  body: JsonBody<ActionBody>| { act(caller, state, id, body, action) },
-        ));
-    }
+    routes.extend(ACTIONS.map(Action::route));
     for kind in BULK {
         let (run, preview) = kind.operations();
         routes.push(Route::new(
@@ -264,14 +291,22 @@ fn date(field: &str, s: &str) -> ApiResult<NaiveDate> {
     crate::input::date(field, s)
 }
 
-#[derive(Deserialize)]
+/// A line item. `requestId` applies when it is the body of
+/// `POST /invoices/{id}/line-items`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "LineItemInput")]
 pub struct LineItemBody {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
     description: String,
+    #[schemars(with = "schema::Quantity")]
     quantity: String,
+    /// In the invoice currency; zero allowed.
+    #[schemars(with = "schema::Money")]
     unit_price: String,
+    /// Default `"0"`.
+    #[schemars(with = "Option<schema::TaxRate>")]
     tax_rate: Option<String>,
 }
 
@@ -303,20 +338,34 @@ fn parse_files(files: Vec<String>) -> ApiResult<Vec<FileId>> {
         .collect()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "CreateInvoiceRequest")]
 pub struct CreateInvoice {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// An ACTIVE connection where the caller is the seller.
+    #[schemars(with = "schema::Uuid")]
     connection_id: String,
+    #[schemars(description = format!("Default `INV-000001`, counting per seller. At most {MAX_NUMBER_CHARS} characters."))]
     number: Option<String>,
+    #[schemars(with = "schema::Currency")]
     currency: String,
+    /// Default today (UTC).
+    #[schemars(with = "Option<schema::Date>")]
     issue_date: Option<String>,
+    /// Not before `issueDate`.
+    #[schemars(with = "schema::Date")]
     due_date: String,
+    #[schemars(length(max = MAX_TEXT_CHARS))]
     memo: Option<String>,
+    #[schemars(length(max = MAX_LINE_ITEMS))]
     line_items: Vec<LineItemBody>,
+    /// File ids, files of the seller.
     #[serde(default)]
+    #[schemars(with = "Vec<schema::Uuid>", length(max = MAX_ATTACHMENTS))]
     attachments: Vec<String>,
+    /// Submit at once (→ SUBMITTED).
     #[serde(default)]
     submit: bool,
 }
@@ -369,17 +418,29 @@ async fn create(
     .await
 }
 
-#[derive(Deserialize)]
+/// Only the fields sent change.
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "UpdateInvoiceRequest")]
 pub struct UpdateInvoice {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// The invoice `version` the edit is based on; stale → 409 VERSION_CONFLICT.
     expected_version: Option<u64>,
+    #[schemars(length(max = MAX_NUMBER_CHARS))]
     number: Option<String>,
+    /// Not before `issueDate`.
+    #[schemars(with = "Option<schema::Date>")]
     due_date: Option<String>,
+    /// null clears it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>", length(max = MAX_TEXT_CHARS))]
     memo: Option<Option<String>>,
+    /// Replaces every line item.
+    #[schemars(length(max = MAX_LINE_ITEMS))]
     line_items: Option<Vec<LineItemBody>>,
+    /// Replaces the attachments (file ids, files of the seller).
+    #[schemars(with = "Option<Vec<schema::Uuid>>", length(max = MAX_ATTACHMENTS))]
     attachments: Option<Vec<String>>,
 }
 
@@ -416,15 +477,101 @@ async fn update(
     .await
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// What an action's body may say, whichever action: each action reads its
+/// own body type (below, or `body::Empty` and the reasons), turned into this.
+#[derive(Default)]
 pub struct ActionBody {
-    #[serde(rename = "requestId")]
-    _request_id: Option<String>,
     message: Option<String>,
     question: Option<String>,
     reason: Option<String>,
     adjusted_amount: Option<String>,
+}
+
+impl From<Empty> for ActionBody {
+    fn from(_: Empty) -> Self {
+        ActionBody::default()
+    }
+}
+
+impl From<Reason> for ActionBody {
+    fn from(r: Reason) -> Self {
+        ActionBody {
+            reason: r.reason,
+            ..ActionBody::default()
+        }
+    }
+}
+
+impl From<OptionalReason> for ActionBody {
+    fn from(r: OptionalReason) -> Self {
+        ActionBody {
+            reason: r.reason,
+            ..ActionBody::default()
+        }
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "RespondInfoRequest")]
+pub struct RespondInfo {
+    #[serde(rename = "requestId")]
+    _request_id: Option<RequestIdField>,
+    #[schemars(with = "NonBlank")]
+    message: Option<String>,
+}
+
+impl From<RespondInfo> for ActionBody {
+    fn from(b: RespondInfo) -> Self {
+        ActionBody {
+            message: b.message,
+            ..ActionBody::default()
+        }
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "RequestInfoRequest")]
+pub struct RequestInfo {
+    #[serde(rename = "requestId")]
+    _request_id: Option<RequestIdField>,
+    #[schemars(with = "NonBlank")]
+    question: Option<String>,
+}
+
+impl From<RequestInfo> for ActionBody {
+    fn from(b: RequestInfo) -> Self {
+        ActionBody {
+            question: b.question,
+            ..ActionBody::default()
+        }
+    }
+}
+
+/// Leave out for a full approval.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "ApproveInvoiceRequest")]
+pub struct Approve {
+    #[serde(rename = "requestId")]
+    _request_id: Option<RequestIdField>,
+    /// Approve less than `total` (→ APPROVED_WITH_ADJUSTMENT); needs `reason`.
+    #[schemars(with = "Option<schema::Money>")]
+    adjusted_amount: Option<String>,
+    /// Required with `adjustedAmount`.
+    #[schemars(length(max = MAX_TEXT_CHARS))]
+    reason: Option<String>,
+}
+
+impl From<Approve> for ActionBody {
+    fn from(b: Approve) -> Self {
+        ActionBody {
+            adjusted_amount: b.adjusted_amount,
+            reason: b.reason,
+            ..ActionBody::default()
+        }
+    }
 }
 
 fn required(field: &str, v: Option<String>) -> ApiResult<String> {
@@ -475,14 +622,20 @@ async fn add_line_item(
     .await
 }
 
-#[derive(Deserialize, Default)]
+/// Only the fields sent change.
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "LineItemPatchRequest")]
 pub struct LineItemPatchBody {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
     description: Option<String>,
+    #[schemars(with = "Option<schema::Quantity>")]
     quantity: Option<String>,
+    /// In the invoice currency; zero allowed.
+    #[schemars(with = "Option<schema::Money>")]
     unit_price: Option<String>,
+    #[schemars(with = "Option<schema::TaxRate>")]
     tax_rate: Option<String>,
 }
 
@@ -530,7 +683,7 @@ async fn remove_line_item(
     caller: Caller,
     State(state): State<AppState>,
     Path((id, line_item_id)): Path<(String, String)>,
-    body: JsonBody<ActionBody>,
+    body: JsonBody<Empty>,
 ) -> ApiResult<Response> {
     let id: InvoiceId = path_id(&id, "invoice")?;
     let line_item_id: LineItemId = path_id(&line_item_id, "line item")?;
@@ -772,12 +925,15 @@ async fn list(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "BulkInvoiceRequest")]
 pub struct BulkBody {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    #[schemars(with = "Vec<schema::Uuid>", length(min = 1, max = BULK_MAX))]
     invoice_ids: Vec<String>,
+    /// bulk-cancel only: the cancellation reason for every invoice.
     reason: Option<String>,
 }
 
@@ -849,7 +1005,7 @@ fn preview(
     kind: Bulk,
     commands: &[Command],
     now: Timestamp,
-) -> serde_json::Value {
+) -> bulk::Preview {
     let mut needed: BTreeMap<Currency, Amount> = BTreeMap::new();
     let mut results = Vec::with_capacity(commands.len());
     let mut new_id = uuid::Uuid::now_v7;
@@ -884,31 +1040,40 @@ fn preview(
                 }
             }
         }
-        results.push(match result {
-            Ok(()) => json!({ "id": id.to_string(), "ok": true }),
-            Err(e) => {
+        let ok = result.is_ok();
+        results.push(bulk::PreviewRow {
+            error: result.err().map(|e| {
                 let e = ApiError::from(e);
-                json!({ "id": id.to_string(), "ok": false, "error": { "code": e.code(), "message": e.to_string() } })
-            }
+                bulk::ItemError {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                }
+            }),
+            id: id.to_string(),
+            ok,
         });
     }
-    let totals: Vec<_> = needed
+    let totals = needed
         .iter()
-        .map(|(c, amount)| {
-            json!({ "currency": c.code(), "needed": amount.format(*c), "available": available(*c).format(*c) })
+        .map(|(c, amount)| bulk::PreviewTotal {
+            available: available(*c).format(*c),
+            currency: c.code(),
+            needed: amount.format(*c),
         })
         .collect();
-    json!({
-        "results": results,
-        "succeeded": results.iter().filter(|r| r["ok"] == true).count(),
-        "failed": results.iter().filter(|r| r["ok"] == false).count(),
-        "totals": totals,
-    })
+    let succeeded = results.iter().filter(|r| r.ok).count();
+    bulk::Preview {
+        failed: results.len() - succeeded,
+        results,
+        succeeded,
+        totals,
+    }
 }
 
 /// The operations this file serves, as the OpenAPI document describes them:
 /// the router registers each handler with its operation (see `routes::Route`).
 pub mod operations {
+    use super::*;
     use crate::openapi::prelude::*;
 
     pub const CREATE_INVOICE: Op = Op {
@@ -919,7 +1084,7 @@ pub mod operations {
         summary: "Create an invoice",
         description: "Seller, `invoices:write`. Over an ACTIVE connection where the caller is the seller (the buyer is `403`; a connection that is not ACTIVE is `400`; an unknown one `404`). Starts DRAFT, or SUBMITTED with `submit: true`. `number` defaults to `INV-000001`, counting per seller; `issueDate` to today (UTC); `dueDate` must not be before `issueDate`. Line `amount` = quantity × unitPrice and `taxAmount` = amount × taxRate / 100, each rounded half away from zero to the currency's minor units; `subtotal`, `taxTotal` and `total` are sums of the line figures. Submitting needs at least one line item and a total above zero.",
         auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Required("CreateInvoiceRequest"),
+        body: Body::Required(json::<CreateInvoice>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::Missing("connection")],
         ..BASE
@@ -956,7 +1121,7 @@ pub mod operations {
         summary: "Edit an invoice",
         description: "Seller, `invoices:write`, in DRAFT, DISPUTED or INFO_REQUESTED (other states: `400 INVALID_STATE_TRANSITION`; the buyer: `403`). Only the fields sent change; `memo: null` clears the memo; `lineItems` replaces all line items. With `expectedVersion`, a stale version is `409 VERSION_CONFLICT` (`details.currentVersion`). Correct a DISPUTED invoice here, then resubmit it.",
         auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Required("UpdateInvoiceRequest"),
+        body: Body::Required(json::<UpdateInvoice>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State, Fail::Version],
         ..BASE
@@ -981,7 +1146,7 @@ pub mod operations {
         summary: "Add a line item",
         description: "Seller, `invoices:write`, DRAFT only. Answers the invoice.",
         auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Required("LineItemInput"),
+        body: Body::Required(json::<LineItemBody>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -995,7 +1160,7 @@ pub mod operations {
         summary: "Edit a line item",
         description: "Seller, `invoices:write`, DRAFT only. Only the fields sent change; the line's amounts are recomputed. Answers the invoice.",
         auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Optional("LineItemPatchRequest"),
+        body: Body::Optional(json::<LineItemPatchBody>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1009,7 +1174,7 @@ pub mod operations {
         summary: "Remove a line item",
         description: "Seller, `invoices:write`, DRAFT only. Answers the invoice. For idempotency send `{\"requestId\"}` or an `Idempotency-Key` header.",
         auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1023,7 +1188,7 @@ pub mod operations {
         summary: "Submit an invoice",
         description: "Seller, `invoices:write`. DRAFT → SUBMITTED, or DISPUTED → SUBMITTED (resubmission after correcting it). Needs at least one line item and a total above zero.",
         auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1037,7 +1202,7 @@ pub mod operations {
         summary: "Answer the buyer's question",
         description: "Seller, `invoices:write`. INFO_REQUESTED → SUBMITTED; the message is kept as `infoResponse`.",
         auth: Auth::Key(INVOICES_WRITE),
-        body: Body::Required("RespondInfoRequest"),
+        body: Body::Required(json::<RespondInfo>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1051,7 +1216,7 @@ pub mod operations {
         summary: "Approve an invoice",
         description: "Buyer, `invoices:approve`. SUBMITTED → APPROVED, or APPROVED_WITH_ADJUSTMENT when `adjustedAmount` (less than `total`, with a `reason`) is given. Reserves the approved amount from the buyer's balance in the invoice currency; not enough available is `400 INSUFFICIENT_BALANCE` and nothing changes.",
         auth: Auth::Key(INVOICES_APPROVE),
-        body: Body::Optional("ApproveInvoiceRequest"),
+        body: Body::Optional(json::<Approve>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State, Fail::Funds],
         ..BASE
@@ -1065,7 +1230,7 @@ pub mod operations {
         summary: "Dispute an invoice",
         description: "Buyer, `invoices:approve`. SUBMITTED → DISPUTED. The seller may then correct it (PATCH) and resubmit, or cancel it; the buyer may cancel it too.",
         auth: Auth::Key(INVOICES_APPROVE),
-        body: Body::Required("ReasonRequest"),
+        body: Body::Required(json::<Reason>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1079,7 +1244,7 @@ pub mod operations {
         summary: "Ask the seller a question",
         description: "Buyer, `invoices:approve`. SUBMITTED → INFO_REQUESTED; the question is kept as `infoRequest`.",
         auth: Auth::Key(INVOICES_APPROVE),
-        body: Body::Required("RequestInfoRequest"),
+        body: Body::Required(json::<RequestInfo>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1093,7 +1258,7 @@ pub mod operations {
         summary: "Cancel an invoice",
         description: "`invoices:write` or `invoices:approve`. The seller from DRAFT, SUBMITTED or DISPUTED; the buyer from DISPUTED only. → CANCELLED. An approved invoice is cancelled through `request-cancellation` instead.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("OptionalReasonRequest"),
+        body: Body::Optional(json::<OptionalReason>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1107,7 +1272,7 @@ pub mod operations {
         summary: "Ask to cancel an approved invoice",
         description: "`invoices:write` or `invoices:approve`, either party. APPROVED or APPROVED_WITH_ADJUSTMENT → CANCELLATION_REQUESTED; the reservation is kept until the counterparty answers.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("ReasonRequest"),
+        body: Body::Required(json::<Reason>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1121,7 +1286,7 @@ pub mod operations {
         summary: "Accept a cancellation request",
         description: "`invoices:write` or `invoices:approve`; the counterparty of the requester only (the requester is `403`). CANCELLATION_REQUESTED → CANCELLED; the buyer's reservation is released.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1135,7 +1300,7 @@ pub mod operations {
         summary: "Reject a cancellation request",
         description: "`invoices:write` or `invoices:approve`; the counterparty of the requester only (the requester is `403`). CANCELLATION_REQUESTED → the approved state it came from.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("Invoice"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1149,7 +1314,7 @@ pub mod operations {
         summary: "Archive an invoice",
         description: "`invoices:write` or `invoices:approve`, either party. SETTLED or CANCELLED → ARCHIVED. The server may also archive such invoices automatically after a configured number of days.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("Invoice"),
         fails: &[Fail::State],
         ..BASE
@@ -1163,7 +1328,7 @@ pub mod operations {
         summary: "Restore an archived invoice",
         description: "`invoices:write` or `invoices:approve`, either party. ARCHIVED → the state it was archived from.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("Invoice"),
         fails: &[Fail::State],
         ..BASE
@@ -1177,7 +1342,7 @@ pub mod operations {
         summary: "Settle an approved invoice",
         description: "Buyer, `payments:write`. Same as `POST /api/v1/payments/settle` for this invoice, and answers the payment. APPROVED or APPROVED_WITH_ADJUSTMENT → SETTLED: the reservation is debited from the buyer and the seller credited. When either balance is frozen the payment is FAILED (still `200`), the invoice stays approved and the reservation is kept; settling again retries that payment.",
         auth: Auth::Key(PAYMENTS_WRITE),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("Payment"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -1191,7 +1356,7 @@ pub mod operations {
         summary: "Approve many invoices",
         description: "Buyer, `invoices:approve`. Approves each invoice in full (no adjustment), in order; each succeeds or fails on its own (a failure, e.g. `INSUFFICIENT_BALANCE`, does not undo the others). Answers a result per invoice. The request as a whole is idempotent.",
         auth: Auth::Key(INVOICES_APPROVE),
-        body: Body::Required("BulkInvoiceRequest"),
+        body: Body::Required(json::<BulkBody>),
         success: Success::Json("InvoiceBulkResult"),
         ..BASE
     };
@@ -1204,7 +1369,7 @@ pub mod operations {
         summary: "Preview a bulk approval",
         description: "Buyer, `invoices:approve`. What `bulk-approve` would do, changing nothing: a result per invoice (each checked against what the earlier ones would reserve) and, per currency, the amount needed against the amount available.",
         auth: Auth::Key(INVOICES_APPROVE),
-        body: Body::Required("BulkInvoiceRequest"),
+        body: Body::Required(json::<BulkBody>),
         success: Success::Json("BulkPreview"),
         ..BASE
     };
@@ -1217,7 +1382,7 @@ pub mod operations {
         summary: "Cancel many invoices",
         description: "`invoices:write` or `invoices:approve`. Cancels each invoice under the rules of `POST /invoices/{id}/cancel`, with the optional `reason`; each succeeds or fails on its own.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
+        body: Body::Required(json::<BulkBody>),
         success: Success::Json("InvoiceBulkResult"),
         ..BASE
     };
@@ -1231,7 +1396,7 @@ pub mod operations {
         description:
             "`invoices:write` or `invoices:approve`. What `bulk-cancel` would do, changing nothing.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
+        body: Body::Required(json::<BulkBody>),
         success: Success::Json("BulkPreview"),
         ..BASE
     };
@@ -1244,7 +1409,7 @@ pub mod operations {
         summary: "Archive many invoices",
         description: "`invoices:write` or `invoices:approve`. Archives each SETTLED or CANCELLED invoice; each succeeds or fails on its own.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
+        body: Body::Required(json::<BulkBody>),
         success: Success::Json("InvoiceBulkResult"),
         ..BASE
     };
@@ -1257,7 +1422,7 @@ pub mod operations {
         summary: "Preview a bulk archive",
         description: "`invoices:write` or `invoices:approve`. What `bulk-archive` would do, changing nothing.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
+        body: Body::Required(json::<BulkBody>),
         success: Success::Json("BulkPreview"),
         ..BASE
     };
@@ -1270,7 +1435,7 @@ pub mod operations {
         summary: "Restore many invoices",
         description: "`invoices:write` or `invoices:approve`. Restores each ARCHIVED invoice; each succeeds or fails on its own.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
+        body: Body::Required(json::<BulkBody>),
         success: Success::Json("InvoiceBulkResult"),
         ..BASE
     };
@@ -1283,7 +1448,7 @@ pub mod operations {
         summary: "Preview a bulk restore",
         description: "`invoices:write` or `invoices:approve`. What `bulk-restore` would do, changing nothing.",
         auth: Auth::Key(INVOICES_EITHER),
-        body: Body::Required("BulkInvoiceRequest"),
+        body: Body::Required(json::<BulkBody>),
         success: Success::Json("BulkPreview"),
         ..BASE
     };
@@ -1299,7 +1464,6 @@ mod tests {
             question: Some("q".into()),
             reason: Some("r".into()),
             adjusted_amount: None,
-            ..ActionBody::default()
         }
     }
 

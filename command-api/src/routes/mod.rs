@@ -35,6 +35,9 @@ use ledger_core::events::Permission;
 /// A handler with the operation it serves.
 pub struct Route {
     pub op: &'static Op,
+    /// The handler's arguments (extractors), by type name: the request body
+    /// type the `Op` documents must be the one the handler reads.
+    pub args: &'static str,
     handler: MethodRouter<AppState>,
 }
 
@@ -54,6 +57,7 @@ impl Route {
         };
         Route {
             op,
+            args: std::any::type_name::<T>(),
             handler: axum::routing::on(filter, handler),
         }
     }
@@ -61,8 +65,8 @@ impl Route {
     /// The route with a layer of its own (an upload lifting the body limit).
     pub fn with(self, f: impl FnOnce(MethodRouter<AppState>) -> MethodRouter<AppState>) -> Route {
         Route {
-            op: self.op,
             handler: f(self.handler),
+            ..self
         }
     }
 }
@@ -94,7 +98,7 @@ pub fn all() -> Vec<Route> {
 /// then the key's rate limit, which the operator does not have).
 pub fn router(state: AppState) -> Router<AppState> {
     let mut router = Router::new();
-    for Route { op, handler } in all() {
+    for Route { op, handler, .. } in all() {
         let handler = match op.auth {
             Auth::Public => handler,
             Auth::Admin => handler.route_layer(from_fn_with_state(state.clone(), admit_operator)),

@@ -3,18 +3,21 @@
 use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::body::JsonBody;
+use crate::body::{JsonBody, RequestIdField};
 use crate::commands::{execute, json_value, render_outcome, Request};
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
 use crate::query::{self, Format, Named, Page, Period, Query};
+use crate::routes::invoices::BULK_MAX;
 use crate::views;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use ledger_core::domain::payment::PaymentStatus;
 use ledger_core::domain::Command;
 use ledger_core::ids::{InvoiceId, PaymentId};
+use projections::schema;
 use projections::sql::queries::payments::{self, LogPage, PaymentFilter};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub fn routes() -> Vec<Route> {
@@ -29,11 +32,14 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "SettleRequest")]
 struct Settle {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// An approved invoice the caller owes.
+    #[schemars(with = "schema::Uuid")]
     invoice_id: String,
 }
 
@@ -78,11 +84,13 @@ async fn settle(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "BulkSettleRequest")]
 struct BulkSettle {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    #[schemars(with = "Vec<schema::Uuid>", length(min = 1, max = BULK_MAX))]
     invoice_ids: Vec<String>,
 }
 
@@ -92,10 +100,10 @@ async fn bulk_settle(
     body: JsonBody<BulkSettle>,
 ) -> ApiResult<Response> {
     let ids = &body.value.invoice_ids;
-    if ids.is_empty() || ids.len() > crate::routes::invoices::BULK_MAX {
+    if ids.is_empty() || ids.len() > BULK_MAX {
         return Err(ApiError::Validation(format!(
             "invoiceIds must hold 1 to {} ids",
-            crate::routes::invoices::BULK_MAX
+            BULK_MAX
         )));
     }
     let commands = ids
@@ -112,11 +120,14 @@ async fn bulk_settle(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "SettleAllDueRequest")]
 struct SettleAllDue {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// Default today (UTC).
+    #[schemars(with = "Option<schema::Date>")]
     as_of: Option<String>,
 }
 
@@ -139,11 +150,14 @@ async fn settle_all_due(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "RetryFailedRequest")]
 struct RetryFailed {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// Default: every FAILED payment the caller pays.
+    #[schemars(with = "Option<Vec<schema::Uuid>>", length(max = BULK_MAX))]
     payment_ids: Option<Vec<String>>,
 }
 
@@ -154,7 +168,7 @@ async fn retry_failed(
 ) -> ApiResult<Response> {
     let ids = match &body.value.payment_ids {
         None => None,
-        Some(ids) if ids.len() > crate::routes::invoices::BULK_MAX => {
+        Some(ids) if ids.len() > BULK_MAX => {
             return Err(ApiError::Validation("at most 500 paymentIds".into()))
         }
         Some(ids) => Some(
@@ -285,6 +299,7 @@ async fn export(
 /// The operations this file serves, as the OpenAPI document describes them:
 /// the router registers each handler with its operation (see `routes::Route`).
 pub mod operations {
+    use super::*;
     use crate::openapi::prelude::*;
 
     pub const LIST_PAYMENTS: Op = Op {
@@ -330,7 +345,7 @@ pub mod operations {
         summary: "Settle an approved invoice",
         description: "Buyer, `payments:write`. APPROVED or APPROVED_WITH_ADJUSTMENT → SETTLED: the reservation is debited from the buyer and the seller credited, one SETTLEMENT transaction on each side. When either party's balance in that currency is frozen the payment is FAILED (still `200`), the invoice stays approved and the reservation is kept; once unfrozen, `retry-failed` (or settling again) completes it.",
         auth: Auth::Key(PAYMENTS_WRITE),
-        body: Body::Required("SettleRequest"),
+        body: Body::Required(json::<Settle>),
         success: Success::Json("Payment"),
         fails: &[Fail::Party, Fail::State, Fail::Missing("invoice")],
         ..BASE
@@ -344,7 +359,7 @@ pub mod operations {
         summary: "Settle many invoices",
         description: "Buyer, `payments:write`. Settles each invoice as `POST /payments/settle` would; each succeeds or fails on its own. Answers a result per invoice, with the payment when it succeeded.",
         auth: Auth::Key(PAYMENTS_WRITE),
-        body: Body::Required("BulkSettleRequest"),
+        body: Body::Required(json::<BulkSettle>),
         success: Success::Json("PaymentBulkResult"),
         ..BASE
     };
@@ -357,7 +372,7 @@ pub mod operations {
         summary: "Settle every due invoice",
         description: "Buyer, `payments:write`. Settles every approved invoice the caller owes with `dueDate <= asOf` (default: today, UTC). Answers a result per invoice (an empty list when none is due).",
         auth: Auth::Key(PAYMENTS_WRITE),
-        body: Body::Optional("SettleAllDueRequest"),
+        body: Body::Optional(json::<SettleAllDue>),
         success: Success::Json("PaymentBulkResult"),
         ..BASE
     };
@@ -370,7 +385,7 @@ pub mod operations {
         summary: "Retry failed payments",
         description: "Payer, `payments:write`. Retries the given FAILED payments, or all of the caller's when `paymentIds` is left out. Answers a result per payment.",
         auth: Auth::Key(PAYMENTS_WRITE),
-        body: Body::Optional("RetryFailedRequest"),
+        body: Body::Optional(json::<RetryFailed>),
         success: Success::Json("PaymentBulkResult"),
         ..BASE
     };

@@ -3,7 +3,7 @@
 use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::{new_secret, Caller};
-use crate::body::JsonBody;
+use crate::body::{Empty, JsonBody, RequestIdField};
 use crate::commands::{execute, json_value, render_outcome, render_view, Request, View};
 use crate::error::{ApiError, ApiResult};
 use crate::views;
@@ -13,7 +13,9 @@ use ledger_core::domain::Command;
 use ledger_core::events::Permission;
 use ledger_core::ids::ApiKeyId;
 use ledger_core::time::Timestamp;
+use projections::schema;
 use projections::sql::queries;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub fn routes() -> Vec<Route> {
@@ -25,13 +27,20 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "CreateApiKeyRequest")]
 struct CreateKey {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// 1 to 200 characters, not blank.
+    #[schemars(length(min = 1, max = 200), pattern(r"\S"))]
     name: String,
+    /// Each must be held by the calling key.
+    #[schemars(with = "Vec<schema::Permission>", length(min = 1, max = MAX_PERMISSIONS))]
     permissions: Vec<String>,
+    /// In the future. Default: never.
+    #[schemars(with = "Option<schema::Timestamp>")]
     expires_at: Option<String>,
 }
 
@@ -111,13 +120,6 @@ async fn get_key(
     Ok(json_value(&views::api_key(&k)))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Empty {
-    #[serde(rename = "requestId")]
-    _request_id: Option<String>,
-}
-
 async fn revoke_key(
     caller: Caller,
     State(state): State<AppState>,
@@ -141,6 +143,7 @@ async fn revoke_key(
 /// The operations this file serves, as the OpenAPI document describes them:
 /// the router registers each handler with its operation (see `routes::Route`).
 pub mod operations {
+    use super::*;
     use crate::openapi::prelude::*;
 
     pub const CREATE_API_KEY: Op = Op {
@@ -151,7 +154,7 @@ pub mod operations {
         summary: "Create an API key",
         description: "Needs `settings:write`. A key cannot be granted a permission the calling key lacks (`403`). The secret is in this response only (and in an idempotent replay of it); it is stored hashed.",
         auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Required("CreateApiKeyRequest"),
+        body: Body::Required(json::<CreateKey>),
         success: Success::Json("ApiKeyCreated"),
         fails: &[Fail::Party],
         ..BASE
@@ -187,7 +190,7 @@ pub mod operations {
         summary: "Revoke an API key",
         description: "Needs `settings:write`. The key is refused (`401`) from the next request on. Revoking a revoked key changes nothing and answers it again.",
         auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("ApiKey"),
         ..BASE
     };

@@ -5,7 +5,7 @@
 use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::body::JsonBody;
+use crate::body::{JsonBody, OptionalReason, Reason, RequestIdField};
 use crate::commands::{execute, json_value, render_outcome, Request};
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
@@ -25,6 +25,7 @@ use projections::sql::queries::treasury::{self, Interval, TransactionFilter};
 use projections::BalanceChange;
 use projections::TransactionType;
 use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -366,14 +367,41 @@ async fn transaction(
     Ok(json_value(&views::transaction(&t)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "CreateWithdrawalRequest")]
 struct SubmitWithdrawal {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    #[schemars(with = "schema::Currency")]
     currency: String,
+    /// Greater than zero, at most the available balance.
+    #[schemars(with = "schema::Money")]
     amount: String,
+    #[schemars(with = "DestinationSchema")]
     destination: BTreeMap<String, String>,
+}
+
+/// Where a withdrawal's money goes, as the document shows it.
+struct DestinationSchema;
+
+impl JsonSchema for DestinationSchema {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Destination".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "Where the money goes: string fields, one of which is a non-blank `iban` or `accountNumber`; at most 20 fields, names up to 64 and values up to 256 characters.",
+            "additionalProperties": { "type": "string", "maxLength": 256 },
+            "maxProperties": 20,
+            "anyOf": [ { "required": ["iban"] }, { "required": ["accountNumber"] } ],
+            "examples": [{ "iban": "DE89370400440532013000", "bic": "COBADEFFXXX" }],
+        })
+    }
 }
 
 const MAX_DESTINATION_FIELDS: usize = 20;
@@ -443,31 +471,18 @@ async fn command(
     .await
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ReasonBody {
-    #[serde(rename = "requestId")]
-    _request_id: Option<String>,
-    reason: Option<String>,
-}
-
-fn reason(r: Option<String>) -> ApiResult<String> {
-    r.filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| ApiError::Validation("reason is required".into()))
-}
-
 /// A decision on one pending withdrawal or refund (approve, reject, cancel):
 /// the caller, the path's organization and id, and the body's reason,
 /// extracted in the order every handler took them.
-struct Decision {
+struct Decision<B> {
     caller: Caller,
     state: AppState,
     org: String,
     id: String,
-    body: JsonBody<ReasonBody>,
+    body: JsonBody<B>,
 }
 
-impl FromRequest<AppState> for Decision {
+impl<B: DeserializeOwned + Send> FromRequest<AppState> for Decision<B> {
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &AppState) -> ApiResult<Self> {
@@ -477,7 +492,7 @@ impl FromRequest<AppState> for Decision {
             .await
             .map_err(|_| ApiError::RouteNotFound)?;
         let request = axum::extract::Request::from_parts(parts, body);
-        let body = JsonBody::<ReasonBody>::from_request(request, state).await?;
+        let body = JsonBody::<B>::from_request(request, state).await?;
         Ok(Decision {
             caller,
             state: state.clone(),
@@ -488,13 +503,13 @@ impl FromRequest<AppState> for Decision {
     }
 }
 
-impl Decision {
+impl<B> Decision<B> {
     /// The same checks for all, then the command `make` builds from the id
-    /// and the body's reason.
+    /// and the body.
     async fn decide<Id: std::str::FromStr>(
         self,
         what: &'static str,
-        make: impl FnOnce(Id, Option<String>) -> ApiResult<Command>,
+        make: impl FnOnce(Id, B) -> ApiResult<Command>,
     ) -> ApiResult<Response> {
         let Decision {
             caller,
@@ -505,27 +520,27 @@ impl Decision {
         } = self;
         own_org(&caller, &org)?;
         let id: Id = path_id(&id, what)?;
-        let command_ = make(id, body.value.reason)?;
+        let command_ = make(id, body.value)?;
         command(&state, &caller, body.request_id, body.fingerprint, command_).await
     }
 }
 
-async fn approve_withdrawal(d: Decision) -> ApiResult<Response> {
+async fn approve_withdrawal(d: Decision<OptionalReason>) -> ApiResult<Response> {
     d.decide("withdrawal", |id, _| Ok(Command::ApproveWithdrawal { id }))
         .await
 }
 
-async fn reject_withdrawal(d: Decision) -> ApiResult<Response> {
+async fn reject_withdrawal(d: Decision<Reason>) -> ApiResult<Response> {
     d.decide("withdrawal", |id, r| {
         Ok(Command::RejectWithdrawal {
             id,
-            reason: reason(r)?,
+            reason: r.required()?,
         })
     })
     .await
 }
 
-async fn cancel_withdrawal(d: Decision) -> ApiResult<Response> {
+async fn cancel_withdrawal(d: Decision<OptionalReason>) -> ApiResult<Response> {
     d.decide("withdrawal", |id, _| Ok(Command::CancelWithdrawal { id }))
         .await
 }
@@ -570,12 +585,17 @@ async fn withdrawal(
     Ok(json_value(&views::withdrawal(&w)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "CreateRefundRequest")]
 struct CreateRefund {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// A SETTLEMENT_IN or SETTLEMENT_OUT transaction of the caller.
+    #[schemars(with = "schema::Uuid")]
     transaction_id: String,
+    /// Greater than zero; with earlier refunds, at most the settled amount.
+    #[schemars(with = "schema::Money")]
     amount: String,
     reason: String,
 }
@@ -600,16 +620,16 @@ async fn create_refund(
     command(&state, &caller, body.request_id, body.fingerprint, cmd).await
 }
 
-async fn approve_refund(d: Decision) -> ApiResult<Response> {
+async fn approve_refund(d: Decision<OptionalReason>) -> ApiResult<Response> {
     d.decide("refund", |id, _| Ok(Command::ApproveRefund { id }))
         .await
 }
 
-async fn reject_refund(d: Decision) -> ApiResult<Response> {
+async fn reject_refund(d: Decision<Reason>) -> ApiResult<Response> {
     d.decide("refund", |id, r| {
         Ok(Command::RejectRefund {
             id,
-            reason: reason(r)?,
+            reason: r.required()?,
         })
     })
     .await
@@ -687,6 +707,7 @@ async fn export_transactions(
 /// The operations this file serves, as the OpenAPI document describes them:
 /// the router registers each handler with its operation (see `routes::Route`).
 pub mod operations {
+    use super::*;
     use crate::openapi::prelude::*;
 
     pub const LIST_BALANCES: Op = Op {
@@ -801,7 +822,7 @@ pub mod operations {
         summary: "Submit a withdrawal",
         description: "Needs `treasury:write`. Holds the amount (reserved) and waits in PENDING_APPROVAL for another API key to approve it. Not enough available is `400 INSUFFICIENT_BALANCE`; a frozen balance is `400 INVALID_STATE_TRANSITION`.",
         auth: Auth::Key(TREASURY_WRITE),
-        body: Body::Required("CreateWithdrawalRequest"),
+        body: Body::Required(json::<SubmitWithdrawal>),
         success: Success::Json("Withdrawal"),
         fails: &[Fail::Funds, Fail::State],
         ..BASE
@@ -846,7 +867,7 @@ pub mod operations {
         summary: "Approve a withdrawal",
         description: "Needs `treasury:approve`, and a different API key than the one that submitted it (else `403`). PENDING_APPROVAL → COMPLETED: the balance is debited and a WITHDRAWAL transaction recorded. A frozen balance is `400 INVALID_STATE_TRANSITION`.",
         auth: Auth::Key(TREASURY_APPROVE),
-        body: Body::Optional("OptionalReasonRequest"),
+        body: Body::Optional(json::<OptionalReason>),
         success: Success::Json("Withdrawal"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -860,7 +881,7 @@ pub mod operations {
         summary: "Reject a withdrawal",
         description: "Needs `treasury:approve`, and a different API key than the one that submitted it (else `403`). PENDING_APPROVAL → REJECTED; the hold is released.",
         auth: Auth::Key(TREASURY_APPROVE),
-        body: Body::Required("ReasonRequest"),
+        body: Body::Required(json::<Reason>),
         success: Success::Json("Withdrawal"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -874,7 +895,7 @@ pub mod operations {
         summary: "Cancel a withdrawal",
         description: "Needs `treasury:write`; only the API key that submitted it (else `403`). PENDING_APPROVAL → CANCELLED; the hold is released.",
         auth: Auth::Key(TREASURY_WRITE),
-        body: Body::Optional("OptionalReasonRequest"),
+        body: Body::Optional(json::<OptionalReason>),
         success: Success::Json("Withdrawal"),
         fails: &[Fail::Party, Fail::State],
         ..BASE
@@ -888,7 +909,7 @@ pub mod operations {
         summary: "Request a refund",
         description: "Needs `treasury:write`. Against a SETTLEMENT transaction of either party (an unknown or unrelated transaction is `404`); the total refunded may not exceed the settled amount (`400`). Starts PENDING until the payee (the party that received the settlement) approves or rejects it.",
         auth: Auth::Key(TREASURY_WRITE),
-        body: Body::Required("CreateRefundRequest"),
+        body: Body::Required(json::<CreateRefund>),
         success: Success::Json("Refund"),
         fails: &[Fail::Missing("transaction")],
         ..BASE
@@ -926,7 +947,7 @@ pub mod operations {
         summary: "Approve a refund",
         description: "Needs `treasury:approve`; the payee only (else `403`). PENDING → APPROVED: moves the amount from the payee to the payer (REFUND_OUT and REFUND_IN transactions). The payee lacking available funds is `400 INSUFFICIENT_BALANCE`; a frozen payee balance `400 INVALID_STATE_TRANSITION`.",
         auth: Auth::Key(TREASURY_APPROVE),
-        body: Body::Optional("OptionalReasonRequest"),
+        body: Body::Optional(json::<OptionalReason>),
         success: Success::Json("Refund"),
         fails: &[Fail::Party, Fail::State, Fail::Funds],
         ..BASE
@@ -940,7 +961,7 @@ pub mod operations {
         summary: "Reject a refund",
         description: "Needs `treasury:approve`; the payee only (else `403`). PENDING → REJECTED.",
         auth: Auth::Key(TREASURY_APPROVE),
-        body: Body::Required("ReasonRequest"),
+        body: Body::Required(json::<Reason>),
         success: Success::Json("Refund"),
         fails: &[Fail::Party, Fail::State],
         ..BASE

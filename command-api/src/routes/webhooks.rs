@@ -7,7 +7,7 @@
 use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::body::JsonBody;
+use crate::body::{Empty, JsonBody, RequestIdField};
 use crate::commands::{execute, json_value, render_view, Request, View};
 use crate::error::{ApiError, ApiResult};
 use crate::master_key::Purpose;
@@ -188,13 +188,18 @@ pub fn delivery_view(d: &Delivery) -> DeliveryView<'_> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "CreateWebhookEndpointRequest")]
 struct CreateEndpoint {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    /// Where events are POSTed.
+    #[schemars(url)]
     url: String,
+    #[schemars(with = "Vec<schema::WebhookEventFilter>", length(min = 1, max = 50))]
     events: Vec<String>,
+    #[schemars(length(max = 500))]
     description: Option<String>,
 }
 
@@ -257,15 +262,24 @@ async fn get_one(
     Ok(json_value(&views::webhook_endpoint(&e)))
 }
 
-#[derive(Deserialize)]
+/// Only the fields sent change.
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "UpdateWebhookEndpointRequest")]
 struct UpdateEndpoint {
     #[serde(rename = "requestId")]
-    _request_id: Option<String>,
+    _request_id: Option<RequestIdField>,
+    #[schemars(url)]
     url: Option<String>,
+    #[schemars(
+        with = "Option<Vec<schema::WebhookEventFilter>>",
+        length(min = 1, max = 50)
+    )]
     events: Option<Vec<String>>,
     enabled: Option<bool>,
+    /// null clears it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>", length(max = 500))]
     description: Option<Option<String>>,
 }
 
@@ -313,13 +327,6 @@ async fn update(
             .map_err(|e| ApiError::internal("webhook outbox", e))?;
     }
     Ok(response)
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Empty {
-    #[serde(rename = "requestId")]
-    _request_id: Option<String>,
 }
 
 async fn remove(
@@ -486,6 +493,7 @@ async fn redeliver(
 /// The operations this file serves, as the OpenAPI document describes them:
 /// the router registers each handler with its operation (see `routes::Route`).
 pub mod operations {
+    use super::*;
     use crate::openapi::prelude::*;
 
     pub const CREATE_WEBHOOK_ENDPOINT: Op = Op {
@@ -496,7 +504,7 @@ pub mod operations {
         summary: "Create a webhook endpoint",
         description: "Needs `settings:write`. `events` filters what is sent: `*`, a family (`invoice.*`) or exact event names (see the `webhooks` section). The URL must be https or http to a public address (loopback and private targets are refused unless the server allows them). The signing secret (`whsec_...`) is in this response only (and in an idempotent replay of it) and on rotation.",
         auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Required("CreateWebhookEndpointRequest"),
+        body: Body::Required(json::<CreateEndpoint>),
         success: Success::Json("WebhookEndpointWithSecret"),
         ..BASE
     };
@@ -533,7 +541,7 @@ pub mod operations {
         summary: "Edit a webhook endpoint",
         description: "Needs `settings:write`. Only the fields sent change; `description: null` clears it; `enabled: false` pauses deliveries to it.",
         auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("UpdateWebhookEndpointRequest"),
+        body: Body::Optional(json::<UpdateEndpoint>),
         success: Success::Json("WebhookEndpoint"),
         ..BASE
     };
@@ -546,7 +554,7 @@ pub mod operations {
         summary: "Delete a webhook endpoint",
         description: "Needs `settings:write`. Nothing more is sent to it; it is `404` afterwards. Answers the endpoint with `deleted: true`.",
         auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("DeletedWebhookEndpoint"),
         ..BASE
     };
@@ -559,7 +567,7 @@ pub mod operations {
         summary: "Rotate a webhook endpoint's secret",
         description: "Needs `settings:write`. Answers the endpoint with its new secret. For 24 hours the previous secret keeps signing too, so receivers can switch over.",
         auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("WebhookEndpointWithSecret"),
         ..BASE
     };
@@ -572,7 +580,7 @@ pub mod operations {
         summary: "Send a test event",
         description: "Needs `settings:write`. Queues a `webhook.test` event to this endpoint whatever its filter, and answers its delivery. With a `requestId`, a retry answers the same delivery instead of sending again.",
         auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("WebhookDelivery"),
         idempotency: Idem::Keyed,
         ..BASE
@@ -606,7 +614,7 @@ pub mod operations {
         summary: "Send a delivery again",
         description: "Needs `settings:write`. Whatever its status, the delivery becomes PENDING and is sent from now with a fresh retry schedule. With a `requestId`, a retry of this call changes nothing more.",
         auth: Auth::Key(SETTINGS_WRITE),
-        body: Body::Optional("EmptyRequest"),
+        body: Body::Optional(json::<Empty>),
         success: Success::Json("WebhookDelivery"),
         idempotency: Idem::Keyed,
         ..BASE

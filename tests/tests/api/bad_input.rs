@@ -861,3 +861,75 @@ async fn prose_with_line_breaks_tabs_and_any_script_is_kept_as_written() {
         json!("Zeile\teins\nzwei")
     );
 }
+
+/// Each action reads its own body, as the document describes it: a field of
+/// another action's body is refused (it used to be accepted and ignored, so
+/// a client misspelling its intent got a 200), the log does not move, and
+/// the action's own body then goes through.
+#[tokio::test]
+async fn an_action_refuses_the_fields_of_other_actions() {
+    let app = spawn_app().await;
+    let pair = app.trading_pair("1000.00").await;
+    let draft = s(&pair.draft("10.00").await["id"]);
+    let submitted = s(&pair.submitted("10.00").await["id"]);
+    let cases = [
+        (
+            &pair.seller,
+            &draft,
+            "submit",
+            json!({ "reason": "r" }),
+            json!({}),
+        ),
+        (
+            &pair.buyer,
+            &submitted,
+            "approve",
+            json!({ "question": "?" }),
+            json!({ "reason": "fine" }),
+        ),
+        (
+            &pair.buyer,
+            &submitted,
+            "dispute",
+            json!({ "reason": "r", "message": "m" }),
+            json!({ "reason": "wrong amount" }),
+        ),
+    ];
+    for (org, id, action, refused, accepted) in cases {
+        let before = app.log_state().await;
+        let r = org.act(id, action, refused.clone()).await;
+        r.err(400, "VALIDATION_ERROR");
+        assert!(r.text().contains("unknown field"), "{action}: {}", r.text());
+        assert_eq!(app.log_state().await, before, "{action} {refused}");
+        if action != "dispute" {
+            org.act(id, action, accepted).await.ok();
+        }
+    }
+    // The reason a dispute needs, and nothing else, is what it takes.
+    let other = s(&pair.submitted("10.00").await["id"]);
+    pair.buyer
+        .act(&other, "dispute", json!({ "reason": "wrong amount" }))
+        .await
+        .ok();
+}
+
+/// Freezing needs a reason that says something, as the document says.
+#[tokio::test]
+async fn a_freeze_without_a_real_reason_is_refused() {
+    let app = spawn_app().await;
+    let org = app.create_org("F").await;
+    app.deposit(&org, "USD", "10.00").await;
+    let path = format!("/api/v1/admin/organizations/{}/balances/USD/freeze", org.id);
+    for body in [json!({ "reason": "   " }), json!({})] {
+        let before = app.log_state().await;
+        app.admin
+            .post(&path, body.clone())
+            .await
+            .err(400, "VALIDATION_ERROR");
+        assert_eq!(app.log_state().await, before, "{body}");
+    }
+    app.admin
+        .post(&path, json!({ "reason": "sanctions check" }))
+        .await
+        .ok();
+}
