@@ -270,6 +270,18 @@ async fn each_missing_permission_is_forbidden() {
         .expect("still a draft");
 }
 
+/// A call whose body (when it may have one) is not even JSON.
+async fn not_json(org: &Org, method: &Method, path: &str) -> Resp {
+    let body = (*method != Method::GET).then(|| b"{not json".to_vec());
+    org.send(
+        method.clone(),
+        path,
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await
+}
+
 /// Every operation of the served document that names permissions: a key
 /// holding all the others gets `403 FORBIDDEN` before anything of the request
 /// is looked at (a body that is not even JSON, ids that exist nowhere), and a
@@ -307,16 +319,7 @@ async fn every_operation_checks_the_permission_it_documents() {
             let before = app.log_state().await;
             let lacking = org.key_with(&others).await;
             let after_key = app.log_state().await;
-            let garbage = Some(b"{not json".to_vec());
-            let body = (method != Method::GET).then(|| garbage.clone()).flatten();
-            let r = lacking
-                .send(
-                    method.clone(),
-                    &path,
-                    &[("content-type", "application/json")],
-                    body,
-                )
-                .await;
+            let r = not_json(&lacking, &method, &path).await;
             r.err(403, "FORBIDDEN");
             assert!(
                 names.iter().all(|n| r.text().contains(n)),
@@ -327,15 +330,7 @@ async fn every_operation_checks_the_permission_it_documents() {
             assert_eq!(app.log_state().await, after_key, "{what}: wrote to the log");
 
             let holder = org.key_with(&names).await;
-            let body = (method != Method::GET).then(|| garbage.clone()).flatten();
-            let r = holder
-                .send(
-                    method.clone(),
-                    &path,
-                    &[("content-type", "application/json")],
-                    body,
-                )
-                .await;
+            let r = not_json(&holder, &method, &path).await;
             assert_ne!(r.status, 403, "{what}: refused with it: {}", r.text());
             assert_ne!(r.status, 401, "{what}: {}", r.text());
             checked += 1;
