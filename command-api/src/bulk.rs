@@ -3,6 +3,7 @@
 //! item, each succeeded or failed on its own. Fields are declared in the byte
 //! order of their JSON names, the order kept answers were written in.
 
+use crate::error::ApiError;
 use projections::schema;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -15,6 +16,15 @@ pub struct ItemError {
     #[schemars(with = "schema::ErrorCode")]
     pub code: String,
     pub message: String,
+}
+
+impl From<ApiError> for ItemError {
+    fn from(e: ApiError) -> Self {
+        ItemError {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+        }
+    }
 }
 
 /// One item's result.
@@ -70,6 +80,18 @@ pub struct Preview {
     /// bulk-approve only (empty otherwise): per currency, the amount the
     /// approvals that would succeed need, and what is available.
     pub totals: Vec<PreviewTotal>,
+}
+
+impl Preview {
+    pub fn of(results: Vec<PreviewRow>, totals: Vec<PreviewTotal>) -> Self {
+        let succeeded = results.iter().filter(|r| r.ok).count();
+        Preview {
+            failed: results.len() - succeeded,
+            results,
+            succeeded,
+            totals,
+        }
+    }
 }
 
 /// One item of a preview.

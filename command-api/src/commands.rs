@@ -54,7 +54,9 @@ pub enum View {
     Deleted,
     /// `{organization, apiKey: {id, secret, permissions: ["*"]}}`; sealed.
     NewOrganization { secret: String },
-    /// The DEPOSIT transaction as `GET /treasury/{orgId}/transactions/{id}` shows it.
+    /// The DEPOSIT transaction as `GET /treasury/{orgId}/transactions/{id}` shows it
+    /// (what [`View::Resource`] shows of a transaction too; kept so that
+    /// stored recipes naming it still read).
     Deposit,
 }
 
@@ -189,22 +191,7 @@ fn resource(c: &Connection, outcome: &Stored) -> Result<Value, SqlError> {
             .map(|x| v::connection(&x.link, x.rejection_reason.as_deref())),
         Stored::Invoice(id) => load(c, "invoices", id)?.map(|i| v::invoice(&i)),
         Stored::Payment(id) => load(c, "payments", id)?.map(|p| v::payment(&p)),
-        Stored::Transaction(id, balance_id) => {
-            let t = rows::load_transaction(c, *id)?;
-            let b = rows::load_balance(c, &balance_id.to_string())?;
-            match (t, b) {
-                (Some(t), Some(b)) => Some(json!({
-                    "id": id.to_string(),
-                    "type": t.kind.as_str(),
-                    "balanceId": b.id.to_string(),
-                    "organizationId": b.organization_id.to_string(),
-                    "currency": b.currency.code(),
-                    "totalAfter": t.total_after.format(b.currency),
-                    "balance": v::balance(&b),
-                })),
-                _ => None,
-            }
-        }
+        Stored::Transaction(id, _) => rows::load_transaction(c, *id)?.map(|t| v::transaction(&t)),
         Stored::Balance(id) => rows::load_balance(c, &id.to_string())?.map(|b| v::balance(&b)),
         Stored::Withdrawal(id) => load(c, "withdrawals", id)?.map(|w| v::withdrawal(&w)),
         Stored::Refund(id) => load(c, "refunds", id)?.map(|r| v::refund(&r)),
@@ -313,9 +300,6 @@ fn render_recipe(c: &Connection, recipe: &Recipe) -> Result<Value, SqlError> {
                 })
                 .unwrap_or(Value::Null)
         }
-        (View::Deposit, Stored::Transaction(id, _)) => rows::load_transaction(c, *id)?
-            .map(|t| projections::views::transaction(&t))
-            .unwrap_or(Value::Null),
         (_, o) => resource(c, o)?,
     })
 }

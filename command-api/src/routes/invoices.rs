@@ -1040,17 +1040,10 @@ fn preview(
                 }
             }
         }
-        let ok = result.is_ok();
         results.push(bulk::PreviewRow {
-            error: result.err().map(|e| {
-                let e = ApiError::from(e);
-                bulk::ItemError {
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
-                }
-            }),
+            ok: result.is_ok(),
+            error: result.err().map(|e| ApiError::from(e).into()),
             id: id.to_string(),
-            ok,
         });
     }
     let totals = needed
@@ -1061,13 +1054,7 @@ fn preview(
             needed: amount.format(*c),
         })
         .collect();
-    let succeeded = results.iter().filter(|r| r.ok).count();
-    bulk::Preview {
-        failed: results.len() - succeeded,
-        results,
-        succeeded,
-        totals,
-    }
+    bulk::Preview::of(results, totals)
 }
 
 /// The operations this file serves, as the OpenAPI document describes them:
