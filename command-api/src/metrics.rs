@@ -27,6 +27,113 @@ pub struct Metrics {
     commands: Mutex<BTreeMap<&'static str, u64>>,
     /// The start-up check of stored files against their `FileStored` facts.
     pub files: FilesCheck,
+    /// What came of webhook delivery attempts.
+    pub webhooks: WebhookStats,
+}
+
+/// How long a delivery took from its event to the receiver's 2xx; webhooks
+/// are retried over minutes and hours, so the buckets reach further than
+/// the request buckets.
+const DELIVERY_BUCKETS_SECONDS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0,
+];
+
+/// What came of one webhook delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// A 2xx: the delivery is done.
+    Succeeded,
+    /// It failed and another attempt is scheduled.
+    Retrying,
+    /// It failed and nothing more will be tried (schedule used up, or the
+    /// endpoint deleted).
+    Failed,
+}
+
+#[derive(Default)]
+pub struct WebhookStats {
+    succeeded: AtomicU64,
+    retrying: AtomicU64,
+    failed: AtomicU64,
+    delivery: Mutex<DeliveryLatency>,
+}
+
+#[derive(Default)]
+struct DeliveryLatency {
+    counts: [u64; DELIVERY_BUCKETS_SECONDS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl WebhookStats {
+    /// `since_event`: for a success, the time from the event to now.
+    pub fn observe(&self, outcome: AttemptOutcome, since_event: Duration) {
+        let counter = match outcome {
+            AttemptOutcome::Succeeded => &self.succeeded,
+            AttemptOutcome::Retrying => &self.retrying,
+            AttemptOutcome::Failed => &self.failed,
+        };
+        counter.fetch_add(1, Relaxed);
+        if outcome != AttemptOutcome::Succeeded {
+            return;
+        }
+        if let Ok(mut h) = self.delivery.lock() {
+            let secs = since_event.as_secs_f64();
+            for (i, bound) in DELIVERY_BUCKETS_SECONDS.iter().enumerate() {
+                if secs <= *bound {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += secs;
+            h.count += 1;
+        }
+    }
+
+    /// `backlog`: deliveries scheduled and not yet sent (the outbox's count).
+    fn render(&self, out: &mut String, backlog: usize) {
+        scalar(
+            out,
+            "gauge",
+            "expereon_webhook_backlog",
+            "Webhook deliveries scheduled and not yet done (PENDING, not held).",
+            backlog,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP expereon_webhook_attempts_total Webhook delivery attempts by outcome."
+        );
+        let _ = writeln!(out, "# TYPE expereon_webhook_attempts_total counter");
+        for (outcome, n) in [
+            ("succeeded", &self.succeeded),
+            ("retrying", &self.retrying),
+            ("failed", &self.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "expereon_webhook_attempts_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        self.render_delivery_latency(out);
+    }
+
+    fn render_delivery_latency(&self, out: &mut String) {
+        let name = "expereon_webhook_delivery_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from an event to its delivery's 2xx, per delivered message."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let Ok(h) = self.delivery.lock() else {
+            return;
+        };
+        for (i, bound) in DELIVERY_BUCKETS_SECONDS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", h.counts[i]);
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum {}", h.sum);
+        let _ = writeln!(out, "{name}_count {}", h.count);
+    }
 }
 
 /// Progress and findings of the start-up files check (`background.rs`).
@@ -126,6 +233,7 @@ impl Metrics {
         projection_seq: u64,
         engine: &EngineStats,
         disk: &crate::disk::DiskGuard,
+        webhook_backlog: usize,
     ) -> String {
         let mut out = String::new();
         render_engine(&mut out, engine);
@@ -148,6 +256,7 @@ impl Metrics {
         );
         self.files.render(&mut out);
         render_disk(&mut out, disk);
+        self.webhooks.render(&mut out, webhook_backlog);
         out
     }
 

@@ -684,6 +684,38 @@ async fn retries_follow_the_schedule_and_every_attempt_is_listed() {
     org.post(&path, json!({ "requestId": key })).await.ok();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rx.count("/down"), 7);
+
+    // `/metrics` counted each attempt by what came of it: /flaky failed 3
+    // times and then succeeded; /down failed 5 times with a retry left, then
+    // for good, and succeeded when redelivered. Nothing is left to send.
+    let metrics = app.anon.get("/metrics").await.text();
+    let value = |line: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{line}` in\n{metrics}"))
+    };
+    assert_eq!(
+        value("expereon_webhook_attempts_total{outcome=\"succeeded\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("expereon_webhook_attempts_total{outcome=\"retrying\"}"),
+        8.0
+    );
+    assert_eq!(
+        value("expereon_webhook_attempts_total{outcome=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(value("expereon_webhook_backlog"), 0.0);
+    assert_eq!(value("expereon_webhook_delivery_seconds_count"), 2.0);
+    // The first success came after three 200 ms waits; the second only after
+    // the redelivery, later still.
+    assert!(value("expereon_webhook_delivery_seconds_sum") >= 0.6 * 2.0);
+    assert_eq!(
+        value("expereon_webhook_delivery_seconds_bucket{le=\"0.5\"}"),
+        0.0
+    );
 }
 
 /// A receiver that never answers holds its own few slots until the timeout;

@@ -125,6 +125,15 @@ pub fn add_schemas(c: &mut projections::schema::Components) {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let outbox = state.projections.outbox().clone();
+    let backlog = tokio::task::spawn_blocking(move || outbox.pending_count())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "counting the webhook backlog");
+            0
+        });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(
@@ -132,6 +141,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             state.projections.applied(),
             state.engine.stats(),
             &state.disk,
+            backlog,
         ),
     )
 }

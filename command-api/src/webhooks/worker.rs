@@ -17,6 +17,7 @@
 
 use crate::app::AppState;
 use crate::master_key::{MasterKey, Purpose, SealError};
+use crate::metrics::AttemptOutcome;
 use crate::webhooks::{signing, ssrf};
 use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::ids::WebhookEndpointId;
@@ -203,10 +204,27 @@ async fn attempt(state: AppState, outbox: Outbox, id: Uuid) {
     })
     .await;
     match recorded {
-        Ok(Ok(_)) => {}
+        Ok(Ok(Some(d))) => observe(&state, &d),
+        Ok(Ok(None)) => {}
         Ok(Err(e)) => tracing::error!(error = %e, %id, "recording a webhook attempt"),
         Err(e) => tracing::error!(error = %e, %id, "recording a webhook attempt"),
     }
+}
+
+/// Counts the attempt just recorded by what it left the delivery in.
+fn observe(state: &AppState, d: &Delivery) {
+    let outcome = match d.status {
+        DeliveryStatus::Succeeded => AttemptOutcome::Succeeded,
+        DeliveryStatus::Pending => AttemptOutcome::Retrying,
+        DeliveryStatus::Failed => AttemptOutcome::Failed,
+    };
+    let since_event = state
+        .clock
+        .now()
+        .as_micros()
+        .saturating_sub(d.created_at.as_micros());
+    let since_event = Duration::from_micros(u64::try_from(since_event).unwrap_or(0));
+    state.metrics.webhooks.observe(outcome, since_event);
 }
 
 /// The endpoint is disabled: the delivery leaves the schedule (PENDING, no
