@@ -1128,49 +1128,6 @@ fn r(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
-/// `$ref` with a description beside it (allowed in 3.1).
-fn rd(name: &str, description: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}"), "description": description })
-}
-
-/// Required free text: not blank, within the bound every text has.
-fn string(description: &str) -> Value {
-    json!({ "type": "string", "description": description })
-}
-
-fn id(description: &str) -> Value {
-    json!({ "type": "string", "format": "uuid", "description": description })
-}
-
-fn timestamp(description: &str) -> Value {
-    rd("Timestamp", description)
-}
-
-/// A response object: every property listed is always present, and no other
-/// is (so a field served but not documented fails the contract tests).
-fn resource(description: &str, properties: Value) -> Value {
-    let required: Vec<String> = properties
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    closed_object(description, &required, properties)
-}
-
-/// An object with exactly these properties.
-fn closed_object<S: serde::Serialize>(
-    description: &str,
-    required: &[S],
-    properties: Value,
-) -> Value {
-    json!({
-        "type": "object",
-        "description": description,
-        "required": required,
-        "properties": properties,
-        "additionalProperties": false,
-    })
-}
-
 fn error_codes() -> Vec<&'static str> {
     vec![
         "VALIDATION_ERROR",
@@ -1348,16 +1305,6 @@ pub fn schemas() -> Value {
     s.insert(
         "DeliveryStatus".into(),
         names::<projections::sql::outbox::DeliveryStatus>(),
-    );
-    s.insert(
-        "WebhookPayload".into(),
-        resource("The JSON body POSTed to an endpoint.", json!({
-            "id": string("The message id (also the `webhook-id` header); stable across retries."),
-            "type": r("WebhookEventType"),
-            "createdAt": timestamp(""),
-            "organizationId": id("The receiving organization."),
-            "data": { "type": "object", "description": "The object the event is about (an Invoice, Payment, Transaction, Withdrawal, Refund or Connection)." },
-        })),
     );
     s.insert(
         "FileUpload".into(),

@@ -744,6 +744,7 @@ pub fn add_schemas(c: &mut crate::schema::Components) {
         .add::<RefundView>()
         .add::<WebhookEndpointView>()
         .add::<FileView>()
+        .add::<crate::webhooks::Payload>()
         .add::<ApiKeyCreated>()
         .add::<OrganizationCreated>()
         .add::<WebhookEndpointWithSecret>()

@@ -9,6 +9,7 @@
 //! (in memory or SQL) the subject and the endpoints are loaded from.
 
 use crate::model::{ReadModel, Transaction};
+use crate::schema;
 use crate::views;
 use ledger_core::domain::balance::Balance;
 use ledger_core::domain::connection::Connection;
@@ -25,6 +26,8 @@ use ledger_core::ids::{
 };
 use ledger_core::log::{EventLog, LogError};
 use ledger_core::time::Timestamp;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// Every event type an endpoint can subscribe to (API.md, Webhooks).
@@ -289,14 +292,52 @@ pub fn payload(
     organization_id: OrganizationId,
     data: Value,
 ) -> Vec<u8> {
-    let body = json!({
-        "id": event_id,
-        "type": event_type,
-        "createdAt": created_at.rfc3339(),
-        "organizationId": organization_id.to_string(),
-        "data": data,
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
+    serde_json::to_vec(&Payload {
+        created_at: created_at.rfc3339(),
+        data,
+        id: event_id,
+        organization_id: organization_id.to_string(),
+        kind: event_type,
+    })
+    .unwrap_or_default()
+}
+
+/// The JSON body POSTed to an endpoint. Fields in the byte order of their
+/// JSON names, the order payloads were always written in.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "WebhookPayload")]
+pub struct Payload<'a> {
+    #[schemars(with = "schema::Timestamp")]
+    created_at: String,
+    #[schemars(with = "EventData")]
+    data: Value,
+    /// The message id (also the `webhook-id` header); stable across retries.
+    id: &'a str,
+    /// The receiving organization.
+    #[schemars(with = "schema::Uuid")]
+    organization_id: String,
+    #[serde(rename = "type")]
+    #[schemars(with = "schema::WebhookEventType")]
+    kind: &'a str,
+}
+
+/// A payload's `data`, for the document.
+struct EventData;
+
+impl JsonSchema for EventData {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EventData".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "The object the event is about (an Invoice, Payment, Transaction, Withdrawal, Refund or Connection).",
+        })
+    }
 }
 
 fn message(
