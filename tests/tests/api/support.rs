@@ -818,6 +818,7 @@ impl Drop for TestApp {
     }
 }
 
+#[derive(Clone)]
 pub struct Pair {
     pub seller: Org,
     pub buyer: Org,
