@@ -51,6 +51,8 @@ pub struct AppState {
     pub master_key: Arc<MasterKey>,
     /// Free disk space against its floor: below it, writes are refused.
     pub disk: Arc<DiskGuard>,
+    /// Webhook endpoints' HTTP clients, pooled per origin and pinned.
+    pub webhook_clients: Arc<crate::webhooks::clients::Clients>,
 }
 
 impl AppState {
@@ -122,6 +124,7 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
             files,
             master_key: Arc::new(master_key),
             disk,
+            webhook_clients: Arc::default(),
         },
         writer,
     })

@@ -1197,3 +1197,26 @@ async fn disabling_an_endpoint_holds_its_deliveries_until_enabled() {
     assert_signed(&secret, &last);
     assert_eq!(last.json()["data"]["amount"], "1.00");
 }
+
+/// Deliveries to one endpoint reuse the worker's connections (keep-alive)
+/// instead of a new TCP connection each: twenty deliveries arrive over at
+/// most as many connections as an endpoint may have requests in flight.
+#[tokio::test]
+async fn deliveries_to_an_endpoint_reuse_their_connections() {
+    let app = server(&[]).await;
+    let rx = Receiver::start().await;
+    let org = app.create_org("Pooled Co").await;
+    endpoint(&org, &rx.url("/pooled"), &["deposit.received"]).await;
+    let n = 20;
+    for i in 0..n {
+        app.deposit(&org, "EUR", &format!("{}.00", i + 1)).await;
+    }
+    let got = rx.wait_for("/pooled", n, WAIT).await;
+    assert_eq!(got.len(), n);
+    let peers: BTreeSet<_> = got.iter().map(|r| r.peer).collect();
+    assert!(
+        peers.len() <= 4,
+        "{n} deliveries came over {} connections",
+        peers.len()
+    );
+}

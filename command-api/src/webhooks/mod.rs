@@ -11,6 +11,7 @@
 //! message is then sent once more with the same `webhook-id` (at-least-once,
 //! as Standard Webhooks receivers expect).
 
+pub mod clients;
 pub mod signing;
 pub mod ssrf;
 pub mod worker;

@@ -18,7 +18,7 @@
 use crate::app::AppState;
 use crate::master_key::{MasterKey, Purpose, SealError};
 use crate::metrics::AttemptOutcome;
-use crate::webhooks::{signing, ssrf};
+use crate::webhooks::signing;
 use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::ids::WebhookEndpointId;
 use ledger_core::time::Timestamp;
@@ -348,7 +348,10 @@ async fn post(
     now: Timestamp,
 ) -> Result<(reqwest::StatusCode, Option<String>), String> {
     let timeout = state.config.webhook_timeout;
-    let request = pinned_post(&endpoint.url, state.config.webhook_allow_private, timeout).await?;
+    let request = state
+        .webhook_clients
+        .post(&endpoint.url, state.config.webhook_allow_private, timeout)
+        .await?;
     let secrets = signing_secrets(&state.master_key, endpoint, now)
         // Not sent unsigned; retried, as the key may be put right.
         .map_err(|e| format!("the signing secret does not open: {e}"))?;
@@ -363,34 +366,6 @@ async fn post(
     };
     let status = response.status();
     Ok((status, response_start(&mut response, deadline).await))
-}
-
-/// A POST to the endpoint's URL once it passes the SSRF guard, from a client
-/// that connects only to the addresses just checked.
-async fn pinned_post(
-    url: &str,
-    allow_private: bool,
-    timeout: Duration,
-) -> Result<reqwest::RequestBuilder, String> {
-    let url = ssrf::check_url(url, allow_private).map_err(|e| format!("refused: {e}"))?;
-    let target = match tokio::time::timeout(timeout, ssrf::resolve(&url, allow_private)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err("timed out resolving the host".into()),
-    };
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        // A proxy would resolve the name itself, around the pinned address.
-        .no_proxy()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .user_agent(concat!("Expereon-Webhooks/", env!("CARGO_PKG_VERSION")));
-    if let Some(domain) = &target.domain {
-        // Connect only to the addresses just checked (no second lookup).
-        builder = builder.resolve_to_addrs(domain, &target.addrs);
-    }
-    let client = builder.build().map_err(|e| format!("http client: {e}"))?;
-    Ok(client.post(url))
 }
 
 fn signed(

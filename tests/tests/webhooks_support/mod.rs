@@ -2,7 +2,7 @@
 //! implementation of the Standard Webhooks verification scheme.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -32,6 +32,9 @@ pub enum Behavior {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    /// The sender's end of the connection: requests on one kept-alive
+    /// connection share it.
+    pub peer: std::net::SocketAddr,
     pub id: String,
     pub timestamp: String,
     pub signature: String,
@@ -106,6 +109,7 @@ impl Receiver {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let _ = axum::serve(listener, app).await;
         });
         Receiver { base, inner }
@@ -171,7 +175,11 @@ impl Receiver {
     }
 }
 
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Response {
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+) -> Response {
     let path = req.uri().path().to_owned();
     let (id, timestamp, signature, x_signature, content_type) = {
         let header = |name: &str| {
@@ -197,6 +205,7 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
         let mut g = inner.lock().unwrap();
         g.received.push(Received {
             path: path.clone(),
+            peer,
             id,
             timestamp,
             signature,
