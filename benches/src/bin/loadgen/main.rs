@@ -1,0 +1,175 @@
+//! `loadgen`: closed-loop HTTP load on a running Expereon server, the way
+//! its clients use it: many connections, each with its own organization
+//! pair, every command with a fresh `requestId`. Prints throughput and
+//! latency percentiles per operation (issue 13).
+//!
+//! Setup (organizations, connections, deposits; for `--mix reads` a few
+//! invoices per pair) is not timed; neither is the warm-up, which opens
+//! the keep-alive connections. Only answers that arrive inside the
+//! measured window count.
+
+mod cpu;
+mod http;
+mod ops;
+mod report;
+mod setup;
+mod stats;
+mod workload;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use std::time::{Duration, Instant};
+use workload::{Mix, Targets};
+
+#[derive(Parser, Clone)]
+#[command(
+    name = "loadgen",
+    about = "Closed-loop HTTP load on a running Expereon server: throughput and latency percentiles",
+    after_help = "The server must be started with a high rate limit, e.g.\n  \
+EXPEREON_RATE_LIMIT=1000000 EXPEREON_ADMIN_TOKEN=... expereon serve\n\
+otherwise it answers 429 past 100 requests/s per API key and loadgen measures the limiter.\n\n\
+With --json, the table goes to stderr and stdout carries only the JSON object."
+)]
+struct Args {
+    /// The server's root URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The server's operator token (admin API: organizations, deposits).
+    #[arg(long, env = "EXPEREON_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    /// Concurrent closed-loop workers, each with one request in flight.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    connections: u64,
+    /// Seller/buyer pairs; worker i uses pair i % pairs [default: --connections,
+    /// so no two workers share a pair].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pairs: Option<u64>,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    duration_secs: u64,
+    /// Seconds of load before the measured window (not counted).
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// What the workers send.
+    #[arg(long, value_enum, default_value_t = Mix::Lifecycle)]
+    mix: Mix,
+    /// Invoices created per pair before a `reads` run (a third each left
+    /// SUBMITTED, APPROVED, SETTLED).
+    #[arg(long, default_value_t = 20)]
+    fill_per_pair: usize,
+    /// Setup requests in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    setup_concurrency: u64,
+    /// Also print the results as one JSON object on stdout (the table then goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+macro_rules! progress {
+    ($($t:tt)*) => { eprintln!("loadgen: {}", format_args!($($t)*)) };
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadgen: tokio runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(args) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let connections = usize::try_from(args.connections)?;
+    let pairs = usize::try_from(args.pairs.unwrap_or(args.connections))?;
+    let setup_concurrency = usize::try_from(args.setup_concurrency)?;
+    let api = http::Api::new(
+        &args.url,
+        &args.admin_token,
+        connections.max(setup_concurrency),
+    )?;
+    api.health().await?;
+
+    let setup_started = Instant::now();
+    progress!("setting up {pairs} organization pairs");
+    let created = setup::create_pairs(&api, pairs, setup_concurrency).await?;
+    let targets = match args.mix {
+        Mix::Lifecycle => Targets::Lifecycle(created),
+        Mix::Reads => {
+            progress!("filling {} invoices per pair", args.fill_per_pair);
+            let filled = setup::fill(&api, &created, args.fill_per_pair, setup_concurrency).await?;
+            Targets::Reads(filled)
+        }
+    };
+    let setup = setup_started.elapsed();
+
+    let warmup = Duration::from_secs(args.warmup_secs);
+    let length = Duration::from_secs(args.duration_secs);
+    let start = Instant::now();
+    let window = stats::Window {
+        from: start + warmup,
+        to: start + warmup + length,
+    };
+    progress!(
+        "{} workers: {} s warm-up, then {} s measured",
+        connections,
+        args.warmup_secs,
+        args.duration_secs
+    );
+    // Taken at the window's edges, so neither setup nor warm-up is in it.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(window.from.into()).await;
+        let before = cpu::own_cpu_time();
+        tokio::time::sleep_until(window.to.into()).await;
+        let after = cpu::own_cpu_time();
+        Some(after?.saturating_sub(before?))
+    });
+    let stats = workload::run(&api, &targets, connections, window).await?;
+    let client_cpu = cpu.await.context("the CPU sampler panicked")?;
+
+    let all = stats.overall()?;
+    let setting = report::Setting {
+        url: api.root().to_string(),
+        mix: args.mix,
+        connections,
+        pairs,
+        warmup,
+        window: window.length(),
+        setup,
+        client_cpu,
+    };
+    let table = report::text(&setting, &stats, &all);
+    if args.json {
+        eprint!("{table}");
+        println!("{}", report::json(&setting, &stats, &all));
+    } else {
+        print!("{table}");
+    }
+    for example in &stats.examples {
+        progress!("error: {example}");
+    }
+    if stats.saw_429 {
+        progress!("hint: {}", http::RATE_LIMIT_HINT);
+    }
+    if all.ok() == 0 {
+        bail!("no request succeeded in the measured window");
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! The results: a table for people, one JSON object for scripts.
+
+use crate::stats::{OpStats, Stats};
+use crate::workload::Mix;
+use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// What was run, for the report's header.
+pub struct Setting {
+    pub url: String,
+    pub mix: Mix,
+    pub connections: usize,
+    pub pairs: usize,
+    pub warmup: Duration,
+    pub window: Duration,
+    pub setup: Duration,
+    pub client_cpu: Option<Duration>,
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+fn latency_json(op: &OpStats) -> Value {
+    let h = &op.latency;
+    if h.is_empty() {
+        return Value::Null;
+    }
+    json!({
+        "mean": h.mean() / 1000.0,
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p90": ms(h.value_at_quantile(0.90)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "p999": ms(h.value_at_quantile(0.999)),
+        "max": ms(h.max()),
+    })
+}
+
+fn errors_json(op: &OpStats) -> Value {
+    let by_status: Map<String, Value> = op
+        .by_status
+        .iter()
+        .map(|(s, n)| (s.to_string(), json!(n)))
+        .collect();
+    json!({
+        "total": op.errors(),
+        "byStatus": by_status,
+        "transport": op.transport,
+        "malformed": op.malformed,
+    })
+}
+
+pub fn json(setting: &Setting, stats: &Stats, all: &OpStats) -> Value {
+    let secs = setting.window.as_secs_f64();
+    let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    let lifecycle = setting.mix == Mix::Lifecycle;
+    let operations: Map<String, Value> = setting
+        .mix
+        .ops()
+        .iter()
+        .map(|op| {
+            let s = &stats.ops[op.index()];
+            let v = json!({
+                "route": op.route(),
+                "ok": s.ok(),
+                "perSec": per_sec(s.ok()),
+                "latencyMs": latency_json(s),
+                "errors": errors_json(s),
+            });
+            (op.name().to_string(), v)
+        })
+        .collect();
+    let mut errors = errors_json(all);
+    if let Some(e) = errors.as_object_mut() {
+        e.insert("unmeasured".into(), json!(stats.unmeasured_errors));
+    }
+    json!({
+        "url": setting.url,
+        "mix": setting.mix.name(),
+        "connections": setting.connections,
+        "pairs": setting.pairs,
+        "warmupSecs": setting.warmup.as_secs_f64(),
+        "durationSecs": secs,
+        "setupSecs": setting.setup.as_secs_f64(),
+        "ok": all.ok(),
+        "requestsPerSec": per_sec(all.ok()),
+        "commandsPerSec": if lifecycle { json!(per_sec(all.ok())) } else { Value::Null },
+        "lifecyclesPerSec": if lifecycle { json!(per_sec(stats.lifecycles)) } else { Value::Null },
+        "latencyMs": latency_json(all),
+        "operations": operations,
+        "errors": errors,
+        "rateLimited": stats.saw_429,
+        "clientCpuSecs": setting.client_cpu.map(|d| d.as_secs_f64()),
+    })
+}
+
+fn row(out: &mut String, name: &str, op: &OpStats, secs: f64) {
+    let h = &op.latency;
+    let q = |q: f64| {
+        if h.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.2}", ms(h.value_at_quantile(q)))
+        }
+    };
+    let max = if h.is_empty() {
+        "-".to_string()
+    } else {
+        format!("{:.2}", ms(h.max()))
+    };
+    let rate = if secs > 0.0 {
+        op.ok() as f64 / secs
+    } else {
+        0.0
+    };
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "{name:<15} {rate:>9.1} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        op.ok(),
+        op.errors(),
+        q(0.50),
+        q(0.90),
+        q(0.99),
+        q(0.999),
+        max
+    );
+}
+
+fn error_summary(op: &OpStats) -> String {
+    let mut parts: Vec<String> = op
+        .by_status
+        .iter()
+        .map(|(s, n)| format!("HTTP {s}: {n}"))
+        .collect();
+    if op.transport > 0 {
+        parts.push(format!("transport: {}", op.transport));
+    }
+    if op.malformed > 0 {
+        parts.push(format!("2xx without an id: {}", op.malformed));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        format!("{} ({})", op.errors(), parts.join(", "))
+    }
+}
+
+pub fn text(setting: &Setting, stats: &Stats, all: &OpStats) -> String {
+    let secs = setting.window.as_secs_f64();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "loadgen: {} mix against {}: {} connections on {} pairs; {:.1} s measured after a {:.1} s warm-up (setup {:.1} s, not timed)",
+        setting.mix.name(),
+        setting.url,
+        setting.connections,
+        setting.pairs,
+        secs,
+        setting.warmup.as_secs_f64(),
+        setting.setup.as_secs_f64(),
+    );
+    let rate = if secs > 0.0 {
+        all.ok() as f64 / secs
+    } else {
+        0.0
+    };
+    match setting.mix {
+        Mix::Lifecycle => {
+            let _ = writeln!(
+                out,
+                "throughput: {rate:.1} commands/s, {:.1} lifecycles/s ({} commands answered 2xx in the window)",
+                stats.lifecycles as f64 / secs.max(f64::MIN_POSITIVE),
+                all.ok()
+            );
+        }
+        Mix::Reads => {
+            let _ = writeln!(
+                out,
+                "throughput: {rate:.1} requests/s ({} answered 2xx in the window)",
+                all.ok()
+            );
+        }
+    }
+    let _ = writeln!(out, "errors: {}", error_summary(all));
+    if stats.unmeasured_errors > 0 {
+        let _ = writeln!(
+            out,
+            "errors outside the window (warm-up, stragglers), not counted above: {}",
+            stats.unmeasured_errors
+        );
+    }
+    if let Some(cpu) = setting.client_cpu {
+        let _ = writeln!(
+            out,
+            "loadgen's own CPU in the window: {:.1} s ({:.0} % of one core)",
+            cpu.as_secs_f64(),
+            100.0 * cpu.as_secs_f64() / secs.max(f64::MIN_POSITIVE)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<15} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "latency (ms)", "ok/s", "ok", "errors", "p50", "p90", "p99", "p99.9", "max"
+    );
+    row(&mut out, "all", all, secs);
+    for op in setting.mix.ops() {
+        row(&mut out, op.name(), &stats.ops[op.index()], secs);
+    }
+    let _ = writeln!(out);
+    for op in setting.mix.ops() {
+        let _ = writeln!(out, "{:<15} {}", op.name(), op.route());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Op;
+    use crate::stats::Window;
+    use std::time::Instant;
+
+    #[test]
+    fn reports_rates_percentiles_and_errors() -> anyhow::Result<()> {
+        let mut stats = Stats::new()?;
+        let now = Instant::now();
+        let window = Window {
+            from: now - Duration::from_secs(1),
+            to: now + Duration::from_secs(60),
+        };
+        for _ in 0..10 {
+            let ok = crate::http::Answer {
+                status: 200,
+                body: b"{}".to_vec(),
+            };
+            stats.record(Op::Approve, Ok(ok), now, &window);
+        }
+        let limited = crate::http::Answer {
+            status: 429,
+            body: Vec::new(),
+        };
+        stats.record(Op::Settle, Ok(limited), now, &window);
+        stats.lifecycles = 4;
+        let all = stats.overall()?;
+        let setting = Setting {
+            url: "http://127.0.0.1:1".into(),
+            mix: Mix::Lifecycle,
+            connections: 2,
+            pairs: 2,
+            warmup: Duration::ZERO,
+            window: Duration::from_secs(2),
+            setup: Duration::ZERO,
+            client_cpu: None,
+        };
+        let v = json(&setting, &stats, &all);
+        assert_eq!(v["ok"], 10);
+        assert_eq!(v["commandsPerSec"], 5.0);
+        assert_eq!(v["lifecyclesPerSec"], 2.0);
+        assert_eq!(v["errors"]["byStatus"]["429"], 1);
+        assert_eq!(v["operations"]["settle"]["errors"]["total"], 1);
+        assert_eq!(v["rateLimited"], true);
+        assert!(v["latencyMs"]["p99"].as_f64().is_some());
+        let t = text(&setting, &stats, &all);
+        assert!(t.contains("5.0 commands/s, 2.0 lifecycles/s"), "{t}");
+        assert!(t.contains("errors: 1 (HTTP 429: 1)"), "{t}");
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! The untimed setup: organization pairs, connected and funded, and for
+//! the reads mix a few invoices per pair to read.
+
+use crate::http::{ok_json, request_id, str_field, Api, Auth, Creds};
+use crate::ops::{self, Pair, CURRENCY};
+use anyhow::Context;
+use serde_json::json;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Each buyer's deposit: enough for millions of invoices of about EUR 3,000.
+const DEPOSIT: &str = "1000000000000.00";
+
+/// `POST /admin/organizations` → (organization id, its first key).
+async fn create_organization(api: &Api, name: &str) -> anyhow::Result<(String, Creds)> {
+    let v = ok_json(
+        "creating an organization",
+        api.post(
+            "/admin/organizations",
+            Auth::Admin,
+            &json!({ "requestId": request_id(), "name": name }),
+        )
+        .await,
+    )?;
+    Ok((
+        str_field(&v, "/organization/id")?,
+        Creds {
+            key: str_field(&v, "/apiKey/id")?,
+            secret: str_field(&v, "/apiKey/secret")?,
+        },
+    ))
+}
+
+/// Two organizations, connected (the seller asks, the buyer accepts), the
+/// buyer funded.
+async fn create_pair(api: &Api, n: usize) -> anyhow::Result<Pair> {
+    let (seller_name, buyer_name) = (format!("Loadgen seller {n}"), format!("Loadgen buyer {n}"));
+    let (seller, buyer) = tokio::join!(
+        create_organization(api, &seller_name),
+        create_organization(api, &buyer_name),
+    );
+    let (_, seller) = seller?;
+    let (buyer_id, buyer) = buyer?;
+    let conn = ok_json(
+        "requesting the connection",
+        api.post(
+            "/connections",
+            Auth::Key(&seller),
+            &json!({
+                "requestId": request_id(),
+                "counterpartyOrganizationId": buyer_id,
+                "role": "SELLER",
+            }),
+        )
+        .await,
+    )?;
+    let connection = str_field(&conn, "/id")?;
+    ok_json(
+        "accepting the connection",
+        api.post(
+            &format!("/connections/{connection}/accept"),
+            Auth::Key(&buyer),
+            &json!({ "requestId": request_id() }),
+        )
+        .await,
+    )?;
+    ok_json(
+        "depositing for the buyer",
+        api.post(
+            &format!("/admin/organizations/{buyer_id}/deposits"),
+            Auth::Admin,
+            &json!({
+                "requestId": request_id(),
+                "currency": CURRENCY,
+                "amount": DEPOSIT,
+                "reference": "loadgen",
+            }),
+        )
+        .await,
+    )?;
+    Ok(Pair {
+        seller,
+        buyer,
+        connection,
+    })
+}
+
+/// Runs `job(i)` for every `i < count` on `concurrency` tasks; the results
+/// in order of `i`. The first error stops the other tasks' next jobs.
+async fn for_each<T, F, Fut>(count: usize, concurrency: usize, job: F) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let job = Arc::new(job);
+    let tasks: Vec<_> = (0..concurrency.clamp(1, count.max(1)))
+        .map(|_| {
+            let next = next.clone();
+            let job = job.clone();
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    match job(i).await {
+                        Ok(t) => done.push((i, t)),
+                        Err(e) => {
+                            // Past `count`: the other tasks take no new job.
+                            next.store(count, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(done)
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(count);
+    for task in tasks {
+        all.extend(task.await.context("a setup task panicked")??);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
+}
+
+pub async fn create_pairs(
+    api: &Api,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Arc<Pair>>> {
+    let api = api.clone();
+    for_each(count, concurrency, move |i| {
+        let api = api.clone();
+        async move {
+            create_pair(&api, i)
+                .await
+                .map(Arc::new)
+                .with_context(|| format!("setting up pair {i}"))
+        }
+    })
+    .await
+}
+
+/// A pair and the invoices filled for it.
+pub struct Filled {
+    pub pair: Arc<Pair>,
+    pub invoices: Vec<String>,
+}
+
+/// `per_pair` invoices for each pair, a third each left SUBMITTED,
+/// APPROVED and SETTLED, so reads see every common state and the sellers
+/// have balances too.
+pub async fn fill(
+    api: &Api,
+    pairs: &[Arc<Pair>],
+    per_pair: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Arc<Filled>>> {
+    let api = api.clone();
+    let pairs: Arc<Vec<Arc<Pair>>> = Arc::new(pairs.to_vec());
+    for_each(pairs.len(), concurrency, move |i| {
+        let api = api.clone();
+        let pair = pairs[i].clone();
+        async move {
+            let mut invoices = Vec::with_capacity(per_pair);
+            for n in 0..per_pair {
+                let id = fill_one(&api, &pair, n)
+                    .await
+                    .with_context(|| format!("filling pair {i}"))?;
+                invoices.push(id);
+            }
+            Ok(Arc::new(Filled { pair, invoices }))
+        }
+    })
+    .await
+}
+
+async fn fill_one(api: &Api, pair: &Pair, n: usize) -> anyhow::Result<String> {
+    let created = ok_json(
+        "creating an invoice",
+        ops::create_submit(api, pair, n as u64).await,
+    )?;
+    let id = str_field(&created, "/id")?;
+    if n % 3 >= 1 {
+        ok_json("approving an invoice", ops::approve(api, pair, &id).await)?;
+    }
+    if n % 3 == 2 {
+        ok_json("settling an invoice", ops::settle(api, pair, &id).await)?;
+    }
+    Ok(id)
+}
