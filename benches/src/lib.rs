@@ -30,6 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// The HTTP client of the `scale` and `loadgen` binaries.
+pub mod client;
+
 /// Events one invoice lifecycle appends (checked by [`DirectWriter`] and [`drive`]).
 pub const EVENTS_PER_LIFECYCLE: u64 = 10;
 /// Commands one invoice lifecycle submits.
@@ -530,21 +533,34 @@ pub fn thread_cpu() -> Duration {
     schedstat_on_cpu("/proc/thread-self/schedstat").unwrap_or_default()
 }
 
-/// User + system time of the whole process, exited threads included (Linux
-/// `/proc/self/stat`, in clock ticks of 10 ms; zero elsewhere).
-pub fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // The command name may hold spaces; the fields after it are plain.
-    let Some(after_name) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
+/// utime + stime of the process whose `/proc/<pid>/stat` (or
+/// `/proc/self/stat`) `stat` names, exited threads included; `None` where
+/// the file cannot be read (not Linux, or the process is gone).
+pub fn cpu_time(stat: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat).ok()?;
+    // The command name may hold spaces; the fields after its `)` do not.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    Duration::from_millis(ticks * 10)
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|t| *t > 0)?;
+    Some(Duration::from_micros(ticks * 1_000_000 / per_second))
+}
+
+/// User + system time of this whole process, exited threads included (zero
+/// where [`cpu_time`] cannot tell).
+pub fn process_cpu() -> Duration {
+    cpu_time("/proc/self/stat").unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_cpu_time() {
+        assert!(cpu_time("/proc/self/stat").is_some());
+    }
 }

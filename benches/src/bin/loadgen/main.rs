@@ -8,16 +8,15 @@
 //! the keep-alive connections. Only answers that arrive inside the
 //! measured window count.
 
-mod cpu;
-mod http;
 mod ops;
 mod report;
 mod setup;
 mod stats;
 mod workload;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use clap::Parser;
+use expereon_benches::client::{self, Api, Checks};
 use std::time::{Duration, Instant};
 use workload::{Mix, Targets};
 
@@ -69,41 +68,35 @@ macro_rules! progress {
     ($($t:tt)*) => { eprintln!("loadgen: {}", format_args!($($t)*)) };
 }
 
+/// What to tell the operator when the server rate-limits us.
+const RATE_LIMIT_HINT: &str = "the server is rate limiting (429): it allows \
+EXPEREON_RATE_LIMIT requests/s per API key (default 100); restart it with \
+EXPEREON_RATE_LIMIT=1000000 to measure the server rather than its limiter";
+
+/// Characters of a failed answer's body an error quotes.
+const QUOTE_CHARS: usize = 200;
+
+/// Any 2xx is success; a 429 in the setup is almost always the default
+/// rate limit, so the error says how to lift it rather than quoting it.
+const CHECKS: Checks = Checks {
+    any_2xx: true,
+    quote_chars: QUOTE_CHARS,
+    rate_limit_hint: Some(RATE_LIMIT_HINT),
+};
+
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("loadgen: tokio runtime: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let result = runtime.block_on(async {
-        tokio::select! {
-            r = run(args) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("loadgen: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    client::run_main("loadgen", run(Args::parse()))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let connections = usize::try_from(args.connections)?;
     let pairs = usize::try_from(args.pairs.unwrap_or(args.connections))?;
     let setup_concurrency = usize::try_from(args.setup_concurrency)?;
-    let api = http::Api::new(
+    let api = Api::new(
         &args.url,
         &args.admin_token,
         connections.max(setup_concurrency),
+        CHECKS,
     )?;
     api.health().await?;
 
@@ -133,12 +126,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.warmup_secs,
         args.duration_secs
     );
-    // Taken at the window's edges, so neither setup nor warm-up is in it.
+    // On a small machine loadgen competes with the server for the same
+    // cores; its own CPU time says how much. Taken at the window's edges,
+    // so neither setup nor warm-up is in it.
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(window.from.into()).await;
-        let before = cpu::own_cpu_time();
+        let before = expereon_benches::cpu_time("/proc/self/stat");
         tokio::time::sleep_until(window.to.into()).await;
-        let after = cpu::own_cpu_time();
+        let after = expereon_benches::cpu_time("/proc/self/stat");
         Some(after?.saturating_sub(before?))
     });
     let stats = workload::run(&api, &targets, connections, window).await?;
@@ -166,7 +161,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         progress!("error: {example}");
     }
     if stats.saw_429 {
-        progress!("hint: {}", http::RATE_LIMIT_HINT);
+        progress!("hint: {RATE_LIMIT_HINT}");
     }
     if all.ok() == 0 {
         bail!("no request succeeded in the measured window");

@@ -1,7 +1,7 @@
 //! The operations loadgen sends, each as one HTTP request.
 
-use crate::http::{request_id, Answer, Api, Auth, Creds};
-use serde_json::{json, Value};
+use expereon_benches::client::{invoice_body, request_id, Answer, Api, Auth, Creds, Pair};
+use serde_json::json;
 
 /// Every operation, in report order. Its index is its slot in the statistics.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -52,40 +52,17 @@ impl Op {
     }
 }
 
-pub const CURRENCY: &str = "EUR";
-
-/// A connected seller and buyer; the buyer is funded.
-pub struct Pair {
-    pub seller: Creds,
-    pub buyer: Creds,
-    pub connection: String,
-}
-
-/// A realistic invoice (three line items and a memo, like `replay-tool
-/// generate`'s), submitted in the same call: the body a client would send.
-fn invoice_body(pair: &Pair, n: u64) -> Value {
-    json!({
-        "requestId": request_id(),
-        "connectionId": pair.connection,
-        "currency": CURRENCY,
-        "dueDate": "2030-06-30",
-        "memo": "Services rendered under MSA 2024-117",
-        "submit": true,
-        "lineItems": [
-            { "description": "Consulting services, senior engineer (hours)",
-              "quantity": (1 + n % 40).to_string(), "unitPrice": "150.00", "taxRate": "19" },
-            { "description": "Travel expenses, on-site visit",
-              "quantity": "1", "unitPrice": "420.35", "taxRate": "0" },
-            { "description": "Software licence, monthly seat",
-              "quantity": (1 + n % 5).to_string(), "unitPrice": "99.99", "taxRate": "19" },
-        ],
-    })
-}
+/// One due date for every invoice: loadgen measures throughput, not sorting.
+const DUE_DATE: &str = "2030-06-30";
 
 /// `POST /invoices` with `"submit": true`, as the seller.
 pub async fn create_submit(api: &Api, pair: &Pair, n: u64) -> anyhow::Result<Answer> {
-    api.post("/invoices", Auth::Key(&pair.seller), &invoice_body(pair, n))
-        .await
+    api.post(
+        "/invoices",
+        Auth::Key(&pair.seller),
+        &invoice_body(pair, n, DUE_DATE),
+    )
+    .await
 }
 
 /// `POST /invoices/{id}/approve`, as the buyer.

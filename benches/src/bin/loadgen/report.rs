@@ -231,13 +231,13 @@ mod tests {
             to: now + Duration::from_secs(60),
         };
         for _ in 0..10 {
-            let ok = crate::http::Answer {
+            let ok = expereon_benches::client::Answer {
                 status: 200,
                 body: b"{}".to_vec(),
             };
             stats.record(Op::Approve, Ok(ok), now, &window);
         }
-        let limited = crate::http::Answer {
+        let limited = expereon_benches::client::Answer {
             status: 429,
             body: Vec::new(),
         };

@@ -1,89 +1,24 @@
 //! The untimed setup: organization pairs, connected and funded, and for
 //! the reads mix a few invoices per pair to read.
 
-use crate::http::{ok_json, request_id, str_field, Api, Auth, Creds};
-use crate::ops::{self, Pair, CURRENCY};
+use crate::ops;
 use anyhow::Context;
-use serde_json::json;
+use expereon_benches::client::{self, Api, Pair, PairSpec, CURRENCY, DEPOSIT};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Each buyer's deposit: enough for millions of invoices of about EUR 3,000.
-const DEPOSIT: &str = "1000000000000.00";
-
-/// `POST /admin/organizations` → (organization id, its first key).
-async fn create_organization(api: &Api, name: &str) -> anyhow::Result<(String, Creds)> {
-    let v = ok_json(
-        "creating an organization",
-        api.post(
-            "/admin/organizations",
-            Auth::Admin,
-            &json!({ "requestId": request_id(), "name": name }),
-        )
-        .await,
-    )?;
-    Ok((
-        str_field(&v, "/organization/id")?,
-        Creds {
-            key: str_field(&v, "/apiKey/id")?,
-            secret: str_field(&v, "/apiKey/secret")?,
-        },
-    ))
-}
-
-/// Two organizations, connected (the seller asks, the buyer accepts), the
-/// buyer funded.
+/// Two organizations named after pair `n`, connected, the buyer funded.
 async fn create_pair(api: &Api, n: usize) -> anyhow::Result<Pair> {
     let (seller_name, buyer_name) = (format!("Loadgen seller {n}"), format!("Loadgen buyer {n}"));
-    let (seller, buyer) = tokio::join!(
-        create_organization(api, &seller_name),
-        create_organization(api, &buyer_name),
-    );
-    let (_, seller) = seller?;
-    let (buyer_id, buyer) = buyer?;
-    let conn = ok_json(
-        "requesting the connection",
-        api.post(
-            "/connections",
-            Auth::Key(&seller),
-            &json!({
-                "requestId": request_id(),
-                "counterpartyOrganizationId": buyer_id,
-                "role": "SELLER",
-            }),
-        )
-        .await,
-    )?;
-    let connection = str_field(&conn, "/id")?;
-    ok_json(
-        "accepting the connection",
-        api.post(
-            &format!("/connections/{connection}/accept"),
-            Auth::Key(&buyer),
-            &json!({ "requestId": request_id() }),
-        )
-        .await,
-    )?;
-    ok_json(
-        "depositing for the buyer",
-        api.post(
-            &format!("/admin/organizations/{buyer_id}/deposits"),
-            Auth::Admin,
-            &json!({
-                "requestId": request_id(),
-                "currency": CURRENCY,
-                "amount": DEPOSIT,
-                "reference": "loadgen",
-            }),
-        )
-        .await,
-    )?;
-    Ok(Pair {
-        seller,
-        buyer,
-        connection,
-    })
+    let spec = PairSpec {
+        seller_name: &seller_name,
+        buyer_name: &buyer_name,
+        currency: CURRENCY,
+        deposit: DEPOSIT,
+        reference: "loadgen",
+    };
+    client::create_pair(api, &spec).await
 }
 
 /// Runs `job(i)` for every `i < count` on `concurrency` tasks; the results
@@ -181,16 +116,17 @@ pub async fn fill(
 }
 
 async fn fill_one(api: &Api, pair: &Pair, n: usize) -> anyhow::Result<String> {
-    let created = ok_json(
+    let checks = api.checks();
+    let created = checks.ok_json(
         "creating an invoice",
         ops::create_submit(api, pair, n as u64).await,
     )?;
-    let id = str_field(&created, "/id")?;
+    let id = checks.str_field(&created, "/id")?;
     if n % 3 >= 1 {
-        ok_json("approving an invoice", ops::approve(api, pair, &id).await)?;
+        checks.ok_json("approving an invoice", ops::approve(api, pair, &id).await)?;
     }
     if n % 3 == 2 {
-        ok_json("settling an invoice", ops::settle(api, pair, &id).await)?;
+        checks.ok_json("settling an invoice", ops::settle(api, pair, &id).await)?;
     }
     Ok(id)
 }

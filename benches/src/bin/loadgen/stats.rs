@@ -1,8 +1,8 @@
 //! Latency histograms and error counts. Each worker keeps its own
 //! [`Stats`], merged once at the end, so recording a sample takes no lock.
 
-use crate::http::Answer;
 use crate::ops::Op;
+use expereon_benches::client::Answer;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -132,7 +132,12 @@ impl Stats {
                 if counted {
                     *self.ops[op.index()].by_status.entry(a.status).or_default() += 1;
                 }
-                format!("{}: HTTP {}: {}", op.name(), a.status, a.snippet())
+                format!(
+                    "{}: HTTP {}: {}",
+                    op.name(),
+                    a.status,
+                    a.snippet(crate::QUOTE_CHARS)
+                )
             }
             Err(e) => {
                 if counted {

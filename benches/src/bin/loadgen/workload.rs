@@ -2,11 +2,11 @@
 //! previous answer is in, so the offered load is `connections` requests in
 //! flight, whatever the server's speed.
 
-use crate::http::Api;
-use crate::ops::{self, Op, Pair};
+use crate::ops::{self, Op};
 use crate::setup::Filled;
 use crate::stats::{Stats, Window};
 use anyhow::{bail, Context};
+use expereon_benches::client::{Api, Pair};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

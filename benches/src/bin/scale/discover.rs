@@ -8,8 +8,8 @@
 //!   key (`[1; 32]`, not the SHA-256 of any known secret), so today no
 //!   key matches; see the report for the flag generate would need.
 
-use crate::api::{Api, Auth, Creds};
 use anyhow::{bail, Context};
+use expereon_benches::client::{Api, Auth, Creds};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,7 +3,8 @@
 //! whole invoice lifecycles (create + submit, approve, settle). Every task
 //! keeps its own histograms, merged at the end, so recording costs no lock.
 
-use crate::api::{status_rank, Api, Auth, Creds, Pair, Write};
+use crate::api::{status_rank, Write};
+use expereon_benches::client::{Answer, Api, Auth, Creds, Pair};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,10 +48,10 @@ impl OpStats {
     /// Records one request; returns the answer when it had the expected status.
     pub fn record(
         &mut self,
-        answer: anyhow::Result<crate::api::Answer>,
+        answer: anyhow::Result<Answer>,
         started: Instant,
         expect: u16,
-    ) -> Option<crate::api::Answer> {
+    ) -> Option<Answer> {
         let micros = started.elapsed().as_micros().min(u64::MAX as u128) as u64;
         match answer {
             Ok(a) if a.status == expect => {
@@ -60,14 +61,7 @@ impl OpStats {
             }
             Ok(a) => {
                 *self.bad_status.entry(a.status).or_default() += 1;
-                self.example(format!(
-                    "HTTP {}: {}",
-                    a.status,
-                    String::from_utf8_lossy(&a.body)
-                        .chars()
-                        .take(200)
-                        .collect::<String>()
-                ));
+                self.example(format!("HTTP {}: {}", a.status, a.snippet(200)));
                 None
             }
             Err(e) => {

@@ -27,6 +27,8 @@ mod server;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
+use expereon_benches::client::{self, Api, Auth, Pair};
+use expereon_benches::cpu_time;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,32 +104,9 @@ pub struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("scale: tokio runtime: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let result = runtime.block_on(async {
-        // On Ctrl-C the run future is dropped, which kills the server and
-        // removes the scratch copy (their Drop impls).
-        tokio::select! {
-            r = run(args) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("scale: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    // On Ctrl-C the run future is dropped, which kills the server and
+    // removes the scratch copy (their Drop impls).
+    client::run_main("scale", run(Args::parse()))
 }
 
 macro_rules! progress {
@@ -359,7 +338,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     r.starts.push(first.clone());
     r.memory.push(("right after the first start", first.memory));
 
-    let api = api::Api::new(&root, &spec.admin_token, args.connections)?;
+    let api = Api::new(&root, &spec.admin_token, args.connections, api::CHECKS)?;
     let head = api.log_sequence().await?;
     progress!("sampling generated invoice ids from the admin event stream (head {head})");
     let mut found = discover::discover(
@@ -372,9 +351,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(big) = &found.big_seller {
         // A key whose hash matched but that the server refuses would only
         // measure 401s.
-        let answer = api
-            .get("/invoices?limit=1", api::Auth::Key(&big.creds))
-            .await;
+        let answer = api.get("/invoices?limit=1", Auth::Key(&big.creds)).await;
         if !matches!(&answer, Ok(a) if a.status == 200) {
             progress!("the generated seller's key was refused; not reading as it");
             found.big_seller = None;
@@ -392,7 +369,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     progress!("creating the benchmark's seller and buyer");
-    let pair = Arc::new(api::create_pair(&api).await?);
+    let pair = Arc::new(client::create_pair(&api, &api::PAIR).await?);
     progress!("filling the seller with {} invoices", args.fill_invoices);
     let fill_started = Instant::now();
     let (own_ids, fill_stats) = load::fill(
@@ -424,11 +401,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.duration_secs,
         args.writers
     );
-    let (log_from, server_cpu_from, client_cpu_from) = (
-        server.log_len(),
-        server.cpu(),
-        server::cpu_time("/proc/self/stat"),
-    );
+    let (log_from, server_cpu_from, client_cpu_from) =
+        (server.log_len(), server.cpu(), cpu_time("/proc/self/stat"));
     let mixed = load::mixed(
         &api,
         &pair,
@@ -442,7 +416,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cpu = |to: Option<Duration>, from: Option<Duration>| Some(to?.saturating_sub(from?));
     r.load_cpu = (
         cpu(server.cpu(), server_cpu_from),
-        cpu(server::cpu_time("/proc/self/stat"), client_cpu_from),
+        cpu(cpu_time("/proc/self/stat"), client_cpu_from),
     );
     r.served = server::served_times(&server.log_window(log_from, server.log_len()));
     r.own_invoices = (own_count, own_count + mixed.writes.ops[0].ok);
@@ -465,7 +439,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     r.starts.push(second);
 
     // (c) SIGKILL under write load, start again.
-    let api = api::Api::new(&root, &spec.admin_token, args.connections)?;
+    let api = Api::new(&root, &spec.admin_token, args.connections, api::CHECKS)?;
     let stop = Arc::new(AtomicBool::new(false));
     let acked: load::Acked = Arc::default();
     progress!(
@@ -500,7 +474,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     r.memory
         .push(("right after the start after SIGKILL", third.memory));
     r.starts.push(third);
-    let api = api::Api::new(&root, &spec.admin_token, args.connections)?;
+    let api = Api::new(&root, &spec.admin_token, args.connections, api::CHECKS)?;
     let (checked, lost, examples) = load::check_acked(&api, &pair, &acked, 2000).await;
     for e in &examples {
         progress!("(c) LOST: {e}");
@@ -525,7 +499,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// big generated seller when its secret is known.
 fn read_ops(
     r: &report::Report,
-    pair: &api::Pair,
+    pair: &Pair,
     own_ids: Vec<String>,
     own_org: &str,
     found: &discover::Discovered,
