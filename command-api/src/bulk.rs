@@ -6,11 +6,12 @@
 use crate::error::ApiError;
 use projections::schema;
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 
-/// Why one item failed.
-#[derive(Serialize, JsonSchema, Debug, Clone, PartialEq, Eq)]
+/// Why one item failed. Also kept, inside a bulk call's stored recipe, in
+/// the idempotency record (JSON, so its field names are its format).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq, Eq)]
 #[schemars(rename = "BulkItemError")]
 pub struct ItemError {
     #[schemars(with = "schema::ErrorCode")]

@@ -98,6 +98,9 @@ pub fn all() -> Vec<Route> {
 /// then the key's rate limit, which the operator does not have).
 pub fn router(state: AppState) -> Router<AppState> {
     let mut router = Router::new();
+    // Cloned per request by the check: one reference count, not the state's
+    // every field.
+    let shared = std::sync::Arc::new(state.clone());
     for Route { op, handler, .. } in all() {
         let handler = match op.auth {
             Auth::Public => handler,
@@ -105,7 +108,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             Auth::Key(permissions) => handler
                 .route_layer(from_fn_with_state(
                     KeyCheck {
-                        state: state.clone(),
+                        state: shared.clone(),
                         permissions,
                     },
                     admit_key,
@@ -119,7 +122,7 @@ pub fn router(state: AppState) -> Router<AppState> {
 
 #[derive(Clone)]
 struct KeyCheck {
-    state: AppState,
+    state: std::sync::Arc<AppState>,
     permissions: &'static [Permission],
 }
 

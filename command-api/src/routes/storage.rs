@@ -5,7 +5,6 @@
 use super::{path_id, Route};
 use crate::app::AppState;
 use crate::auth::{Admin, Caller};
-use crate::body::IDEMPOTENCY_KEY_HEADER;
 use crate::commands::{execute, json_value, render_outcome, Request as CommandRequest};
 use crate::error::{ApiError, ApiResult};
 use crate::paging;
@@ -19,7 +18,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use ledger_core::domain::file::StoredFile;
 use ledger_core::domain::Command;
-use ledger_core::ids::{FileId, OrganizationId, RequestId};
+use ledger_core::ids::{FileId, OrganizationId};
 use ledger_core::log::EventLog;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
@@ -495,15 +494,7 @@ async fn remove(
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     let id: FileId = path_id(&id, "file")?;
-    let request_id = headers
-        .get(IDEMPOTENCY_KEY_HEADER)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| RequestId::parse(s).ok())
-                .ok_or_else(|| ApiError::Validation("Idempotency-Key must be a UUID".into()))
-        })
-        .transpose()?;
+    let request_id = crate::body::idempotency_key(&headers)?;
     let fingerprint: [u8; 32] =
         Sha256::digest(format!("DELETE /api/v1/storage/{id}").as_bytes()).into();
     let response = execute(
