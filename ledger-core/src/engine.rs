@@ -104,6 +104,15 @@ pub enum StartError {
 
 type Waiter = oneshot::Sender<Result<Reply, EngineError>>;
 
+/// A group commit as its subscribers see it: the events it made durable, and
+/// the chain hash after the last of them (so a follower records its position
+/// without reading the log back).
+#[derive(Debug)]
+pub struct Committed {
+    pub events: Vec<RecordedEvent>,
+    pub last_hash: Hash,
+}
+
 /// Batch sizes are counted in these buckets (upper bounds, commands per batch).
 pub const BATCH_BUCKETS: [u64; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
 
@@ -150,7 +159,7 @@ enum Queued {
 pub struct EngineHandle {
     tx: mpsc::Sender<Queued>,
     committed: watch::Receiver<u64>,
-    events: broadcast::Sender<Arc<[RecordedEvent]>>,
+    events: broadcast::Sender<Arc<Committed>>,
     stats: Arc<EngineStats>,
 }
 
@@ -193,7 +202,7 @@ impl EngineHandle {
 
     /// Committed events, batch by batch. A subscriber that lags must catch up
     /// from the log (`read_all`).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[RecordedEvent]>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.events.subscribe()
     }
 }
@@ -237,7 +246,7 @@ pub struct Engine {
     ledger: Ledger,
     config: EngineConfig,
     committed: watch::Sender<u64>,
-    events: broadcast::Sender<Arc<[RecordedEvent]>>,
+    events: broadcast::Sender<Arc<Committed>>,
     stats: Arc<EngineStats>,
 }
 
@@ -501,10 +510,12 @@ impl Engine {
             }
             return;
         }
-        if !events.is_empty() {
-            let last = self.ledger.last_seq;
-            let _ = self.events.send(Arc::from(events));
-            self.committed.send_replace(last);
+        if let Some(head) = head.filter(|_| !events.is_empty()) {
+            let _ = self.events.send(Arc::new(Committed {
+                events,
+                last_hash: head.last_hash,
+            }));
+            self.committed.send_replace(head.last_seq);
         }
         for (index, waiter) in followers {
             if let Some((_, answer)) = answers.get(index) {

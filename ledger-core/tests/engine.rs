@@ -674,7 +674,11 @@ async fn subscribers_receive_exactly_the_committed_events() {
             .await
             .expect("a batch arrives")
             .expect("not lagged");
-        received.extend(batch.iter().cloned());
+        // Each batch carries the chain hash the log has after its last event.
+        let last = batch.events.last().expect("a batch has events").seq;
+        let raw = probe.read_raw(last).next().expect("in the log").unwrap();
+        assert_eq!((raw.seq, raw.hash), (last, batch.last_hash));
+        received.extend(batch.events.iter().cloned());
     }
     assert_eq!(received, all_events(probe.as_ref()));
     assert!(rx.try_recv().is_err());

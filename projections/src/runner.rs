@@ -7,9 +7,9 @@
 
 use crate::sql::outbox::Outbox;
 use crate::sql::{self, Readers};
-use ledger_core::engine::EngineHandle;
+use ledger_core::engine::{Committed, EngineHandle};
 use ledger_core::events::RecordedEvent;
-use ledger_core::log::EventLog;
+use ledger_core::log::{EventLog, Hash};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +21,8 @@ pub enum ProjectionError {
     Log(#[from] ledger_core::log::LogError),
     #[error(transparent)]
     Sql(#[from] crate::sql::SqlError),
+    #[error("cannot start the read-model thread: {0}")]
+    Thread(String),
 }
 
 /// Cheap to clone; every clone reads the same database.
@@ -78,6 +80,7 @@ impl Projections {
         let (conn, readers, outbox) = open_sql(&setup, log.as_ref())?;
         let (at, _) = sql::position(&conn)?;
         let (applied_tx, applied) = watch::channel(at);
+        sql::spawn_checkpointer(&conn, &setup.path, applied.clone())?;
         let fault: Arc<Mutex<Option<String>>> = Arc::default();
         let wake = outbox.clone();
         let set_fault = {
@@ -88,18 +91,21 @@ impl Projections {
                 }
             }
         };
-        tokio::spawn(async move {
+        // Its own thread, not a task handing each batch to the blocking
+        // pool: every command waits for the fold, and the hand-off was a
+        // thread wake-up on that path.
+        let fold = move || {
             let mut writer = Some(conn);
             let mut failures: u32 = 0;
             loop {
                 let batch = if failures > 0 {
                     // Retrying: the log has every batch missed meanwhile.
                     let pause = Duration::from_millis(100 << failures.min(6)).min(MAX_RETRY_PAUSE);
-                    tokio::time::sleep(pause).await;
+                    std::thread::sleep(pause);
                     None
                 } else {
-                    match events.recv().await {
-                        Ok(batch) => Some(batch),
+                    match events.blocking_recv() {
+                        Ok(first) => more_commits(&mut events, first),
                         Err(broadcast::error::RecvError::Lagged(_)) => None,
                         Err(broadcast::error::RecvError::Closed) => break,
                     }
@@ -116,11 +122,12 @@ impl Projections {
                         }
                     },
                 };
-                let target = match batch.as_deref().and_then(|b| b.last()) {
-                    Some(last) => last.seq,
+                let target = match batch.as_ref().and_then(|b| b.last_seq()) {
+                    Some(last) => last,
                     None => log.head().last_seq,
                 };
-                let (conn, result) = feed_sql(conn, log.clone(), batch.clone(), target).await;
+                let deliver = may_deliver(&batch);
+                let (conn, result) = feed_sql(conn, log.as_ref(), batch, target);
                 writer = conn;
                 match result {
                     Ok(at) => {
@@ -129,7 +136,7 @@ impl Projections {
                             set_fault(None);
                         }
                         failures = 0;
-                        if may_deliver(&batch) {
+                        if deliver {
                             wake.notify();
                         }
                         applied_tx.send_replace(at);
@@ -141,7 +148,11 @@ impl Projections {
                     }
                 }
             }
-        });
+        };
+        std::thread::Builder::new()
+            .name("read-model-fold".into())
+            .spawn(fold)
+            .map_err(|e| ProjectionError::Thread(e.to_string()))?;
         Ok(Self {
             applied,
             outbox,
@@ -213,13 +224,60 @@ fn open_sql(
     Ok((conn, readers, outbox))
 }
 
+/// Group commits folded together, in one SQL transaction.
+///
+/// Rationale: the fold is one thread, and a transaction per group commit
+/// made its fixed cost (begin, position, commit, the WAL append) a cost per
+/// handful of commands; under load it was the stage every command waited
+/// for. Taking whatever has queued up since the last fold lets the fold's
+/// batches grow with the load, as the writer's do.
+struct Commits(Vec<Arc<Committed>>);
+
+impl Commits {
+    fn events(&self) -> impl Iterator<Item = &RecordedEvent> {
+        self.0.iter().flat_map(|c| c.events.iter())
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        self.0.last().and_then(|c| c.events.last()).map(|e| e.seq)
+    }
+
+    fn last_hash(&self) -> Option<Hash> {
+        self.0.last().map(|c| c.last_hash)
+    }
+}
+
+/// Most events folded into one transaction while following the engine.
+const FOLD_MAX_EVENTS: usize = 8192;
+
+/// `first` and the group commits already queued behind it, up to
+/// [`FOLD_MAX_EVENTS`]; `None` when the subscriber lagged (the log has them).
+fn more_commits(
+    events: &mut broadcast::Receiver<Arc<Committed>>,
+    first: Arc<Committed>,
+) -> Option<Commits> {
+    let mut total = first.events.len();
+    let mut commits = vec![first];
+    while total < FOLD_MAX_EVENTS {
+        match events.try_recv() {
+            Ok(next) => {
+                total += next.events.len();
+                commits.push(next);
+            }
+            Err(broadcast::error::TryRecvError::Lagged(_)) => return None,
+            Err(_) => break,
+        }
+    }
+    Some(Commits(commits))
+}
+
 /// Whether a batch may have made deliveries (then the worker is woken rather
 /// than left to its next poll). A batch unknown (the subscriber lagged): yes.
-fn may_deliver(batch: &Option<Arc<[RecordedEvent]>>) -> bool {
-    match batch.as_deref() {
+fn may_deliver(batch: &Option<Commits>) -> bool {
+    match batch {
         None => true,
-        Some(events) => events
-            .iter()
+        Some(commits) => commits
+            .events()
             .any(|e| crate::webhooks::event_type(&e.event).is_some()),
     }
 }
@@ -232,39 +290,75 @@ const CATCH_UP_CHUNK: usize = 8192;
 fn reopen(path: &Path) -> Result<rusqlite::Connection, crate::sql::SqlError> {
     let mut conn = sql::open_writer(path)?;
     conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+    // The checkpointer thread still runs (see `sql::spawn_checkpointer`).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(conn)
 }
 
-/// Applies a committed batch to the SQL read models, off the async threads;
-/// when it does not follow on from where they stand (a lagged subscriber),
-/// they catch up from the log instead. Returns the connection (unless the
-/// task holding it failed) and the position reached, or why none was.
-async fn feed_sql(
+/// Applies committed batches to the SQL read models; when they do not
+/// follow on from where the models stand (a lagged subscriber), they catch
+/// up from the log instead. Returns the connection (unless a panic left it
+/// in doubt) and the position reached, or why none was.
+fn feed_sql(
     mut conn: rusqlite::Connection,
-    log: Arc<dyn EventLog>,
-    batch: Option<Arc<[RecordedEvent]>>,
+    log: &dyn EventLog,
+    batch: Option<Commits>,
     seq: u64,
 ) -> (Option<rusqlite::Connection>, Result<u64, String>) {
-    let done = tokio::task::spawn_blocking(move || {
-        let applied = match batch.as_deref().and_then(|b| b.last()) {
-            Some(last) => match sql::hash_at(log.as_ref(), last.seq) {
-                Some(hash) => {
-                    sql::fold::apply_batch(&mut conn, batch.as_deref().unwrap_or(&[]), hash)
-                }
-                None => sql::fold::catch_up(&mut conn, log.as_ref(), CATCH_UP_CHUNK),
-            },
-            None => sql::fold::catch_up(&mut conn, log.as_ref(), CATCH_UP_CHUNK),
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let applied = match batch.as_ref().and_then(Commits::last_hash) {
+            Some(hash) => {
+                sql::fold::apply_batch(&mut conn, batch.iter().flat_map(Commits::events), hash)
+            }
+            None => sql::fold::catch_up(&mut conn, log, CATCH_UP_CHUNK),
         };
         let result = match applied {
             Ok(at) if at >= seq => Ok(at),
             // Out of step: the log has it all.
-            _ => sql::fold::catch_up(&mut conn, log.as_ref(), CATCH_UP_CHUNK),
+            _ => sql::fold::catch_up(&mut conn, log, CATCH_UP_CHUNK),
         };
         (conn, result)
-    })
-    .await;
+    }));
     match done {
         Ok((conn, result)) => (Some(conn), result.map_err(|e| e.to_string())),
-        Err(e) => (None, Err(format!("the read-model task failed: {e}"))),
+        Err(_) => (None, Err("the read-model fold panicked".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(hash: u8) -> Arc<Committed> {
+        Arc::new(Committed {
+            events: Vec::new(),
+            last_hash: [hash; 32],
+        })
+    }
+
+    #[test]
+    fn the_fold_takes_every_commit_queued_behind_the_first() {
+        let (tx, mut rx) = broadcast::channel(16);
+        for h in 1..=3 {
+            tx.send(commit(h)).unwrap();
+        }
+        let first = rx.try_recv().unwrap();
+        let commits = more_commits(&mut rx, first).expect("not lagged");
+        assert_eq!(commits.0.len(), 3);
+        assert_eq!(commits.last_hash(), Some([3; 32]));
+        assert!(rx.try_recv().is_err(), "all taken");
+    }
+
+    #[test]
+    fn a_fold_that_fell_behind_says_so_and_reads_the_log() {
+        let (tx, mut rx) = broadcast::channel(2);
+        tx.send(commit(1)).unwrap();
+        let first = rx.try_recv().unwrap();
+        for h in 2..=5 {
+            tx.send(commit(h)).unwrap();
+        }
+        assert!(more_commits(&mut rx, first).is_none());
+        // None means "catch up from the log" (and maybe deliver), not "nothing".
+        assert!(may_deliver(&None));
     }
 }

@@ -154,9 +154,9 @@ impl Pending {
 
 /// Applies `events` (consecutive, starting right after the database's
 /// position) in one transaction, ending at `last_hash`.
-pub fn apply_batch(
+pub fn apply_batch<'a>(
     conn: &mut Connection,
-    events: &[RecordedEvent],
+    events: impl IntoIterator<Item = &'a RecordedEvent>,
     last_hash: Hash,
 ) -> Result<u64, SqlError> {
     let tx = conn.transaction()?;
@@ -196,7 +196,7 @@ pub fn catch_up(conn: &mut Connection, log: &dyn EventLog, chunk: usize) -> Resu
     let flush = |conn: &mut Connection, batch: &mut Vec<RecordedEvent>| -> Result<u64, SqlError> {
         let seq = batch.last().map(|e| e.seq).unwrap_or(0);
         let hash = super::hash_at(log, seq).ok_or_else(|| corrupt("log", seq, "no hash"))?;
-        let at = apply_batch(conn, batch, hash)?;
+        let at = apply_batch(conn, batch.iter(), hash)?;
         batch.clear();
         Ok(at)
     };
