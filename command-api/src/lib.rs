@@ -56,13 +56,26 @@ pub mod cli {
 
     pub fn main() -> anyhow::Result<()> {
         let cli = Cli::parse();
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .with_writer(std::io::stderr)
-            .init();
+        // Log lines are written by a thread of their own: a request's
+        // `served` line is handed over, not written to stderr by the worker
+        // that served it. Lines are never dropped (a full buffer makes the
+        // logger wait); the guard writes what is left when main returns.
+        let (writer, _flush_at_exit) =
+            tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .thread_name("log-writer")
+                .finish(std::io::stderr());
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let logs = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer);
+        // EXPEREON_LOG_FORMAT=json: one JSON object per line, for log shippers.
+        if std::env::var("EXPEREON_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+            logs.json().init();
+        } else {
+            logs.init();
+        }
         match cli.command {
             Cmd::Serve(config) => {
                 let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -3,18 +3,24 @@
 //! One thread owns the write model ([`Ledger`]). Commands arrive over a
 //! bounded channel; the writer takes one, drains whatever else is queued (up to
 //! `max_batch`), decides each in turn against the state the previous ones left,
-//! and commits all their events and idempotency records in one durable append
-//! (group commit). Only then is anyone answered.
+//! and appends all their events and idempotency records to the log in one
+//! write (group commit). A second thread, the syncer, makes appended batches
+//! durable (one fdatasync for every batch appended since its last) and only
+//! then answers their commands and publishes their events, in order.
 //!
 //! Rationale: a single writer makes every balance invariant a local check with
 //! no locks, and group commit amortises the fdatasync over every command that
-//! arrived meanwhile.
+//! arrived meanwhile. The writer does not wait for the fdatasync: it decides
+//! batch N+1 while batch N is being made durable (pipelining), so the disk's
+//! wait and the decisions overlap. Nothing decided on a batch is visible to
+//! anyone before that batch is durable: answers (refusals too, which may
+//! depend on it) and events leave only through the syncer, in batch order.
 
 use crate::domain::ledger::InvariantViolation;
 use crate::domain::{Command, Ctx, DomainError, Ledger, Outcome};
 use crate::events::{Actor, RecordedEvent};
 use crate::log::snapshots::WriteModelSnapshots;
-use crate::log::{EventLog, Hash, IdempotencyKey, IdempotencyRecord, LogError};
+use crate::log::{EventLog, Hash, IdempotencyKey, IdempotencyRecord, LogError, LogHead};
 use crate::time::Clock;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -103,6 +109,21 @@ pub enum StartError {
 }
 
 type Waiter = oneshot::Sender<Result<Reply, EngineError>>;
+
+/// A batch the writer has decided and appended, on its way to the syncer.
+struct Appended {
+    /// What the batch appended: its events, and the head after them (`None`
+    /// when it appended nothing, e.g. only refusals).
+    events: Vec<RecordedEvent>,
+    head: Option<LogHead>,
+    answers: Vec<(Waiter, Result<Reply, EngineError>)>,
+    /// Duplicates inside the batch: the answer at the index, copied.
+    followers: Vec<(usize, Waiter)>,
+}
+
+/// Batches appended but not yet handed to the syncer before the writer
+/// waits: enough to keep both threads busy, not a queue of history.
+const SYNC_QUEUE: usize = 4;
 
 /// A group commit as its subscribers see it: the events it made durable, and
 /// the chain hash after the last of them (so a follower records its position
@@ -207,6 +228,94 @@ impl EngineHandle {
     }
 }
 
+/// Answers every waiter with the same internal error.
+fn fail_all(waiters: impl Iterator<Item = Waiter>, reason: &str) {
+    for waiter in waiters {
+        let _ = waiter.send(Err(EngineError::Internal(reason.to_string())));
+    }
+}
+
+impl Appended {
+    fn fail(self, reason: &str) {
+        let waiters = self.answers.into_iter().map(|(w, _)| w);
+        fail_all(
+            waiters.chain(self.followers.into_iter().map(|(_, w)| w)),
+            reason,
+        );
+    }
+
+    /// Sends the answers (the followers get copies of theirs).
+    fn answer(self) {
+        for (index, waiter) in self.followers {
+            if let Some((_, answer)) = self.answers.get(index) {
+                let _ = waiter.send(answer.clone());
+            }
+        }
+        for (waiter, answer) in self.answers {
+            let _ = waiter.send(answer);
+        }
+    }
+}
+
+/// Makes appended batches durable, then answers and publishes them, in the
+/// order the writer appended them.
+struct Syncer {
+    log: Arc<dyn EventLog>,
+    committed: watch::Sender<u64>,
+    events: broadcast::Sender<Arc<Committed>>,
+    stats: Arc<EngineStats>,
+}
+
+impl Syncer {
+    fn run(self, appended: std::sync::mpsc::Receiver<Appended>) {
+        while let Ok(first) = appended.recv() {
+            // Every batch appended meanwhile shares this fdatasync.
+            let mut group = vec![first];
+            group.extend(appended.try_iter());
+            let wrote = group.iter().any(|a| a.head.is_some());
+            let synced = if wrote { self.log.sync() } else { Ok(()) };
+            match synced {
+                Ok(()) => {
+                    if wrote {
+                        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for batch in group {
+                        self.publish(batch);
+                    }
+                }
+                Err(e) => {
+                    // As after a failed fdatasync in one step: the batches
+                    // are in the log (the writer's state holds them too) but
+                    // not known durable, so their commands fail; a retry
+                    // with the same key replays. Their events are not
+                    // published: the read models find the gap and catch up
+                    // from the log.
+                    self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "group commit failed");
+                    for batch in group {
+                        batch.fail(&e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self, mut batch: Appended) {
+        let events = std::mem::take(&mut batch.events);
+        if let Some(head) = batch.head.filter(|_| !events.is_empty()) {
+            self.stats
+                .events
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            let _ = self.events.send(Arc::new(Committed {
+                events,
+                last_hash: head.last_hash,
+            }));
+            self.committed.send_replace(head.last_seq);
+        }
+        batch.answer();
+    }
+}
+
 /// Rebuilds the write model by replaying the whole log through `apply`, which
 /// re-checks every invariant; a log that breaks one refuses to load.
 pub fn rebuild(log: &dyn EventLog) -> Result<Ledger, StartError> {
@@ -245,8 +354,9 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     ledger: Ledger,
     config: EngineConfig,
-    committed: watch::Sender<u64>,
-    events: broadcast::Sender<Arc<Committed>>,
+    /// To the syncer; `None` once the writer stops.
+    syncer: Option<std::sync::mpsc::SyncSender<Appended>>,
+    syncer_thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<EngineStats>,
 }
 
@@ -280,6 +390,17 @@ impl Engine {
             events: events.clone(),
             stats: stats.clone(),
         };
+        let (to_syncer, appended) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+        let syncer = Syncer {
+            log: log.clone(),
+            committed,
+            events,
+            stats: stats.clone(),
+        };
+        let syncer_thread = std::thread::Builder::new()
+            .name("ledger-sync".into())
+            .spawn(move || syncer.run(appended))
+            .map_err(|e| StartError::Thread(e.to_string()))?;
         let engine = Engine {
             log,
             snapshots,
@@ -289,8 +410,8 @@ impl Engine {
             clock,
             ledger,
             config,
-            committed,
-            events,
+            syncer: Some(to_syncer),
+            syncer_thread: Some(syncer_thread),
             stats,
         };
         let thread = std::thread::Builder::new()
@@ -320,6 +441,11 @@ impl Engine {
                 }
             }
             self.process(&mut batch);
+        }
+        // Everything appended is made durable and answered before the stop.
+        self.syncer = None;
+        if let Some(t) = self.syncer_thread.take() {
+            let _ = t.join();
         }
         self.final_snapshot();
     }
@@ -485,14 +611,8 @@ impl Engine {
 
         let mut head = None;
         if broken.is_none() && !(events.is_empty() && records.is_empty()) {
-            match self.log.append(&events, &records) {
-                Ok(h) => {
-                    head = Some(h);
-                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .events
-                        .fetch_add(events.len() as u64, Ordering::Relaxed);
-                }
+            match self.log.append_unsynced(&events, &records) {
+                Ok(h) => head = Some(h),
                 Err(e) => {
                     self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "group commit failed");
@@ -502,28 +622,24 @@ impl Engine {
         }
         if let Some(reason) = broken {
             self.recover();
-            for (waiter, _) in answers {
-                let _ = waiter.send(Err(EngineError::Internal(reason.clone())));
-            }
-            for (_, waiter) in followers {
-                let _ = waiter.send(Err(EngineError::Internal(reason.clone())));
-            }
+            let waiters = answers.into_iter().map(|(w, _)| w);
+            fail_all(
+                waiters.chain(followers.into_iter().map(|(_, w)| w)),
+                &reason,
+            );
             return;
         }
-        if let Some(head) = head.filter(|_| !events.is_empty()) {
-            let _ = self.events.send(Arc::new(Committed {
-                events,
-                last_hash: head.last_hash,
-            }));
-            self.committed.send_replace(head.last_seq);
-        }
-        for (index, waiter) in followers {
-            if let Some((_, answer)) = answers.get(index) {
-                let _ = waiter.send(answer.clone());
-            }
-        }
-        for (waiter, answer) in answers {
-            let _ = waiter.send(answer);
+        let appended = Appended {
+            events,
+            head,
+            answers,
+            followers,
+        };
+        // The syncer answers; if it is gone, these are answered here.
+        if let Some(Err(std::sync::mpsc::SendError(lost))) =
+            self.syncer.as_ref().map(|s| s.send(appended))
+        {
+            lost.fail("the log syncer stopped");
         }
         if let Some(head) = head {
             self.maybe_snapshot(head.last_hash);
@@ -532,6 +648,9 @@ impl Engine {
 
     /// Every `snapshot_every_events`, a copy of the write model is written
     /// off the writer thread (one at a time); the writer pauses only to copy.
+    /// The copy may include batches still being made durable: a snapshot
+    /// the log does not vouch for after a crash is passed over for an older
+    /// one (see `WriteModelSnapshots::load`).
     fn maybe_snapshot(&mut self, hash: Hash) {
         let Some(store) = &self.snapshots else {
             return;
@@ -570,7 +689,7 @@ impl Engine {
         }
     }
 
-    /// After a failed commit or a broken invariant, the in-memory state holds
+    /// After a failed append or a broken invariant, the in-memory state holds
     /// effects that are not durable: throw it away and rebuild from the log.
     fn recover(&mut self) {
         match rebuild_from(self.log.as_ref(), self.snapshots.as_ref()) {

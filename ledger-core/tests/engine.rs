@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------
 
 const FAIL_NONE: u8 = 0;
-/// `append` returns an error and writes nothing.
+/// `append_unsynced` returns an error and writes nothing.
 const FAIL_BEFORE_WRITE: u8 = 1;
-/// `append` writes everything, then reports an error (a failed fdatasync).
+/// `sync` writes everything, then reports an error (a failed fdatasync).
 const FAIL_AFTER_WRITE: u8 = 2;
 
 struct ProbeLog {
@@ -47,6 +47,9 @@ struct ProbeLog {
     durable_seq: AtomicU64,
     /// While set, `append` waits before doing anything.
     hold: AtomicBool,
+    /// While set, `sync` waits before doing anything (an fdatasync in flight).
+    hold_sync: AtomicBool,
+    syncs_started: AtomicUsize,
     fail: AtomicU8,
     fail_idempotency: AtomicBool,
 }
@@ -62,6 +65,8 @@ impl ProbeLog {
             batch_sizes: Mutex::new(Vec::new()),
             durable_seq: AtomicU64::new(durable),
             hold: AtomicBool::new(false),
+            hold_sync: AtomicBool::new(false),
+            syncs_started: AtomicUsize::new(0),
             fail: AtomicU8::new(FAIL_NONE),
             fail_idempotency: AtomicBool::new(false),
         })
@@ -69,6 +74,14 @@ impl ProbeLog {
 
     fn appends(&self) -> usize {
         self.appends.load(Ordering::SeqCst)
+    }
+}
+
+fn wait_while(flag: &AtomicBool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while flag.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "{what} held for too long");
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -82,25 +95,37 @@ impl EventLog for ProbeLog {
         events: &[RecordedEvent],
         idempotency: &[IdempotencyRecord],
     ) -> Result<LogHead, LogError> {
+        let head = self.append_unsynced(events, idempotency)?;
+        self.sync()?;
+        Ok(head)
+    }
+
+    fn append_unsynced(
+        &self,
+        events: &[RecordedEvent],
+        idempotency: &[IdempotencyRecord],
+    ) -> Result<LogHead, LogError> {
         self.started.fetch_add(1, Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.hold.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "append held for too long");
-            std::thread::sleep(Duration::from_millis(1));
+        wait_while(&self.hold, "append");
+        if self.fail.load(Ordering::SeqCst) == FAIL_BEFORE_WRITE {
+            return Err(LogError::Storage("injected: disk full".into()));
         }
-        match self.fail.load(Ordering::SeqCst) {
-            FAIL_BEFORE_WRITE => return Err(LogError::Storage("injected: disk full".into())),
-            FAIL_AFTER_WRITE => {
-                self.inner.append(events, idempotency)?;
-                return Err(LogError::Storage("injected: fdatasync failed".into()));
-            }
-            _ => {}
-        }
-        let head = self.inner.append(events, idempotency)?;
-        self.durable_seq.store(head.last_seq, Ordering::SeqCst);
+        let head = self.inner.append_unsynced(events, idempotency)?;
         self.appends.fetch_add(1, Ordering::SeqCst);
         self.batch_sizes.lock().unwrap().push(events.len());
         Ok(head)
+    }
+
+    fn sync(&self) -> Result<(), LogError> {
+        let head = self.inner.head();
+        self.syncs_started.fetch_add(1, Ordering::SeqCst);
+        wait_while(&self.hold_sync, "sync");
+        self.inner.sync()?;
+        if self.fail.load(Ordering::SeqCst) == FAIL_AFTER_WRITE {
+            return Err(LogError::Storage("injected: fdatasync failed".into()));
+        }
+        self.durable_seq.store(head.last_seq, Ordering::SeqCst);
+        Ok(())
     }
 
     fn read_all(&self, from_seq: u64) -> EventIter<'_> {
@@ -640,6 +665,58 @@ async fn a_batch_never_exceeds_max_batch() {
 
 fn subs_into_futures(handle: &EngineHandle, subs: Vec<Submission>) -> Vec<BoxedReply> {
     subs.into_iter().map(|s| boxed(handle, s)).collect()
+}
+
+/// Pipelining: while one batch's fdatasync is in flight, the writer decides
+/// and appends the next one (on the state the first left), and neither is
+/// answered nor published before it is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_decides_the_next_batch_while_one_is_made_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = ProbeLog::open(dir.path());
+    let (handle, thread) = start(probe.clone(), EngineConfig::default());
+    let (org, _) = create_org(&handle, "acme").await;
+    let seq_before = *handle.committed().borrow();
+    let appends = probe.appends();
+    let syncs = probe.syncs_started.load(Ordering::SeqCst);
+    probe.hold_sync.store(true, Ordering::SeqCst);
+    let spawn_deposit = |value: &'static str| {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            handle
+                .submit(submission(Actor::Admin, deposit(org, value)))
+                .await
+        })
+    };
+    let first = spawn_deposit("1.00");
+    wait_until("the first batch's fdatasync is in flight", || {
+        probe.syncs_started.load(Ordering::SeqCst) > syncs
+    })
+    .await;
+    let second = spawn_deposit("2.00");
+    wait_until("the second batch is appended meanwhile", || {
+        probe.appends() >= appends + 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "answered before durable"
+    );
+    assert_eq!(*handle.committed().borrow(), seq_before, "published early");
+
+    probe.hold_sync.store(false, Ordering::SeqCst);
+    let (r1, s1) = executed(first.await.unwrap());
+    let (r2, s2) = executed(second.await.unwrap());
+    r1.expect("first deposit");
+    r2.expect("second deposit");
+    assert!(s1 < s2);
+    assert!(s2 <= probe.durable_seq.load(Ordering::SeqCst));
+    assert_eq!(*handle.committed().borrow(), probe.head().last_seq);
+    assert_eq!(balance_total(&snapshot(&handle).await, org), amount("3.00"));
+    assert_log_sound(probe.as_ref());
+    drop(handle);
+    thread.join().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,6 +132,24 @@ pub trait EventLog: Send + Sync + 'static {
         idempotency: &[IdempotencyRecord],
     ) -> Result<LogHead, LogError>;
 
+    /// As [`EventLog::append`], except that the batch is durable only once
+    /// a later [`EventLog::sync`] returns: the engine decides the next
+    /// batch while this one is being made durable. Until then it survives a
+    /// crash or it does not, whole (never in part). By default the append
+    /// is durable at once.
+    fn append_unsynced(
+        &self,
+        events: &[RecordedEvent],
+        idempotency: &[IdempotencyRecord],
+    ) -> Result<LogHead, LogError> {
+        self.append(events, idempotency)
+    }
+
+    /// Makes every append that returned before this call durable.
+    fn sync(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
     fn read_all(&self, from_seq: u64) -> EventIter<'_>;
     fn read_raw(&self, from_seq: u64) -> RawIter<'_>;
     fn read_stream(&self, stream: StreamId) -> Result<Vec<RecordedEvent>, LogError>;

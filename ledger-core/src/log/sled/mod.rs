@@ -390,6 +390,20 @@ impl EventLog for SledLog {
         events: &[RecordedEvent],
         idempotency: &[IdempotencyRecord],
     ) -> Result<LogHead, LogError> {
+        let head = self.append_unsynced(events, idempotency)?;
+        self.make_durable()?;
+        Ok(head)
+    }
+
+    fn sync(&self) -> Result<(), LogError> {
+        self.make_durable()
+    }
+
+    fn append_unsynced(
+        &self,
+        events: &[RecordedEvent],
+        idempotency: &[IdempotencyRecord],
+    ) -> Result<LogHead, LogError> {
         let mut state = self
             .state
             .lock()
@@ -472,7 +486,6 @@ impl EventLog for SledLog {
             state.tips.clear();
         }
         state.tips.extend(tips);
-        self.make_durable()?;
         Ok(head)
     }
 
