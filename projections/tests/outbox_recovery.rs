@@ -472,6 +472,35 @@ fn the_worker_api_keeps_the_schedule_and_pages_newest_first() {
     assert_eq!(d.redelivered_by, vec![request]);
     assert_eq!(d.attempts_in_round(), 0);
     assert_eq!(outbox.get(ids[0]).expect("get"), Some(d));
+
+    // Many at once (the worker's batches): in order, an unknown id is None,
+    // and each change lands on its own delivery.
+    let unknown = uuid::Uuid::now_v7();
+    let changes: Vec<(uuid::Uuid, Box<dyn FnOnce(&mut Delivery)>)> = vec![
+        (ids[3], Box::new(|d| d.status = DeliveryStatus::Succeeded)),
+        (unknown, Box::new(|d| d.status = DeliveryStatus::Failed)),
+        (ids[4], Box::new(|d| d.status = DeliveryStatus::Failed)),
+    ];
+    let done = outbox
+        .update_many(
+            changes
+                .into_iter()
+                .map(|(id, f)| (id, move |d: &mut Delivery| f(d)))
+                .collect(),
+        )
+        .expect("update_many");
+    let statuses: Vec<Option<DeliveryStatus>> =
+        done.iter().map(|d| d.as_ref().map(|d| d.status)).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            Some(DeliveryStatus::Succeeded),
+            None,
+            Some(DeliveryStatus::Failed)
+        ]
+    );
+    assert_eq!(done[0].as_ref().map(|d| d.id), Some(ids[3]));
+    assert_eq!(outbox.get(ids[4]).expect("get"), done[2].clone());
 }
 
 #[test]

@@ -25,7 +25,7 @@ use ledger_core::time::Timestamp;
 use projections::sql::outbox::{Attempt, Delivery, DeliveryStatus, Outbox, MAX_RESPONSE_BODY};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -67,6 +67,7 @@ async fn run(state: AppState, outbox: Outbox, mut stopped: watch::Receiver<bool>
     let mut running: HashMap<tokio::task::Id, (Uuid, WebhookEndpointId)> = HashMap::new();
     let mut in_flight: HashSet<Uuid> = HashSet::new();
     let mut per_endpoint: HashMap<WebhookEndpointId, usize> = HashMap::new();
+    let recorder = spawn_recorder(&state, outbox.clone());
     loop {
         if running.len() < MAX_IN_FLIGHT {
             let now = state.clock.now();
@@ -84,8 +85,12 @@ async fn run(state: AppState, outbox: Outbox, mut stopped: watch::Receiver<bool>
                         if busy >= MAX_PER_ENDPOINT || in_flight.contains(&d.delivery_id) {
                             continue;
                         }
-                        let handle =
-                            tasks.spawn(attempt(state.clone(), outbox.clone(), d.delivery_id));
+                        let handle = tasks.spawn(attempt(
+                            state.clone(),
+                            outbox.clone(),
+                            recorder.clone(),
+                            d.delivery_id,
+                        ));
                         running.insert(handle.id(), (d.delivery_id, d.endpoint_id));
                         in_flight.insert(d.delivery_id);
                         *per_endpoint.entry(d.endpoint_id).or_default() += 1;
@@ -141,7 +146,7 @@ struct Outcome {
     give_up: bool,
 }
 
-async fn attempt(state: AppState, outbox: Outbox, id: Uuid) {
+async fn attempt(state: AppState, outbox: Outbox, recorder: mpsc::Sender<Record>, id: Uuid) {
     let now = state.clock.now();
     let loaded = {
         let outbox = outbox.clone();
@@ -181,33 +186,88 @@ async fn attempt(state: AppState, outbox: Outbox, id: Uuid) {
         ok = outcome.succeeded,
         "webhook attempt"
     );
+    // Recorded before this task ends, so the delivery is not claimed again
+    // meanwhile; the recorder answers once the batch holding it is durable.
+    let (done, recorded) = oneshot::channel();
+    if recorder.send(Record { id, outcome, done }).await.is_err() {
+        return tracing::error!(%id, "the attempt recorder stopped; the delivery stays pending");
+    }
+    if let Ok(Some(d)) = recorded.await {
+        observe(&state, &d);
+    }
+}
+
+/// An attempt's outcome on its way to the recorder.
+struct Record {
+    id: Uuid,
+    outcome: Outcome,
+    /// The delivery as recorded (None: unknown, or the batch failed).
+    done: oneshot::Sender<Option<Delivery>>,
+}
+
+/// Records attempts in batches: every attempt that finished while the
+/// previous batch was being written goes into the next one transaction
+/// (see `Outbox::update_many`). It stops when every sender is gone.
+fn spawn_recorder(state: &AppState, outbox: Outbox) -> mpsc::Sender<Record> {
+    let (tx, mut rx) = mpsc::channel::<Record>(MAX_IN_FLIGHT);
     let schedule = state.config.webhook_retry_schedule.0.clone();
     let clock = state.clock.clone();
-    let recorded = tokio::task::spawn_blocking(move || {
-        outbox.update(id, move |d| {
-            d.attempts.push(outcome.attempt);
-            if outcome.succeeded {
-                d.status = DeliveryStatus::Succeeded;
-            } else if outcome.give_up {
-                d.status = DeliveryStatus::Failed;
-            } else {
-                // The n-th failure of this round waits schedule[n-1]; past the end: FAILED.
-                match schedule.get(d.attempts_in_round().saturating_sub(1)) {
-                    Some(delay) => {
-                        d.status = DeliveryStatus::Pending;
-                        d.next_attempt_at = Some(after(clock.now(), *delay));
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_IN_FLIGHT);
+        while rx.recv_many(&mut batch, MAX_IN_FLIGHT).await > 0 {
+            let (records, waiters): (Vec<_>, Vec<_>) = batch
+                .drain(..)
+                .map(|r| ((r.id, r.outcome), (r.id, r.done)))
+                .unzip();
+            let (outbox, schedule, clock) = (outbox.clone(), schedule.clone(), clock.clone());
+            let recorded = tokio::task::spawn_blocking(move || {
+                let now = clock.now();
+                let schedule = &schedule;
+                let changes = records
+                    .into_iter()
+                    .map(|(id, outcome)| {
+                        (id, move |d: &mut Delivery| {
+                            settle(d, outcome, schedule, now)
+                        })
+                    })
+                    .collect();
+                outbox.update_many(changes)
+            })
+            .await;
+            match recorded {
+                Ok(Ok(deliveries)) => {
+                    for ((_, done), d) in waiters.into_iter().zip(deliveries) {
+                        let _ = done.send(d);
                     }
-                    None => d.status = DeliveryStatus::Failed,
                 }
+                Ok(Err(e)) => {
+                    for (id, _) in waiters {
+                        tracing::error!(error = %e, %id, "recording a webhook attempt");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "recording webhook attempts"),
             }
-        })
-    })
-    .await;
-    match recorded {
-        Ok(Ok(Some(d))) => observe(&state, &d),
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, %id, "recording a webhook attempt"),
-        Err(e) => tracing::error!(error = %e, %id, "recording a webhook attempt"),
+        }
+    });
+    tx
+}
+
+/// What an attempt leaves its delivery in.
+fn settle(d: &mut Delivery, outcome: Outcome, schedule: &[Duration], now: Timestamp) {
+    d.attempts.push(outcome.attempt);
+    if outcome.succeeded {
+        d.status = DeliveryStatus::Succeeded;
+    } else if outcome.give_up {
+        d.status = DeliveryStatus::Failed;
+    } else {
+        // The n-th failure of this round waits schedule[n-1]; past the end: FAILED.
+        match schedule.get(d.attempts_in_round().saturating_sub(1)) {
+            Some(delay) => {
+                d.status = DeliveryStatus::Pending;
+                d.next_attempt_at = Some(after(now, *delay));
+            }
+            None => d.status = DeliveryStatus::Failed,
+        }
     }
 }
 

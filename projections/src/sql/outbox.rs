@@ -667,22 +667,44 @@ impl Outbox {
         id: Uuid,
         f: impl FnOnce(&mut Delivery),
     ) -> Result<Option<Delivery>, SqlError> {
+        let mut updated = self.update_many(vec![(id, f)])?;
+        Ok(updated.pop().flatten())
+    }
+
+    /// As [`Outbox::update`] for many deliveries, in one transaction (one
+    /// fsync): the results, in order.
+    ///
+    /// Rationale: the worker records what each attempt came to before the
+    /// delivery can be tried again. One durable commit per attempt was one
+    /// fsync per delivery, and each took the database's write lock from the
+    /// projection every command waits for; attempts that finish together
+    /// are recorded together.
+    pub fn update_many<F: FnOnce(&mut Delivery)>(
+        &self,
+        changes: Vec<(Uuid, F)>,
+    ) -> Result<Vec<Option<Delivery>>, SqlError> {
         let updated = self.write(|tx| {
-            let Some(before) = get(tx, id)? else {
-                return Ok(None);
-            };
-            let mut after = before.clone();
-            f(&mut after);
-            if after.status != DeliveryStatus::Pending {
-                after.next_attempt_at = None;
+            let mut out = Vec::with_capacity(changes.len());
+            for (id, f) in changes {
+                let Some(before) = get(tx, id)? else {
+                    out.push(None);
+                    continue;
+                };
+                let mut after = before.clone();
+                f(&mut after);
+                if after.status != DeliveryStatus::Pending {
+                    after.next_attempt_at = None;
+                }
+                save_progress(tx, &before, &after)?;
+                // Read back: what is stored is what the caller sees.
+                out.push(get(tx, id)?);
             }
-            save_progress(tx, &before, &after)?;
-            // Read back: what is stored is what the caller sees.
-            get(tx, id)
+            Ok(out)
         })?;
         if updated
-            .as_ref()
-            .is_some_and(|d| d.status == DeliveryStatus::Pending)
+            .iter()
+            .flatten()
+            .any(|d| d.status == DeliveryStatus::Pending)
         {
             self.notify();
         }
