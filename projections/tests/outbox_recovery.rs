@@ -476,7 +476,8 @@ fn the_worker_api_keeps_the_schedule_and_pages_newest_first() {
     // Many at once (the worker's batches): in order, an unknown id is None,
     // and each change lands on its own delivery.
     let unknown = uuid::Uuid::now_v7();
-    let changes: Vec<(uuid::Uuid, Box<dyn FnOnce(&mut Delivery)>)> = vec![
+    type Change = Box<dyn FnOnce(&mut Delivery)>;
+    let changes: Vec<(uuid::Uuid, Change)> = vec![
         (ids[3], Box::new(|d| d.status = DeliveryStatus::Succeeded)),
         (unknown, Box::new(|d| d.status = DeliveryStatus::Failed)),
         (ids[4], Box::new(|d| d.status = DeliveryStatus::Failed)),
