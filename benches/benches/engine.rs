@@ -120,14 +120,18 @@ fn engine(c: &mut Criterion) {
         let cpu = process_cpu().saturating_sub(cpu_before);
         let driven = driven.load(Ordering::Relaxed).max(1);
         eprintln!(
-            "engine/{}: {} appends, {:.1} events/append, mean append {:?} (encode + hash + sled + flush + fdatasync), \
-             writer inside append {:.0}% of the wall time, {:.0} events/s overall, \
+            "engine/{}: {} appends, {:.1} events/append, mean append {:?} (encode + hash + sled write), \
+             writer inside append {:.0}% of the wall time; {} syncs (flush + fdatasync), mean {:?}, \
+             syncer inside sync {:.0}% of the wall time; {:.0} events/s overall, \
              {:.1} µs of process CPU per event ({:.0}% of 2 cores)",
             v.name,
             stats.appends,
             stats.events_per_append(),
             stats.mean_append(),
             100.0 * stats.nanos as f64 / driven as f64,
+            stats.syncs,
+            stats.mean_sync(),
+            100.0 * stats.sync_nanos as f64 / driven as f64,
             stats.events as f64 / (driven as f64 / 1e9),
             cpu.as_secs_f64() * 1e6 / stats.events.max(1) as f64,
             100.0 * cpu.as_secs_f64() / (2.0 * driven as f64 / 1e9),

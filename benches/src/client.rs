@@ -201,12 +201,33 @@ impl Api {
 
     /// `GET /healthz` → `logSequence`.
     pub async fn log_sequence(&self) -> anyhow::Result<u64> {
+        self.health_field("logSequence").await
+    }
+
+    /// `GET /healthz` → `projectionSequence`: how far the read models (and
+    /// with them the webhook outbox) have caught up with the log.
+    pub async fn projection_sequence(&self) -> anyhow::Result<u64> {
+        self.health_field("projectionSequence").await
+    }
+
+    async fn health_field(&self, name: &str) -> anyhow::Result<u64> {
         self.healthz()
             .await?
             .json()?
-            .get("logSequence")
+            .get(name)
             .and_then(Value::as_u64)
-            .ok_or_else(|| anyhow!("/healthz has no logSequence"))
+            .ok_or_else(|| anyhow!("/healthz has no {name}"))
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let answer = self
+            .send(self.client.get(format!("{}/metrics", self.root)))
+            .await?;
+        if !answer.ok() {
+            bail!("{}/metrics: HTTP {}", self.root, answer.status);
+        }
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
     }
 }
 

@@ -22,8 +22,8 @@ use crate::webhooks::signing;
 use ledger_core::domain::webhook_endpoint::WebhookEndpoint;
 use ledger_core::ids::WebhookEndpointId;
 use ledger_core::time::Timestamp;
-use projections::sql::outbox::{Attempt, Delivery, DeliveryStatus, Outbox, MAX_RESPONSE_BODY};
-use std::collections::{HashMap, HashSet};
+use projections::sql::outbox::{Attempt, Delivery, DeliveryStatus, Due, Outbox, MAX_RESPONSE_BODY};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -33,8 +33,11 @@ use uuid::Uuid;
 pub const TICK: Duration = Duration::from_millis(100);
 pub const MAX_IN_FLIGHT: usize = 64;
 pub const MAX_PER_ENDPOINT: usize = 4;
-/// Most schedule entries looked at per poll.
-const SCAN_LIMIT: usize = 10_000;
+/// Most schedule entries read per scan.
+const SCAN_LIMIT: usize = 1024;
+/// The worker scans the schedule again when its queue of due deliveries is
+/// empty, or on a tick or a wake-up while fewer than this are queued.
+const REFILL_BELOW: usize = 2 * MAX_IN_FLIGHT;
 /// How long shutdown waits for attempts in flight to finish and be recorded.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -68,8 +71,19 @@ async fn run(state: AppState, outbox: Outbox, mut stopped: watch::Receiver<bool>
     let mut in_flight: HashSet<Uuid> = HashSet::new();
     let mut per_endpoint: HashMap<WebhookEndpointId, usize> = HashMap::new();
     let recorder = spawn_recorder(&state, outbox.clone());
+    // Due deliveries read from the schedule and not yet started, in schedule
+    // order. Rationale: rescanning the schedule after every attempt read up
+    // to 10,000 rows per delivery once a backlog formed, and deliveries fell
+    // to tens per second; the queue is refilled only when it runs low. An
+    // entry may be stale by the time it starts: the attempt reads the
+    // delivery again and sends only if it is still PENDING and due.
+    let mut queue: VecDeque<Due> = VecDeque::new();
+    let mut queued: HashSet<Uuid> = HashSet::new();
+    let mut scan = true;
     loop {
-        if running.len() < MAX_IN_FLIGHT {
+        let idle = queue.is_empty() && running.len() < MAX_IN_FLIGHT;
+        if idle || (scan && queue.len() < REFILL_BELOW) {
+            scan = false;
             let now = state.clock.now();
             let due = {
                 let outbox = outbox.clone();
@@ -78,28 +92,38 @@ async fn run(state: AppState, outbox: Outbox, mut stopped: watch::Receiver<bool>
             match due {
                 Ok(Ok(due)) => {
                     for d in due {
-                        if running.len() >= MAX_IN_FLIGHT {
-                            break;
+                        if !in_flight.contains(&d.delivery_id) && queued.insert(d.delivery_id) {
+                            queue.push_back(d);
                         }
-                        let busy = per_endpoint.get(&d.endpoint_id).copied().unwrap_or(0);
-                        if busy >= MAX_PER_ENDPOINT || in_flight.contains(&d.delivery_id) {
-                            continue;
-                        }
-                        let handle = tasks.spawn(attempt(
-                            state.clone(),
-                            outbox.clone(),
-                            recorder.clone(),
-                            d.delivery_id,
-                        ));
-                        running.insert(handle.id(), (d.delivery_id, d.endpoint_id));
-                        in_flight.insert(d.delivery_id);
-                        *per_endpoint.entry(d.endpoint_id).or_default() += 1;
                     }
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "reading the webhook schedule"),
                 Err(e) => tracing::error!(error = %e, "reading the webhook schedule"),
             }
         }
+        // Start what may start; deliveries to endpoints at their limit wait
+        // in the queue, in order.
+        let mut waiting = VecDeque::with_capacity(queue.len());
+        while let Some(d) = queue.pop_front() {
+            let busy = per_endpoint.get(&d.endpoint_id).copied().unwrap_or(0);
+            if running.len() >= MAX_IN_FLIGHT || busy >= MAX_PER_ENDPOINT {
+                waiting.push_back(d);
+                continue;
+            }
+            queued.remove(&d.delivery_id);
+            if !in_flight.insert(d.delivery_id) {
+                continue;
+            }
+            let handle = tasks.spawn(attempt(
+                state.clone(),
+                outbox.clone(),
+                recorder.clone(),
+                d.delivery_id,
+            ));
+            running.insert(handle.id(), (d.delivery_id, d.endpoint_id));
+            *per_endpoint.entry(d.endpoint_id).or_default() += 1;
+        }
+        queue = waiting;
         tokio::select! {
             _ = stopped.changed() => break,
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
@@ -120,8 +144,8 @@ async fn run(state: AppState, outbox: Outbox, mut stopped: watch::Receiver<bool>
                     }
                 }
             }
-            _ = outbox.changed() => {}
-            _ = tokio::time::sleep(TICK) => {}
+            _ = outbox.changed() => scan = true,
+            _ = tokio::time::sleep(TICK) => scan = true,
         }
     }
     // Shutting down: no new attempts; give those in flight a moment to record.

@@ -4,11 +4,15 @@
 //! latency percentiles per operation (issue 13).
 //!
 //! Setup (organizations, connections, deposits; for `--mix reads` a few
-//! invoices per pair) is not timed; neither is the warm-up, which opens
-//! the keep-alive connections. Only answers that arrive inside the
-//! measured window count.
+//! invoices per pair; for `--mix webhooks` an endpoint per organization) is
+//! not timed; neither is the warm-up, which opens the keep-alive
+//! connections. Only answers that arrive inside the measured window count,
+//! and only webhook deliveries of events that happened inside it.
 
+mod backlog;
+mod deliveries;
 mod ops;
+mod receiver;
 mod report;
 mod setup;
 mod stats;
@@ -16,7 +20,9 @@ mod workload;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use deliveries::{Deliveries, WallWindow};
 use expereon_benches::client::{self, Api, Checks};
+use receiver::Receiver;
 use std::time::{Duration, Instant};
 use workload::{Mix, Targets};
 
@@ -27,6 +33,9 @@ use workload::{Mix, Targets};
     after_help = "The server must be started with a high rate limit, e.g.\n  \
 EXPEREON_RATE_LIMIT=1000000 EXPEREON_ADMIN_TOKEN=... expereon serve\n\
 otherwise it answers 429 past 100 requests/s per API key and loadgen measures the limiter.\n\n\
+--mix webhooks also needs EXPEREON_WEBHOOK_ALLOW_PRIVATE=true: the endpoints point at loadgen's\n\
+own receiver on 127.0.0.1, which the server's SSRF guard refuses otherwise. The server must run\n\
+on this machine, whose clock both the event times and the arrivals are read from.\n\n\
 With --json, the table goes to stderr and stdout carries only the JSON object."
 )]
 struct Args {
@@ -49,9 +58,18 @@ struct Args {
     /// Seconds of load before the measured window (not counted).
     #[arg(long, default_value_t = 2)]
     warmup_secs: u64,
-    /// What the workers send.
+    /// What the workers send. `webhooks` runs `lifecycle` with every
+    /// organization subscribed to all events at loadgen's own receiver, and
+    /// reports deliveries/s, event-to-delivery latency and the backlog's
+    /// drain; the server must run on this machine with
+    /// EXPEREON_WEBHOOK_ALLOW_PRIVATE=true, or it refuses the receiver's
+    /// loopback URL.
     #[arg(long, value_enum, default_value_t = Mix::Lifecycle)]
     mix: Mix,
+    /// With `--mix webhooks`: at most this many seconds to wait after the
+    /// load for the server's webhook backlog to drain.
+    #[arg(long, default_value_t = 120)]
+    drain_timeout_secs: u64,
     /// Invoices created per pair before a `reads` run (a third each left
     /// SUBMITTED, APPROVED, SETTLED).
     #[arg(long, default_value_t = 20)]
@@ -101,10 +119,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     api.health().await?;
 
     let setup_started = Instant::now();
+    // Before the setup: a receiver that cannot listen should fail the run
+    // before minutes of setup, not after.
+    let receiver = match args.mix {
+        Mix::Webhooks => Some(Receiver::start().await?),
+        Mix::Lifecycle | Mix::Reads => None,
+    };
     progress!("setting up {pairs} organization pairs");
     let created = setup::create_pairs(&api, pairs, setup_concurrency).await?;
+    let mut endpoints = 0;
     let targets = match args.mix {
         Mix::Lifecycle => Targets::Lifecycle(created),
+        Mix::Webhooks => {
+            let url = receiver
+                .as_ref()
+                .map(Receiver::url)
+                .context("no webhook receiver")?;
+            progress!(
+                "subscribing {} organizations to all events at {url}",
+                2 * pairs
+            );
+            endpoints = setup::subscribe(&api, &created, &url, setup_concurrency).await?;
+            Targets::Lifecycle(created)
+        }
         Mix::Reads => {
             progress!("filling {} invoices per pair", args.fill_per_pair);
             let filled = setup::fill(&api, &created, args.fill_per_pair, setup_concurrency).await?;
@@ -116,6 +153,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let warmup = Duration::from_secs(args.warmup_secs);
     let length = Duration::from_secs(args.duration_secs);
     let start = Instant::now();
+    // The server stamps events with the wall clock; this pairs it with the
+    // monotonic one the window is kept on.
+    let start_wall = chrono::Utc::now().timestamp_micros();
     let window = stats::Window {
         from: start + warmup,
         to: start + warmup + length,
@@ -138,6 +178,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     let stats = workload::run(&api, &targets, connections, window).await?;
     let client_cpu = cpu.await.context("the CPU sampler panicked")?;
+    let deliveries = match &receiver {
+        Some(receiver) => {
+            let cap = Duration::from_secs(args.drain_timeout_secs);
+            progress!(
+                "load done; {} webhook deliveries so far, waiting (at most {} s) for the server's backlog",
+                receiver.count(),
+                args.drain_timeout_secs
+            );
+            let backlog = backlog::wait(&api, cap).await;
+            let wall = WallWindow::of(&window, (start, start_wall));
+            Some(Deliveries::new(
+                &receiver.take(),
+                &window,
+                wall,
+                backlog,
+                endpoints,
+                receiver.url(),
+            )?)
+        }
+        None => None,
+    };
 
     let all = stats.overall()?;
     let setting = report::Setting {
@@ -150,10 +211,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         setup,
         client_cpu,
     };
-    let table = report::text(&setting, &stats, &all);
+    let table = report::text(&setting, &stats, &all, deliveries.as_ref());
     if args.json {
         eprint!("{table}");
-        println!("{}", report::json(&setting, &stats, &all));
+        println!(
+            "{}",
+            report::json(&setting, &stats, &all, deliveries.as_ref())
+        );
     } else {
         print!("{table}");
     }
@@ -163,8 +227,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if stats.saw_429 {
         progress!("hint: {RATE_LIMIT_HINT}");
     }
+    if let Some(d) = &deliveries {
+        if let Some(e) = &d.backlog.error {
+            progress!("error: asking the server for its webhook backlog: {e}");
+        }
+    }
     if all.ok() == 0 {
         bail!("no request succeeded in the measured window");
+    }
+    if deliveries.as_ref().is_some_and(|d| d.of_window == 0) {
+        bail!("no webhook delivery of an event of the measured window arrived");
     }
     Ok(())
 }

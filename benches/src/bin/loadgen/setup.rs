@@ -1,9 +1,13 @@
-//! The untimed setup: organization pairs, connected and funded, and for
-//! the reads mix a few invoices per pair to read.
+//! The untimed setup: organization pairs, connected and funded; for the
+//! reads mix a few invoices per pair to read; for the webhooks mix an
+//! endpoint per organization.
 
 use crate::ops;
-use anyhow::Context;
-use expereon_benches::client::{self, Api, Pair, PairSpec, CURRENCY, DEPOSIT};
+use anyhow::{bail, Context};
+use expereon_benches::client::{
+    self, request_id, Api, Auth, Creds, Pair, PairSpec, CURRENCY, DEPOSIT,
+};
+use serde_json::json;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -129,4 +133,68 @@ async fn fill_one(api: &Api, pair: &Pair, n: usize) -> anyhow::Result<String> {
         checks.ok_json("settling an invoice", ops::settle(api, pair, &id).await)?;
     }
     Ok(id)
+}
+
+/// What to tell the operator when the server's SSRF guard refuses the
+/// receiver's loopback URL.
+const PRIVATE_URL_HINT: &str = "the server refuses webhook URLs on loopback or \
+private addresses (its SSRF guard), and the webhooks mix's receiver is loadgen \
+itself on 127.0.0.1: restart the server with EXPEREON_WEBHOOK_ALLOW_PRIVATE=true";
+
+/// `POST /settings/webhooks` for one organization: every event to `url`.
+async fn subscribe_one(api: &Api, creds: &Creds, url: &str) -> anyhow::Result<()> {
+    const WHAT: &str = "registering a webhook endpoint";
+    let answer = api
+        .post(
+            "/settings/webhooks",
+            Auth::Key(creds),
+            &json!({
+                "requestId": request_id(),
+                "url": url,
+                "events": ["*"],
+                "description": "loadgen receiver",
+            }),
+        )
+        .await
+        .context(WHAT)?;
+    // The guard's messages say "non-public address" (command-api's
+    // webhooks/ssrf.rs); the status alone would not tell it from a typo.
+    if !answer.ok() && String::from_utf8_lossy(&answer.body).contains("non-public") {
+        bail!(
+            "{WHAT} for {url}: HTTP {}: {PRIVATE_URL_HINT}",
+            answer.status
+        );
+    }
+    api.checks().ok_json(WHAT, Ok(answer))?;
+    Ok(())
+}
+
+/// Subscribes the seller and the buyer of every pair to all events at
+/// `url`; returns how many endpoints that made.
+pub async fn subscribe(
+    api: &Api,
+    pairs: &[Arc<Pair>],
+    url: &str,
+    concurrency: usize,
+) -> anyhow::Result<usize> {
+    let api = api.clone();
+    let pairs: Arc<Vec<Arc<Pair>>> = Arc::new(pairs.to_vec());
+    let url: Arc<str> = Arc::from(url);
+    let count = pairs.len();
+    for_each(count, concurrency, move |i| {
+        let api = api.clone();
+        let pair = pairs[i].clone();
+        let url = url.clone();
+        async move {
+            let (seller, buyer) = tokio::join!(
+                subscribe_one(&api, &pair.seller, &url),
+                subscribe_one(&api, &pair.buyer, &url),
+            );
+            seller
+                .and(buyer)
+                .with_context(|| format!("subscribing pair {i}"))
+        }
+    })
+    .await?;
+    Ok(2 * count)
 }

@@ -16,6 +16,10 @@ pub enum Mix {
     Lifecycle,
     /// get an invoice, list invoices, list balances, as seller and buyer in turn.
     Reads,
+    /// lifecycle, with every organization subscribed to all webhook events
+    /// at loadgen's own receiver (needs EXPEREON_WEBHOOK_ALLOW_PRIVATE=true
+    /// on the server, on this machine).
+    Webhooks,
 }
 
 impl Mix {
@@ -23,13 +27,22 @@ impl Mix {
         match self {
             Mix::Lifecycle => "lifecycle",
             Mix::Reads => "reads",
+            Mix::Webhooks => "webhooks",
         }
     }
 
     pub fn ops(self) -> &'static [Op] {
         match self {
-            Mix::Lifecycle => &[Op::CreateSubmit, Op::Approve, Op::Settle],
+            Mix::Lifecycle | Mix::Webhooks => &[Op::CreateSubmit, Op::Approve, Op::Settle],
             Mix::Reads => &[Op::GetInvoice, Op::ListInvoices, Op::ListBalances],
+        }
+    }
+
+    /// Whether the workers run lifecycles, so requests are commands.
+    pub fn commands(self) -> bool {
+        match self {
+            Mix::Lifecycle | Mix::Webhooks => true,
+            Mix::Reads => false,
         }
     }
 }
