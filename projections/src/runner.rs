@@ -81,6 +81,7 @@ impl Projections {
         let (at, _) = sql::position(&conn)?;
         let (applied_tx, applied) = watch::channel(at);
         sql::spawn_checkpointer(&conn, &setup.path, applied.clone())?;
+        outbox.leave_checkpoints_to_the_checkpointer()?;
         let fault: Arc<Mutex<Option<String>>> = Arc::default();
         let wake = outbox.clone();
         let set_fault = {

@@ -54,6 +54,26 @@ pub fn corrupt(table: &'static str, id: impl ToString, reason: impl ToString) ->
     }
 }
 
+/// How long a writer waits for the database's write lock, at most.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The writers' busy handler: short, even pauses up to [`BUSY_WAIT`].
+///
+/// Rationale: the fold and the webhook worker's recorder take turns at the
+/// write lock, each for a millisecond or so. SQLite's own busy timeout
+/// sleeps in growing steps (up to 100 ms), so a fold that met the lock held
+/// slept for far longer than it was held, and every command waiting on the
+/// fold with it: under a webhook load, p99.9 latency was 500 ms.
+fn wait_briefly(attempts: i32) -> bool {
+    let waited = BUSY_PAUSE * u32::try_from(attempts).unwrap_or(u32::MAX);
+    if waited >= BUSY_WAIT {
+        return false;
+    }
+    std::thread::sleep(BUSY_PAUSE);
+    true
+}
+
 /// Opens (creating if needed) the database at `path` for writing, applies
 /// pending migrations, and sets the pragmas the projection relies on.
 pub fn open_writer(path: &Path) -> Result<Connection, SqlError> {
@@ -69,7 +89,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, SqlError> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_handler(Some(wait_briefly))?;
     migrate(&conn, path)?;
     Ok(conn)
 }
@@ -272,5 +292,20 @@ impl Readers {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod busy_tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_waits_in_short_pauses_up_to_the_bound() {
+        assert!(wait_briefly(0));
+        assert!(wait_briefly(1));
+        let last = i32::try_from(BUSY_WAIT.as_micros() / BUSY_PAUSE.as_micros()).unwrap();
+        assert!(wait_briefly(last - 1));
+        assert!(!wait_briefly(last), "gives up after BUSY_WAIT");
+        assert!(!wait_briefly(i32::MAX));
     }
 }

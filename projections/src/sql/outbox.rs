@@ -584,6 +584,21 @@ impl Outbox {
         })
     }
 
+    /// Leaves checkpoints to the server's checkpointer thread (see
+    /// `sql::spawn_checkpointer`): otherwise, with the fold no longer
+    /// checkpointing, the commit of an attempt's result that found the WAL
+    /// past 1,000 pages did it, and under a webhook load most of the
+    /// worker's CPU went there.
+    pub fn leave_checkpoints_to_the_checkpointer(&self) -> Result<(), SqlError> {
+        let conn = self
+            .inner
+            .writer
+            .lock()
+            .map_err(|_| SqlError::Io(std::io::Error::other("outbox writer lock poisoned")))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(())
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, SqlError>) -> Result<T, SqlError> {
         self.inner.readers.with(f)
     }
