@@ -39,3 +39,32 @@ fn the_checkpointer_moves_commits_into_the_database_file() {
     }
     drop(applied_tx);
 }
+
+/// Past its bound the WAL is emptied, not only copied: a passive
+/// checkpoint never shortens the file, and under load it grew without end.
+#[test]
+fn past_its_bound_the_wal_is_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(sql::FILE);
+    let mut conn = sql::open_writer(&path).unwrap();
+    let (applied_tx, applied) = tokio::sync::watch::channel(0u64);
+    sql::spawn_checkpointer_truncating_above(&conn, &path, applied, 0).unwrap();
+    // A reader between its reads does not hold the WAL.
+    let reader = sql::open_reader(&path).unwrap();
+
+    let events: Vec<RecordedEvent> = golden().into_iter().map(|(e, _)| e).collect();
+    let last = events.last().unwrap().seq;
+    sql::fold::apply_batch(&mut conn, &events, [7; 32]).unwrap();
+    let wal = dir.path().join(format!("{}-wal", sql::FILE));
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+
+    applied_tx.send_replace(last);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > 0 {
+        assert!(Instant::now() < deadline, "the WAL was never emptied");
+        std::thread::sleep(sql::CHECKPOINT_EVERY / 2);
+    }
+    assert_eq!(projected_in_file(dir.path()), last);
+    assert_eq!(sql::position(&reader).unwrap().0, last);
+    drop(applied_tx);
+}
