@@ -292,7 +292,7 @@ fn reopen(path: &Path) -> Result<rusqlite::Connection, crate::sql::SqlError> {
     let mut conn = sql::open_writer(path)?;
     conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
     // The checkpointer thread still runs (see `sql::spawn_checkpointer`).
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    sql::leave_checkpoints(&conn, sql::WAL_TRUNCATE_ABOVE)?;
     Ok(conn)
 }
 

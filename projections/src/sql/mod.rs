@@ -111,8 +111,11 @@ pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_mill
 /// A passive checkpoint never makes the WAL file shorter, and under steady
 /// load some reader always holds a snapshot in it, so nothing restarts it:
 /// it grew by 2.4 GB in a 20 s run. Past [`WAL_TRUNCATE_ABOVE`] bytes the
-/// checkpoint is `TRUNCATE`: it holds the write lock, waits for the readers
-/// of the old WAL (reads are milliseconds) and empties the file.
+/// checkpoint is `RESTART`: it holds the write lock and waits for the
+/// readers of the old WAL (reads are milliseconds), so the next commit
+/// writes the WAL from its start again; `journal_size_limit` cuts the file
+/// back to the bound then. (`TRUNCATE` empties the file at once, but the
+/// next commits then allocate its blocks again: p99 doubled.)
 pub fn spawn_checkpointer(
     writer: &Connection,
     path: &Path,
@@ -121,8 +124,17 @@ pub fn spawn_checkpointer(
     spawn_checkpointer_truncating_above(writer, path, applied, WAL_TRUNCATE_ABOVE)
 }
 
-/// The WAL size past which the checkpointer empties the file.
+/// The WAL size past which the checkpointer restarts the file (and the
+/// writer that restarts it cuts it back to).
 pub const WAL_TRUNCATE_ABOVE: u64 = 64 * 1024 * 1024;
+
+/// Sets a writer connection up for the checkpointer: it does not checkpoint
+/// by itself, and cuts a restarted WAL back to `wal_bound` bytes.
+pub fn leave_checkpoints(writer: &Connection, wal_bound: u64) -> Result<(), SqlError> {
+    writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+    writer.pragma_update(None, "journal_size_limit", wal_bound as i64)?;
+    Ok(())
+}
 
 /// [`spawn_checkpointer`] with the WAL bound given (tests).
 pub fn spawn_checkpointer_truncating_above(
@@ -131,9 +143,11 @@ pub fn spawn_checkpointer_truncating_above(
     mut applied: tokio::sync::watch::Receiver<u64>,
     truncate_above: u64,
 ) -> Result<(), SqlError> {
-    writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+    leave_checkpoints(writer, truncate_above)?;
     let conn = Connection::open(path)?;
     conn.busy_handler(Some(wait_briefly))?;
+    // A RESTART checkpoint cuts the WAL back to the bound itself.
+    conn.pragma_update(None, "journal_size_limit", truncate_above as i64)?;
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     let wal = PathBuf::from(wal);
@@ -149,10 +163,10 @@ pub fn spawn_checkpointer_truncating_above(
                 Err(_) => break,
             }
             // PASSIVE copies what no reader still needs and never waits;
-            // TRUNCATE (past the bound) waits for the WAL's readers.
+            // RESTART (past the bound) waits for the WAL's readers.
             let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
             let mode = if wal_bytes > truncate_above {
-                "TRUNCATE"
+                "RESTART"
             } else {
                 "PASSIVE"
             };

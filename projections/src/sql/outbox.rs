@@ -595,8 +595,7 @@ impl Outbox {
             .writer
             .lock()
             .map_err(|_| SqlError::Io(std::io::Error::other("outbox writer lock poisoned")))?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        Ok(())
+        super::leave_checkpoints(&conn, super::WAL_TRUNCATE_ABOVE)
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, SqlError>) -> Result<T, SqlError> {
