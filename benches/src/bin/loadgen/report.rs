@@ -151,20 +151,22 @@ pub fn json(
     v
 }
 
+/// A histogram's quantile (or its max, at `None`) in ms, "-" when empty.
+fn ms_at(h: &Histogram<u64>, quantile: Option<f64>) -> String {
+    if h.is_empty() {
+        return "-".to_string();
+    }
+    let micros = match quantile {
+        Some(q) => h.value_at_quantile(q),
+        None => h.max(),
+    };
+    format!("{:.2}", ms(micros))
+}
+
 fn row(out: &mut String, name: &str, op: &OpStats, secs: f64) {
     let h = &op.latency;
-    let q = |q: f64| {
-        if h.is_empty() {
-            "-".to_string()
-        } else {
-            format!("{:.2}", ms(h.value_at_quantile(q)))
-        }
-    };
-    let max = if h.is_empty() {
-        "-".to_string()
-    } else {
-        format!("{:.2}", ms(h.max()))
-    };
+    let q = |q: f64| ms_at(h, Some(q));
+    let max = ms_at(h, None);
     let rate = if secs > 0.0 {
         op.ok() as f64 / secs
     } else {
@@ -234,18 +236,8 @@ fn drain_text(d: &Deliveries) -> String {
 
 fn webhooks_text(out: &mut String, d: &Deliveries, window: Duration) {
     let h = &d.latency;
-    let q = |q: f64| {
-        if h.is_empty() {
-            "-".to_string()
-        } else {
-            format!("{:.2}", ms(h.value_at_quantile(q)))
-        }
-    };
-    let max = if h.is_empty() {
-        "-".to_string()
-    } else {
-        format!("{:.2}", ms(h.max()))
-    };
+    let q = |q: f64| ms_at(h, Some(q));
+    let max = ms_at(h, None);
     let _ = writeln!(
         out,
         "\nwebhooks: {} endpoints (every organization, all events) posting to {}",
