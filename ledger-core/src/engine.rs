@@ -194,9 +194,11 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Unavailable)?
     }
 
-    /// Runs `look` against the committed write model, after whatever the
-    /// writer holds now: what-if questions (bulk previews) are answered by the
-    /// same decisions as the commands, on the same state, without a copy of it.
+    /// Runs `look` against the write model, after whatever the writer holds
+    /// now: what-if questions (bulk previews) are answered by the same
+    /// decisions as the commands, on the same state, without a copy of it.
+    /// That state may include a batch still being made durable (pipelining),
+    /// as the next command's decision would.
     pub async fn inspect<T: Send + 'static>(
         &self,
         look: impl FnOnce(&Ledger) -> T + Send + 'static,
@@ -475,7 +477,8 @@ impl Engine {
     }
 
     fn process(&mut self, batch: &mut Vec<Queued>) {
-        // Inspections see committed state only: they run after the batch.
+        // Inspections run after the batch's decisions, on the state the next
+        // batch will be decided on (its sync may still be in flight).
         let mut inspections: Vec<Inspection> = Vec::new();
         let mut commands = Vec::with_capacity(batch.len());
         for queued in batch.drain(..) {
