@@ -230,20 +230,13 @@ impl EngineHandle {
     }
 }
 
-/// Answers every waiter with the same internal error.
-fn fail_all(waiters: impl Iterator<Item = Waiter>, reason: &str) {
-    for waiter in waiters {
-        let _ = waiter.send(Err(EngineError::Internal(reason.to_string())));
-    }
-}
-
 impl Appended {
+    /// Answers every waiter of the batch with the same internal error.
     fn fail(self, reason: &str) {
         let waiters = self.answers.into_iter().map(|(w, _)| w);
-        fail_all(
-            waiters.chain(self.followers.into_iter().map(|(_, w)| w)),
-            reason,
-        );
+        for waiter in waiters.chain(self.followers.into_iter().map(|(_, w)| w)) {
+            let _ = waiter.send(Err(EngineError::Internal(reason.to_string())));
+        }
     }
 
     /// Sends the answers (the followers get copies of theirs).
@@ -623,21 +616,17 @@ impl Engine {
                 }
             }
         }
-        if let Some(reason) = broken {
-            self.recover();
-            let waiters = answers.into_iter().map(|(w, _)| w);
-            fail_all(
-                waiters.chain(followers.into_iter().map(|(_, w)| w)),
-                &reason,
-            );
-            return;
-        }
         let appended = Appended {
             events,
             head,
             answers,
             followers,
         };
+        if let Some(reason) = broken {
+            self.recover();
+            appended.fail(&reason);
+            return;
+        }
         // The syncer answers; if it is gone, these are answered here.
         if let Some(Err(std::sync::mpsc::SendError(lost))) =
             self.syncer.as_ref().map(|s| s.send(appended))

@@ -24,19 +24,25 @@ fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
-fn latency_json(op: &OpStats) -> Value {
-    let h = &op.latency;
+/// A histogram in ms: its mean, the named quantiles, and its max.
+fn percentiles_json(h: &Histogram<u64>, quantiles: &[(&str, f64)]) -> Value {
     if h.is_empty() {
         return Value::Null;
     }
-    json!({
-        "mean": h.mean() / 1000.0,
-        "p50": ms(h.value_at_quantile(0.50)),
-        "p90": ms(h.value_at_quantile(0.90)),
-        "p99": ms(h.value_at_quantile(0.99)),
-        "p999": ms(h.value_at_quantile(0.999)),
-        "max": ms(h.max()),
-    })
+    let mut out = Map::new();
+    out.insert("mean".into(), json!(h.mean() / 1000.0));
+    for (name, q) in quantiles {
+        out.insert((*name).into(), json!(ms(h.value_at_quantile(*q))));
+    }
+    out.insert("max".into(), json!(ms(h.max())));
+    Value::Object(out)
+}
+
+fn latency_json(op: &OpStats) -> Value {
+    percentiles_json(
+        &op.latency,
+        &[("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)],
+    )
 }
 
 fn errors_json(op: &OpStats) -> Value {
@@ -56,16 +62,7 @@ fn errors_json(op: &OpStats) -> Value {
 /// Event-to-delivery latency: percentiles up to p99 and the max (at a few
 /// thousand deliveries a p99.9 would be a handful of samples).
 fn delivery_latency_json(h: &Histogram<u64>) -> Value {
-    if h.is_empty() {
-        return Value::Null;
-    }
-    json!({
-        "mean": h.mean() / 1000.0,
-        "p50": ms(h.value_at_quantile(0.50)),
-        "p90": ms(h.value_at_quantile(0.90)),
-        "p99": ms(h.value_at_quantile(0.99)),
-        "max": ms(h.max()),
-    })
+    percentiles_json(h, &[("p50", 0.50), ("p90", 0.90), ("p99", 0.99)])
 }
 
 fn webhooks_json(d: &Deliveries, window: Duration) -> Value {
