@@ -3,12 +3,23 @@
 //!
 //! Recording is off the request path: the middleware hands the record to a
 //! bounded channel (waiting, never dropping, when it is full) and a writer
-//! task stores records in batches in its own sled database. A record can be
-//! lost only if the process dies between answering and that batch's flush.
+//! thread stores records in batches, a transaction each, in an SQLite
+//! database of their own (`<data dir>/api-logs.sqlite`, see [`sqlite`]). A
+//! record can be lost only if the process dies between answering and that
+//! batch's commit, or the machine before the commit reaches the disk.
+//!
+//! Versions before kept them in a sled database (`<data dir>/api-logs`),
+//! which cost ~100 µs of CPU per request and contended with the event log
+//! for sled's process-wide batch lock; [`legacy`] moves such a store over.
+
+mod legacy;
+mod sqlite;
+mod writer;
 
 use crate::app::AppState;
 use crate::auth;
 use crate::error::ApiError;
+use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -57,21 +68,17 @@ enum Message {
     Prune(Timestamp),
     /// Answered once everything sent before it is stored.
     Sync(oneshot::Sender<()>),
+    /// As `Sync`, and the database file then holds it all, fsynced.
+    Flush(oneshot::Sender<()>),
 }
 
 #[derive(Clone)]
 pub struct ApiLogs {
-    pub db: sled::Db,
     tx: mpsc::Sender<Message>,
+    readers: Arc<sqlite::Readers>,
     /// Clock time (µs) of the last prune request.
     last_prune: Arc<AtomicI64>,
 }
-
-/// API logs are a record of traffic, not the ledger's evidence (the event
-/// log is): they reach the disk within this long instead of with an fsync
-/// per batch, which cost a file write per list page under a read load. A
-/// crash loses at most this much of them; a clean stop flushes them all.
-const FLUSH_EVERY_MS: u64 = 500;
 
 /// Retention is applied at most this often (clock time), as records arrive.
 const PRUNE_EVERY_MICROS: i64 = 60_000_000;
@@ -85,20 +92,6 @@ fn record_key(org: OrganizationId, at: Timestamp, id: Uuid) -> Vec<u8> {
     k
 }
 
-fn time_key(at: Timestamp, record: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + record.len());
-    k.push(b't');
-    k.extend_from_slice(&at.as_micros().to_be_bytes());
-    k.extend_from_slice(record);
-    k
-}
-
-fn id_key(id: Uuid) -> Vec<u8> {
-    let mut k = vec![b'i'];
-    k.extend_from_slice(id.as_bytes());
-    k
-}
-
 pub fn org_prefix(org: OrganizationId) -> Vec<u8> {
     let mut k = vec![b'r'];
     k.extend_from_slice(org.as_uuid().as_bytes());
@@ -106,18 +99,22 @@ pub fn org_prefix(org: OrganizationId) -> Vec<u8> {
 }
 
 impl ApiLogs {
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(Some(FLUSH_EVERY_MS))
-            .open()?;
+    /// Opens the store in `data_dir` (moving a sled store of an earlier
+    /// version into it first) and starts its writer.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(sqlite::FILE);
+        let mut conn =
+            sqlite::open_writer(&path).with_context(|| format!("opening {}", path.display()))?;
+        let sled_dir = data_dir.join(legacy::DIR);
+        if sled_dir.exists() {
+            legacy::import(&sled_dir, &mut conn)
+                .with_context(|| format!("moving {} into SQLite", sled_dir.display()))?;
+        }
         let (tx, rx) = mpsc::channel(CHANNEL);
-        let writer_db = db.clone();
-        tokio::spawn(async move { write_loop(writer_db, rx).await });
+        writer::spawn(conn, rx).context("starting the API log writer")?;
         Ok(Self {
-            db,
             tx,
+            readers: Arc::new(sqlite::Readers::new(path)),
             last_prune: Arc::new(AtomicI64::new(i64::MIN)),
         })
     }
@@ -157,30 +154,17 @@ impl ApiLogs {
     /// Stores and flushes to disk every record sent before this call (at a
     /// clean stop).
     pub async fn flush(&self) {
-        self.sync().await;
-        let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => {}
-            _ => tracing::error!("flushing API log records failed"),
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::Flush(tx)).await.is_err() || rx.await.is_err() {
+            tracing::error!("flushing API log records failed: the writer is gone");
         }
     }
 
     pub fn get(&self, id: Uuid) -> Result<Option<ApiLogRecord>, ApiError> {
-        let Some(key) = self
-            .db
-            .get(id_key(id))
-            .map_err(|e| ApiError::internal("api log", e))?
-        else {
-            return Ok(None);
-        };
-        match self
-            .db
-            .get(&key)
-            .map_err(|e| ApiError::internal("api log", e))?
-        {
-            Some(v) => Ok(Some(load(&v)?)),
-            None => Ok(None),
-        }
+        self.readers
+            .with(|conn| sqlite::value_by_id(conn, id.as_bytes()))?
+            .map(|v| load(&v))
+            .transpose()
     }
 
     /// Records of `org` after `after` (a record key), oldest first, at most `n`.
@@ -194,55 +178,66 @@ impl ApiLogs {
         let prefix = org_prefix(org);
         let mut upper = prefix.clone();
         upper.push(0xff);
-        let start = match after {
-            Some(mut k) => {
-                k.push(0);
-                k
-            }
-            None => prefix.clone(),
-        };
+        // Every record key of the org is longer than its prefix, so "after
+        // the prefix" starts at its first record.
+        let after = after.unwrap_or_else(|| prefix.clone());
         let mut out = Vec::new();
         let mut last = None;
-        for item in self.db.range(start..upper) {
-            let (k, v) = item.map_err(|e| ApiError::internal("api log", e))?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let rec = load(&v)?;
-            if keep(&rec) {
-                if out.len() == n {
-                    return Ok((out, last));
+        let mut more = false;
+        self.readers.with(|conn| {
+            sqlite::each_between(conn, &after, &upper, |k, v| {
+                let rec = load(v)?;
+                if keep(&rec) {
+                    if out.len() == n {
+                        more = true;
+                        return Ok(false);
+                    }
+                    out.push(rec);
+                    last = Some(k.to_vec());
                 }
-                out.push(rec);
-                last = Some(k.to_vec());
-            }
-        }
-        Ok((out, None))
+                Ok(true)
+            })
+        })?;
+        Ok((out, if more { last } else { None }))
     }
 
-    /// Drops records older than `before`.
+    /// Drops records older than `before` now, on a connection of its own
+    /// (the writer's prunes go through [`ApiLogs::prune_if_due`]).
     pub fn prune(&self, before: Timestamp) -> Result<usize, ApiError> {
-        prune_db(&self.db, before)
+        let internal = |e: rusqlite::Error| ApiError::internal("api log", e);
+        let conn = rusqlite::Connection::open(self.readers.path()).map_err(internal)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(internal)?;
+        sqlite::prune(&conn, before.as_micros()).map_err(internal)
     }
 }
 
 /// zstd's frame magic number, as its first four bytes.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// A record as stored: its postcard encoding, zstd-compressed. A page of 50
-/// invoices is about 50 KB of JSON and compresses several times over;
-/// stored plain, sled wrote nodes of such records as separate blob files,
-/// and the API log of a 60 s read load grew by gigabytes.
+/// Encodings shorter than this are stored plain: zstd builds its tables
+/// for every frame, which made it the writer's top cost for the many small
+/// records, and saves little on them.
+const COMPRESS_FROM: usize = 1024;
+
+/// A record as stored: its postcard encoding, zstd-compressed from
+/// [`COMPRESS_FROM`] bytes. A page of 50 invoices is about 50 KB of JSON
+/// and compresses several times over; stored plain, the API log of a 60 s
+/// read load grew by gigabytes.
 fn store(
     compressor: &mut zstd::bulk::Compressor,
     record: &ApiLogRecord,
 ) -> anyhow::Result<Vec<u8>> {
-    Ok(compressor.compress(&codec::encode(record)?)?)
+    let plain = codec::encode(record)?;
+    if plain.len() < COMPRESS_FROM {
+        return Ok(plain);
+    }
+    Ok(compressor.compress(&plain)?)
 }
 
-/// Reads a stored record. Records written before compression are plain
-/// codec output, whose first byte is its schema version (1), never the
-/// first byte of zstd's magic.
+/// Reads a stored record. Small records (and all written before
+/// compression) are plain codec output, whose first byte is its schema
+/// version (1), never the first byte of zstd's magic.
 fn load(bytes: &[u8]) -> Result<ApiLogRecord, ApiError> {
     let plain = if bytes.starts_with(&ZSTD_MAGIC) {
         std::borrow::Cow::Owned(
@@ -252,78 +247,6 @@ fn load(bytes: &[u8]) -> Result<ApiLogRecord, ApiError> {
         std::borrow::Cow::Borrowed(bytes)
     };
     codec::decode(&plain).map_err(|e| ApiError::internal("api log", e))
-}
-
-fn prune_db(db: &sled::Db, before: Timestamp) -> Result<usize, ApiError> {
-    let mut end = vec![b't'];
-    end.extend_from_slice(&before.as_micros().to_be_bytes());
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
-    for item in db.range(vec![b't']..end) {
-        let (k, _) = item.map_err(|e| ApiError::internal("api log", e))?;
-        let record_key = &k[9..];
-        if let Some(id) = record_key.get(25..41) {
-            batch.remove(id_key(Uuid::from_slice(id).unwrap_or_default()));
-        }
-        batch.remove(record_key);
-        batch.remove(k);
-        n += 1;
-    }
-    if n > 0 {
-        db.apply_batch(batch)
-            .map_err(|e| ApiError::internal("api log", e))?;
-    }
-    Ok(n)
-}
-
-async fn write_loop(db: sled::Db, mut rx: mpsc::Receiver<Message>) {
-    // One compression context for every record: making one per record (as
-    // `zstd::bulk::compress` does) was the writer's largest single cost.
-    let mut compressor = match zstd::bulk::Compressor::new(1) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "no zstd context; API log records are not stored");
-            return;
-        }
-    };
-    let mut buffer = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut buffer, MAX_BATCH).await > 0 {
-        let mut batch = sled::Batch::default();
-        let mut waiters = Vec::new();
-        let mut prune = None;
-        for message in buffer.drain(..) {
-            match message {
-                Message::Record(r) => {
-                    let Ok(value) = store(&mut compressor, &r) else {
-                        continue;
-                    };
-                    let key = record_key(r.organization_id, r.at, r.id);
-                    batch.insert(time_key(r.at, &key), &[][..]);
-                    batch.insert(id_key(r.id), key.clone());
-                    batch.insert(key, value);
-                }
-                Message::Prune(before) => prune = prune.max(Some(before)),
-                Message::Sync(w) => waiters.push(w),
-            }
-        }
-        let db2 = db.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            db2.apply_batch(batch)?;
-            if let Some(before) = prune {
-                if let Err(e) = prune_db(&db2, before) {
-                    tracing::error!(error = %e, "pruning API log records");
-                }
-            }
-            Ok::<(), sled::Error>(())
-        })
-        .await;
-        if !matches!(stored, Ok(Ok(()))) {
-            tracing::error!("storing API log records failed");
-        }
-        for w in waiters {
-            let _ = w.send(());
-        }
-    }
 }
 
 /// Replaces secrets in a JSON body, then cuts it to the recorded size.
@@ -787,8 +710,9 @@ mod tests {
         let stored = store(&mut compressor, &r).expect("stored");
         assert!(stored.starts_with(&ZSTD_MAGIC));
         // The context is reused: the next record is a frame of its own.
-        let other = record("{}");
+        let other = record(&page.replace("SETTLED", "PENDING"));
         let again = store(&mut compressor, &other).expect("stored");
+        assert!(again.starts_with(&ZSTD_MAGIC));
         assert_eq!(load(&again).expect("loaded"), other);
         assert!(
             stored.len() * 10 < page.len(),
@@ -808,5 +732,25 @@ mod tests {
             load(&ZSTD_MAGIC).is_err(),
             "a damaged record is an error, not a panic"
         );
+    }
+
+    #[test]
+    fn records_under_a_kibibyte_are_stored_plain() {
+        let mut compressor = zstd::bulk::Compressor::new(1).expect("a context");
+        let small = record(r#"{"data":[],"nextCursor":null}"#);
+        let stored = store(&mut compressor, &small).expect("stored");
+        assert_eq!(stored, codec::encode(&small).expect("encoded"));
+        assert!(stored.len() < COMPRESS_FROM);
+        assert_eq!(load(&stored).expect("loaded"), small);
+        // Just past the bound, it is compressed.
+        let mut edge = small.clone();
+        let short =
+            COMPRESS_FROM - stored.len() + edge.response_body.as_ref().map_or(0, |b| b.len());
+        edge.response_body = Some("x".repeat(short));
+        let edge_plain = codec::encode(&edge).expect("encoded");
+        assert!(edge_plain.len() >= COMPRESS_FROM, "{}", edge_plain.len());
+        let stored = store(&mut compressor, &edge).expect("stored");
+        assert!(stored.starts_with(&ZSTD_MAGIC));
+        assert_eq!(load(&stored).expect("loaded"), edge);
     }
 }

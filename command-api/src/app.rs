@@ -93,8 +93,7 @@ pub fn start(config: Config) -> anyhow::Result<Started> {
     let (log, engine, writer) = open_log_and_engine(&config, clock.clone())?;
     let projections = open_read_models(&config, log.clone(), &engine)?;
     let metrics = Arc::new(Metrics::default());
-    let api_logs =
-        ApiLogs::open(&config.data_dir.join("api-logs")).context("opening the API log store")?;
+    let api_logs = ApiLogs::open(&config.data_dir).context("opening the API log store")?;
     let files = object_store(&config)?;
     let local_files = config
         .storage_url

@@ -309,9 +309,9 @@ async fn a_kill_mid_flight_loses_no_acknowledged_write() {
     }
 }
 
-/// API logs reach the disk every half second, not with each batch (they are
-/// a record of traffic, not the ledger's evidence); a clean stop flushes
-/// whatever is still only in memory.
+/// API logs are stored off the request path, a batch at a time, and not
+/// fsynced with each batch (they are a record of traffic, not the ledger's
+/// evidence); a clean stop stores and checkpoints whatever is still queued.
 #[tokio::test]
 async fn api_logs_of_requests_just_before_a_clean_stop_survive_it() {
     let mut app = spawn_app().await;
