@@ -270,3 +270,54 @@ fn the_empty_write_models_snapshot_reads_back() {
     let path = snapshots.save(&Ledger::new(), [0; 32]).unwrap();
     assert_eq!(snapshots.read(&path, log.as_ref()).unwrap(), Ledger::new());
 }
+
+/// Events keep a balance's `reserved` equal to the sum of its holds without
+/// re-adding them; a snapshot arrives whole, so it is checked whole, and one
+/// whose holds disagree with `reserved` (or that commits more than the
+/// total) is refused rather than trusted.
+#[test]
+fn a_snapshot_whose_holds_disagree_with_its_balance_is_refused() {
+    use ledger_core::domain::balance::Balance;
+    use ledger_core::events::Hold;
+    use ledger_core::ids::{BalanceId, InvoiceId, OrganizationId};
+    use ledger_core::time::Timestamp;
+
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = WriteModelSnapshots::open(&dir.path().join("wm")).unwrap();
+    let log = open(dir.path());
+    let usd = Currency::parse("USD").unwrap();
+    let amount = |s: &str| Amount::parse(usd, s).unwrap();
+    let with_balance = |total, reserved, held: &[&str]| {
+        let mut b = Balance::open(
+            BalanceId::new(),
+            OrganizationId::new(),
+            usd,
+            Timestamp::from_micros(0),
+        );
+        b.total = amount(total);
+        b.reserved = amount(reserved);
+        for h in held {
+            b.holds.insert(Hold::Invoice(InvoiceId::new()), amount(h));
+        }
+        let mut ledger = Ledger::new();
+        ledger.balances.insert(b.id, b);
+        ledger
+    };
+    let read = |ledger: &Ledger| {
+        let path = snapshots.save(ledger, [0; 32]).unwrap();
+        snapshots.read(&path, log.as_ref())
+    };
+
+    let whole = with_balance("100.00", "30.00", &["10.00", "20.00"]);
+    assert_eq!(read(&whole).unwrap(), whole);
+    let refusal = read(&with_balance("100.00", "30.00", &["10.00"])).unwrap_err();
+    assert!(
+        matches!(&refusal, Refused::Decode(m) if m.contains("reserved 30 but holds sum to 10")),
+        "{refusal:?}"
+    );
+    let refusal = read(&with_balance("20.00", "30.00", &["10.00", "20.00"])).unwrap_err();
+    assert!(
+        matches!(&refusal, Refused::Decode(m) if m.contains("available negative")),
+        "{refusal:?}"
+    );
+}
