@@ -300,7 +300,7 @@ pub struct Readers {
 /// The webhook worker alone has up to 64 deliveries in flight, each reading
 /// through here: with 16 kept, connections beyond them were opened and
 /// closed again all the time, and opening one (its schema parsed, its
-/// statements prepared anew) was 8–10% of the server's CPU under the
+/// statements prepared anew) was up to 10% of the server's CPU under the
 /// webhook mix. Each idle reader's page cache is at most 2 MiB.
 const MAX_IDLE: usize = 64;
 
