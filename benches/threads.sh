@@ -8,6 +8,8 @@
 #   bash benches/threads.sh [CONNECTIONS] [SECONDS] [MIX]     # defaults: 16 20 lifecycle
 #
 # SERVER=path/to/expereon picks another build (e.g. an older commit's).
+# RATE=N runs loadgen open loop at N commands/s instead (CONNECTIONS is then
+# the pair count), for latency at a given load rather than at saturation.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CONNECTIONS=${1:-16}
@@ -28,7 +30,7 @@ trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA" "$DATA.log"' 
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done
 
 "$LOADGEN" --url "http://127.0.0.1:$PORT" --connections "$CONNECTIONS" \
-    --duration-secs "$SECONDS_MEASURED" --mix "$MIX" | grep -E '^(throughput|all|deliveries)'
+    --duration-secs "$SECONDS_MEASURED" --mix "$MIX" ${RATE:+--rate "$RATE"} | grep -E '^(throughput|all|deliveries)'
 COMMANDS=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^expereon_engine_batch_size_sum/ { print $2 }')
 python3 - "$PID" "$COMMANDS" <<'PY'
 import collections, os, sys

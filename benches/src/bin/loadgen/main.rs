@@ -80,6 +80,12 @@ struct Args {
     /// Also print the results as one JSON object on stdout (the table then goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Open loop instead: start lifecycles at this many commands/s in all
+    /// (each command's latency counted from when it was due), with
+    /// `--mix lifecycle` or `webhooks`; `--connections` is then only the
+    /// keep-alive pool and the pair count's default.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 macro_rules! progress {
@@ -118,6 +124,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )?;
     api.health().await?;
 
+    if args.rate.is_some() && args.mix == Mix::Reads {
+        bail!("--rate works with --mix lifecycle or webhooks");
+    }
+    if args
+        .rate
+        .is_some_and(|r| r.is_nan() || r <= 0.0 || r.is_infinite())
+    {
+        bail!("--rate must be a positive number of commands per second");
+    }
     let setup_started = Instant::now();
     // Before the setup: a receiver that cannot listen should fail the run
     // before minutes of setup, not after.
@@ -176,7 +191,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let after = expereon_benches::cpu_time("/proc/self/stat");
         Some(after?.saturating_sub(before?))
     });
-    let stats = workload::run(&api, &targets, connections, window).await?;
+    let stats = match (args.rate, &targets) {
+        (None, _) => workload::run(&api, &targets, connections, window).await?,
+        (Some(rate), Targets::Lifecycle(pairs)) => {
+            progress!("open loop: {rate} commands/s");
+            workload::paced(&api, pairs, window, rate).await?
+        }
+        (Some(_), Targets::Reads(_)) => bail!("--rate works with --mix lifecycle or webhooks"),
+    };
     let client_cpu = cpu.await.context("the CPU sampler panicked")?;
     let deliveries = match &receiver {
         Some(receiver) => {
@@ -205,6 +227,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         url: api.root().to_string(),
         mix: args.mix,
         connections,
+        rate: args.rate,
         pairs,
         warmup,
         window: window.length(),

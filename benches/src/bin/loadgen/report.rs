@@ -13,6 +13,8 @@ pub struct Setting {
     pub url: String,
     pub mix: Mix,
     pub connections: usize,
+    /// An open-loop run's commands/s (`--rate`); `None`: closed loop.
+    pub rate: Option<f64>,
     pub pairs: usize,
     pub warmup: Duration,
     pub window: Duration,
@@ -127,6 +129,7 @@ pub fn json(
         "url": setting.url,
         "mix": setting.mix.name(),
         "connections": setting.connections,
+        "rate": setting.rate,
         "pairs": setting.pairs,
         "warmupSecs": setting.warmup.as_secs_f64(),
         "durationSecs": secs,
@@ -311,12 +314,15 @@ pub fn text(
 ) -> String {
     let secs = setting.window.as_secs_f64();
     let mut out = String::new();
+    let load = match setting.rate {
+        Some(rate) => format!("open loop at {rate} commands/s"),
+        None => format!("{} connections", setting.connections),
+    };
     let _ = writeln!(
         out,
-        "loadgen: {} mix against {}: {} connections on {} pairs; {:.1} s measured after a {:.1} s warm-up (setup {:.1} s, not timed)",
+        "loadgen: {} mix against {}: {load} on {} pairs; {:.1} s measured after a {:.1} s warm-up (setup {:.1} s, not timed)",
         setting.mix.name(),
         setting.url,
-        setting.connections,
         setting.pairs,
         secs,
         setting.warmup.as_secs_f64(),
@@ -412,6 +418,7 @@ mod tests {
             url: "http://127.0.0.1:1".into(),
             mix: Mix::Lifecycle,
             connections: 2,
+            rate: None,
             pairs: 2,
             warmup: Duration::ZERO,
             window: Duration::from_secs(2),
@@ -470,6 +477,7 @@ mod tests {
             url: "http://127.0.0.1:1".into(),
             mix: Mix::Webhooks,
             connections: 2,
+            rate: None,
             pairs: 2,
             warmup: Duration::ZERO,
             window: Duration::from_secs(2),

@@ -63,43 +63,106 @@ async fn lifecycle_worker(
     let mut n = worker as u64;
     while !window.over() {
         n += 1;
-        let started = Instant::now();
-        let answer = ops::create_submit(&api, &pair, n).await;
-        let Some(answer) = stats.record(Op::CreateSubmit, answer, started, &window) else {
+        if !lifecycle(&api, &pair, n, Instant::now(), &mut stats, &window).await {
             tokio::time::sleep(ERROR_PAUSE).await;
-            continue;
-        };
-        let Some(invoice) = ops::invoice_id(&answer) else {
-            stats.malformed(Op::CreateSubmit, &window);
-            tokio::time::sleep(ERROR_PAUSE).await;
-            continue;
-        };
-        if window.over() {
-            break;
-        }
-        let started = Instant::now();
-        let answer = ops::approve(&api, &pair, &invoice).await;
-        if stats
-            .record(Op::Approve, answer, started, &window)
-            .is_none()
-        {
-            tokio::time::sleep(ERROR_PAUSE).await;
-            continue;
-        }
-        if window.over() {
-            break;
-        }
-        let started = Instant::now();
-        let answer = ops::settle(&api, &pair, &invoice).await;
-        if stats.record(Op::Settle, answer, started, &window).is_none() {
-            tokio::time::sleep(ERROR_PAUSE).await;
-            continue;
-        }
-        if window.contains(Instant::now()) {
-            stats.lifecycles += 1;
         }
     }
     Ok(stats)
+}
+
+/// One invoice through create+submit, approve and settle, each answer
+/// recorded; false after the first failure (the rest is not sent). The first
+/// command's latency counts from `first_due`, the moment it was meant to be
+/// sent: an open-loop run that falls behind its schedule shows it.
+async fn lifecycle(
+    api: &Api,
+    pair: &Pair,
+    n: u64,
+    first_due: Instant,
+    stats: &mut Stats,
+    window: &Window,
+) -> bool {
+    let answer = ops::create_submit(api, pair, n).await;
+    let Some(answer) = stats.record(Op::CreateSubmit, answer, first_due, window) else {
+        return false;
+    };
+    let Some(invoice) = ops::invoice_id(&answer) else {
+        stats.malformed(Op::CreateSubmit, window);
+        return false;
+    };
+    if window.over() {
+        return true;
+    }
+    let started = Instant::now();
+    let answer = ops::approve(api, pair, &invoice).await;
+    if stats.record(Op::Approve, answer, started, window).is_none() {
+        return false;
+    }
+    if window.over() {
+        return true;
+    }
+    let started = Instant::now();
+    let answer = ops::settle(api, pair, &invoice).await;
+    if stats.record(Op::Settle, answer, started, window).is_none() {
+        return false;
+    }
+    if window.contains(Instant::now()) {
+        stats.lifecycles += 1;
+    }
+    true
+}
+
+/// Lifecycles in flight at once past which an open-loop run gives up: the
+/// server is not keeping up with the rate asked for.
+const MAX_PACED_IN_FLIGHT: usize = 10_000;
+
+/// Open loop: a lifecycle starts every `3 / rate` seconds (three commands
+/// each), on pair after pair, whether or not earlier ones were answered, so
+/// the server sees `rate` commands/s as long as it keeps up, and the
+/// latencies are those of that rate (not of however fast a closed loop
+/// happens to go).
+pub async fn paced(
+    api: &Api,
+    pairs: &[Arc<Pair>],
+    window: Window,
+    rate: f64,
+) -> anyhow::Result<Stats> {
+    if pairs.is_empty() || rate.is_nan() || rate <= 0.0 {
+        bail!("an open-loop run needs pairs and a positive --rate");
+    }
+    let every = Duration::from_secs_f64(3.0 / rate);
+    let start = Instant::now();
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for k in 0u64.. {
+        let due = start + every.mul_f64(k as f64);
+        if due >= window.to {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        if in_flight.load(std::sync::atomic::Ordering::Relaxed) >= MAX_PACED_IN_FLIGHT {
+            bail!(
+                "{MAX_PACED_IN_FLIGHT} lifecycles in flight: the server does not keep up with {rate} commands/s"
+            );
+        }
+        let (api, pair, in_flight) = (
+            api.clone(),
+            pairs[k as usize % pairs.len()].clone(),
+            in_flight.clone(),
+        );
+        in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        handles.push(tokio::spawn(async move {
+            let mut stats = Stats::new()?;
+            lifecycle(&api, &pair, k, due, &mut stats, &window).await;
+            in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, anyhow::Error>(stats)
+        }));
+    }
+    let mut total = Stats::new()?;
+    for handle in handles {
+        total.merge(&handle.await.context("a lifecycle panicked")??)?;
+    }
+    Ok(total)
 }
 
 /// splitmix64: picks invoice ids with no state shared between workers.
