@@ -158,23 +158,13 @@ pub struct LegacyOutbox {
 impl LegacyOutbox {
     /// Opens the sled outbox at `dir` (which must exist).
     pub fn open(dir: &Path) -> Result<Self, OutboxError> {
-        // sled lets go of its file lock when the last of its threads lets go
-        // of a dropped database, a moment after the drop: whoever just wrote
-        // it (the fixtures, `write`) may still hold it. CI met that once.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        loop {
-            match sled::Config::new().path(dir).flush_every_ms(None).open() {
-                Ok(db) => return Ok(Self { db }),
-                // sled reports it as `Other` with this text (sled 0.34's config.rs).
-                Err(sled::Error::Io(e))
-                    if e.to_string().starts_with("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => return Err(storage(e)),
-            }
-        }
+        // Whoever just wrote it (the fixtures, `write`) may still hold its
+        // lock a moment; CI met that once.
+        ledger_core::log::sled::when_unlocked(std::time::Duration::from_secs(2), || {
+            sled::Config::new().path(dir).flush_every_ms(None).open()
+        })
+        .map(|db| Self { db })
+        .map_err(storage)
     }
 
     /// The last log seq whose deliveries it holds.

@@ -147,15 +147,7 @@ async fn approved_invoices(
         }
     }
     for chunk in ids.chunks(500) {
-        let answer = api
-            .post(
-                "/invoices/bulk-approve",
-                Auth::Key(&pair.buyer),
-                &json!({ "requestId": request_id(), "invoiceIds": chunk }),
-            )
-            .await;
-        let v = api.checks().ok_json("approving in bulk", answer)?;
-        expect_all(&v, chunk.len(), "bulk-approve")?;
+        bulk(api, pair, "/invoices/bulk-approve", chunk).await?;
     }
     Ok(ids)
 }
@@ -172,30 +164,31 @@ async fn settle_all(
     let mut settled = 0;
     for part in ids.chunks(chunk) {
         let started = Instant::now();
-        let answer = api
-            .post(
-                "/payments/bulk-settle",
-                Auth::Key(&pair.buyer),
-                &json!({ "requestId": request_id(), "invoiceIds": part }),
-            )
-            .await;
+        settled += bulk(api, pair, "/payments/bulk-settle", part).await?;
         latencies.push(started.elapsed());
-        let v = api.checks().ok_json("settling in bulk", answer)?;
-        settled += expect_all(&v, part.len(), "bulk-settle")?;
     }
     Ok((settled, latencies))
 }
 
-/// The bulk answer's `succeeded`, which must be every id sent: a partly
-/// failed call would make the rate meaningless.
-fn expect_all(v: &Value, sent: usize, what: &str) -> anyhow::Result<usize> {
+/// One bulk call by the buyer on `ids`: how many succeeded, which must be
+/// every id sent (a partly failed call would make the rate meaningless).
+async fn bulk(api: &Api, pair: &Pair, path: &str, ids: &[String]) -> anyhow::Result<usize> {
+    let answer = api
+        .post(
+            path,
+            Auth::Key(&pair.buyer),
+            &json!({ "requestId": request_id(), "invoiceIds": ids }),
+        )
+        .await;
+    let v = api.checks().ok_json(path, answer)?;
+    let sent = ids.len();
     let succeeded = v
         .get("succeeded")
         .and_then(Value::as_u64)
         .context("a bulk answer without `succeeded`")? as usize;
     if succeeded != sent {
         bail!(
-            "{what}: {succeeded} of {sent} succeeded: {}",
+            "{path}: {succeeded} of {sent} succeeded: {}",
             v.to_string().chars().take(400).collect::<String>()
         );
     }

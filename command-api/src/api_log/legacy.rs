@@ -76,24 +76,11 @@ fn parse_key(key: &[u8]) -> Option<(&[u8], i64)> {
 }
 
 fn open(dir: &Path) -> anyhow::Result<sled::Db> {
-    // sled lets go of its file lock a moment after the last handle of a
-    // dropped database goes (see `LegacyOutbox::open` in projections).
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match sled::Config::new().path(dir).flush_every_ms(None).open() {
-            Ok(db) => return Ok(db),
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("opening the legacy API log store {}", dir.display()))
-            }
-        }
-    }
+    // A store dropped a moment before may still be locked.
+    ledger_core::log::sled::when_unlocked(Duration::from_secs(2), || {
+        sled::Config::new().path(dir).flush_every_ms(None).open()
+    })
+    .with_context(|| format!("opening the legacy API log store {}", dir.display()))
 }
 
 /// Writes records the way the sled-era writer did: a time key, an id key

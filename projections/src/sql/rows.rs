@@ -288,10 +288,9 @@ pub fn save_invoice(
     save_invoice_parties(c, inv)
 }
 
-/// The per-organization list rows: the seller's always, the buyer's once the
-/// invoice was submitted.
-/// An invoice's rows in `invoice_parties`, each written only where it
-/// changed.
+/// An invoice's per-organization list rows in `invoice_parties` (the
+/// seller's always, the buyer's once the invoice was submitted), each
+/// written only where it changed.
 ///
 /// Rationale: the table has six indexes, most led by the organization, so
 /// each row's entries lie on pages of their own. An upsert setting every

@@ -392,6 +392,21 @@ mod tests {
     use crate::stats::Window;
     use std::time::Instant;
 
+    /// Two connections on two pairs, 2 s measured, nothing else.
+    fn two_second_run(mix: Mix) -> Setting {
+        Setting {
+            url: "http://127.0.0.1:1".into(),
+            mix,
+            connections: 2,
+            rate: None,
+            pairs: 2,
+            warmup: Duration::ZERO,
+            window: Duration::from_secs(2),
+            setup: Duration::ZERO,
+            client_cpu: None,
+        }
+    }
+
     #[test]
     fn reports_rates_percentiles_and_errors() -> anyhow::Result<()> {
         let mut stats = Stats::new()?;
@@ -414,17 +429,7 @@ mod tests {
         stats.record(Op::Settle, Ok(limited), now, &window);
         stats.lifecycles = 4;
         let all = stats.overall()?;
-        let setting = Setting {
-            url: "http://127.0.0.1:1".into(),
-            mix: Mix::Lifecycle,
-            connections: 2,
-            rate: None,
-            pairs: 2,
-            warmup: Duration::ZERO,
-            window: Duration::from_secs(2),
-            setup: Duration::ZERO,
-            client_cpu: None,
-        };
+        let setting = two_second_run(Mix::Lifecycle);
         let v = json(&setting, &stats, &all, None);
         assert_eq!(v["ok"], 10);
         assert_eq!(v["commandsPerSec"], 5.0);
@@ -473,17 +478,7 @@ mod tests {
         d.latency.record(12_000)?;
         d.arrived_in_window = 10;
         d.duplicates = 3;
-        let setting = Setting {
-            url: "http://127.0.0.1:1".into(),
-            mix: Mix::Webhooks,
-            connections: 2,
-            rate: None,
-            pairs: 2,
-            warmup: Duration::ZERO,
-            window: Duration::from_secs(2),
-            setup: Duration::ZERO,
-            client_cpu: None,
-        };
+        let setting = two_second_run(Mix::Webhooks);
         let v = json(&setting, &stats, &all, Some(&d));
         assert_eq!(v["mix"], "webhooks");
         assert_eq!(v["webhooks"]["deliveriesPerSec"], 5.0);

@@ -168,6 +168,32 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
+/// Runs `open` (an opening of a sled database) again while it fails only
+/// because the database's file lock is still held, for at most `within`.
+///
+/// sled lets go of its lock on its own threads a moment after the last
+/// handle of a dropped database goes, so a database dropped just before
+/// (by this process: a migration, a test's fixture) may still be locked.
+/// sled reports that as an I/O error whose text says so (sled 0.34's
+/// `config.rs`).
+pub fn when_unlocked<T, E: std::fmt::Display>(
+    within: std::time::Duration,
+    mut open: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match open() {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other,
+        }
+    }
+}
+
 impl SledLog {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
         Self::open_with(dir, SledOptions::default())
@@ -231,18 +257,9 @@ impl SledLog {
     /// database there: sled releases its lock on its own threads, a moment
     /// after the handle is dropped.
     fn open_unchecked_retrying(dir: &Path, options: &SledOptions) -> Result<Self, LogError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            match Self::open_unchecked(dir, options) {
-                Err(LogError::Storage(m))
-                    if m.contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                other => return other,
-            }
-        }
+        when_unlocked(std::time::Duration::from_secs(30), || {
+            Self::open_unchecked(dir, options)
+        })
     }
 
     pub fn dir(&self) -> &Path {
