@@ -87,18 +87,33 @@ fn open(dir: &Path) -> anyhow::Result<sled::Db> {
 /// and the record key holding `value`, for each.
 #[cfg(test)]
 pub fn write(dir: &Path, records: &[(super::ApiLogRecord, Vec<u8>)]) {
+    let raw: Vec<_> = records
+        .iter()
+        .map(|(r, value)| {
+            (
+                super::record_key(r.organization_id, r.at, r.id),
+                value.clone(),
+            )
+        })
+        .collect();
+    write_raw(dir, &raw);
+}
+
+/// [`write`] from record keys and stored values as they are.
+#[cfg(test)]
+pub fn write_raw(dir: &Path, records: &[(Vec<u8>, Vec<u8>)]) {
     let db = sled::open(dir).expect("a sled store");
     let mut batch = sled::Batch::default();
-    for (r, value) in records {
-        let key = super::record_key(r.organization_id, r.at, r.id);
+    for (key, value) in records {
+        let (id, at) = parse_key(key).expect("a record key");
         let mut time_key = vec![b't'];
-        time_key.extend_from_slice(&r.at.as_micros().to_be_bytes());
-        time_key.extend_from_slice(&key);
+        time_key.extend_from_slice(&at.to_be_bytes());
+        time_key.extend_from_slice(key);
         let mut id_key = vec![b'i'];
-        id_key.extend_from_slice(r.id.as_bytes());
+        id_key.extend_from_slice(id);
         batch.insert(time_key, &[][..]);
         batch.insert(id_key, key.clone());
-        batch.insert(key, value.clone());
+        batch.insert(key.clone(), value.clone());
     }
     db.apply_batch(batch).expect("written");
     db.flush().expect("flushed");
@@ -207,5 +222,85 @@ mod tests {
         assert_eq!(walk(&logs, a, 2, &|_| true), a_records);
         assert_eq!(walk(&logs, b, 2, &|_| true), b_records);
         assert_eq!(stored_rows(dir.path()).len(), legacy.len());
+    }
+
+    const GOLDEN: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/api-log-sled-v1.hex"
+    );
+
+    /// The records of the golden store, built the same way every time.
+    fn golden_records() -> Vec<ApiLogRecord> {
+        let org = OrganizationId::from_uuid(uuid::Uuid::from_u128(
+            0x0190_0000_0000_7000_8000_0000_0000_0001,
+        ));
+        let record = |n: u128, body: String| {
+            let mut r = rec(org, n as i64, if n == 2 { 404 } else { 200 }, &body);
+            r.id = uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0001_0000 + n);
+            r.api_key_id = ledger_core::ids::ApiKeyId::from_uuid(uuid::Uuid::from_u128(
+                0x0190_0000_0000_7000_8000_0000_0002_0000,
+            ));
+            r
+        };
+        vec![
+            record(1, page("golden")),
+            record(2, "{\"error\":{\"code\":\"NOT_FOUND\"}}".into()),
+            record(3, "{\"old\":true}".into()),
+        ]
+    }
+
+    /// The golden store's stored values: the sled-era writer compressed every
+    /// record (the first two); records from before compression are plain
+    /// (the third).
+    fn golden_values(records: &[ApiLogRecord]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        as_stored(&records[..2], false)
+            .into_iter()
+            .chain(as_stored(&records[2..], true))
+            .map(|(r, v)| (key_of(&r), v))
+            .collect()
+    }
+
+    /// Writes the golden fixture (run once, by hand, with the sled-era code's
+    /// encoding; the file is then frozen).
+    #[test]
+    #[ignore = "writes the golden fixture"]
+    fn generate_the_golden_sled_api_log() {
+        let lines: Vec<String> = golden_values(&golden_records())
+            .iter()
+            .map(|(k, v)| format!("{} {}", hex::encode(k), hex::encode(v)))
+            .collect();
+        std::fs::write(GOLDEN, lines.join("\n") + "\n").expect("written");
+    }
+
+    /// A sled API log as the last sled-era version stored it, frozen byte for
+    /// byte: the first start of this version moves it and serves every
+    /// record as it was recorded.
+    #[tokio::test]
+    async fn the_golden_sled_api_log_opens_with_every_record() {
+        let text = std::fs::read_to_string(GOLDEN).expect("the golden fixture");
+        let stored: Vec<(Vec<u8>, Vec<u8>)> = text
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once(' ').expect("key value");
+                (hex::decode(k).expect("hex"), hex::decode(v).expect("hex"))
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        write_raw(&dir.path().join(DIR), &stored);
+        let logs = ApiLogs::open(dir.path()).expect("opened");
+        let expected = golden_records();
+        assert_eq!(stored.len(), expected.len());
+        for r in &expected {
+            assert_eq!(logs.get(r.id).expect("read").as_ref(), Some(r));
+        }
+        assert_eq!(
+            walk(&logs, expected[0].organization_id, 2, &|_| true),
+            expected
+        );
+        assert_eq!(
+            stored_rows(dir.path()),
+            stored,
+            "values are moved as stored"
+        );
     }
 }
