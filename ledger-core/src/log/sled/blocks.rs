@@ -229,6 +229,30 @@ impl<'a> Reader<'a> {
     /// Buffers the events from `next` on that one block holds; false at the
     /// end of the log.
     fn refill(&mut self) -> Result<bool, LogError> {
+        if self.refill_from_block_before()? {
+            return Ok(true);
+        }
+        // No block holds `next`: the end of the log, unless a later one exists.
+        match at_or_after(self.db, self.next)? {
+            None => Ok(false),
+            // Written since the lookup above.
+            Some((first, value)) if first == self.next => {
+                self.buffered = decode(first, &value)?.into_iter();
+                Ok(true)
+            }
+            // An append since the first lookup may have extended the block
+            // before as well as started this one (one atomic batch).
+            Some(_) if self.refill_from_block_before()? => Ok(true),
+            Some((first, _)) => Err(LogError::Corrupt {
+                seq: self.next,
+                reason: format!("missing (sequence jumps to {first})"),
+            }),
+        }
+    }
+
+    /// Buffers the events from `next` on in the block that starts at or
+    /// before it; false if it holds none.
+    fn refill_from_block_before(&mut self) -> Result<bool, LogError> {
         if let Some((first, value)) = at_or_before(self.db, self.next)? {
             let wanted: Vec<RawEvent> = decode(first, &value)?
                 .into_iter()
@@ -239,19 +263,7 @@ impl<'a> Reader<'a> {
                 return Ok(true);
             }
         }
-        // No block holds `next`: the end of the log, unless a later one exists.
-        match at_or_after(self.db, self.next)? {
-            None => Ok(false),
-            // Written since the lookup above.
-            Some((first, value)) if first == self.next => {
-                self.buffered = decode(first, &value)?.into_iter();
-                Ok(true)
-            }
-            Some((first, _)) => Err(LogError::Corrupt {
-                seq: self.next,
-                reason: format!("missing (sequence jumps to {first})"),
-            }),
-        }
+        Ok(false)
     }
 }
 

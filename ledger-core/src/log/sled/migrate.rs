@@ -17,7 +17,9 @@
 //! restored from the complete copy or else from the original, and leftovers
 //! are removed. The original is deleted only once the copy is in its place.
 
-use super::{storage, stored_head, sync_dir, LogError, SledLog, SledOptions, IDEM, IDEM_TIME};
+use super::{
+    storage, stored_head, sync_dir, LogError, SledLog, SledOptions, Store, IDEM, IDEM_TIME,
+};
 use crate::log::{copy_verified, RawEvent};
 use std::path::{Path, PathBuf};
 
@@ -118,11 +120,7 @@ fn old_events(db: &::sled::Db) -> impl Iterator<Item = Result<RawEvent, LogError
 
 /// Copies the layout-1 log `old` (open on `dir`) into the block layout and
 /// puts the copy in its place; `old` is closed on return.
-pub(super) fn by_copy(
-    old: SledLog,
-    dir: &Path,
-    options: &SledOptions,
-) -> Result<Migrated, LogError> {
+pub(super) fn by_copy(old: Store, dir: &Path, options: &SledOptions) -> Result<Migrated, LogError> {
     let copy_dir = sibling(dir, "layout2")?;
     if copy_dir.exists() {
         // A copy an earlier open did not finish.
@@ -142,8 +140,7 @@ pub(super) fn by_copy(
         }
     }
     let idempotency_records = copy_idempotency(&old.db, &copy)?;
-    copy.make_durable()?;
-    drop(copy);
+    copy.close()?;
     wait_closed(&copy_dir)?;
     std::fs::File::create(copy_dir.join(COMPLETE))
         .and_then(|f| f.sync_all())
@@ -207,13 +204,14 @@ fn copy_idempotency(from: &::sled::Db, to: &SledLog) -> Result<u64, LogError> {
                 records += 1;
             }
             if n == STEP {
-                to.db
+                to.store
+                    .db
                     .apply_batch(std::mem::take(&mut batch))
                     .map_err(storage)?;
                 n = 0;
             }
         }
-        to.db.apply_batch(batch).map_err(storage)?;
+        to.store.db.apply_batch(batch).map_err(storage)?;
     }
     Ok(records)
 }

@@ -1,4 +1,4 @@
-//! The embedded event log on sled (one tree, one atomic batch per append).
+//! The embedded event log: sled behind a write-ahead journal.
 //!
 //! Key layout (all integers big-endian so sled's order is numeric order):
 //! - `B` first seq                → a block of consecutive events, each
@@ -14,17 +14,28 @@
 //! Logs written with a key per event (layout 1) are moved to this layout at
 //! open (`migrate.rs`).
 //!
-//! Durability: sled's `flush()` ends in `sync_file_range`, which does not reach
-//! the disk's write cache (sled issues 1351, 1452). After every flush we
-//! `fdatasync` the data file ourselves, once per append (= once per group commit).
-//! sled also writes any item bigger than about an eighth of a segment (a large
-//! event, or a tree node that grew past ~128 KiB) to its own file under
-//! `blobs/`, and never syncs those: we sync each new blob file and the `blobs`
-//! directory before the data file, and the log directory itself at open.
+//! Durability: an append is one record at the end of the write-ahead
+//! journal (`journal.rs`), and a group commit one `fdatasync` of it. The
+//! `log-applier` thread takes the entries into sled afterwards (`applier.rs`);
+//! until it has, readers find them in memory (`pending.rs`). sled is flushed
+//! only when that lets a journal file go, so its stalls (15–28 ms, holding a
+//! lock every `apply_batch` takes) no longer sit on the command path. At open,
+//! whatever the journal holds beyond sled is replayed into it.
+//!
+//! sled's `flush()` ends in `sync_file_range`, which does not reach the disk's
+//! write cache (sled issues 1351, 1452), so after every flush we `fdatasync`
+//! the data file ourselves. sled also writes any item bigger than about an
+//! eighth of a segment (a large event, or a tree node that grew past ~128 KiB)
+//! to its own file under `blobs/`, and never syncs those: we sync each new
+//! blob file and the `blobs` directory before the data file, and the log
+//! directory itself at open.
 
+mod applier;
 mod blocks;
 mod gc;
+mod journal;
 mod migrate;
+mod pending;
 pub mod raw;
 mod streams;
 
@@ -33,12 +44,14 @@ pub use migrate::Migrated;
 use super::*;
 use crate::codec;
 use blocks::Block;
-use std::collections::hash_map::Entry;
+use journal::{Entry, Stored};
+use pending::Pending;
+use std::collections::hash_map::Entry as Entry2;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use streams::Tip;
 
 const IDEM: u8 = b'I';
@@ -49,16 +62,39 @@ const HEAD: u8 = b'H';
 const TAIL_VERIFY: u64 = 4096;
 
 pub struct SledLog {
+    store: Arc<Store>,
+    pending: Arc<Pending>,
+    /// The journal's writing end, and what an append checks against.
+    writer: Mutex<Writer>,
+    /// The head of the log as appended (ahead of sled while the applier catches up).
+    head: Mutex<LogHead>,
+    /// Held across a whole sync, so a sync never returns while an earlier
+    /// one's fdatasync, which covers its appends too, is still running.
+    sync_lock: Mutex<()>,
+    applier: Option<std::thread::JoinHandle<Result<(), LogError>>>,
+}
+
+struct Writer {
+    journal: journal::Writer,
+    head: LogHead,
+    /// Current version of recently appended streams (a cache: a miss asks
+    /// the unapplied entries, then sled).
+    versions: HashMap<StreamId, u64>,
+}
+
+/// The sled database and what writing into it needs.
+pub(crate) struct Store {
     db: ::sled::Db,
     dir: PathBuf,
     /// The files whose pages must reach the disk after each flush.
     data_files: Vec<File>,
     /// Blob files (under `blobs/`) already synced; sled never syncs them.
     synced_blobs: Mutex<HashSet<OsString>>,
-    state: Mutex<State>,
+    applied: Mutex<Applied>,
 }
 
-struct State {
+/// What sled holds, as far as the next `apply` needs to know.
+struct Applied {
     head: LogHead,
     /// The log's last block while later appends may extend it.
     tail: Option<Block>,
@@ -194,6 +230,10 @@ pub fn when_unlocked<T, E: std::fmt::Display>(
     }
 }
 
+fn poisoned() -> LogError {
+    LogError::Storage("log state poisoned by an earlier panic".into())
+}
+
 impl SledLog {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
         Self::open_with(dir, SledOptions::default())
@@ -202,10 +242,10 @@ impl SledLog {
     pub fn open_with(dir: impl AsRef<Path>, options: SledOptions) -> Result<Self, LogError> {
         let dir = dir.as_ref().to_path_buf();
         migrate::finish_interrupted(&dir)?;
-        let mut log = Self::open_unchecked(&dir, &options)?;
-        if migrate::is_layout_1(&log.db)? {
+        let mut store = Store::open(&dir, &options)?;
+        if migrate::is_layout_1(&store.db)? {
             let started = std::time::Instant::now();
-            let moved = migrate::by_copy(log, &dir, &options)?;
+            let moved = migrate::by_copy(store, &dir, &options)?;
             tracing::info!(
                 dir = %dir.display(),
                 events = moved.events,
@@ -213,24 +253,102 @@ impl SledLog {
                 seconds = started.elapsed().as_secs_f64(),
                 "event log copied from a key per event to blocks (layout 2)"
             );
-            log = Self::open_unchecked_retrying(&dir, &options)?;
+            store = Store::open_retrying(&dir, &options)?;
         }
-        let head = Self::verify_tail(&log.db)?;
-        let tail = blocks::last(&log.db)?;
-        if let Ok(mut state) = log.state.lock() {
-            state.head = head;
-            state.tail = tail;
+        let head = Store::verify_tail(&store.db)?;
+        let tail = blocks::last(&store.db)?;
+        if let Ok(mut applied) = store.applied.lock() {
+            applied.head = head;
+            applied.tail = tail;
         }
-        Ok(log)
+        let first_file = applier::recover(&store)?;
+        let head = store.lock_applied()?.head;
+        let journal = journal::Writer::start(&dir, first_file)?;
+        let store = Arc::new(store);
+        let pending = Arc::new(Pending::default());
+        let applier = {
+            let (store, pending) = (store.clone(), pending.clone());
+            std::thread::Builder::new()
+                .name("log-applier".into())
+                .spawn(move || applier::run(&store, &pending, first_file))
+                .map_err(storage)?
+        };
+        Ok(Self {
+            store,
+            pending,
+            writer: Mutex::new(Writer {
+                journal,
+                head,
+                versions: HashMap::new(),
+            }),
+            head: Mutex::new(head),
+            sync_lock: Mutex::new(()),
+            applier: Some(applier),
+        })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.store.dir
+    }
+
+    /// Takes every journal entry into sled, makes sled durable and removes
+    /// the journal, reporting what failed (dropping the log does the same
+    /// and can only log it).
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.stop_applier()
+    }
+
+    fn stop_applier(&mut self) -> Result<(), LogError> {
+        self.pending.stop();
+        match self.applier.take().map(|t| t.join()) {
+            None => Ok(()),
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(LogError::Storage("the log applier panicked".into())),
+        }
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, LogError> {
+        self.writer.lock().map_err(|_| poisoned())
+    }
+
+    /// The current version of a stream: unapplied entries first, then sled
+    /// (in that order: an entry leaves the queue only once sled has it).
+    fn version(&self, cache: &HashMap<StreamId, u64>, stream: StreamId) -> Result<u64, LogError> {
+        if let Some(v) = cache.get(&stream) {
+            return Ok(*v);
+        }
+        if let Some(v) = self.pending.version(stream) {
+            return Ok(v);
+        }
+        Ok(streams::tip(&self.store.db, stream)?.version())
+    }
+
+    /// Writes an entry to the journal and queues it for sled.
+    fn journal(&self, writer: &mut Writer, entry: Entry) -> Result<(), LogError> {
+        let record = journal::frame(&entry)?;
+        self.pending.wait_for_room()?;
+        let file = writer.journal.write(&record)?;
+        self.pending.push(file, entry, record.len());
+        Ok(())
+    }
+}
+
+impl Drop for SledLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_applier() {
+            tracing::error!(error = %e, "closing the event log: the journal stays for the next open");
+        }
+    }
+}
+
+impl Store {
     /// Opens sled on `dir` without looking at what it holds.
-    fn open_unchecked(dir: &Path, options: &SledOptions) -> Result<Self, LogError> {
+    fn open(dir: &Path, options: &SledOptions) -> Result<Self, LogError> {
         let db = ::sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
             .mode(::sled::Mode::HighThroughput)
-            // We flush (and fdatasync) at every group commit; no background flusher needed.
+            // The applier flushes (and fdatasyncs) when it retires journal files.
             .flush_every_ms(None)
             .open()
             .map_err(storage)?;
@@ -242,7 +360,7 @@ impl SledLog {
             dir: dir.to_path_buf(),
             data_files,
             synced_blobs: Mutex::new(HashSet::new()),
-            state: Mutex::new(State {
+            applied: Mutex::new(Applied {
                 head: LogHead {
                     last_seq: 0,
                     last_hash: GENESIS_HASH,
@@ -253,19 +371,18 @@ impl SledLog {
         })
     }
 
-    /// [`Self::open_unchecked`] right after this process closed a sled
-    /// database there: sled releases its lock on its own threads, a moment
-    /// after the handle is dropped.
-    fn open_unchecked_retrying(dir: &Path, options: &SledOptions) -> Result<Self, LogError> {
+    /// [`Self::open`] right after this process closed a sled database
+    /// there: sled releases its lock on its own threads, a moment after the
+    /// handle is dropped.
+    fn open_retrying(dir: &Path, options: &SledOptions) -> Result<Self, LogError> {
         when_unlocked(std::time::Duration::from_secs(30), || {
-            Self::open_unchecked(dir, options)
+            Self::open(dir, options)
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    fn lock_applied(&self) -> Result<MutexGuard<'_, Applied>, LogError> {
+        self.applied.lock().map_err(|_| poisoned())
     }
-
     /// The files to sync after every flush. sled writes `conf` only when it
     /// creates the database, so it is synced once here rather than per commit
     /// (an fdatasync with nothing to write still flushes the disk cache: measured
@@ -339,14 +456,6 @@ impl SledLog {
         )
     }
 
-    /// The stream's last index chunk, from the cache or the index.
-    fn tip(&self, cache: &HashMap<StreamId, Tip>, stream: StreamId) -> Result<Tip, LogError> {
-        match cache.get(&stream) {
-            Some(tip) => Ok(tip.clone()),
-            None => streams::tip(&self.db, stream),
-        }
-    }
-
     fn make_durable(&self) -> Result<(), LogError> {
         self.db.flush().map_err(storage)?;
         self.sync_new_blobs()?;
@@ -392,85 +501,94 @@ impl SledLog {
         }
         Ok(())
     }
-}
 
-impl EventLog for SledLog {
-    fn head(&self) -> LogHead {
-        match self.state.lock() {
-            Ok(s) => s.head,
-            Err(poisoned) => poisoned.into_inner().head,
+    /// The stream's last index chunk, from the cache or the index.
+    fn tip(&self, cache: &HashMap<StreamId, Tip>, stream: StreamId) -> Result<Tip, LogError> {
+        match cache.get(&stream) {
+            Some(tip) => Ok(tip.clone()),
+            None => streams::tip(&self.db, stream),
         }
     }
 
-    fn append(
-        &self,
-        events: &[RecordedEvent],
-        idempotency: &[IdempotencyRecord],
-    ) -> Result<LogHead, LogError> {
-        let head = self.append_unsynced(events, idempotency)?;
-        self.make_durable()?;
-        Ok(head)
-    }
-
-    fn sync(&self) -> Result<(), LogError> {
-        self.make_durable()
-    }
-
-    fn append_unsynced(
-        &self,
-        events: &[RecordedEvent],
-        idempotency: &[IdempotencyRecord],
-    ) -> Result<LogHead, LogError> {
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| LogError::Storage("log state poisoned by an earlier panic".into()))?;
-        let mut head = state.head;
-        // Built on scratch copies so a refused append leaves no trace.
+    /// Writes journal entries into sled as one atomic batch, continuing what
+    /// sled holds; refuses (writing nothing) entries that do not continue it.
+    fn apply(&self, entries: &[&Entry]) -> Result<(), LogError> {
+        let mut applied = self.lock_applied()?;
+        let mut head = applied.head;
+        // Built on scratch copies so a refused batch leaves no trace.
         // A full last block is kept too: `fits` starts the next one.
-        let mut open = state.tail.clone();
+        let mut open = applied.tail.clone();
         let mut filled: Vec<Block> = Vec::new();
         let mut tips: HashMap<StreamId, Tip> = HashMap::new();
         let mut filled_chunks: Vec<([u8; 26], Vec<u8>)> = Vec::new();
-        for event in events {
-            if event.seq != head.next_seq() {
-                return Err(LogError::OutOfSequence {
-                    expected: head.next_seq(),
-                    got: event.seq,
-                });
-            }
-            let stream = event.stream();
-            let tip = match tips.entry(stream) {
-                Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert(self.tip(&state.tips, stream)?),
-            };
-            if event.version != tip.version() + 1 {
-                return Err(LogError::VersionConflict {
-                    stream,
-                    expected: tip.version() + 1,
-                    got: event.version,
-                });
-            }
-            if let Some((chunk, seqs)) = tip.push(event.seq) {
-                filled_chunks.push((streams::key(&stream.to_bytes(), chunk), seqs));
-            }
-            let encoded = codec::encode_event(event)?;
-            let hash = chain_hash(&head.last_hash, &encoded);
-            match open.as_mut() {
-                Some(block) if block.fits(encoded.len()) => block.push(&encoded, &hash)?,
-                _ => {
-                    filled.extend(open.take());
-                    let mut block = Block::new(event.seq);
-                    block.push(&encoded, &hash)?;
-                    open = Some(block);
+        let mut batch = ::sled::Batch::default();
+        let mut recorded: HashSet<IdempotencyKey> = HashSet::new();
+        let mut writes = 0;
+        for entry in entries {
+            match entry {
+                Entry::Batch {
+                    events,
+                    idempotency,
+                } => {
+                    for event in events {
+                        if event.seq != head.next_seq() {
+                            return Err(LogError::OutOfSequence {
+                                expected: head.next_seq(),
+                                got: event.seq,
+                            });
+                        }
+                        let tip = match tips.entry(event.stream) {
+                            Entry2::Occupied(o) => o.into_mut(),
+                            Entry2::Vacant(v) => v.insert(self.tip(&applied.tips, event.stream)?),
+                        };
+                        if event.version != tip.version() + 1 {
+                            return Err(LogError::VersionConflict {
+                                stream: event.stream,
+                                expected: tip.version() + 1,
+                                got: event.version,
+                            });
+                        }
+                        if let Some((chunk, seqs)) = tip.push(event.seq) {
+                            filled_chunks
+                                .push((streams::key(&event.stream.to_bytes(), chunk), seqs));
+                        }
+                        match open.as_mut() {
+                            Some(block) if block.fits(event.encoded.len()) => {
+                                block.push(&event.encoded, &event.hash)?
+                            }
+                            _ => {
+                                filled.extend(open.take());
+                                let mut block = Block::new(event.seq);
+                                block.push(&event.encoded, &event.hash)?;
+                                open = Some(block);
+                            }
+                        }
+                        head = LogHead {
+                            last_seq: event.seq,
+                            last_hash: event.hash,
+                        };
+                        writes += 1;
+                    }
+                    for record in idempotency {
+                        batch.insert(&idem_key(&record.key)[..], codec::encode(record)?);
+                        batch.insert(&idem_time_key(record.at, &record.key)[..], &[][..]);
+                        recorded.insert(record.key);
+                        writes += 1;
+                    }
+                }
+                // Unless pruned meanwhile: a kept answer never brings back a
+                // record retention dropped.
+                Entry::Completion(record) => {
+                    let key = idem_key(&record.key);
+                    if recorded.contains(&record.key)
+                        || self.db.contains_key(&key[..]).map_err(storage)?
+                    {
+                        batch.insert(&key[..], codec::encode(record)?);
+                        writes += 1;
+                    }
                 }
             }
-            head = LogHead {
-                last_seq: event.seq,
-                last_hash: hash,
-            };
         }
-        let mut batch = ::sled::Batch::default();
         for block in filled.iter().chain(open.iter()).filter(|b| b.dirty) {
             batch.insert(&blocks::key(block.first_seq)[..], block.bytes.as_slice());
         }
@@ -480,29 +598,192 @@ impl EventLog for SledLog {
         for (stream, tip) in &tips {
             batch.insert(&tip.key(*stream)[..], tip.seqs.as_slice());
         }
-        if !events.is_empty() {
+        if head != applied.head {
             batch.insert(&[HEAD][..], &head_value(&head)[..]);
         }
-        for record in idempotency {
-            batch.insert(&idem_key(&record.key)[..], codec::encode(record)?);
-            batch.insert(&idem_time_key(record.at, &record.key)[..], &[][..]);
-        }
         self.db.apply_batch(batch).map_err(storage)?;
-        gc::reclaim_after_append(events.len() + idempotency.len());
-        // The batch is in sled even if the sync below fails; keep the state true to it.
-        state.head = head;
-        if !events.is_empty() {
-            state.tail = open.map(|mut block| {
+        gc::reclaim_after_append(writes);
+        if head != applied.head {
+            applied.head = head;
+            applied.tail = open.map(|mut block| {
                 block.dirty = false;
                 block
             });
         }
         // A cache of recent streams, not of history: past its bound it starts
         // over (a miss costs one sled lookup).
-        if state.tips.len() + tips.len() > TIP_CACHE_ENTRIES {
-            state.tips.clear();
+        if applied.tips.len() + tips.len() > TIP_CACHE_ENTRIES {
+            applied.tips.clear();
         }
-        state.tips.extend(tips);
+        applied.tips.extend(tips);
+        Ok(())
+    }
+
+    fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, LogError> {
+        match self.db.get(idem_key(key)).map_err(storage)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        }
+    }
+}
+
+/// Events in order from a seq: from sled, then from the entries sled has
+/// not taken in yet. The applier may move events from the second to the
+/// first while this runs, so when the queue does not hold the next seq,
+/// sled is asked once more before the end is declared.
+struct Reader<'a> {
+    log: &'a SledLog,
+    next: u64,
+    sled: Option<blocks::Reader<'a>>,
+    buffered: std::vec::IntoIter<RawEvent>,
+    done: bool,
+}
+
+impl Reader<'_> {
+    const CHUNK: usize = 1024;
+
+    fn step(&mut self) -> Result<Option<RawEvent>, LogError> {
+        if let Some(raw) = self.buffered.next() {
+            return Ok(Some(raw));
+        }
+        if let Some(sled) = self.sled.as_mut() {
+            match sled.next().transpose()? {
+                Some(raw) => return Ok(Some(raw)),
+                None => self.sled = None,
+            }
+        }
+        let queued = self.log.pending.events_from(self.next, Self::CHUNK);
+        if queued.first().is_some_and(|e| e.seq == self.next) {
+            self.buffered = queued.into_iter();
+            return Ok(self.buffered.next());
+        }
+        // Applied since sled was read, or the end of the log.
+        let mut again = blocks::Reader::new(&self.log.store.db, self.next);
+        match again.next().transpose()? {
+            Some(raw) => {
+                self.sled = Some(again);
+                Ok(Some(raw))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl Iterator for Reader<'_> {
+    type Item = Result<RawEvent, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(raw)) if raw.seq == self.next => {
+                self.next += 1;
+                Some(Ok(raw))
+            }
+            Ok(Some(raw)) => {
+                self.done = true;
+                Some(Err(LogError::Corrupt {
+                    seq: self.next,
+                    reason: format!("missing (sequence jumps to {})", raw.seq),
+                }))
+            }
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl EventLog for SledLog {
+    fn head(&self) -> LogHead {
+        match self.head.lock() {
+            Ok(h) => *h,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    fn append(
+        &self,
+        events: &[RecordedEvent],
+        idempotency: &[IdempotencyRecord],
+    ) -> Result<LogHead, LogError> {
+        let head = self.append_unsynced(events, idempotency)?;
+        self.sync()?;
+        Ok(head)
+    }
+
+    fn sync(&self) -> Result<(), LogError> {
+        let _one_at_a_time = self.sync_lock.lock().map_err(|_| poisoned())?;
+        let work = self.lock_writer()?.journal.take_sync_work();
+        work.run()
+    }
+
+    fn append_unsynced(
+        &self,
+        events: &[RecordedEvent],
+        idempotency: &[IdempotencyRecord],
+    ) -> Result<LogHead, LogError> {
+        let mut writer = self.lock_writer()?;
+        if let Some(e) = self.pending.failed() {
+            return Err(e);
+        }
+        let mut head = writer.head;
+        let mut versions: HashMap<StreamId, u64> = HashMap::new();
+        let mut stored = Vec::with_capacity(events.len());
+        for event in events {
+            if event.seq != head.next_seq() {
+                return Err(LogError::OutOfSequence {
+                    expected: head.next_seq(),
+                    got: event.seq,
+                });
+            }
+            let stream = event.stream();
+            let current = match versions.get(&stream) {
+                Some(v) => *v,
+                None => self.version(&writer.versions, stream)?,
+            };
+            if event.version != current + 1 {
+                return Err(LogError::VersionConflict {
+                    stream,
+                    expected: current + 1,
+                    got: event.version,
+                });
+            }
+            versions.insert(stream, event.version);
+            let encoded = codec::encode_event(event)?;
+            let hash = chain_hash(&head.last_hash, &encoded);
+            stored.push(Stored {
+                seq: event.seq,
+                stream,
+                version: event.version,
+                encoded,
+                hash,
+            });
+            head = LogHead {
+                last_seq: event.seq,
+                last_hash: hash,
+            };
+        }
+        if stored.is_empty() && idempotency.is_empty() {
+            return Ok(head);
+        }
+        let entry = Entry::Batch {
+            events: stored,
+            idempotency: idempotency.to_vec(),
+        };
+        self.journal(&mut writer, entry)?;
+        writer.head = head;
+        if writer.versions.len() + versions.len() > TIP_CACHE_ENTRIES {
+            writer.versions.clear();
+        }
+        writer.versions.extend(versions);
+        *self.head.lock().map_err(|_| poisoned())? = head;
         Ok(head)
     }
 
@@ -517,16 +798,26 @@ impl EventLog for SledLog {
     }
 
     fn read_raw(&self, from_seq: u64) -> RawIter<'_> {
-        Box::new(blocks::Reader::new(&self.db, from_seq))
+        let next = from_seq.max(1);
+        Box::new(Reader {
+            log: self,
+            next,
+            sled: Some(blocks::Reader::new(&self.store.db, next)),
+            buffered: Vec::new().into_iter(),
+            done: false,
+        })
     }
 
     fn read_stream(&self, stream: StreamId) -> Result<Vec<RecordedEvent>, LogError> {
+        // The queue before sled (see `pending`).
+        let queued = self.pending.stream(stream);
+        let db = &self.store.db;
         let mut out = Vec::new();
         // A stream's events often share a block: decode each block once.
         let mut block: Vec<RawEvent> = Vec::new();
-        for seq in streams::seqs(&self.db, stream)? {
+        for seq in streams::seqs(db, stream)? {
             if !block.iter().any(|r| r.seq == seq) {
-                block = match blocks::at_or_before(&self.db, seq)? {
+                block = match blocks::at_or_before(db, seq)? {
                     Some((first, value)) => blocks::decode(first, &value)?,
                     None => Vec::new(),
                 };
@@ -538,20 +829,19 @@ impl EventLog for SledLog {
                     seq,
                     reason: "indexed by its stream but missing".into(),
                 })?;
-            out.push(
-                codec::decode_event(&raw.encoded).map_err(|e| LogError::Corrupt {
-                    seq,
-                    reason: e.to_string(),
-                })?,
-            );
+            out.push(decode_at(seq, &raw.encoded)?);
+        }
+        let reached = out.last().map(|e: &RecordedEvent| e.version).unwrap_or(0);
+        for event in queued.iter().filter(|e| e.version > reached) {
+            out.push(decode_at(event.seq, &event.encoded)?);
         }
         Ok(out)
     }
 
     fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, LogError> {
-        match self.db.get(idem_key(key)).map_err(storage)? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        match self.pending.idempotency(key) {
+            Some(record) => Ok(Some(record)),
+            None => self.store.idempotency(key),
         }
     }
 
@@ -561,32 +851,36 @@ impl EventLog for SledLog {
         status: u16,
         body: Vec<u8>,
     ) -> Result<IdempotencyRecord, LogError> {
-        let key = idem_key(&pending.key);
-        let old = codec::encode(pending)?;
         let done = IdempotencyRecord {
             status,
             body,
             ..pending.clone()
         };
-        let new = codec::encode(&done)?;
-        match self
-            .db
-            .compare_and_swap(&key[..], Some(old), Some(new))
-            .map_err(storage)?
-        {
-            Ok(()) => Ok(done),
-            // Someone completed (or pruned) it first: theirs stands.
-            Err(_) => Ok(self.idempotency(&pending.key)?.unwrap_or(done)),
+        // Under the writer's lock: the compare and the write are one step.
+        let mut writer = self.lock_writer()?;
+        match self.idempotency(&pending.key)? {
+            Some(current) if current == *pending => {
+                self.journal(&mut writer, Entry::Completion(done.clone()))?;
+                Ok(done)
+            }
+            // Someone completed it first: theirs stands.
+            Some(current) => Ok(current),
+            // Pruned meanwhile.
+            None => Ok(done),
         }
     }
 
     fn prune_idempotency(&self, before: Timestamp) -> Result<usize, LogError> {
+        let store = &self.store;
+        // Not while the applier writes: a kept answer it is taking in must
+        // see the record gone, or be pruned with it.
+        let _applied = store.lock_applied()?;
         let start = [IDEM_TIME];
         let mut end = [IDEM_TIME; 9];
         end[1..].copy_from_slice(&before.as_micros().to_be_bytes());
         let mut batch = ::sled::Batch::default();
         let mut n = 0;
-        for item in self.db.range(&start[..]..&end[..]) {
+        for item in store.db.range(&start[..]..&end[..]) {
             let (key, _) = item.map_err(storage)?;
             let mut ikey = [IDEM; 33];
             ikey[1..].copy_from_slice(&key[9..41]);
@@ -595,9 +889,15 @@ impl EventLog for SledLog {
             n += 1;
         }
         if n > 0 {
-            self.db.apply_batch(batch).map_err(storage)?;
-            self.make_durable()?;
+            store.db.apply_batch(batch).map_err(storage)?;
         }
         Ok(n)
     }
+}
+
+fn decode_at(seq: u64, encoded: &[u8]) -> Result<RecordedEvent, LogError> {
+    codec::decode_event(encoded).map_err(|e| LogError::Corrupt {
+        seq,
+        reason: e.to_string(),
+    })
 }
