@@ -12,10 +12,16 @@ use crate::events::StreamId;
 use crate::log::{IdempotencyKey, IdempotencyRecord, LogError, RawEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Unapplied journal bytes past which appends wait for the applier.
 pub(super) const MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long an entry waits for others to go into sled with it. sled's cost
+/// is per `apply_batch` more than per key (a write of its buffer and its
+/// I/O threads' wake-ups): applying each group commit at once cost about
+/// 500 µs of CPU per command at 600 commands/s (BENCHMARKS.md).
+pub(super) const GATHER: Duration = Duration::from_millis(100);
 
 pub(super) struct Item {
     pub id: u64,
@@ -23,6 +29,7 @@ pub(super) struct Item {
     pub file: u64,
     pub entry: Arc<Entry>,
     bytes: usize,
+    queued: Instant,
 }
 
 #[derive(Default)]
@@ -117,30 +124,47 @@ impl Pending {
             file,
             entry: Arc::new(entry),
             bytes,
+            queued: Instant::now(),
         });
-        self.changed.notify_all();
+        // The applier sleeps until the first entry's time is up; wake it
+        // only to start that clock or when enough has queued.
+        if q.items.len() == 1 || q.bytes >= MAX_BYTES / 2 {
+            self.changed.notify_all();
+        }
     }
 
-    /// The applier's next work: up to `max` entries, waiting at most `wait`.
+    /// The applier's next work: up to `max` entries, once the first has
+    /// waited [`GATHER`] (or half the bound has queued, or the log is
+    /// closing); `Idle` after `wait` with nothing queued.
     pub fn take(&self, max: usize, wait: Duration) -> Work {
         let mut q = self.lock();
-        if q.items.is_empty() && !q.stopping {
+        let idle_until = Instant::now() + wait;
+        loop {
+            let now = Instant::now();
+            let due = match q.items.front() {
+                None if q.stopping => return Work::Stop,
+                None if now >= idle_until => return Work::Idle,
+                None => idle_until,
+                Some(first) => {
+                    let due = first.queued + GATHER;
+                    if q.stopping || now >= due || q.bytes >= MAX_BYTES / 2 {
+                        return Work::Items(
+                            q.items
+                                .iter()
+                                .take(max)
+                                .map(|i| (i.id, i.file, i.entry.clone()))
+                                .collect(),
+                        );
+                    }
+                    due
+                }
+            };
             q = self
                 .changed
-                .wait_timeout(q, wait)
+                .wait_timeout(q, due.saturating_duration_since(now))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        if q.items.is_empty() {
-            return if q.stopping { Work::Stop } else { Work::Idle };
-        }
-        Work::Items(
-            q.items
-                .iter()
-                .take(max)
-                .map(|i| (i.id, i.file, i.entry.clone()))
-                .collect(),
-        )
     }
 
     /// Drops the entries up to item `through`: sled holds them now.
