@@ -95,7 +95,14 @@ pub fn open_writer(path: &Path) -> Result<Connection, SqlError> {
 }
 
 /// How often the server's checkpointer moves the WAL into the database.
-pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+///
+/// Short, because a checkpoint ends in an fsync of the database file, and
+/// the event log's group commits (an fdatasync on the same disk) queue
+/// behind it: at 250 ms a checkpoint's fsync took 13–23 ms and set the p99
+/// of commands (20 ms at 600 commands/s, 60 ms at 1,100); at 50 ms the p99
+/// was 9–11 ms and 20 ms, and saturation throughput did not drop
+/// (BENCHMARKS.md, "Issue 13, stop 27").
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Takes checkpointing off the writer's commits: the projection's connection
 /// stops checkpointing by itself (`wal_autocheckpoint = 0`) and a thread of
