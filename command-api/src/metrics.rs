@@ -1,7 +1,7 @@
 //! Prometheus text metrics, kept by hand: a few counters and one histogram do
 //! not justify a metrics framework.
 
-use ledger_core::engine::{EngineStats, BATCH_BUCKETS};
+use ledger_core::engine::{EngineStats, BATCH_BUCKETS, SYNC_BUCKETS_MICROS};
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 use std::sync::atomic::Ordering::Relaxed;
@@ -338,6 +338,34 @@ fn render_engine(out: &mut String, engine: &EngineStats) {
         scalar(out, "counter", name, help, value.load(Relaxed));
     }
     render_batch_sizes(out, engine);
+    render_syncs(out, engine);
+}
+
+fn render_syncs(out: &mut String, engine: &EngineStats) {
+    let _ = writeln!(
+        out,
+        "# HELP expereon_log_sync_seconds Time a group commit took to make its batches durable (the fdatasync every answer waits for)."
+    );
+    let _ = writeln!(out, "# TYPE expereon_log_sync_seconds histogram");
+    for (bound, bucket) in SYNC_BUCKETS_MICROS.iter().zip(&engine.sync_buckets) {
+        let _ = writeln!(
+            out,
+            "expereon_log_sync_seconds_bucket{{le=\"{}\"}} {}",
+            *bound as f64 / 1e6,
+            bucket.load(Relaxed)
+        );
+    }
+    let syncs = engine.syncs.load(Relaxed);
+    let _ = writeln!(
+        out,
+        "expereon_log_sync_seconds_bucket{{le=\"+Inf\"}} {syncs}"
+    );
+    let _ = writeln!(
+        out,
+        "expereon_log_sync_seconds_sum {}",
+        engine.sync_micros.load(Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(out, "expereon_log_sync_seconds_count {syncs}");
 }
 
 fn render_batch_sizes(out: &mut String, engine: &EngineStats) {

@@ -137,6 +137,13 @@ pub struct Committed {
 /// Batch sizes are counted in these buckets (upper bounds, commands per batch).
 pub const BATCH_BUCKETS: [u64; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
 
+/// Upper bounds (µs) of the histogram of group commits' durations: the
+/// fdatasync every acknowledgement waits for, where a disk shared with
+/// other writers shows first.
+pub const SYNC_BUCKETS_MICROS: [u64; 10] = [
+    500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
 /// Counters the writer keeps for `/metrics`.
 #[derive(Debug, Default)]
 pub struct EngineStats {
@@ -146,6 +153,11 @@ pub struct EngineStats {
     pub commits: AtomicU64,
     pub failed_commits: AtomicU64,
     pub batch_size_buckets: [AtomicU64; BATCH_BUCKETS.len()],
+    pub sync_buckets: [AtomicU64; SYNC_BUCKETS_MICROS.len()],
+    /// Group commits that wrote (and synced) something; with
+    /// `sync_micros`, the histogram's count and sum.
+    pub syncs: AtomicU64,
+    pub sync_micros: AtomicU64,
 }
 
 impl EngineStats {
@@ -155,6 +167,17 @@ impl EngineStats {
         self.commands.fetch_add(n, Ordering::Relaxed);
         for (bound, bucket) in BATCH_BUCKETS.iter().zip(&self.batch_size_buckets) {
             if n <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn observe_sync(&self, took: std::time::Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_micros.fetch_add(micros, Ordering::Relaxed);
+        for (bound, bucket) in SYNC_BUCKETS_MICROS.iter().zip(&self.sync_buckets) {
+            if micros <= *bound {
                 bucket.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -268,7 +291,14 @@ impl Syncer {
             let mut group = vec![first];
             group.extend(appended.try_iter());
             let wrote = group.iter().any(|a| a.head.is_some());
-            let synced = if wrote { self.log.sync() } else { Ok(()) };
+            let synced = if wrote {
+                let started = std::time::Instant::now();
+                let synced = self.log.sync();
+                self.stats.observe_sync(started.elapsed());
+                synced
+            } else {
+                Ok(())
+            };
             match synced {
                 Ok(()) => {
                     if wrote {

@@ -257,6 +257,28 @@ async fn metrics_are_prometheus_text() {
         samples += 1;
     }
     assert!(samples > 0, "no samples:\n{text}");
+
+    // The group commits' durations: creating the organization wrote, so at
+    // least one, and the buckets count up to the total.
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let syncs = value("expereon_log_sync_seconds_count");
+    assert!(syncs >= 1.0, "{syncs} syncs");
+    assert_eq!(
+        value("expereon_log_sync_seconds_bucket{le=\"+Inf\"}"),
+        syncs
+    );
+    assert!(value("expereon_log_sync_seconds_sum") > 0.0);
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("expereon_log_sync_seconds_bucket"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    assert_eq!(buckets.len(), 11);
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
 }
 
 /// Splits `a="x",b="y,z"` at the commas between labels.
