@@ -118,21 +118,21 @@ impl WebhookStats {
     }
 
     fn render_delivery_latency(&self, out: &mut String) {
-        let name = "expereon_webhook_delivery_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from an event to its delivery's 2xx, per delivered message."
-        );
-        let _ = writeln!(out, "# TYPE {name} histogram");
         let Ok(h) = self.delivery.lock() else {
             return;
         };
-        for (i, bound) in DELIVERY_BUCKETS_SECONDS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", h.counts[i]);
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "{name}_sum {}", h.sum);
-        let _ = writeln!(out, "{name}_count {}", h.count);
+        let buckets = DELIVERY_BUCKETS_SECONDS
+            .iter()
+            .zip(&h.counts)
+            .map(|(bound, n)| (bound.to_string(), *n));
+        histogram(
+            out,
+            "expereon_webhook_delivery_seconds",
+            "Time from an event to its delivery's 2xx, per delivered message.",
+            buckets,
+            h.count,
+            h.sum,
+        );
     }
 }
 
@@ -342,57 +342,54 @@ fn render_engine(out: &mut String, engine: &EngineStats) {
 }
 
 fn render_syncs(out: &mut String, engine: &EngineStats) {
-    let _ = writeln!(
+    let buckets = SYNC_BUCKETS_MICROS
+        .iter()
+        .zip(&engine.sync_buckets)
+        .map(|(bound, n)| ((*bound as f64 / 1e6).to_string(), n.load(Relaxed)));
+    histogram(
         out,
-        "# HELP expereon_log_sync_seconds Time a group commit took to make its batches durable (the fdatasync every answer waits for)."
+        "expereon_log_sync_seconds",
+        "Time a group commit took to make its batches durable (the fdatasync every answer waits for).",
+        buckets,
+        engine.syncs.load(Relaxed),
+        engine.sync_micros.load(Relaxed) as f64 / 1e6,
     );
-    let _ = writeln!(out, "# TYPE expereon_log_sync_seconds histogram");
-    for (bound, bucket) in SYNC_BUCKETS_MICROS.iter().zip(&engine.sync_buckets) {
-        let _ = writeln!(
-            out,
-            "expereon_log_sync_seconds_bucket{{le=\"{}\"}} {}",
-            *bound as f64 / 1e6,
-            bucket.load(Relaxed)
-        );
-    }
-    let syncs = engine.syncs.load(Relaxed);
-    let _ = writeln!(
-        out,
-        "expereon_log_sync_seconds_bucket{{le=\"+Inf\"}} {syncs}"
-    );
-    let _ = writeln!(
-        out,
-        "expereon_log_sync_seconds_sum {}",
-        engine.sync_micros.load(Relaxed) as f64 / 1e6
-    );
-    let _ = writeln!(out, "expereon_log_sync_seconds_count {syncs}");
 }
 
 fn render_batch_sizes(out: &mut String, engine: &EngineStats) {
-    let _ = writeln!(
+    let buckets = BATCH_BUCKETS
+        .iter()
+        .zip(&engine.batch_size_buckets)
+        .map(|(bound, n)| (bound.to_string(), n.load(Relaxed)));
+    histogram(
         out,
-        "# HELP expereon_engine_batch_size Commands per writer batch."
+        "expereon_engine_batch_size",
+        "Commands per writer batch.",
+        buckets,
+        engine.batches.load(Relaxed),
+        // Every command is decided in exactly one batch.
+        engine.commands.load(Relaxed) as f64,
     );
-    let _ = writeln!(out, "# TYPE expereon_engine_batch_size histogram");
-    for (bound, bucket) in BATCH_BUCKETS.iter().zip(&engine.batch_size_buckets) {
-        let _ = writeln!(
-            out,
-            "expereon_engine_batch_size_bucket{{le=\"{bound}\"}} {}",
-            bucket.load(Relaxed)
-        );
+}
+
+/// A histogram from cumulative buckets (upper bound, count), its total
+/// count (the `+Inf` bucket) and its sum.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    buckets: impl Iterator<Item = (String, u64)>,
+    count: u64,
+    sum: f64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (bound, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
     }
-    let batches = engine.batches.load(Relaxed);
-    let _ = writeln!(
-        out,
-        "expereon_engine_batch_size_bucket{{le=\"+Inf\"}} {batches}"
-    );
-    // Every command is decided in exactly one batch.
-    let _ = writeln!(
-        out,
-        "expereon_engine_batch_size_sum {}",
-        engine.commands.load(Relaxed)
-    );
-    let _ = writeln!(out, "expereon_engine_batch_size_count {batches}");
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
 /// `route` comes escaped.

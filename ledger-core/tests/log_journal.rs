@@ -2,27 +2,15 @@
 //! appends go on and the applier moves entries into sled, every read sees
 //! everything appended before it began, densely, and nothing twice.
 
-use ledger_core::events::{Actor, Event, RecordedEvent};
+mod log_support;
+
 use ledger_core::ids::{OrganizationId, RequestId};
 use ledger_core::log::sled::SledLog;
 use ledger_core::log::{EventLog, IdempotencyKey, IdempotencyRecord};
 use ledger_core::time::Timestamp;
+use log_support::event;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-
-fn event(seq: u64, org: OrganizationId, version: u64) -> RecordedEvent {
-    RecordedEvent {
-        seq,
-        version,
-        at: Timestamp::from_micros(1_700_000_000_000_000 + seq as i64),
-        actor: Actor::Admin,
-        request_id: None,
-        event: Event::OrganizationCreated {
-            id: org,
-            name: format!("organization {seq}"),
-        },
-    }
-}
 
 fn record(n: u64, last_seq: u64) -> IdempotencyRecord {
     IdempotencyRecord {

@@ -3,29 +3,15 @@
 //! exactly as before, and a migration interrupted at any point finishes on
 //! the next open; a block missing from the middle of a log is named.
 
-use ledger_core::events::{Actor, Event, RecordedEvent};
+mod log_support;
+
+use ledger_core::events::{Event, RecordedEvent};
 use ledger_core::ids::OrganizationId;
 use ledger_core::log::sled::{raw, SledLog};
 use ledger_core::log::{chain_hash, EventLog, LogError, RawEvent, GENESIS_HASH};
-use ledger_core::time::Timestamp;
+use log_support::event;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// The log checks seqs, stream versions and the chain, not the domain: one
-/// organization stream may carry many versions here.
-fn event(seq: u64, org: OrganizationId, version: u64) -> RecordedEvent {
-    RecordedEvent {
-        seq,
-        version,
-        at: Timestamp::from_micros(1_700_000_000_000_000 + seq as i64),
-        actor: Actor::Admin,
-        request_id: None,
-        event: Event::OrganizationCreated {
-            id: org,
-            name: format!("organization {seq}"),
-        },
-    }
-}
 
 /// 20,000 events: every third on one long stream, the rest one per stream.
 fn history() -> (OrganizationId, Vec<RecordedEvent>) {

@@ -53,13 +53,24 @@ fn apply_until_stopped(store: &Store, pending: &Pending, first_file: u64) -> Res
     }
 }
 
+/// What [`recover`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Recovered {
+    /// The number the next journal file takes.
+    pub next_file: u64,
+    /// Journal entries sled did not hold yet, now applied.
+    pub replayed: usize,
+}
+
 /// Replays the journal a crash (or a failed applier) left into sled, makes
-/// sled durable and deletes the journal. Returns the number the next
-/// journal file takes.
-pub(super) fn recover(store: &Store) -> Result<u64, LogError> {
+/// sled durable and deletes the journal.
+pub(super) fn recover(store: &Store) -> Result<Recovered, LogError> {
     let files = journal::files(&store.dir)?;
     let Some(last) = files.last().map(|(n, _)| *n) else {
-        return Ok(1);
+        return Ok(Recovered {
+            next_file: 1,
+            replayed: 0,
+        });
     };
     let mut previous = store.lock_applied()?.head.last_hash;
     let mut replayed = 0usize;
@@ -89,13 +100,10 @@ pub(super) fn recover(store: &Store) -> Result<u64, LogError> {
     }
     store.make_durable()?;
     journal::remove_before(&store.dir, u64::MAX)?;
-    if replayed > 0 {
-        tracing::info!(
-            entries = replayed,
-            "journal entries replayed into the log after an unclean stop"
-        );
-    }
-    Ok(last + 1)
+    Ok(Recovered {
+        next_file: last + 1,
+        replayed,
+    })
 }
 
 /// What of a journal entry sled does not hold yet, its chain checked.
@@ -285,41 +293,62 @@ mod tests {
         (events, entries, previous)
     }
 
+    /// Opens sled on `dir` and replays its journal, as `SledLog::open` does.
+    fn recovered_in(dir: &Path) -> Result<Recovered, LogError> {
+        let store = Store::open(dir, &Default::default())?;
+        store.load_tail()?;
+        recover(&store)
+    }
+
+    /// The log holds `events`, ends on `last_hash`, and record 1 with its
+    /// kept answer.
+    fn assert_holds(log: &SledLog, events: &[RecordedEvent], last_hash: Hash) {
+        assert_eq!(log.head().last_seq, events.len() as u64);
+        assert_eq!(log.head().last_hash, last_hash);
+        assert_eq!(all(log), events);
+        assert_eq!(
+            log.idempotency(&record(1, 0).key).unwrap(),
+            Some(record(1, 200))
+        );
+    }
+
+    fn journal_files(dir: &Path) -> Vec<u64> {
+        journal::files(dir).unwrap().iter().map(|f| f.0).collect()
+    }
+
     #[test]
     fn a_journal_left_by_a_crash_is_replayed_into_the_log() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path(), &Default::default()).unwrap());
         let (events, entries, last_hash) = crashed_history();
-        leave_journal(dir.path(), 1, &entries);
+        // In two files: the log had moved on to a second one.
+        leave_journal(dir.path(), 1, &entries[..2]);
+        leave_journal(dir.path(), 2, &entries[2..]);
 
-        let log = open(dir.path()).unwrap();
-        assert_eq!(log.head().last_seq, 12);
-        assert_eq!(log.head().last_hash, last_hash);
-        assert_eq!(all(&log), events);
+        let recovered = recovered_in(dir.path()).unwrap();
         assert_eq!(
-            log.idempotency(&record(1, 0).key).unwrap(),
-            Some(record(1, 200))
+            recovered,
+            Recovered {
+                next_file: 3,
+                replayed: 4
+            }
         );
+        assert!(
+            journal_files(dir.path()).is_empty(),
+            "replayed, then removed"
+        );
+        let log = open(dir.path()).unwrap();
+        assert_holds(&log, &events, last_hash);
         assert_eq!(
             log.idempotency(&record(2, 0).key).unwrap(),
             Some(record(2, 201))
-        );
-        let files: Vec<u64> = journal::files(dir.path())
-            .unwrap()
-            .iter()
-            .map(|f| f.0)
-            .collect();
-        assert_eq!(
-            files,
-            vec![2],
-            "the old journal is gone, a new one started after it"
         );
         // The log goes on from there.
         log.append(&[event(13, OrganizationId::new(), 1)], &[])
             .unwrap();
         log.close().unwrap();
         assert!(
-            journal::files(dir.path()).unwrap().is_empty(),
+            journal_files(dir.path()).is_empty(),
             "a clean close leaves no journal"
         );
 
@@ -343,14 +372,12 @@ mod tests {
         // but before the journal's deletion.
         leave_journal(dir.path(), 7, &entries);
 
-        let log = open(dir.path()).unwrap();
-        assert_eq!(log.head().last_seq, 12);
-        assert_eq!(log.head().last_hash, last_hash);
-        assert_eq!(all(&log), events);
-        assert_eq!(
-            log.idempotency(&record(1, 0).key).unwrap(),
-            Some(record(1, 200))
-        );
+        let recovered =
+            super::super::when_unlocked(Duration::from_secs(30), || recovered_in(dir.path()))
+                .unwrap();
+        assert_eq!(recovered.replayed, 2, "the kept answer and the last batch");
+        assert_eq!(recovered.next_file, 8);
+        assert_holds(&open(dir.path()).unwrap(), &events, last_hash);
     }
 
     #[test]
@@ -387,6 +414,41 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn journal_files_are_deleted_once_sled_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path()).unwrap();
+        // 1 MiB answers: past journal::ROTATE_BYTES the log moves to file 2.
+        let records = (journal::ROTATE_BYTES / (1 << 20) + 2) as u8;
+        let events = events(1, records as u64);
+        for (n, event) in (1..=records).zip(&events) {
+            let record = IdempotencyRecord {
+                body: vec![n; 1 << 20],
+                ..record(n, 201)
+            };
+            log.append(std::slice::from_ref(event), &[record]).unwrap();
+        }
+        assert_eq!(journal_files(dir.path()), vec![1, 2]);
+        // The applier deletes file 1 once sled holds it durably, while the
+        // log stays open.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while journal_files(dir.path()) != vec![2] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "journal files still {:?}",
+                journal_files(dir.path())
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(all(&log), events);
+        assert_eq!(
+            log.idempotency(&record(records, 0).key)
+                .unwrap()
+                .map(|r| r.body.len()),
+            Some(1 << 20)
+        );
     }
 
     #[test]

@@ -255,13 +255,15 @@ impl SledLog {
             );
             store = Store::open_retrying(&dir, &options)?;
         }
-        let head = Store::verify_tail(&store.db)?;
-        let tail = blocks::last(&store.db)?;
-        if let Ok(mut applied) = store.applied.lock() {
-            applied.head = head;
-            applied.tail = tail;
+        store.load_tail()?;
+        let recovered = applier::recover(&store)?;
+        if recovered.replayed > 0 {
+            tracing::info!(
+                entries = recovered.replayed,
+                "journal entries replayed into the log after an unclean stop"
+            );
         }
-        let first_file = applier::recover(&store)?;
+        let first_file = recovered.next_file;
         let head = store.lock_applied()?.head;
         let journal = journal::Writer::start(&dir, first_file)?;
         let store = Arc::new(store);
@@ -378,6 +380,16 @@ impl Store {
         when_unlocked(std::time::Duration::from_secs(30), || {
             Self::open(dir, options)
         })
+    }
+
+    /// Verifies the tail of what sled holds and starts `applied` from it.
+    fn load_tail(&self) -> Result<(), LogError> {
+        let head = Self::verify_tail(&self.db)?;
+        let tail = blocks::last(&self.db)?;
+        let mut applied = self.lock_applied()?;
+        applied.head = head;
+        applied.tail = tail;
+        Ok(())
     }
 
     fn lock_applied(&self) -> Result<MutexGuard<'_, Applied>, LogError> {
