@@ -46,7 +46,7 @@ use crate::codec;
 use blocks::Block;
 use journal::{Entry, Stored};
 use pending::Pending;
-use std::collections::hash_map::Entry as Entry2;
+use std::collections::hash_map::Entry as HashEntry;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
@@ -550,8 +550,8 @@ impl Store {
                             });
                         }
                         let tip = match tips.entry(event.stream) {
-                            Entry2::Occupied(o) => o.into_mut(),
-                            Entry2::Vacant(v) => v.insert(self.tip(&applied.tips, event.stream)?),
+                            HashEntry::Occupied(o) => o.into_mut(),
+                            HashEntry::Vacant(v) => v.insert(self.tip(&applied.tips, event.stream)?),
                         };
                         if event.version != tip.version() + 1 {
                             return Err(LogError::VersionConflict {
