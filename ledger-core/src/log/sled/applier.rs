@@ -485,6 +485,27 @@ mod tests {
             ),
         }
 
+        // An entry half in sled already: nothing writes such a journal.
+        let dir = tempfile::tempdir().unwrap();
+        let history = events(1, 10);
+        let log = open(dir.path()).unwrap();
+        log.append(&history[..7], &[]).unwrap();
+        log.close().unwrap();
+        let mut previous = GENESIS_HASH;
+        batch(&history[..4], &mut previous, vec![]);
+        leave_journal(
+            dir.path(),
+            1,
+            &[batch(&history[4..], &mut previous, vec![])],
+        );
+        match open(dir.path()) {
+            Err(LogError::Corrupt { seq, reason }) => {
+                assert_eq!(seq, 5);
+                assert!(reason.contains("straddles the log's end at 7"), "{reason}");
+            }
+            other => panic!("expected a refusal at 5, got {:?}", other.map(|l| l.head())),
+        }
+
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path(), &Default::default()).unwrap());
         let events = events(1, 3);
