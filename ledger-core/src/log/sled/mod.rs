@@ -551,7 +551,9 @@ impl Store {
                         }
                         let tip = match tips.entry(event.stream) {
                             HashEntry::Occupied(o) => o.into_mut(),
-                            HashEntry::Vacant(v) => v.insert(self.tip(&applied.tips, event.stream)?),
+                            HashEntry::Vacant(v) => {
+                                v.insert(self.tip(&applied.tips, event.stream)?)
+                            }
                         };
                         if event.version != tip.version() + 1 {
                             return Err(LogError::VersionConflict {
