@@ -20,7 +20,7 @@ use ledger_core::events::{Actor, Party};
 use ledger_core::ids::InvoiceId;
 use ledger_core::money::{Quantity, TaxRate};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use support::*;
 
 const TOKEN: &str = "audit-token-for-tests-32-characters-at-least";
@@ -343,7 +343,7 @@ fn url_and_data_dir_agree() {
     drop(rt);
 
     let copy = tmp.path().join("copy");
-    copy_dir(&data, &copy);
+    copy_when_settled(&data, &copy);
     for (i, (args, live_out)) in reads(&invoice).iter().zip(&live).enumerate() {
         assert_eq!(
             &run_with(&data_dir_source(&copy), args),
@@ -386,4 +386,41 @@ fn url_and_data_dir_agree() {
         sql_dump(&rebuilt_dir.join(sql)),
         "the SQL read models differ between --url and --data-dir"
     );
+}
+
+/// Copies the data directory of a server stopped in this process once
+/// nothing changes in it any more. The last handles on the log and the
+/// SQLite files may go on other threads (the fold's, the API log's) a
+/// moment after the server returns: the log then takes its journal into
+/// sled and removes it, SQLite removes its `-wal` files.
+fn copy_when_settled(data: &Path, copy: &Path) {
+    fn listing(dir: &Path, out: &mut Vec<(PathBuf, u64, std::time::SystemTime)>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                listing(&entry.path(), out);
+            } else if let Ok(modified) = meta.modified() {
+                out.push((entry.path(), meta.len(), modified));
+            }
+        }
+        out.sort();
+    }
+    ledger_core::log::sled::wait_closed(&data.join("log")).expect("the log closes");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut before = Vec::new();
+    listing(data, &mut before);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut now = Vec::new();
+        listing(data, &mut now);
+        if now == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the data directory still changes 30 s after the server stopped"
+        );
+        before = now;
+    }
+    copy_dir(data, copy);
 }

@@ -80,7 +80,8 @@ pub fn copy_dir(from: &Path, to: &Path) {
         if entry.file_type().expect("type").is_dir() {
             copy_dir(&entry.path(), &target);
         } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
+            std::fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("copying {}: {e}", entry.path().display()));
         }
     }
 }

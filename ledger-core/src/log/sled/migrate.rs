@@ -163,7 +163,8 @@ pub(super) fn by_copy(old: Store, dir: &Path, options: &SledOptions) -> Result<M
 
 /// Waits until no sled handle holds the directory: sled keeps an exclusive
 /// `flock` on its `db` file while open, and releases it once its threads end.
-fn wait_closed(dir: &Path) -> Result<(), LogError> {
+/// A log is closed (its journal taken into sled and removed) before that.
+pub fn wait_closed(dir: &Path) -> Result<(), LogError> {
     let db = dir.join("db");
     let file = std::fs::File::open(&db).map_err(|e| io("opening", &db, e))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

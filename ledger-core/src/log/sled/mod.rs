@@ -39,7 +39,7 @@ mod pending;
 pub mod raw;
 mod streams;
 
-pub use migrate::Migrated;
+pub use migrate::{wait_closed, Migrated};
 
 use super::*;
 use crate::codec;
