@@ -600,8 +600,17 @@ mod tests {
         })
     }
 
+    /// The backup's log, once the backup has let go of it (sled releases
+    /// its lock on its own threads, a moment after the handle is dropped).
+    fn copy_in(out: &Path) -> SledLog {
+        ledger_core::log::sled::when_unlocked(std::time::Duration::from_secs(30), || {
+            SledLog::open(out.join("log"))
+        })
+        .expect("the copy")
+    }
+
     fn live_in(out: &Path) -> Vec<FileId> {
-        let copy = SledLog::open(out.join("log")).expect("the copy");
+        let copy = copy_in(out);
         let mut live = LiveFiles::default();
         live.follow(&copy).expect("follow");
         live.iter().map(|f| f.id).collect()
@@ -624,7 +633,7 @@ mod tests {
         let out = dir.path().join("backup");
         backup(&base, &out).expect("no file is missing from the extended copy");
         // The copy took in the deletion: it is a longer, still consistent log.
-        let copy = SledLog::open(out.join("log")).expect("the copy");
+        let copy = copy_in(&out);
         assert_eq!(copy.head().last_seq, 4);
         drop(copy);
         assert_eq!(live_in(&out), vec![kept, later]);
