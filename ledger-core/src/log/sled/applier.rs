@@ -506,6 +506,23 @@ mod tests {
             other => panic!("expected a refusal at 5, got {:?}", other.map(|l| l.head())),
         }
 
+        // Filed under another version than the event says.
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), &Default::default()).unwrap());
+        let mut previous = GENESIS_HASH;
+        let mut misfiled = batch(&events(1, 2), &mut previous, vec![]);
+        if let Entry::Batch { events, .. } = &mut misfiled {
+            events[1].version = 2;
+        }
+        leave_journal(dir.path(), 1, &[misfiled]);
+        match open(dir.path()) {
+            Err(LogError::Corrupt { seq, reason }) => {
+                assert_eq!(seq, 2);
+                assert!(reason.contains("another stream or version"), "{reason}");
+            }
+            other => panic!("expected a refusal at 2, got {:?}", other.map(|l| l.head())),
+        }
+
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path(), &Default::default()).unwrap());
         let events = events(1, 3);

@@ -391,6 +391,15 @@ mod tests {
     }
 
     #[test]
+    fn no_journal_directory_is_an_empty_journal_and_an_unreadable_one_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(files(dir.path()).unwrap().is_empty());
+        // Not a directory: the journal cannot be read, which is not "empty".
+        std::fs::write(dir.path().join(DIR), b"not a directory").unwrap();
+        assert!(matches!(files(dir.path()), Err(LogError::Storage(_))));
+    }
+
+    #[test]
     fn a_full_file_is_closed_and_the_next_one_started() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = Writer::start(dir.path(), 5).unwrap();
