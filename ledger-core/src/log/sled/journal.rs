@@ -130,6 +130,8 @@ pub(super) fn scan(path: &Path) -> Result<Scanned, LogError> {
     }
     let mut entries = Vec::new();
     let mut at = HEADER;
+    // A length past the end stops the scan here; a zero length (a zeroed
+    // tail) at the decode, which refuses an empty payload.
     while let Some(((len, crc), payload)) = bytes
         .get(at..at + 8)
         .map(|h| {
@@ -137,7 +139,6 @@ pub(super) fn scan(path: &Path) -> Result<Scanned, LogError> {
             let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
             (len, crc)
         })
-        .filter(|(len, _)| *len > 0 && *len <= MAX_RECORD)
         .and_then(|(len, crc)| bytes.get(at + 8..at + 8 + len).map(|p| ((len, crc), p)))
     {
         if crc32fast::hash(payload) != crc {
@@ -372,6 +373,20 @@ mod tests {
             assert_eq!(scanned.good_len, expected_good, "cut at {cut}");
             assert_eq!(scanned.good_len + scanned.rest, cut as u64);
         }
+    }
+
+    #[test]
+    fn a_zeroed_tail_ends_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = vec![batch(1), batch(2)];
+        let path = written(dir.path(), &entries);
+        let good = std::fs::metadata(&path).unwrap().len();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0; 4096]);
+        std::fs::write(&path, &bytes).unwrap();
+        let scanned = scan(&path).unwrap();
+        assert_eq!(scanned.entries, entries);
+        assert_eq!((scanned.good_len, scanned.rest), (good, 4096));
     }
 
     #[test]
