@@ -261,3 +261,55 @@ fn forget(
         map.remove(key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completion(n: u8, body: usize) -> Entry {
+        Entry::Completion(IdempotencyRecord {
+            key: IdempotencyKey {
+                scope: uuid::Uuid::from_bytes([n; 16]),
+                request_id: crate::ids::RequestId::from_uuid(uuid::Uuid::from_bytes([n; 16])),
+            },
+            fingerprint: [n; 32],
+            status: 200,
+            body: vec![n; body],
+            at: crate::time::Timestamp::from_micros(0),
+            last_seq: 0,
+        })
+    }
+
+    #[test]
+    fn appends_wait_while_the_queue_is_over_its_bound_and_go_on_once_applied() {
+        let pending = Pending::default();
+        pending.push(1, completion(1, 10), MAX_BYTES);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| tx.send(pending.wait_for_room()).unwrap());
+            assert!(
+                rx.recv_timeout(Duration::from_millis(300)).is_err(),
+                "an append went on past the bound"
+            );
+            pending.applied(0);
+            assert!(rx.recv_timeout(Duration::from_secs(30)).unwrap().is_ok());
+        });
+        assert!(pending.wait_for_room().is_ok(), "room again");
+    }
+
+    #[test]
+    fn a_failed_log_refuses_appends_even_with_room() {
+        let pending = Pending::default();
+        assert_eq!(pending.failed(), None);
+        assert!(pending.wait_for_room().is_ok());
+        let broken = LogError::Storage("disk gone".into());
+        pending.fail(broken.clone());
+        pending.fail(LogError::Storage("a later one".into()));
+        assert_eq!(
+            pending.failed(),
+            Some(broken.clone()),
+            "the first failure stands"
+        );
+        assert_eq!(pending.wait_for_room(), Err(broken));
+    }
+}
