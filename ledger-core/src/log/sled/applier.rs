@@ -312,6 +312,14 @@ mod tests {
         );
     }
 
+    /// The seq and reason `open` refuses the log in `dir` with, as corrupt.
+    fn corrupt_at(dir: &Path) -> (u64, String) {
+        match open(dir) {
+            Err(LogError::Corrupt { seq, reason }) => (seq, reason),
+            other => panic!("expected corruption, got {:?}", other.map(|l| l.head())),
+        }
+    }
+
     fn journal_files(dir: &Path) -> Vec<u64> {
         journal::files(dir).unwrap().iter().map(|f| f.0).collect()
     }
@@ -477,13 +485,7 @@ mod tests {
         drop(Store::open(dir.path(), &Default::default()).unwrap());
         // Events 6.. with nothing before them.
         leave_journal(dir.path(), 1, &entries[1..]);
-        match open(dir.path()) {
-            Err(LogError::Corrupt { seq, .. }) => assert_eq!(seq, 1),
-            other => panic!(
-                "expected corruption at 1, got {:?}",
-                other.map(|l| l.head())
-            ),
-        }
+        assert_eq!(corrupt_at(dir.path()).0, 1);
 
         // An entry half in sled already: nothing writes such a journal.
         let dir = tempfile::tempdir().unwrap();
@@ -498,13 +500,9 @@ mod tests {
             1,
             &[batch(&history[4..], &mut previous, vec![])],
         );
-        match open(dir.path()) {
-            Err(LogError::Corrupt { seq, reason }) => {
-                assert_eq!(seq, 5);
-                assert!(reason.contains("straddles the log's end at 7"), "{reason}");
-            }
-            other => panic!("expected a refusal at 5, got {:?}", other.map(|l| l.head())),
-        }
+        let (seq, reason) = corrupt_at(dir.path());
+        assert_eq!(seq, 5);
+        assert!(reason.contains("straddles the log's end at 7"), "{reason}");
 
         // Filed under another version than the event says.
         let dir = tempfile::tempdir().unwrap();
@@ -515,13 +513,9 @@ mod tests {
             events[1].version = 2;
         }
         leave_journal(dir.path(), 1, &[misfiled]);
-        match open(dir.path()) {
-            Err(LogError::Corrupt { seq, reason }) => {
-                assert_eq!(seq, 2);
-                assert!(reason.contains("another stream or version"), "{reason}");
-            }
-            other => panic!("expected a refusal at 2, got {:?}", other.map(|l| l.head())),
-        }
+        let (seq, reason) = corrupt_at(dir.path());
+        assert_eq!(seq, 2);
+        assert!(reason.contains("another stream or version"), "{reason}");
 
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path(), &Default::default()).unwrap());
@@ -532,15 +526,8 @@ mod tests {
             events[1].hash[0] ^= 1;
         }
         leave_journal(dir.path(), 1, &[tampered]);
-        match open(dir.path()) {
-            Err(LogError::Corrupt { seq, reason }) => {
-                assert_eq!(seq, 2);
-                assert!(reason.contains("hash chain"), "{reason}");
-            }
-            other => panic!(
-                "expected a broken chain at 2, got {:?}",
-                other.map(|l| l.head())
-            ),
-        }
+        let (seq, reason) = corrupt_at(dir.path());
+        assert_eq!(seq, 2);
+        assert!(reason.contains("hash chain"), "{reason}");
     }
 }
